@@ -1,0 +1,1 @@
+"""zoopay: payments and API credits, wire-compatible with the Payments part of Zoo's API."""

@@ -1,0 +1,106 @@
+"""Wire models of orgs and their members, field for field those of kittycad 1.2.0."""
+
+import enum
+from datetime import datetime
+
+from pydantic import BaseModel, StrictBool
+
+from zoopay.accounts.service import Membership, OrgRole, User
+from zoopay.accounts.service import Org as OrgRecord
+from zoopay.catalog.schemas import WireModel
+
+
+class UserOrgRole(enum.StrEnum):
+    ADMIN = "admin"
+    MEMBER = "member"
+
+
+class BlockReason(enum.StrEnum):
+    MISSING_PAYMENT_METHOD = "missing_payment_method"
+    PAYMENT_METHOD_FAILED = "payment_method_failed"
+
+
+class OrgDetails(WireModel):
+    """The parts of an org its admin may set."""
+
+    allow_users_in_domain_to_auto_join: StrictBool | None = None
+    billing_email: str | None = None
+    domain: str | None = None
+    image: str | None = None
+    name: str | None = None
+    phone: str | None = ""
+
+
+class Org(BaseModel):
+    """An organization."""
+
+    allow_users_in_domain_to_auto_join: bool | None = None
+    billing_email: str
+    billing_email_verified: datetime | None = None
+    block: BlockReason | None = None
+    can_train_on_data: bool = False
+    created_at: datetime
+    domain: str | None = None
+    id: str
+    image: str | None = None
+    name: str | None = None
+    phone: str = ""
+    stripe_id: str | None = None
+    updated_at: datetime
+
+    @classmethod
+    def of(cls, org: OrgRecord) -> "Org":
+        return cls(
+            allow_users_in_domain_to_auto_join=org.allow_users_in_domain_to_auto_join,
+            billing_email=org.billing_email,
+            created_at=org.created_at,
+            domain=org.domain,
+            id=org.id,
+            image=org.image,
+            name=org.name,
+            phone=org.phone,
+            updated_at=org.updated_at,
+        )
+
+
+class AddOrgMember(WireModel):
+    email: str
+    role: UserOrgRole
+
+
+class OrgMember(BaseModel):
+    """A member of an organization."""
+
+    company: str | None = None
+    created_at: datetime
+    discord: str | None = None
+    email: str | None = None
+    email_verified: datetime | None = None
+    first_name: str | None = None
+    github: str | None = None
+    id: str
+    image: str
+    last_name: str | None = None
+    name: str | None = None
+    phone: str = ""
+    role: OrgRole
+    updated_at: datetime
+
+    @classmethod
+    def of(cls, membership: Membership, user: User) -> "OrgMember":
+        return cls(
+            created_at=membership.created_at,
+            email=user.email,
+            id=user.id,
+            image="",
+            name=user.name,
+            role=membership.role,
+            updated_at=membership.updated_at,
+        )
+
+
+class OrgMemberResultsPage(BaseModel):
+    """A single page of results."""
+
+    items: list[OrgMember]
+    next_page: str | None = None

@@ -1,0 +1,46 @@
+"""Keyset pagination in the SDK's shape: `limit`, an opaque `page_token`, `sort_by`."""
+
+import base64
+import enum
+from datetime import datetime
+from typing import Annotated
+
+from fastapi import Depends, Query
+
+from zoopay.errors import BadRequest
+
+MAX_PAGE = 1000
+
+
+class CreatedAtSortMode(enum.StrEnum):
+    CREATED_AT_ASCENDING = "created_at_ascending"
+    CREATED_AT_DESCENDING = "created_at_descending"
+
+
+def encode_page_token(created_at: datetime, row_id: str) -> str:
+    raw = f"{created_at.isoformat()}|{row_id}".encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_page_token(token: str) -> tuple[datetime, str]:
+    try:
+        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)).decode()
+        created_at, row_id = raw.split("|", 1)
+        return datetime.fromisoformat(created_at), row_id
+    except ValueError:
+        raise BadRequest("page_token is not one this server issued") from None
+
+
+class PageRequest:
+    def __init__(
+        self,
+        limit: Annotated[int, Query(ge=1, le=MAX_PAGE, description="Items per page")] = 100,
+        page_token: Annotated[str | None, Query(description="`next_page` of the last page")] = None,
+        sort_by: CreatedAtSortMode = CreatedAtSortMode.CREATED_AT_ASCENDING,
+    ) -> None:
+        self.limit = limit
+        self.after = decode_page_token(page_token) if page_token else None
+        self.descending = sort_by == CreatedAtSortMode.CREATED_AT_DESCENDING
+
+
+Page = Annotated[PageRequest, Depends()]

@@ -1,0 +1,62 @@
+"""Builds the FastAPI application."""
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.responses import JSONResponse
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from zoopay.accounts.routes import router as accounts_router
+from zoopay.api.errors import install_error_handlers
+from zoopay.api.middleware import RequestContextMiddleware
+from zoopay.billing.routes import router as billing_router
+from zoopay.catalog.routes import router as catalog_router
+from zoopay.catalog.service import Catalog, load_catalog
+from zoopay.config import Settings
+from zoopay.db.engine import create_engine
+from zoopay.subscriptions.routes import router as subscriptions_router
+
+DESCRIPTION = """\
+Payments and API credits, wire-compatible with the Payments part of Zoo's API:
+the official `kittycad` SDK works against it unchanged. Amounts are US dollars, sent as
+decimal strings and accepted as JSON numbers or decimal strings (at most 6 decimals).
+"""
+
+
+def create_app(
+    settings: Settings, *, engine: AsyncEngine | None = None, catalog: Catalog | None = None
+) -> FastAPI:
+    owns_engine = engine is None
+    app_engine = engine or create_engine(settings.database_url)
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        yield
+        if owns_engine:
+            await app_engine.dispose()
+
+    app = FastAPI(
+        title="zoopay",
+        version="0.1.0",
+        description=DESCRIPTION,
+        openapi_url="/openapi.json",
+        docs_url="/docs",
+        redoc_url=None,
+        lifespan=lifespan,
+    )
+    app.state.engine = app_engine
+    app.state.catalog = catalog or load_catalog(settings.catalog)
+    for router in (billing_router, subscriptions_router, accounts_router, catalog_router):
+        app.include_router(router)
+    install_error_handlers(app)
+    app.add_middleware(RequestContextMiddleware, max_body_bytes=settings.max_body_bytes)
+
+    @app.get("/", include_in_schema=False)
+    async def openapi_document() -> JSONResponse:
+        """The OpenAPI document of this server."""
+        document: dict[str, Any] = app.openapi()
+        return JSONResponse(document)
+
+    return app

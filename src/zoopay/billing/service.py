@@ -1,0 +1,88 @@
+"""A customer's balance as they see it: buckets, credits, plan and what is due."""
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from zoopay.catalog.schemas import OptionFlat, OptionPerUser, ZooProductSubscriptions
+from zoopay.catalog.service import Catalog
+from zoopay.ledger.service import (
+    Balance,
+    Bucket,
+    Customer,
+    Posting,
+    Reason,
+    get_balance,
+    lock_balance,
+    set_buckets,
+)
+from zoopay.subscriptions.service import (
+    Subscription,
+    current_plan,
+    get_enterprise_price,
+    get_subscription,
+    refresh_due,
+    refresh_if_due,
+    subscription_details,
+)
+
+
+@dataclass(frozen=True)
+class BalanceStatement:
+    balance: Balance
+    subscription: Subscription | None
+    details: ZooProductSubscriptions | None
+    enterprise_price: OptionFlat | OptionPerUser | None
+    credit_price_micros: int
+
+
+async def balance_statement(
+    conn: AsyncConnection, catalog: Catalog, customer: Customer, now: datetime
+) -> BalanceStatement:
+    """The balance now, refreshed first if a new monthly period has begun."""
+    subscription = await get_subscription(conn, customer)
+    if refresh_due(subscription, now):
+        balance, subscription = await refresh_if_due(
+            conn, catalog, await lock_balance(conn, customer), now
+        )
+    else:
+        balance = await get_balance(conn, customer)
+    return await _statement(conn, catalog, balance, subscription)
+
+
+async def set_balance(
+    conn: AsyncConnection,
+    catalog: Catalog,
+    customer: Customer,
+    monthly_micros: int | None,
+    stable_micros: int | None,
+    actor: str,
+    now: datetime,
+) -> BalanceStatement:
+    """Staff set either or both buckets to absolute amounts, through the ledger."""
+    balance, subscription = await refresh_if_due(
+        conn, catalog, await lock_balance(conn, customer), now
+    )
+    targets = {Bucket.MONTHLY: monthly_micros, Bucket.STABLE: stable_micros}
+    balance = await set_buckets(
+        conn,
+        balance,
+        {bucket: amount for bucket, amount in targets.items() if amount is not None},
+        Posting(Reason.STAFF_CHANGE, actor),
+        now,
+    )
+    return await _statement(conn, catalog, balance, subscription)
+
+
+async def _statement(
+    conn: AsyncConnection, catalog: Catalog, balance: Balance, subscription: Subscription | None
+) -> BalanceStatement:
+    plan = current_plan(catalog, subscription)
+    return BalanceStatement(
+        balance=balance,
+        subscription=subscription,
+        details=await subscription_details(conn, catalog, subscription),
+        enterprise_price=await get_enterprise_price(conn, balance.customer),
+        credit_price_micros=plan.credit_price_micros if plan else 0,
+    )

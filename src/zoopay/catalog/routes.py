@@ -1,0 +1,11 @@
+from zoopay.api.deps import CatalogDep
+from zoopay.api.routing import json_router
+from zoopay.catalog.schemas import PricingSubscriptions
+
+router = json_router(tags=["meta"])
+
+
+@router.get("/pricing/subscriptions", response_model=PricingSubscriptions)
+async def get_pricing_subscriptions(catalog: CatalogDep) -> PricingSubscriptions:
+    """Every plan on offer, with its price and monthly credits. No token needed."""
+    return catalog.pricing()

@@ -1,0 +1,123 @@
+"""The plan catalog: shipped defaults, or a JSON file named by ZOOPAY_CATALOG."""
+
+import json
+from dataclasses import dataclass
+from decimal import Decimal
+from pathlib import Path
+
+from pydantic import ValidationError, model_validator
+
+from zoopay.catalog.schemas import (
+    IndividualTierName,
+    ModelingAppSubscriptionTier,
+    OptionEnterprise,
+    OptionFlat,
+    OptionIndividual,
+    OptionPerUser,
+    PricingSubscriptions,
+    TierName,
+    TierTerms,
+    WireModel,
+)
+from zoopay.money import to_micros
+
+DEFAULT_CATALOG = Path(__file__).with_name("default_catalog.json")
+
+
+class CatalogError(Exception):
+    """The catalog file is missing, not JSON, or breaks a rule; the message says which."""
+
+
+class CatalogFile(WireModel):
+    modeling_app: list[TierTerms]
+
+    @model_validator(mode="after")
+    def _check_tiers(self) -> "CatalogFile":
+        names = [tier.name for tier in self.modeling_app]
+        if len(set(names)) != len(names):
+            raise ValueError("each tier name may appear once")
+        if TierName.FREE not in names:
+            raise ValueError("a 'free' tier is required: every user starts on it")
+        for tier in self.modeling_app:
+            individual = tier.name.value in IndividualTierName.__members__.values()
+            if individual != isinstance(tier.type, OptionIndividual):
+                kind = "individual" if individual else "organization"
+                raise ValueError(f"tier {tier.name.value!r} must have type {kind!r}")
+            if tier.name == TierName.FREE and not _is_free(tier):
+                raise ValueError("the 'free' tier must have a flat price of 0")
+        return self
+
+
+def _is_free(tier: TierTerms) -> bool:
+    return isinstance(tier.price, OptionFlat) and tier.price.price == 0
+
+
+@dataclass(frozen=True)
+class Plan:
+    """One tier's terms, with the amounts the ledger works in."""
+
+    terms: TierTerms
+    rank: int
+
+    @property
+    def name(self) -> TierName:
+        return self.terms.name
+
+    @property
+    def monthly_grant_micros(self) -> int:
+        return self.terms.monthly_pay_as_you_go_api_credits * self.credit_price_micros
+
+    @property
+    def credit_price_micros(self) -> int:
+        return to_micros(self.terms.pay_as_you_go_api_credit_price)
+
+    @property
+    def is_individual(self) -> bool:
+        return isinstance(self.terms.type, OptionIndividual)
+
+    @property
+    def sold_by_sales(self) -> bool:
+        return isinstance(self.terms.price, OptionEnterprise)
+
+    def wire(self, price: OptionFlat | OptionPerUser | None = None) -> ModelingAppSubscriptionTier:
+        """The tier as the API shows it; an org's negotiated price replaces the listed one."""
+        grant = self.terms.monthly_pay_as_you_go_api_credits
+        value = grant * self.terms.pay_as_you_go_api_credit_price
+        fields = self.terms.model_dump()
+        fields["price"] = price or self.terms.price
+        return ModelingAppSubscriptionTier.model_validate(
+            {**fields, "monthly_pay_as_you_go_api_credits_monetary_value": value}
+        )
+
+
+class Catalog:
+    def __init__(self, catalog_file: CatalogFile) -> None:
+        self._plans = {t.name: Plan(t, rank) for rank, t in enumerate(catalog_file.modeling_app)}
+
+    def plan(self, name: TierName | str) -> Plan | None:
+        return self._plans.get(TierName(name))
+
+    def pricing(self) -> PricingSubscriptions:
+        return PricingSubscriptions(modeling_app=[plan.wire() for plan in self._plans.values()])
+
+
+def load_catalog(path: Path | None = None) -> Catalog:
+    source = path or DEFAULT_CATALOG
+    try:
+        raw = json.loads(source.read_text(), parse_float=Decimal)
+        return Catalog(CatalogFile.model_validate(raw))
+    except OSError as exc:
+        raise CatalogError(f"cannot read the catalog {source}: {exc.strerror}") from None
+    except json.JSONDecodeError as exc:
+        raise CatalogError(f"the catalog {source} is not JSON: {exc}") from None
+    except ValidationError as exc:
+        raise CatalogError(f"the catalog {source} is invalid:\n{_describe(exc)}") from None
+
+
+def _describe(exc: ValidationError) -> str:
+    return "\n".join(
+        f"  {'.'.join(str(p) for p in err['loc']) or '(top)'}: {err['msg']}" for err in exc.errors()
+    )
+
+
+__all__ = ["Catalog", "CatalogError", "Plan", "load_catalog"]

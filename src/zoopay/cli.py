@@ -1,0 +1,174 @@
+"""The `zoopay` command: serve, migrate, and manage users, orgs and tokens."""
+
+import asyncio
+import json
+import sys
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from typing import Annotated, Any, TypeVar
+
+import typer
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from zoopay.accounts import service as accounts
+from zoopay.catalog.service import Catalog, CatalogError, load_catalog
+from zoopay.config import get_settings
+from zoopay.db import migrate
+from zoopay.db.engine import create_engine, transaction
+from zoopay.errors import ZoopayError
+
+app = typer.Typer(no_args_is_help=True, help="zoopay: payments and API credits.")
+db_app = typer.Typer(no_args_is_help=True, help="The database.")
+users_app = typer.Typer(no_args_is_help=True, help="Users.")
+orgs_app = typer.Typer(no_args_is_help=True, help="Organizations.")
+tokens_app = typer.Typer(no_args_is_help=True, help="API tokens.")
+app.add_typer(db_app, name="db")
+app.add_typer(users_app, name="users")
+app.add_typer(orgs_app, name="orgs")
+app.add_typer(tokens_app, name="tokens")
+
+T = TypeVar("T")
+
+
+def _catalog() -> Catalog:
+    try:
+        return load_catalog(get_settings().catalog)
+    except CatalogError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+
+
+def _run(work: Callable[[AsyncConnection, datetime], Awaitable[T]]) -> T:
+    """Run one unit of work in a transaction; domain errors exit 1 with their message."""
+
+    async def main() -> T:
+        engine = create_engine(get_settings().database_url)
+        try:
+            async with transaction(engine) as conn:
+                return await work(conn, datetime.now(UTC))
+        finally:
+            await engine.dispose()
+
+    try:
+        return asyncio.run(main())
+    except ZoopayError as exc:
+        typer.echo(json.dumps({"error_code": exc.error_code, "message": exc.message}), err=True)
+        raise typer.Exit(1) from None
+
+
+def _print(data: dict[str, Any]) -> None:
+    typer.echo(json.dumps(data))
+
+
+@db_app.command("upgrade")
+def db_upgrade() -> None:
+    """Bring the database to the newest schema."""
+    migrate.upgrade(get_settings().database_url)
+    _print({"upgraded": True})
+
+
+@users_app.command("create")
+def users_create(
+    email: str,
+    name: Annotated[str | None, typer.Option(help="Display name")] = None,
+    staff: Annotated[bool, typer.Option("--staff", help="May use the staff endpoints")] = False,
+) -> None:
+    """Create a user on the free plan and print a new API token for them."""
+    catalog = _catalog()
+
+    async def work(conn: AsyncConnection, now: datetime) -> dict[str, Any]:
+        user = await accounts.create_user(conn, catalog, email, now, name=name, is_staff=staff)
+        token = await accounts.create_token(conn, user, now)
+        return {"id": user.id, "email": user.email, "token": token}
+
+    _print(_run(work))
+
+
+@tokens_app.command("create")
+def tokens_create(email: str) -> None:
+    """Print a new API token for an existing user."""
+
+    async def work(conn: AsyncConnection, now: datetime) -> dict[str, Any]:
+        user = await accounts.find_user(conn, email)
+        return {"token": await accounts.create_token(conn, user, now)}
+
+    _print(_run(work))
+
+
+@orgs_app.command("create")
+def orgs_create(
+    name: str, admin: Annotated[str, typer.Option("--admin", help="Email of its first admin")]
+) -> None:
+    """Create an org with an existing user as its admin."""
+
+    async def work(conn: AsyncConnection, now: datetime) -> dict[str, Any]:
+        user = await accounts.find_user(conn, admin)
+        org = await accounts.create_org(conn, user, accounts.OrgDetails(name=name), now)
+        return {"id": org.id, "name": org.name}
+
+    _print(_run(work))
+
+
+@orgs_app.command("add-member")
+def orgs_add_member(
+    org_id: str,
+    email: str,
+    role: Annotated[
+        accounts.OrgRole, typer.Option(help="admin or member")
+    ] = accounts.OrgRole.MEMBER,
+) -> None:
+    """Add an existing user to an org."""
+
+    async def work(conn: AsyncConnection, now: datetime) -> dict[str, Any]:
+        org = await accounts.find_org(conn, org_id)
+        user = await accounts.find_user(conn, email)
+        await accounts.add_member(conn, org.id, user, role, now)
+        return {"org_id": org.id, "user_id": user.id, "role": role.value}
+
+    _print(_run(work))
+
+
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="Default: ZOOPAY_HOST")] = None,
+    port: Annotated[int | None, typer.Option(help="Default: ZOOPAY_PORT")] = None,
+) -> None:
+    """Serve the API; on the first start, create a staff user and print its token once."""
+    import uvicorn
+
+    from zoopay.app import create_app
+
+    settings = get_settings()
+    catalog = _catalog()
+    _bootstrap_staff(catalog, settings.bootstrap_staff_email)
+    uvicorn.run(
+        create_app(settings, catalog=catalog),
+        host=host or settings.host,
+        port=port or settings.port,
+        log_level=settings.log_level,
+    )
+
+
+def _bootstrap_staff(catalog: Catalog, email: str) -> None:
+    async def work(conn: AsyncConnection, now: datetime) -> dict[str, Any] | None:
+        if await accounts.any_staff(conn):
+            return None
+        user = await accounts.create_user(conn, catalog, email, now, name="Staff", is_staff=True)
+        return {
+            "id": user.id,
+            "email": user.email,
+            "token": await accounts.create_token(conn, user, now),
+        }
+
+    created = _run(work)
+    if created is not None:
+        print(
+            "First start: created staff user "
+            f"{created['email']}. Its API token, shown only this once:\n  {created['token']}",
+            file=sys.stderr,
+            flush=True,
+        )
+
+
+if __name__ == "__main__":
+    app()

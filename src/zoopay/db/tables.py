@@ -1,0 +1,156 @@
+"""The schema, in SQLAlchemy Core. Amounts are BIGINT micro-dollars; ids are UUID strings."""
+
+from datetime import UTC, datetime
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    TypeDecorator,
+)
+from sqlalchemy.engine import Dialect
+
+metadata = MetaData()
+
+
+class UtcDateTime(TypeDecorator[datetime]):
+    """Aware UTC datetimes on both backends (SQLite would hand back naive ones)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("timestamps must be timezone-aware")
+        return value.astimezone(UTC)
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+Timestamp = UtcDateTime()
+Id = String(36)
+
+users = Table(
+    "users",
+    metadata,
+    Column("id", Id, primary_key=True),
+    Column("email", String(320), nullable=False, unique=True),
+    Column("name", String(200)),
+    Column("is_staff", Boolean, nullable=False, default=False),
+    Column("created_at", Timestamp, nullable=False),
+    Column("updated_at", Timestamp, nullable=False),
+)
+
+api_tokens = Table(
+    "api_tokens",
+    metadata,
+    Column("id", Id, primary_key=True),
+    Column("user_id", Id, ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
+    Column("token_hash", String(64), nullable=False, unique=True),
+    Column("created_at", Timestamp, nullable=False),
+)
+
+orgs = Table(
+    "orgs",
+    metadata,
+    Column("id", Id, primary_key=True),
+    Column("name", String(200)),
+    Column("billing_email", String(320), nullable=False),
+    Column("domain", String(255)),
+    Column("image", String(2048)),
+    Column("phone", String(64), nullable=False, default=""),
+    Column("allow_users_in_domain_to_auto_join", Boolean),
+    Column("created_at", Timestamp, nullable=False),
+    Column("updated_at", Timestamp, nullable=False),
+)
+
+org_members = Table(
+    "org_members",
+    metadata,
+    Column("org_id", Id, ForeignKey("orgs.id", ondelete="CASCADE"), nullable=False),
+    # A user belongs to at most one org, as in Zoo's API.
+    Column("user_id", Id, ForeignKey("users.id", ondelete="CASCADE"), primary_key=True),
+    Column("role", String(16), nullable=False),
+    Column("created_at", Timestamp, nullable=False),
+    Column("updated_at", Timestamp, nullable=False),
+    Index("ix_org_members_org", "org_id", "created_at"),
+)
+
+balances = Table(
+    "balances",
+    metadata,
+    Column("id", Id, primary_key=True),
+    Column("customer_kind", String(8), nullable=False),
+    Column("customer_id", Id, nullable=False, unique=True),
+    Column("monthly_micros", BigInteger, nullable=False, default=0),
+    Column("stable_micros", BigInteger, nullable=False, default=0),
+    Column("total_due_micros", BigInteger, nullable=False, default=0),
+    Column("created_at", Timestamp, nullable=False),
+    Column("updated_at", Timestamp, nullable=False),
+)
+
+ledger_entries = Table(
+    "ledger_entries",
+    metadata,
+    Column(
+        "id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    ),
+    Column("customer_id", Id, nullable=False),
+    Column("bucket", String(16), nullable=False),
+    Column("delta_micros", BigInteger, nullable=False),
+    Column("balance_after_micros", BigInteger, nullable=False),
+    Column("actor", String(64), nullable=False),
+    Column("reason", String(32), nullable=False),
+    Column("reference", String(64)),
+    Column("created_at", Timestamp, nullable=False),
+    Index("ix_ledger_entries_customer", "customer_id", "id"),
+)
+
+subscriptions = Table(
+    "subscriptions",
+    metadata,
+    Column("id", Id, primary_key=True),
+    Column("customer_kind", String(8), nullable=False),
+    Column("customer_id", Id, nullable=False, unique=True),
+    Column("tier", String(32), nullable=False),
+    Column("pay_annually", Boolean, nullable=False, default=False),
+    # Monthly periods start at anchor + k months; period_start is the one last granted.
+    Column("anchor_at", Timestamp, nullable=False),
+    Column("period_start", Timestamp, nullable=False),
+    Column("created_at", Timestamp, nullable=False),
+    Column("updated_at", Timestamp, nullable=False),
+)
+
+enterprise_prices = Table(
+    "enterprise_prices",
+    metadata,
+    Column("org_id", Id, ForeignKey("orgs.id", ondelete="CASCADE"), primary_key=True),
+    Column("price_type", String(16), nullable=False),
+    Column("interval", String(8), nullable=False),
+    Column("price_micros", BigInteger, nullable=False),
+    Column("updated_at", Timestamp, nullable=False),
+)
+
+__all__ = [
+    "api_tokens",
+    "balances",
+    "enterprise_prices",
+    "ledger_entries",
+    "metadata",
+    "org_members",
+    "orgs",
+    "subscriptions",
+    "users",
+]

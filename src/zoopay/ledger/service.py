@@ -1,0 +1,184 @@
+"""Balances and the append-only ledger behind them.
+
+Every change to a bucket writes a ledger entry in the same transaction, so that for every
+customer and bucket the entries sum to the balance.
+"""
+
+import enum
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Literal
+
+from sqlalchemy import func, insert, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from zoopay.db.tables import balances, ledger_entries
+from zoopay.errors import NotFound
+
+CustomerKind = Literal["user", "org"]
+
+
+@dataclass(frozen=True)
+class Customer:
+    """Whoever holds a balance: a user or an org."""
+
+    kind: CustomerKind
+    id: str
+
+
+class Bucket(enum.StrEnum):
+    MONTHLY = "monthly"
+    STABLE = "stable"
+    TOTAL_DUE = "total_due"
+
+
+class Reason(enum.StrEnum):
+    GRANT = "grant"
+    REFRESH = "refresh"
+    STAFF_CHANGE = "staff_change"
+    PLAN_CHANGE = "plan_change"
+    API_CALL = "api_call"
+
+
+_COLUMN = {
+    Bucket.MONTHLY: "monthly_micros",
+    Bucket.STABLE: "stable_micros",
+    Bucket.TOTAL_DUE: "total_due_micros",
+}
+
+
+@dataclass(frozen=True)
+class Balance:
+    id: str
+    customer: Customer
+    monthly_micros: int
+    stable_micros: int
+    total_due_micros: int
+    created_at: datetime
+    updated_at: datetime
+
+    def amount(self, bucket: Bucket) -> int:
+        return int(getattr(self, _COLUMN[bucket]))
+
+
+@dataclass(frozen=True)
+class Posting:
+    """Why a balance moves and who moved it, recorded on each ledger entry."""
+
+    reason: Reason
+    actor: str
+    reference: str | None = None
+
+
+async def open_balance(conn: AsyncConnection, customer: Customer, now: datetime) -> Balance:
+    """A zero balance for a new customer."""
+    balance_id = str(uuid.uuid4())
+    await conn.execute(
+        insert(balances).values(
+            id=balance_id,
+            customer_kind=customer.kind,
+            customer_id=customer.id,
+            monthly_micros=0,
+            stable_micros=0,
+            total_due_micros=0,
+            created_at=now,
+            updated_at=now,
+        )
+    )
+    return Balance(balance_id, customer, 0, 0, 0, now, now)
+
+
+async def get_balance(conn: AsyncConnection, customer: Customer) -> Balance:
+    return await _select_balance(conn, customer, for_update=False)
+
+
+async def lock_balance(conn: AsyncConnection, customer: Customer) -> Balance:
+    """Read a balance and hold it until the transaction ends (FOR UPDATE on PostgreSQL;
+    SQLite transactions already hold the database's single write lock)."""
+    return await _select_balance(conn, customer, for_update=True)
+
+
+async def _select_balance(conn: AsyncConnection, customer: Customer, for_update: bool) -> Balance:
+    query = select(balances).where(balances.c.customer_id == customer.id)
+    if for_update:
+        query = query.with_for_update()
+    row = (await conn.execute(query)).mappings().first()
+    if row is None:
+        raise NotFound(f"no balance for {customer.kind} {customer.id}")
+    return Balance(
+        id=row["id"],
+        customer=customer,
+        monthly_micros=row["monthly_micros"],
+        stable_micros=row["stable_micros"],
+        total_due_micros=row["total_due_micros"],
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+    )
+
+
+async def set_buckets(
+    conn: AsyncConnection,
+    balance: Balance,
+    targets: dict[Bucket, int],
+    posting: Posting,
+    now: datetime,
+) -> Balance:
+    """Move buckets of a locked balance to absolute amounts, one ledger entry per change."""
+    deltas = {b: amount - balance.amount(b) for b, amount in targets.items()}
+    return await post(conn, balance, deltas, posting, now)
+
+
+async def post(
+    conn: AsyncConnection,
+    balance: Balance,
+    deltas: dict[Bucket, int],
+    posting: Posting,
+    now: datetime,
+) -> Balance:
+    """Apply deltas to a locked balance and record them; zero deltas write nothing."""
+    changed = {b: d for b, d in deltas.items() if d != 0}
+    if not changed:
+        return balance
+    after = {_COLUMN[b]: balance.amount(b) + d for b, d in changed.items()}
+    await conn.execute(
+        update(balances).where(balances.c.id == balance.id).values(**after, updated_at=now)
+    )
+    await conn.execute(
+        insert(ledger_entries),
+        [
+            {
+                "customer_id": balance.customer.id,
+                "bucket": bucket.value,
+                "delta_micros": delta,
+                "balance_after_micros": balance.amount(bucket) + delta,
+                "actor": posting.actor,
+                "reason": posting.reason.value,
+                "reference": posting.reference,
+                "created_at": now,
+            }
+            for bucket, delta in changed.items()
+        ],
+    )
+    return Balance(
+        id=balance.id,
+        customer=balance.customer,
+        monthly_micros=after.get("monthly_micros", balance.monthly_micros),
+        stable_micros=after.get("stable_micros", balance.stable_micros),
+        total_due_micros=after.get("total_due_micros", balance.total_due_micros),
+        created_at=balance.created_at,
+        updated_at=now,
+    )
+
+
+async def ledger_sums(conn: AsyncConnection, customer: Customer) -> dict[Bucket, int]:
+    """What the ledger says each bucket holds; equal to the balance, always."""
+    rows = await conn.execute(
+        select(ledger_entries.c.bucket, func.coalesce(func.sum(ledger_entries.c.delta_micros), 0))
+        .where(ledger_entries.c.customer_id == customer.id)
+        .group_by(ledger_entries.c.bucket)
+    )
+    sums = {bucket: 0 for bucket in Bucket}
+    for bucket, total in rows:
+        sums[Bucket(bucket)] = int(total)
+    return sums

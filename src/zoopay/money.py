@@ -1,0 +1,89 @@
+"""Amounts of US dollars: `Decimal` on the wire, integer micro-dollars in storage.
+
+A float never becomes an amount: request bodies are parsed with `parse_float=Decimal`, so
+amounts arrive as `Decimal`, `int` or decimal strings, and they leave as decimal strings.
+"""
+
+from decimal import Decimal, InvalidOperation
+from typing import Annotated
+
+from pydantic import BeforeValidator, PlainSerializer, WithJsonSchema
+
+MICROS_PER_DOLLAR = 1_000_000
+MAX_DOLLARS = Decimal(1_000_000_000)
+ONE_MICRO = Decimal("0.000001")
+
+
+class InvalidAmount(ValueError):
+    """An amount that is not a finite, non-negative dollar value with at most 6 decimals."""
+
+
+def parse_dollars(value: object) -> Decimal:
+    """Validate a wire amount, refusing anything that would need rounding."""
+    if isinstance(value, bool | float):
+        raise InvalidAmount("an amount must be a JSON number or a decimal string")
+    if isinstance(value, int | Decimal):
+        dollars = Decimal(value)
+    elif isinstance(value, str):
+        try:
+            dollars = Decimal(value.strip())
+        except InvalidOperation:
+            raise InvalidAmount(f"{value!r} is not a decimal amount") from None
+    else:
+        raise InvalidAmount("an amount must be a JSON number or a decimal string")
+    if not dollars.is_finite():
+        raise InvalidAmount("an amount must be finite")
+    if dollars < 0:
+        raise InvalidAmount("an amount must not be negative")
+    if dollars > MAX_DOLLARS:
+        raise InvalidAmount(f"an amount must not exceed {MAX_DOLLARS} USD")
+    if dollars != dollars.quantize(ONE_MICRO):
+        raise InvalidAmount("an amount has at most 6 decimal places")
+    return dollars.quantize(ONE_MICRO)
+
+
+def to_micros(dollars: Decimal) -> int:
+    micros = dollars.scaleb(6)
+    if micros != micros.to_integral_value():
+        raise InvalidAmount("an amount has at most 6 decimal places")
+    return int(micros)
+
+
+def from_micros(micros: int) -> Decimal:
+    return Decimal(micros).scaleb(-6)
+
+
+def format_micros(micros: int) -> str:
+    """`19000000` -> `"19.00"`, `4200` -> `"0.0042"`: at least two decimals, at most six."""
+    sign = "-" if micros < 0 else ""
+    dollars, fraction = divmod(abs(micros), MICROS_PER_DOLLAR)
+    digits = f"{fraction:06d}".rstrip("0").ljust(2, "0")
+    return f"{sign}{dollars}.{digits}"
+
+
+def format_dollars(dollars: Decimal) -> str:
+    return format_micros(to_micros(dollars))
+
+
+def credits_for(value_micros: int, credit_price_micros: int) -> int:
+    """Whole credits a bucket buys: floor(value / price), 0 when credits are unpriced."""
+    if credit_price_micros <= 0 or value_micros <= 0:
+        return 0
+    return value_micros // credit_price_micros
+
+
+_SERIALIZE = PlainSerializer(format_dollars, return_type=str, when_used="json")
+_SCHEMA = {"type": "number", "format": "money-usd"}
+
+# An amount someone gives us: a JSON number or decimal string, checked by `parse_dollars`.
+Amount = Annotated[
+    Decimal,
+    BeforeValidator(parse_dollars),
+    _SERIALIZE,
+    WithJsonSchema(
+        {**_SCHEMA, "description": "USD: a JSON number or decimal string, at most 6 decimals"}
+    ),
+]
+
+# An amount we report (a balance, a total): exact, sent as a decimal string.
+Money = Annotated[Decimal, _SERIALIZE, WithJsonSchema(_SCHEMA)]

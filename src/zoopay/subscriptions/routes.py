@@ -1,0 +1,162 @@
+from zoopay.accounts.service import find_org, find_user
+from zoopay.api.deps import CatalogDep, Conn, CurrentUser, Now, OrgAdmin, OrgMember, StaffUser
+from zoopay.api.routing import json_router
+from zoopay.catalog.schemas import (
+    EnterpriseSubscriptionTierPrice,
+    IndividualTierName,
+    OrganizationTierName,
+    TierName,
+    ZooProductSubscriptions,
+)
+from zoopay.catalog.service import Catalog
+from zoopay.errors import BadRequest, NotFound
+from zoopay.ledger.service import Customer
+from zoopay.subscriptions.schemas import (
+    ZooProductSubscriptionsOrgRequest,
+    ZooProductSubscriptionsUserRequest,
+)
+from zoopay.subscriptions.service import (
+    change_plan,
+    get_subscription,
+    set_enterprise_price,
+    subscription_details,
+)
+
+router = json_router(tags=["payments"])
+
+
+async def _details(conn: Conn, catalog: Catalog, customer: Customer) -> ZooProductSubscriptions:
+    details = await subscription_details(conn, catalog, await get_subscription(conn, customer))
+    if details is None:
+        raise NotFound(f"this {customer.kind} has no subscription")
+    return details
+
+
+async def _subscribe(
+    conn: Conn,
+    catalog: Catalog,
+    customer: Customer,
+    tier: TierName,
+    pay_annually: bool | None,
+    actor: str,
+    now: Now,
+    create_only: bool,
+) -> ZooProductSubscriptions:
+    await change_plan(
+        conn, catalog, customer, tier, pay_annually, actor, now, create_only=create_only
+    )
+    return await _details(conn, catalog, customer)
+
+
+def _user_tier(body: ZooProductSubscriptionsUserRequest) -> TierName:
+    return TierName(body.modeling_app or IndividualTierName.FREE)
+
+
+def _org_tier(body: ZooProductSubscriptionsOrgRequest) -> TierName:
+    return TierName(body.modeling_app or OrganizationTierName.TEAM)
+
+
+@router.get("/user/payment/subscriptions", response_model=ZooProductSubscriptions)
+async def get_user_subscription(
+    user: CurrentUser, conn: Conn, catalog: CatalogDep
+) -> ZooProductSubscriptions:
+    """The caller's plan."""
+    return await _details(conn, catalog, user.customer)
+
+
+@router.post("/user/payment/subscriptions", response_model=ZooProductSubscriptions)
+async def create_user_subscription(
+    body: ZooProductSubscriptionsUserRequest,
+    user: CurrentUser,
+    conn: Conn,
+    catalog: CatalogDep,
+    now: Now,
+) -> ZooProductSubscriptions:
+    """Subscribe the caller; 409 if they already have a paid plan."""
+    return await _subscribe(
+        conn, catalog, user.customer, _user_tier(body), body.pay_annually, user.id, now, True
+    )
+
+
+@router.put("/user/payment/subscriptions", response_model=ZooProductSubscriptions)
+async def update_user_subscription(
+    body: ZooProductSubscriptionsUserRequest,
+    user: CurrentUser,
+    conn: Conn,
+    catalog: CatalogDep,
+    now: Now,
+) -> ZooProductSubscriptions:
+    """Change the caller's plan, effective at once."""
+    return await _subscribe(
+        conn, catalog, user.customer, _user_tier(body), body.pay_annually, user.id, now, False
+    )
+
+
+@router.get("/org/payment/subscriptions", response_model=ZooProductSubscriptions)
+async def get_org_subscription(
+    member: OrgMember, conn: Conn, catalog: CatalogDep
+) -> ZooProductSubscriptions:
+    """The plan of the caller's org; 404 until it has one."""
+    return await _details(conn, catalog, member.org)
+
+
+@router.post("/org/payment/subscriptions", response_model=ZooProductSubscriptions)
+async def create_org_subscription(
+    body: ZooProductSubscriptionsOrgRequest,
+    admin: OrgAdmin,
+    conn: Conn,
+    catalog: CatalogDep,
+    now: Now,
+) -> ZooProductSubscriptions:
+    """Org admin: subscribe the org; 409 if it already has a paid plan."""
+    return await _subscribe(
+        conn, catalog, admin.org, _org_tier(body), body.pay_annually, admin.user_id, now, True
+    )
+
+
+@router.put("/org/payment/subscriptions", response_model=ZooProductSubscriptions)
+async def update_org_subscription(
+    body: ZooProductSubscriptionsOrgRequest,
+    admin: OrgAdmin,
+    conn: Conn,
+    catalog: CatalogDep,
+    now: Now,
+) -> ZooProductSubscriptions:
+    """Org admin: create or change the org's plan, effective at once."""
+    return await _subscribe(
+        conn, catalog, admin.org, _org_tier(body), body.pay_annually, admin.user_id, now, False
+    )
+
+
+@router.put("/users/{id}/payment/subscriptions", response_model=ZooProductSubscriptions)
+async def update_subscription_for_user(
+    id: str,
+    body: ZooProductSubscriptionsUserRequest,
+    staff: StaffUser,
+    conn: Conn,
+    catalog: CatalogDep,
+    now: Now,
+) -> ZooProductSubscriptions:
+    """Staff: change any user's plan; `id` is a user id or email address."""
+    user = await find_user(conn, id)
+    return await _subscribe(
+        conn, catalog, user.customer, _user_tier(body), body.pay_annually, staff.id, now, False
+    )
+
+
+@router.put("/orgs/{id}/enterprise/pricing", response_model=ZooProductSubscriptions)
+async def update_enterprise_pricing_for_org(
+    id: str,
+    body: EnterpriseSubscriptionTierPrice,
+    staff: StaffUser,
+    conn: Conn,
+    catalog: CatalogDep,
+    now: Now,
+) -> ZooProductSubscriptions:
+    """Staff: set the price sales agreed with an org; returns the enterprise tier at that price."""
+    org = await find_org(conn, id)
+    enterprise = catalog.plan(TierName.ENTERPRISE)
+    if enterprise is None:
+        raise BadRequest("the catalog offers no enterprise tier")
+    await set_enterprise_price(conn, org.customer, body, now)
+    return ZooProductSubscriptions(modeling_app=enterprise.wire(body))

@@ -1,0 +1,250 @@
+"""Plans: who is on which tier, their monthly grants, and changes between tiers."""
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import insert, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from zoopay.catalog.schemas import (
+    OptionFlat,
+    OptionPerUser,
+    PlanInterval,
+    TierName,
+    ZooProductSubscriptions,
+)
+from zoopay.catalog.service import Catalog, Plan
+from zoopay.db.tables import enterprise_prices, subscriptions
+from zoopay.errors import BadRequest, Conflict, PaymentRequired
+from zoopay.ledger.service import Balance, Bucket, Customer, Posting, Reason, lock_balance, post
+from zoopay.money import from_micros, to_micros
+from zoopay.subscriptions.periods import period_start
+
+SYSTEM_ACTOR = "system"
+
+
+@dataclass(frozen=True)
+class Subscription:
+    id: str
+    customer: Customer
+    tier: TierName
+    pay_annually: bool
+    anchor_at: datetime
+    period_start: datetime
+
+
+async def get_subscription(conn: AsyncConnection, customer: Customer) -> Subscription | None:
+    row = (
+        (
+            await conn.execute(
+                select(subscriptions).where(subscriptions.c.customer_id == customer.id)
+            )
+        )
+        .mappings()
+        .first()
+    )
+    if row is None:
+        return None
+    return Subscription(
+        id=row["id"],
+        customer=customer,
+        tier=TierName(row["tier"]),
+        pay_annually=row["pay_annually"],
+        anchor_at=row["anchor_at"],
+        period_start=row["period_start"],
+    )
+
+
+def current_plan(catalog: Catalog, subscription: Subscription | None) -> Plan | None:
+    return catalog.plan(subscription.tier) if subscription else None
+
+
+async def start_free_plan(
+    conn: AsyncConnection, catalog: Catalog, balance: Balance, actor: str, now: datetime
+) -> Subscription:
+    """Every new user starts on free, with the free monthly grant."""
+    free = _required_plan(catalog, TierName.FREE)
+    subscription = await _insert_subscription(conn, balance.customer, free, False, now)
+    posting = Posting(Reason.GRANT, actor, subscription.id)
+    await post(conn, balance, {Bucket.MONTHLY: free.monthly_grant_micros}, posting, now)
+    return subscription
+
+
+async def change_plan(
+    conn: AsyncConnection,
+    catalog: Catalog,
+    customer: Customer,
+    tier: TierName,
+    pay_annually: bool | None,
+    actor: str,
+    now: datetime,
+    *,
+    create_only: bool = False,
+) -> Subscription:
+    """Put a customer on a tier at once; the monthly bucket follows it through the ledger.
+
+    With `create_only` (POST), a customer already on a paid tier is a conflict.
+    """
+    plan = _required_plan(catalog, tier)
+    if plan.is_individual != (customer.kind == "user"):
+        kind = "an individual" if plan.is_individual else "an organization"
+        raise BadRequest(
+            f"the {tier.value} tier is {kind} tier and cannot be put on a {customer.kind}"
+        )
+    balance = await lock_balance(conn, customer)
+    balance, subscription = await refresh_if_due(conn, catalog, balance, now)
+    if plan.sold_by_sales and await get_enterprise_price(conn, customer) is None:
+        raise PaymentRequired(
+            "the enterprise tier is priced by sales: contact sales to agree a price for this"
+            " organization, then subscribe"
+        )
+    old_plan = current_plan(catalog, subscription)
+    if create_only and old_plan is not None and not _is_free(old_plan):
+        raise Conflict(f"this {customer.kind} already has a {old_plan.name.value} subscription")
+    annually = (
+        pay_annually
+        if pay_annually is not None
+        else bool(subscription and subscription.pay_annually)
+    )
+    if subscription is None:
+        subscription = await _insert_subscription(conn, customer, plan, annually, now)
+    else:
+        subscription = await _update_subscription(conn, subscription, plan, annually, now)
+    if old_plan is None or old_plan.name != plan.name:
+        target = _monthly_after_change(balance.monthly_micros, old_plan, plan)
+        posting = Posting(Reason.PLAN_CHANGE, actor, subscription.id)
+        await post(conn, balance, {Bucket.MONTHLY: target - balance.monthly_micros}, posting, now)
+    return subscription
+
+
+def _monthly_after_change(remaining: int, old: Plan | None, new: Plan) -> int:
+    """An upgrade tops the bucket up to the new grant; a downgrade caps it there."""
+    if old is None or new.rank > old.rank:
+        return max(remaining, new.monthly_grant_micros)
+    return min(remaining, new.monthly_grant_micros)
+
+
+async def refresh_if_due(
+    conn: AsyncConnection, catalog: Catalog, balance: Balance, now: datetime
+) -> tuple[Balance, Subscription | None]:
+    """On a locked balance: reset the monthly bucket to the grant once a new period began.
+
+    The period start is stored, so each customer is refreshed exactly once per period.
+    """
+    subscription = await get_subscription(conn, balance.customer)
+    plan = current_plan(catalog, subscription)
+    if subscription is None or plan is None:
+        return balance, subscription
+    start = period_start(subscription.anchor_at, now)
+    if start <= subscription.period_start:
+        return balance, subscription
+    await conn.execute(
+        update(subscriptions)
+        .where(subscriptions.c.id == subscription.id)
+        .values(period_start=start, updated_at=now)
+    )
+    posting = Posting(Reason.REFRESH, SYSTEM_ACTOR, subscription.id)
+    delta = plan.monthly_grant_micros - balance.monthly_micros
+    balance = await post(conn, balance, {Bucket.MONTHLY: delta}, posting, now)
+    return balance, Subscription(**{**subscription.__dict__, "period_start": start})
+
+
+def refresh_due(subscription: Subscription | None, now: datetime) -> bool:
+    """Whether a read must take the write path to refresh first."""
+    if subscription is None:
+        return False
+    return period_start(subscription.anchor_at, now) > subscription.period_start
+
+
+async def set_enterprise_price(
+    conn: AsyncConnection, org: Customer, price: OptionFlat | OptionPerUser, now: datetime
+) -> None:
+    values = {
+        "price_type": price.type,
+        "interval": price.interval.value,
+        "price_micros": to_micros(price.price),
+        "updated_at": now,
+    }
+    updated = await conn.execute(
+        update(enterprise_prices).where(enterprise_prices.c.org_id == org.id).values(**values)
+    )
+    if updated.rowcount == 0:
+        await conn.execute(insert(enterprise_prices).values(org_id=org.id, **values))
+
+
+async def get_enterprise_price(
+    conn: AsyncConnection, org: Customer
+) -> OptionFlat | OptionPerUser | None:
+    if org.kind != "org":
+        return None
+    row = (
+        (await conn.execute(select(enterprise_prices).where(enterprise_prices.c.org_id == org.id)))
+        .mappings()
+        .first()
+    )
+    if row is None:
+        return None
+    price_class = OptionFlat if row["price_type"] == "flat" else OptionPerUser
+    return price_class(
+        interval=PlanInterval(row["interval"]), price=from_micros(row["price_micros"])
+    )
+
+
+async def subscription_details(
+    conn: AsyncConnection, catalog: Catalog, subscription: Subscription | None
+) -> ZooProductSubscriptions | None:
+    plan = current_plan(catalog, subscription)
+    if subscription is None or plan is None:
+        return None
+    price = await get_enterprise_price(conn, subscription.customer) if plan.sold_by_sales else None
+    return ZooProductSubscriptions(modeling_app=plan.wire(price))
+
+
+def _required_plan(catalog: Catalog, tier: TierName) -> Plan:
+    plan = catalog.plan(tier)
+    if plan is None:
+        raise BadRequest(f"the {tier.value} tier is not offered")
+    return plan
+
+
+def _is_free(plan: Plan) -> bool:
+    return plan.name == TierName.FREE
+
+
+async def _insert_subscription(
+    conn: AsyncConnection, customer: Customer, plan: Plan, pay_annually: bool, now: datetime
+) -> Subscription:
+    subscription = Subscription(str(uuid.uuid4()), customer, plan.name, pay_annually, now, now)
+    await conn.execute(
+        insert(subscriptions).values(
+            id=subscription.id,
+            customer_kind=customer.kind,
+            customer_id=customer.id,
+            tier=plan.name.value,
+            pay_annually=pay_annually,
+            anchor_at=now,
+            period_start=now,
+            created_at=now,
+            updated_at=now,
+        )
+    )
+    return subscription
+
+
+async def _update_subscription(
+    conn: AsyncConnection, subscription: Subscription, plan: Plan, pay_annually: bool, now: datetime
+) -> Subscription:
+    await conn.execute(
+        update(subscriptions)
+        .where(subscriptions.c.id == subscription.id)
+        .values(tier=plan.name.value, pay_annually=pay_annually, updated_at=now)
+    )
+    return Subscription(
+        subscription.id,
+        subscription.customer,
+        plan.name,
+        pay_annually,
+        subscription.anchor_at,
+        subscription.period_start,
+    )

@@ -1,0 +1,183 @@
+"""Shared fixtures: a fresh database per run (SQLite or PostgreSQL), the app, a movable clock.
+
+`ZOOPAY_TEST_DATABASE=postgresql` runs the suite on the PostgreSQL named by
+`ZOOPAY_TEST_POSTGRES_URL` (default: postgres on 127.0.0.1:5432) in a database made for the
+run and dropped after it. An unreachable PostgreSQL fails the run; it never skips.
+"""
+
+import asyncio
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import httpx
+import pytest
+from sqlalchemy import delete, select
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from zoopay.accounts import service as accounts
+from zoopay.api.deps import get_now
+from zoopay.app import create_app
+from zoopay.catalog.service import Catalog, load_catalog
+from zoopay.config import Settings
+from zoopay.db import migrate
+from zoopay.db.engine import create_engine, transaction
+from zoopay.db.tables import balances, metadata
+from zoopay.ledger.service import Bucket, Customer, ledger_sums
+
+BACKEND = os.environ.get("ZOOPAY_TEST_DATABASE", "sqlite")
+POSTGRES_ADMIN_URL = os.environ.get(
+    "ZOOPAY_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
+)
+START = datetime(2026, 1, 15, 12, 0, tzinfo=UTC)
+
+
+def pytest_report_header() -> str:
+    return f"zoopay test database: {BACKEND}"
+
+
+async def _postgres_admin(sql: str) -> None:
+    import asyncpg
+
+    conn = await asyncpg.connect(POSTGRES_ADMIN_URL)
+    try:
+        await conn.execute(sql)
+    finally:
+        await conn.close()
+
+
+@pytest.fixture(scope="session")
+def database_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    if BACKEND == "sqlite":
+        path: Path = tmp_path_factory.mktemp("db") / "zoopay.db"
+        url = f"sqlite:///{path}"
+        migrate.upgrade(url)
+        yield url
+        return
+    if BACKEND != "postgresql":
+        raise RuntimeError(f"ZOOPAY_TEST_DATABASE must be sqlite or postgresql, not {BACKEND}")
+    name = f"zoopay_test_{uuid.uuid4().hex[:12]}"
+    asyncio.run(_postgres_admin(f'CREATE DATABASE "{name}"'))
+    url = POSTGRES_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
+    try:
+        migrate.upgrade(url)
+        yield url
+    finally:
+        asyncio.run(_postgres_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@pytest.fixture(scope="session")
+async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
+    engine = create_engine(database_url)
+    yield engine
+    await engine.dispose()
+
+
+@pytest.fixture(scope="session")
+def catalog() -> Catalog:
+    return load_catalog()
+
+
+@dataclass
+class Clock:
+    """The time every service call sees; tests move it."""
+
+    now: datetime = START
+
+    def advance(self, **delta: float) -> datetime:
+        self.now += timedelta(**delta)
+        return self.now
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+async def assert_ledger_matches_balances(engine: AsyncEngine) -> None:
+    """For every customer and bucket, the ledger entries sum to the balance."""
+    async with engine.connect() as conn:
+        rows = (await conn.execute(select(balances))).mappings().all()
+        for row in rows:
+            sums = await ledger_sums(conn, Customer(row["customer_kind"], row["customer_id"]))
+            assert sums[Bucket.MONTHLY] == row["monthly_micros"], row
+            assert sums[Bucket.STABLE] == row["stable_micros"], row
+            assert sums[Bucket.TOTAL_DUE] == row["total_due_micros"], row
+
+
+@pytest.fixture(autouse=True)
+async def clean_database(engine: AsyncEngine) -> AsyncIterator[None]:
+    """Every test starts empty and ends with the ledger equal to the balances."""
+    async with transaction(engine) as conn:
+        for table in reversed(metadata.sorted_tables):
+            await conn.execute(delete(table))
+    yield
+    await assert_ledger_matches_balances(engine)
+
+
+@pytest.fixture
+def app_settings(database_url: str) -> Settings:
+    return Settings(database_url=database_url)
+
+
+@pytest.fixture
+async def client(
+    app_settings: Settings, engine: AsyncEngine, catalog: Catalog, clock: Clock
+) -> AsyncIterator[httpx.AsyncClient]:
+    app = create_app(app_settings, engine=engine, catalog=catalog)
+    app.dependency_overrides[get_now] = lambda: clock.now
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://zoopay.test") as client:
+        yield client
+
+
+@dataclass(frozen=True)
+class Person:
+    """A user with an API token, as tests drive them."""
+
+    user: accounts.User
+    token: str
+
+    @property
+    def id(self) -> str:
+        return self.user.id
+
+    @property
+    def email(self) -> str:
+        return self.user.email
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"}
+
+
+class World:
+    """Makes users and orgs straight through the services, at the test clock's time."""
+
+    def __init__(self, engine: AsyncEngine, catalog: Catalog, clock: Clock) -> None:
+        self.engine, self.catalog, self.clock = engine, catalog, clock
+
+    async def user(self, email: str | None = None, *, staff: bool = False) -> Person:
+        email = email or f"user-{uuid.uuid4().hex[:10]}@example.com"
+        async with transaction(self.engine) as conn:
+            user = await accounts.create_user(
+                conn, self.catalog, email, self.clock.now, is_staff=staff
+            )
+            return Person(user, await accounts.create_token(conn, user, self.clock.now))
+
+    async def org(self, admin: Person, *members: Person, name: str = "Acme") -> accounts.Org:
+        async with transaction(self.engine) as conn:
+            details = accounts.OrgDetails(name=name)
+            org = await accounts.create_org(conn, admin.user, details, self.clock.now)
+            for member in members:
+                role = accounts.OrgRole.MEMBER
+                await accounts.add_member(conn, org.id, member.user, role, self.clock.now)
+            return org
+
+
+@pytest.fixture
+def world(engine: AsyncEngine, catalog: Catalog, clock: Clock) -> World:
+    return World(engine, catalog, clock)
