@@ -8,6 +8,7 @@ from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from zoopay.accounts.cache import TokenCache
 from zoopay.accounts.routes import router as accounts_router
 from zoopay.api.errors import install_error_handlers
 from zoopay.api.middleware import RequestContextMiddleware
@@ -16,6 +17,9 @@ from zoopay.catalog.routes import router as catalog_router
 from zoopay.catalog.service import Catalog, load_catalog
 from zoopay.config import Settings
 from zoopay.db.engine import create_engine
+from zoopay.ledger.routes import router as ledger_router
+from zoopay.metering.batcher import CallRecorder
+from zoopay.metering.routes import router as metering_router
 from zoopay.subscriptions.routes import router as subscriptions_router
 
 DESCRIPTION = """\
@@ -31,9 +35,13 @@ def create_app(
     owns_engine = engine is None
     app_engine = engine or create_engine(settings.database_url)
 
+    app_catalog = catalog or load_catalog(settings.catalog)
+    recorder = CallRecorder(app_engine, app_catalog)
+
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         yield
+        await recorder.close()
         if owns_engine:
             await app_engine.dispose()
 
@@ -47,8 +55,18 @@ def create_app(
         lifespan=lifespan,
     )
     app.state.engine = app_engine
-    app.state.catalog = catalog or load_catalog(settings.catalog)
-    for router in (billing_router, subscriptions_router, accounts_router, catalog_router):
+    app.state.catalog = app_catalog
+    app.state.token_cache = TokenCache(app_engine)
+    app.state.call_recorder = recorder
+    routers = (
+        billing_router,
+        subscriptions_router,
+        accounts_router,
+        catalog_router,
+        metering_router,
+        ledger_router,
+    )
+    for router in routers:
         app.include_router(router)
     install_error_handlers(app)
     app.add_middleware(RequestContextMiddleware, max_body_bytes=settings.max_body_bytes)

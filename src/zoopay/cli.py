@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from typing import Annotated, Any, TypeVar
 
 import typer
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from zoopay.accounts import service as accounts
 from zoopay.catalog.service import Catalog, CatalogError, load_catalog
@@ -16,16 +16,19 @@ from zoopay.config import get_settings
 from zoopay.db import migrate
 from zoopay.db.engine import create_engine, transaction
 from zoopay.errors import ZoopayError
+from zoopay.subscriptions import service as subscriptions
 
 app = typer.Typer(no_args_is_help=True, help="zoopay: payments and API credits.")
 db_app = typer.Typer(no_args_is_help=True, help="The database.")
 users_app = typer.Typer(no_args_is_help=True, help="Users.")
 orgs_app = typer.Typer(no_args_is_help=True, help="Organizations.")
 tokens_app = typer.Typer(no_args_is_help=True, help="API tokens.")
+billing_app = typer.Typer(no_args_is_help=True, help="Billing jobs.")
 app.add_typer(db_app, name="db")
 app.add_typer(users_app, name="users")
 app.add_typer(orgs_app, name="orgs")
 app.add_typer(tokens_app, name="tokens")
+app.add_typer(billing_app, name="billing")
 
 T = TypeVar("T")
 
@@ -41,11 +44,18 @@ def _catalog() -> Catalog:
 def _run(work: Callable[[AsyncConnection, datetime], Awaitable[T]]) -> T:
     """Run one unit of work in a transaction; domain errors exit 1 with their message."""
 
+    async def in_transaction(engine: AsyncEngine, now: datetime) -> T:
+        async with transaction(engine) as conn:
+            return await work(conn, now)
+
+    return _run_with_engine(in_transaction)
+
+
+def _run_with_engine(work: Callable[[AsyncEngine, datetime], Awaitable[T]]) -> T:
     async def main() -> T:
         engine = create_engine(get_settings().database_url)
         try:
-            async with transaction(engine) as conn:
-                return await work(conn, datetime.now(UTC))
+            return await work(engine, datetime.now(UTC))
         finally:
             await engine.dispose()
 
@@ -85,14 +95,47 @@ def users_create(
 
 
 @tokens_app.command("create")
-def tokens_create(email: str) -> None:
-    """Print a new API token for an existing user."""
+def tokens_create(
+    email: Annotated[str | None, typer.Argument(help="The user the token is for")] = None,
+    service: Annotated[
+        str | None, typer.Option(help="Instead: a token for a service that reports usage")
+    ] = None,
+) -> None:
+    """Print a new API token for an existing user, or for a service (--service NAME)."""
+    if (email is None) == (service is None):
+        typer.echo("error: give either EMAIL or --service NAME", err=True)
+        raise typer.Exit(2)
 
     async def work(conn: AsyncConnection, now: datetime) -> dict[str, Any]:
-        user = await accounts.find_user(conn, email)
+        if service is not None:
+            return {"token": await accounts.create_service_token(conn, service, now)}
+        user = await accounts.find_user(conn, str(email))
         return {"token": await accounts.create_token(conn, user, now)}
 
     _print(_run(work))
+
+
+@billing_app.command("refresh")
+def billing_refresh(
+    at: Annotated[
+        datetime | None,
+        typer.Option(formats=["%Y-%m-%dT%H:%M:%S%z", "%Y-%m-%dT%H:%M:%S"], help="Default: now"),
+    ] = None,
+) -> None:
+    """Reset every monthly bucket whose period has turned to its plan's grant, once."""
+    catalog = _catalog()
+    moment = (at if at.tzinfo else at.replace(tzinfo=UTC)) if at else None
+
+    async def refresh_all(engine: AsyncEngine, now: datetime) -> int:
+        async with transaction(engine) as conn:
+            customers = await subscriptions.customers_due_for_refresh(conn, moment or now)
+        for customer in customers:  # one short transaction each: never a long lock
+            async with transaction(engine) as conn:
+                await subscriptions.refresh_customer(conn, catalog, customer, moment or now)
+        return len(customers)
+
+    refreshed = _run_with_engine(refresh_all)
+    _print({"refreshed": refreshed})
 
 
 @orgs_app.command("create")

@@ -3,7 +3,7 @@
 import enum
 from datetime import datetime
 
-from pydantic import BaseModel, StrictBool
+from pydantic import BaseModel, Field, StrictBool, model_validator
 
 from zoopay.accounts.service import Membership, OrgRole, User
 from zoopay.accounts.service import Org as OrgRecord
@@ -25,10 +25,19 @@ class OrgDetails(WireModel):
 
     allow_users_in_domain_to_auto_join: StrictBool | None = None
     billing_email: str | None = None
-    domain: str | None = None
-    image: str | None = None
-    name: str | None = None
-    phone: str | None = ""
+    # The lengths are those of the orgs table's columns.
+    domain: str | None = Field(default=None, max_length=255)
+    image: str | None = Field(default=None, max_length=2048)
+    name: str | None = Field(default=None, max_length=200)
+    phone: str | None = Field(default="", max_length=64)
+
+    @model_validator(mode="after")
+    def _no_nul_characters(self) -> "OrgDetails":
+        """PostgreSQL text cannot hold NUL: refuse it here, not with a database error."""
+        for field, value in self:
+            if isinstance(value, str) and "\x00" in value:
+                raise ValueError(f"{field} must not contain NUL characters")
+        return self
 
 
 class Org(BaseModel):

@@ -17,7 +17,8 @@ from zoopay.errors import BadRequest, Conflict, NotFound
 from zoopay.ledger.service import Customer, open_balance
 from zoopay.subscriptions.service import start_free_plan
 
-_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+$")
+# No spaces or control characters (PostgreSQL text cannot even hold NUL).
+_EMAIL = re.compile(r"^[^@\s\x00-\x1f\x7f]+@[^@\s\x00-\x1f\x7f]+$")
 
 
 class OrgRole(enum.StrEnum):
@@ -116,25 +117,54 @@ async def create_user(
     return user
 
 
+@dataclass(frozen=True)
+class Principal:
+    """Who presented a token: a user, or a service that reports usage."""
+
+    token_id: str
+    user: User | None
+    service_name: str | None
+
+    @property
+    def may_meter(self) -> bool:
+        """Services and staff may report usage and ask for authorizations."""
+        return self.service_name is not None or (self.user is not None and self.user.is_staff)
+
+
 async def create_token(conn: AsyncConnection, user: User, now: datetime) -> str:
     """A new API token for the user; only its hash is kept."""
+    return await _insert_token(conn, now, user_id=user.id)
+
+
+async def create_service_token(conn: AsyncConnection, service_name: str, now: datetime) -> str:
+    """A token for a service: it may report usage and ask for authorizations, nothing else."""
+    if not service_name.strip():
+        raise BadRequest("a service needs a name")
+    return await _insert_token(conn, now, service_name=service_name.strip())
+
+
+async def _insert_token(conn: AsyncConnection, now: datetime, **owner: str) -> str:
     token = new_token()
     await conn.execute(
         insert(api_tokens).values(
-            id=str(uuid.uuid4()), user_id=user.id, token_hash=token_hash(token), created_at=now
+            id=str(uuid.uuid4()), token_hash=token_hash(token), created_at=now, **owner
         )
     )
     return token
 
 
-async def authenticate(conn: AsyncConnection, token: str) -> User | None:
+async def authenticate(conn: AsyncConnection, token: str) -> Principal | None:
     query = (
-        select(users)
-        .join(api_tokens, api_tokens.c.user_id == users.c.id)
+        select(api_tokens.c.id.label("token_id"), api_tokens.c.service_name, users)
+        .select_from(api_tokens.outerjoin(users, api_tokens.c.user_id == users.c.id))
         .where(api_tokens.c.token_hash == token_hash(token))
     )
     row = (await conn.execute(query)).mappings().first()
-    return User(**row) if row else None
+    if row is None:
+        return None
+    user_fields = {name: row[name] for name in User.__dataclass_fields__}
+    user = User(**user_fields) if row["id"] is not None else None
+    return Principal(row["token_id"], user, row["service_name"])
 
 
 async def find_user(conn: AsyncConnection, id_or_email: str) -> User:

@@ -8,7 +8,8 @@ from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from zoopay.accounts.service import Membership, OrgRole, User, authenticate, membership_of
+from zoopay.accounts.cache import TokenCache
+from zoopay.accounts.service import Membership, OrgRole, Principal, User, membership_of
 from zoopay.catalog.service import Catalog
 from zoopay.db.engine import transaction
 from zoopay.errors import Forbidden, NotFound, Unauthorized
@@ -38,17 +39,35 @@ async def get_conn(
         yield conn
 
 
-async def current_user(
-    engine: Annotated[AsyncEngine, Depends(get_engine)],
+def get_token_cache(request: Request) -> TokenCache:
+    cache: TokenCache = request.app.state.token_cache
+    return cache
+
+
+async def current_principal(
+    cache: Annotated[TokenCache, Depends(get_token_cache)],
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
-) -> User:
+) -> Principal:
     if credentials is None:
         raise Unauthorized("an API token is required: send `Authorization: Bearer TOKEN`")
-    async with engine.connect() as conn:
-        user = await authenticate(conn, credentials.credentials)
-    if user is None:
+    principal = await cache.principal(credentials.credentials)
+    if principal is None:
         raise Unauthorized("the API token is not valid")
-    return user
+    return principal
+
+
+async def current_user(principal: Annotated[Principal, Depends(current_principal)]) -> User:
+    if principal.user is None:
+        raise Forbidden("a service token may only report usage and ask for authorizations")
+    return principal.user
+
+
+async def metering_principal(
+    principal: Annotated[Principal, Depends(current_principal)],
+) -> Principal:
+    if not principal.may_meter:
+        raise Forbidden("only a service token or staff may report usage")
+    return principal
 
 
 async def staff_user(user: Annotated[User, Depends(current_user)]) -> User:
@@ -78,6 +97,7 @@ Conn = Annotated[AsyncConnection, Depends(get_conn, scope="function")]
 CatalogDep = Annotated[Catalog, Depends(get_catalog)]
 Now = Annotated[datetime, Depends(get_now)]
 CurrentUser = Annotated[User, Depends(current_user)]
+MeteringPrincipal = Annotated[Principal, Depends(metering_principal)]
 StaffUser = Annotated[User, Depends(staff_user)]
 OrgMember = Annotated[Membership, Depends(org_membership)]
 OrgAdmin = Annotated[Membership, Depends(org_admin)]

@@ -2,7 +2,8 @@
 
 import base64
 import enum
-from datetime import datetime
+import uuid
+from datetime import UTC, datetime
 from typing import Annotated
 
 from fastapi import Depends, Query
@@ -26,8 +27,11 @@ def decode_page_token(token: str) -> tuple[datetime, str]:
     try:
         raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)).decode()
         created_at, row_id = raw.split("|", 1)
-        return datetime.fromisoformat(created_at), row_id
-    except ValueError:
+        when = datetime.fromisoformat(created_at)
+        if when.tzinfo is None:
+            raise ValueError("a page token's time has a time zone")
+        return when.astimezone(UTC), str(uuid.UUID(row_id))
+    except (ValueError, OverflowError):
         raise BadRequest("page_token is not one this server issued") from None
 
 

@@ -21,7 +21,9 @@ def parse_json(body: bytes) -> Any:
     """JSON with every non-integer number as an exact Decimal, and no NaN or Infinity."""
     try:
         return json.loads(body, parse_float=Decimal, parse_constant=_no_constants)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+    # ValueError also covers bad UTF-8 and integers too long to convert; RecursionError, nesting
+    # too deep to decode.
+    except (ValueError, RecursionError) as exc:
         raise BadRequest(f"the request body is not valid JSON: {exc}") from None
 
 

@@ -4,7 +4,7 @@ import enum
 from decimal import Decimal
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictBool
 
 from zoopay.money import Amount
 
@@ -138,6 +138,32 @@ class ModelingAppSubscriptionTier(TierTerms):
     """A plan as the catalog lists it and as a customer's subscription shows it."""
 
     monthly_pay_as_you_go_api_credits_monetary_value: Amount
+
+
+class CatalogTier(TierTerms):
+    """A tier in the catalog file: its public terms plus the rules zoopay applies."""
+
+    # Whether usage past the credits is billed (True) or refused once credits run out.
+    allows_overage: StrictBool = False
+
+
+class ApiPrice(WireModel):
+    """What one API call costs: per call, plus per started minute of compute."""
+
+    per_call: Amount = Decimal(0)
+    per_minute: Amount = Decimal(0)
+
+
+class ApiCategoryPrice(ApiPrice):
+    # Endpoints (request paths) starting with one of these belong to the category.
+    prefixes: list[str] = Field(default_factory=list)
+
+
+class ApiPriceList(WireModel):
+    """Prices by endpoint category; an endpoint of no category pays the default."""
+
+    default: ApiPrice = ApiPrice()
+    categories: dict[ApiEndpoint, ApiCategoryPrice] = Field(default_factory=dict)
 
 
 class ZooProductSubscriptions(WireModel):

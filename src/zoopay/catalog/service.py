@@ -8,6 +8,9 @@ from pathlib import Path
 from pydantic import ValidationError, model_validator
 
 from zoopay.catalog.schemas import (
+    ApiPrice,
+    ApiPriceList,
+    CatalogTier,
     IndividualTierName,
     ModelingAppSubscriptionTier,
     OptionEnterprise,
@@ -29,7 +32,8 @@ class CatalogError(Exception):
 
 
 class CatalogFile(WireModel):
-    modeling_app: list[TierTerms]
+    modeling_app: list[CatalogTier]
+    api_prices: ApiPriceList = ApiPriceList()
 
     @model_validator(mode="after")
     def _check_tiers(self) -> "CatalogFile":
@@ -56,7 +60,7 @@ def _is_free(tier: TierTerms) -> bool:
 class Plan:
     """One tier's terms, with the amounts the ledger works in."""
 
-    terms: TierTerms
+    terms: CatalogTier
     rank: int
 
     @property
@@ -76,6 +80,10 @@ class Plan:
         return isinstance(self.terms.type, OptionIndividual)
 
     @property
+    def allows_overage(self) -> bool:
+        return self.terms.allows_overage
+
+    @property
     def sold_by_sales(self) -> bool:
         return isinstance(self.terms.price, OptionEnterprise)
 
@@ -83,7 +91,7 @@ class Plan:
         """The tier as the API shows it; an org's negotiated price replaces the listed one."""
         grant = self.terms.monthly_pay_as_you_go_api_credits
         value = grant * self.terms.pay_as_you_go_api_credit_price
-        fields = self.terms.model_dump()
+        fields = self.terms.model_dump(include=set(TierTerms.model_fields))
         fields["price"] = price or self.terms.price
         return ModelingAppSubscriptionTier.model_validate(
             {**fields, "monthly_pay_as_you_go_api_credits_monetary_value": value}
@@ -93,6 +101,14 @@ class Plan:
 class Catalog:
     def __init__(self, catalog_file: CatalogFile) -> None:
         self._plans = {t.name: Plan(t, rank) for rank, t in enumerate(catalog_file.modeling_app)}
+        self._prices = catalog_file.api_prices
+
+    def api_price(self, endpoint: str) -> ApiPrice:
+        """The price of a call to `endpoint`: a category name or a path under its prefixes."""
+        for category, price in self._prices.categories.items():
+            if endpoint == category.value or any(endpoint.startswith(p) for p in price.prefixes):
+                return price
+        return self._prices.default
 
     def plan(self, name: TierName | str) -> Plan | None:
         return self._plans.get(TierName(name))

@@ -57,7 +57,9 @@ api_tokens = Table(
     "api_tokens",
     metadata,
     Column("id", Id, primary_key=True),
-    Column("user_id", Id, ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
+    # A token belongs to a user, or to a service (a non-person that reports usage).
+    Column("user_id", Id, ForeignKey("users.id", ondelete="CASCADE")),
+    Column("service_name", String(100)),
     Column("token_hash", String(64), nullable=False, unique=True),
     Column("created_at", Timestamp, nullable=False),
 )
@@ -133,6 +135,34 @@ subscriptions = Table(
     Column("updated_at", Timestamp, nullable=False),
 )
 
+api_calls = Table(
+    "api_calls",
+    metadata,
+    # The reporter's id for the call: the idempotency key.
+    Column("id", Id, primary_key=True),
+    Column("user_id", Id, ForeignKey("users.id"), nullable=False),
+    Column("org_id", Id),
+    Column("customer_id", Id, nullable=False),
+    Column("endpoint", String(512), nullable=False),
+    Column("method", String(16), nullable=False),
+    Column("status_code", Integer),
+    Column("started_at", Timestamp, nullable=False),
+    Column("completed_at", Timestamp, nullable=False),
+    Column("duration_ms", BigInteger, nullable=False),
+    Column("minutes", Integer, nullable=False),
+    Column("price_micros", BigInteger, nullable=False),
+    Column("ip_address", String(64), nullable=False, default=""),
+    Column("user_agent", String(512), nullable=False, default=""),
+    Column("origin", String(512)),
+    Column("token", Id, nullable=False),
+    # SHA-256 of the reported content: the same id with other content is a conflict.
+    Column("content_hash", String(64), nullable=False),
+    Column("created_at", Timestamp, nullable=False),
+    Index("ix_api_calls_user", "user_id", "created_at", "id"),
+    Index("ix_api_calls_org", "org_id", "created_at", "id"),
+    Index("ix_api_calls_created", "created_at", "id"),
+)
+
 enterprise_prices = Table(
     "enterprise_prices",
     metadata,
@@ -144,6 +174,7 @@ enterprise_prices = Table(
 )
 
 __all__ = [
+    "api_calls",
     "api_tokens",
     "balances",
     "enterprise_prices",

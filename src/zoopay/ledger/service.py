@@ -6,7 +6,7 @@ customer and bucket the entries sum to the balance.
 
 import enum
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Literal
 
@@ -137,38 +137,53 @@ async def post(
     now: datetime,
 ) -> Balance:
     """Apply deltas to a locked balance and record them; zero deltas write nothing."""
-    changed = {b: d for b, d in deltas.items() if d != 0}
-    if not changed:
+    return await post_many(conn, balance, [(deltas, posting)], now)
+
+
+async def post_many(
+    conn: AsyncConnection,
+    balance: Balance,
+    movements: list[tuple[dict[Bucket, int], Posting]],
+    now: datetime,
+) -> Balance:
+    """Apply a sequence of movements to a locked balance: one UPDATE, one entry per change."""
+    amounts = {bucket: balance.amount(bucket) for bucket in Bucket}
+    entries = []
+    for deltas, posting in movements:
+        for bucket, delta in deltas.items():
+            if delta == 0:
+                continue
+            amounts[bucket] += delta
+            entries.append(_entry(balance.customer, bucket, delta, amounts[bucket], posting, now))
+    if not entries:
         return balance
-    after = {_COLUMN[b]: balance.amount(b) + d for b, d in changed.items()}
+    after = {_COLUMN[bucket]: amount for bucket, amount in amounts.items()}
     await conn.execute(
         update(balances).where(balances.c.id == balance.id).values(**after, updated_at=now)
     )
-    await conn.execute(
-        insert(ledger_entries),
-        [
-            {
-                "customer_id": balance.customer.id,
-                "bucket": bucket.value,
-                "delta_micros": delta,
-                "balance_after_micros": balance.amount(bucket) + delta,
-                "actor": posting.actor,
-                "reason": posting.reason.value,
-                "reference": posting.reference,
-                "created_at": now,
-            }
-            for bucket, delta in changed.items()
-        ],
-    )
-    return Balance(
-        id=balance.id,
-        customer=balance.customer,
-        monthly_micros=after.get("monthly_micros", balance.monthly_micros),
-        stable_micros=after.get("stable_micros", balance.stable_micros),
-        total_due_micros=after.get("total_due_micros", balance.total_due_micros),
-        created_at=balance.created_at,
+    await conn.execute(insert(ledger_entries), entries)
+    return replace(
+        balance,
+        monthly_micros=amounts[Bucket.MONTHLY],
+        stable_micros=amounts[Bucket.STABLE],
+        total_due_micros=amounts[Bucket.TOTAL_DUE],
         updated_at=now,
     )
+
+
+def _entry(
+    customer: Customer, bucket: Bucket, delta: int, after: int, posting: Posting, now: datetime
+) -> dict[str, object]:
+    return {
+        "customer_id": customer.id,
+        "bucket": bucket.value,
+        "delta_micros": delta,
+        "balance_after_micros": after,
+        "actor": posting.actor,
+        "reason": posting.reason.value,
+        "reference": posting.reference,
+        "created_at": now,
+    }
 
 
 async def ledger_sums(conn: AsyncConnection, customer: Customer) -> dict[Bucket, int]:
@@ -182,3 +197,34 @@ async def ledger_sums(conn: AsyncConnection, customer: Customer) -> dict[Bucket,
     for bucket, total in rows:
         sums[Bucket(bucket)] = int(total)
     return sums
+
+
+@dataclass(frozen=True)
+class Entry:
+    id: int
+    customer_id: str
+    bucket: Bucket
+    delta_micros: int
+    balance_after_micros: int
+    actor: str
+    reason: Reason
+    reference: str | None
+    created_at: datetime
+
+
+async def list_entries(
+    conn: AsyncConnection, customer: Customer, limit: int, before_id: int | None
+) -> list[Entry]:
+    """A customer's entries, newest first, `limit` of them, older than `before_id`."""
+    query = (
+        select(ledger_entries)
+        .where(ledger_entries.c.customer_id == customer.id)
+        .order_by(ledger_entries.c.id.desc())
+        .limit(limit)
+    )
+    if before_id is not None:
+        query = query.where(ledger_entries.c.id < before_id)
+    return [
+        Entry(**{**row, "bucket": Bucket(row["bucket"]), "reason": Reason(row["reason"])})
+        for row in (await conn.execute(query)).mappings()
+    ]

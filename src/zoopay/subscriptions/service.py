@@ -150,6 +150,28 @@ async def refresh_if_due(
     return balance, Subscription(**{**subscription.__dict__, "period_start": start})
 
 
+async def customers_due_for_refresh(conn: AsyncConnection, now: datetime) -> list[Customer]:
+    """Customers whose monthly period has turned since their last grant."""
+    query = select(
+        subscriptions.c.customer_kind,
+        subscriptions.c.customer_id,
+        subscriptions.c.anchor_at,
+        subscriptions.c.period_start,
+    )
+    return [
+        Customer("org" if row.customer_kind == "org" else "user", row.customer_id)
+        for row in await conn.execute(query)
+        if period_start(row.anchor_at, now) > row.period_start
+    ]
+
+
+async def refresh_customer(
+    conn: AsyncConnection, catalog: Catalog, customer: Customer, now: datetime
+) -> None:
+    """Refresh one customer if its period has turned; safe to run concurrently with anything."""
+    await refresh_if_due(conn, catalog, await lock_balance(conn, customer), now)
+
+
 def refresh_due(subscription: Subscription | None, now: datetime) -> bool:
     """Whether a read must take the write path to refresh first."""
     if subscription is None:

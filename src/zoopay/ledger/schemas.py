@@ -1,0 +1,29 @@
+"""Wire models of ledger listings (an extension: Zoo's API has no ledger)."""
+
+from datetime import datetime
+
+from pydantic import BaseModel, Field
+
+from zoopay.ledger.service import Bucket, Reason
+from zoopay.money import Money
+
+
+class LedgerEntry(BaseModel):
+    """One movement of one bucket of a balance, and why it happened."""
+
+    id: int
+    customer_id: str
+    bucket: Bucket
+    delta: Money = Field(description="Signed: negative draws from the bucket")
+    balance_after: Money
+    reason: Reason = Field(description="grant, refresh, staff_change, plan_change or api_call")
+    reference: str | None = Field(
+        description="The API call id (api_call) or subscription id (grant, refresh, plan_change)"
+    )
+    actor: str = Field(description="The user, service token or `system` that caused it")
+    created_at: datetime
+
+
+class LedgerEntryResultsPage(BaseModel):
+    items: list[LedgerEntry]
+    next_page: str | None = None

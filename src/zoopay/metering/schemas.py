@@ -1,0 +1,126 @@
+"""Wire models of metering: `ApiCallWithPrice` exactly as kittycad 1.2.0 reads it, and the
+extension models of reporting and authorization."""
+
+import enum
+from datetime import datetime
+from typing import Annotated
+from uuid import UUID
+
+from pydantic import AfterValidator, BaseModel, Field, StrictInt, StringConstraints
+
+from zoopay.api.errors import Error
+from zoopay.catalog.schemas import WireModel
+from zoopay.money import Amount, Money
+
+MAX_BATCH = 1000
+
+
+class Method(enum.StrEnum):
+    OPTIONS = "OPTIONS"
+    GET = "GET"
+    POST = "POST"
+    PUT = "PUT"
+    DELETE = "DELETE"
+    HEAD = "HEAD"
+    TRACE = "TRACE"
+    CONNECT = "CONNECT"
+    PATCH = "PATCH"
+    EXTENSION = "EXTENSION"
+
+
+def _aware(value: datetime) -> datetime:
+    if value.tzinfo is None:
+        raise ValueError("a timestamp needs a timezone (e.g. 2026-01-02T03:04:05Z)")
+    return value
+
+
+AwareDatetime = Annotated[datetime, AfterValidator(_aware)]
+
+
+class ApiCallReport(WireModel):
+    """One API call a product made for a user, to be priced and drawn from credits."""
+
+    id: UUID = Field(description="The call's id; reporting it again is idempotent")
+    user_id: UUID
+    org_id: UUID | None = Field(
+        default=None, description="The org to charge; by default the user's org, if any"
+    )
+    endpoint: Annotated[str, StringConstraints(min_length=1, max_length=512)]
+    method: Method
+    status_code: Annotated[StrictInt, Field(ge=100, le=599)] | None = None
+    started_at: AwareDatetime
+    completed_at: AwareDatetime
+    price: Amount | None = Field(default=None, description="Overrides the price list")
+    ip_address: Annotated[str, StringConstraints(max_length=64)] = ""
+    user_agent: Annotated[str, StringConstraints(max_length=512)] = ""
+    origin: Annotated[str, StringConstraints(max_length=512)] | None = None
+    token: UUID | None = Field(
+        default=None, description="Id of the API token the call was made with, if known"
+    )
+
+
+class ApiCallBatch(WireModel):
+    calls: Annotated[list[ApiCallReport], Field(max_length=MAX_BATCH)]
+
+
+class ApiCallWithPrice(BaseModel):
+    """An API call with its price, field for field kittycad 1.2.0's model."""
+
+    completed_at: datetime | None = None
+    created_at: datetime
+    duration: int | None = None
+    email: str | None = None
+    endpoint: str | None = None
+    id: str
+    ip_address: str = ""
+    method: Method
+    minutes: int | None = None
+    org_id: str | None = None
+    origin: str | None = None
+    price: Money | None = None
+    request_body: str | None = None
+    request_query_params: str | None = None
+    response_body: str | None = None
+    started_at: datetime | None = None
+    status_code: int | None = None
+    stripe_invoice_item_id: str | None = None
+    token: str
+    updated_at: datetime
+    user_agent: str
+    user_id: str
+
+
+class ApiCallWithPriceResultsPage(BaseModel):
+    items: list[ApiCallWithPrice]
+    next_page: str | None = None
+
+
+class ApiCallResult(BaseModel):
+    """The outcome of one call of a batch: the recorded call, or why it was refused."""
+
+    status: int = Field(description="201 recorded, 200 already recorded, or a 4xx")
+    api_call: ApiCallWithPrice | None = None
+    error: Error | None = None
+
+
+class ApiCallBatchResults(BaseModel):
+    results: list[ApiCallResult]
+
+
+class AuthorizationRequest(WireModel):
+    user_id: UUID
+    org_id: UUID | None = None
+    endpoint: Annotated[str, StringConstraints(min_length=1, max_length=512)]
+
+
+class Authorization(BaseModel):
+    """May the customer make another call? Sent with 200; a refusal is a 402 error."""
+
+    allowed: bool
+    customer_kind: str
+    customer_id: str
+    monthly_api_credits_remaining_monetary_value: Money
+    stable_api_credits_remaining_monetary_value: Money
+    total_due: Money
+    price_per_call: Money
+    price_per_minute: Money

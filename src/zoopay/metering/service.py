@@ -1,0 +1,346 @@
+"""Metering: price each reported API call and draw it from the customer's credits.
+
+A call is recorded and debited in one transaction; many calls share one transaction when they
+are recorded together (a batch, or the group commit of concurrent single reports).
+"""
+
+import hashlib
+import json
+import math
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+from uuid import UUID
+
+from sqlalchemy import Select, select, tuple_
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from zoopay.accounts.service import parse_uuid
+from zoopay.catalog.service import Catalog, Plan
+from zoopay.db.tables import api_calls, balances, org_members, subscriptions, users
+from zoopay.db.upsert import insert_new
+from zoopay.errors import BadRequest, Conflict, NotFound, PaymentRequired, ZoopayError
+from zoopay.ledger.service import (
+    Balance,
+    Bucket,
+    Customer,
+    Posting,
+    Reason,
+    lock_balance,
+    post_many,
+)
+from zoopay.metering.schemas import ApiCallReport
+from zoopay.money import format_micros, to_micros
+from zoopay.subscriptions.periods import period_start
+from zoopay.subscriptions.service import refresh_if_due
+
+
+@dataclass(frozen=True)
+class Reported:
+    """A report with who sent it: the token id becomes the call's `token` if it names none."""
+
+    report: ApiCallReport
+    reporter_token_id: str
+
+
+@dataclass(frozen=True)
+class CallRecord:
+    """A recorded call, as stored; `email` is the user's, filled in by listings."""
+
+    id: str
+    user_id: str
+    org_id: str | None
+    customer_id: str
+    endpoint: str
+    method: str
+    status_code: int | None
+    started_at: datetime
+    completed_at: datetime
+    duration_ms: int
+    minutes: int
+    price_micros: int
+    ip_address: str
+    user_agent: str
+    origin: str | None
+    token: str
+    content_hash: str
+    created_at: datetime
+    email: str | None = None
+
+    @property
+    def customer(self) -> Customer:
+        if self.org_id is not None:
+            return Customer("org", self.customer_id)
+        return Customer("user", self.customer_id)
+
+    def row(self) -> dict[str, object]:
+        return {name: value for name, value in self.__dict__.items() if name != "email"}
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """201 recorded now, 200 recorded before (same content), or an error."""
+
+    status: int
+    call: CallRecord | None = None
+    error: ZoopayError | None = None
+
+
+async def record_calls(
+    conn: AsyncConnection, catalog: Catalog, reported: Sequence[Reported], now: datetime
+) -> list[Outcome]:
+    """Record, price and debit calls; each stands or falls alone, in request order."""
+    outcomes: list[Outcome] = [Outcome(0)] * len(reported)
+    firsts: dict[str, tuple[int, CallRecord]] = {}
+    repeats: list[tuple[int, CallRecord]] = []
+    customers = await _customers_of(conn, [r.report for r in reported])
+    for index, item in enumerate(reported):
+        try:
+            call = _priced_call(catalog, item, customers[str(item.report.user_id)], now)
+        except ZoopayError as error:
+            outcomes[index] = Outcome(error.status_code, error=error)
+            continue
+        if call.id in firsts:
+            repeats.append((index, call))
+        else:
+            firsts[call.id] = (index, call)
+    # Inserting in id order keeps concurrent transactions from deadlocking on each other's ids.
+    new_ids = await insert_new(conn, api_calls, [firsts[i][1].row() for i in sorted(firsts)])
+    stored = await _existing_calls(conn, [i for i in firsts if i not in new_ids])
+    for call_id, (index, call) in firsts.items():
+        if call_id in new_ids:
+            stored[call_id] = call
+            outcomes[index] = Outcome(201, call=call)
+        else:
+            outcomes[index] = _replay(stored[call_id], call)
+    for index, call in repeats:
+        outcomes[index] = _replay(stored[call.id], call)
+    await _debit(conn, catalog, [firsts[i][1] for i in sorted(new_ids)], now)
+    return outcomes
+
+
+def _replay(original: CallRecord, again: CallRecord) -> Outcome:
+    if original.content_hash != again.content_hash:
+        message = f"API call {again.id} was already reported with other content"
+        return Outcome(409, error=Conflict(message))
+    return Outcome(200, call=original)
+
+
+@dataclass(frozen=True)
+class _Membership:
+    email: str | None  # None: no such user
+    org_id: str | None
+
+
+async def _customers_of(
+    conn: AsyncConnection, reports: Sequence[ApiCallReport]
+) -> dict[str, _Membership]:
+    return await _memberships(conn, sorted({str(r.user_id) for r in reports}))
+
+
+async def _memberships(conn: AsyncConnection, user_ids: list[str]) -> dict[str, _Membership]:
+    """For each user id: whether the user exists, and its org."""
+    query = (
+        select(users.c.id, users.c.email, org_members.c.org_id)
+        .select_from(users.outerjoin(org_members, org_members.c.user_id == users.c.id))
+        .where(users.c.id.in_(user_ids))
+    )
+    found = {row.id: _Membership(row.email, row.org_id) for row in await conn.execute(query)}
+    return {user_id: found.get(user_id, _Membership(None, None)) for user_id in user_ids}
+
+
+def _customer_for(user_id: str, org_id: UUID | None, customers: dict[str, _Membership]) -> Customer:
+    """The org when the user belongs to one (or names it), else the user."""
+    membership = customers[user_id]
+    if membership.email is None:
+        raise NotFound(f"no user {user_id}")
+    if org_id is not None and str(org_id) != membership.org_id:
+        raise BadRequest(f"user {user_id} is not a member of org {org_id}")
+    if membership.org_id is not None:
+        return Customer("org", membership.org_id)
+    return Customer("user", user_id)
+
+
+_MILLISECOND = timedelta(milliseconds=1)
+
+
+def _priced_call(
+    catalog: Catalog, item: Reported, membership: _Membership, now: datetime
+) -> CallRecord:
+    report = item.report
+    customer = _customer_for(str(report.user_id), report.org_id, membership)
+    if report.completed_at < report.started_at:
+        raise BadRequest("completed_at is before started_at")
+    duration_ms = (report.completed_at - report.started_at) // _MILLISECOND
+    minutes = math.ceil(duration_ms / 60_000)
+    return CallRecord(
+        id=str(report.id),
+        user_id=str(report.user_id),
+        org_id=customer.id if customer.kind == "org" else None,
+        customer_id=customer.id,
+        endpoint=report.endpoint,
+        method=report.method.value,
+        status_code=report.status_code,
+        started_at=report.started_at,
+        completed_at=report.completed_at,
+        duration_ms=duration_ms,
+        minutes=minutes,
+        price_micros=_price_micros(catalog, report, minutes),
+        ip_address=report.ip_address,
+        user_agent=report.user_agent,
+        origin=report.origin,
+        token=str(report.token) if report.token else item.reporter_token_id,
+        content_hash=_content_hash(report),
+        created_at=now,
+        email=membership.email,
+    )
+
+
+def _price_micros(catalog: Catalog, report: ApiCallReport, minutes: int) -> int:
+    if report.price is not None:
+        return to_micros(report.price)
+    price = catalog.api_price(report.endpoint)
+    return to_micros(price.per_call) + minutes * to_micros(price.per_minute)
+
+
+def _content_hash(report: ApiCallReport) -> str:
+    """What makes two reports of one id the same report."""
+    canonical = report.model_dump(mode="json", exclude={"token"})
+    return hashlib.sha256(json.dumps(canonical, sort_keys=True).encode()).hexdigest()
+
+
+async def _existing_calls(conn: AsyncConnection, call_ids: list[str]) -> dict[str, CallRecord]:
+    if not call_ids:
+        return {}
+    rows = await conn.execute(_calls_with_email().where(api_calls.c.id.in_(call_ids)))
+    return {row["id"]: CallRecord(**row) for row in rows.mappings()}
+
+
+async def _debit(
+    conn: AsyncConnection, catalog: Catalog, calls: list[CallRecord], now: datetime
+) -> None:
+    """Draw new calls from their customers' credits, locking balances in one global order."""
+    by_customer: dict[Customer, list[CallRecord]] = defaultdict(list)
+    for call in calls:
+        by_customer[call.customer].append(call)
+    for customer in sorted(by_customer, key=lambda c: c.id):
+        balance, _ = await refresh_if_due(conn, catalog, await lock_balance(conn, customer), now)
+        await post_many(conn, balance, _draws(balance, by_customer[customer]), now)
+
+
+def _draws(balance: Balance, calls: list[CallRecord]) -> list[tuple[dict[Bucket, int], Posting]]:
+    """Monthly first, then stable, then what is left becomes due."""
+    monthly, stable = balance.monthly_micros, balance.stable_micros
+    movements = []
+    for call in calls:
+        price = call.price_micros
+        from_monthly = min(price, monthly)
+        from_stable = min(price - from_monthly, stable)
+        monthly, stable = monthly - from_monthly, stable - from_stable
+        deltas = {
+            Bucket.MONTHLY: -from_monthly,
+            Bucket.STABLE: -from_stable,
+            Bucket.TOTAL_DUE: price - from_monthly - from_stable,
+        }
+        movements.append((deltas, Posting(Reason.API_CALL, call.user_id, call.id)))
+    return movements
+
+
+@dataclass(frozen=True)
+class Standing:
+    """A customer's position for the next call, as of now (a refresh due counts as done)."""
+
+    customer: Customer
+    monthly_micros: int
+    stable_micros: int
+    total_due_micros: int
+    plan: Plan | None
+
+    @property
+    def allowed(self) -> bool:
+        if self.plan is not None and self.plan.allows_overage:
+            return True
+        return self.total_due_micros == 0 and self.monthly_micros + self.stable_micros > 0
+
+    def refusal(self) -> PaymentRequired:
+        who = f"this {self.customer.kind}"
+        plan = f"the {self.plan.name.value} plan" if self.plan else "no plan"
+        if self.total_due_micros > 0:
+            owed = format_micros(self.total_due_micros)
+            return PaymentRequired(
+                f"{who} is on {plan} and owes ${owed} for calls beyond its credits: pay it, buy"
+                " credits or upgrade to a plan that bills overage to make more calls"
+            )
+        return PaymentRequired(
+            f"{who} has no API credits left on {plan}: buy credits or upgrade to make more calls"
+        )
+
+
+_same_customer = subscriptions.c.customer_id == balances.c.customer_id
+
+
+async def standing(
+    conn: AsyncConnection, catalog: Catalog, user_id: UUID, org_id: UUID | None, now: datetime
+) -> Standing:
+    """Who would pay for a call by this user, and what they have; reads, never writes."""
+    memberships = await _memberships(conn, [str(user_id)])
+    customer = _customer_for(str(user_id), org_id, memberships[str(user_id)])
+    query = (
+        select(
+            balances, subscriptions.c.tier, subscriptions.c.anchor_at, subscriptions.c.period_start
+        )
+        .select_from(
+            balances.outerjoin(subscriptions, subscriptions.c.customer_id == balances.c.customer_id)
+        )
+        .where(balances.c.customer_id == customer.id)
+    )
+    row = (await conn.execute(query)).mappings().one()
+    plan = catalog.plan(row["tier"]) if row["tier"] else None
+    monthly = row["monthly_micros"]
+    if plan is not None and period_start(row["anchor_at"], now) > row["period_start"]:
+        monthly = plan.monthly_grant_micros
+    return Standing(customer, monthly, row["stable_micros"], row["total_due_micros"], plan)
+
+
+async def list_calls(
+    conn: AsyncConnection,
+    limit: int,
+    after: tuple[datetime, str] | None,
+    *,
+    descending: bool = False,
+    user_id: str | None = None,
+    org_id: str | None = None,
+) -> list[CallRecord]:
+    """Calls in (created_at, id) order, of one user, one org, or everyone."""
+    query = _calls_with_email().limit(limit)
+    if user_id is not None:
+        query = query.where(api_calls.c.user_id == user_id)
+    if org_id is not None:
+        query = query.where(api_calls.c.org_id == org_id)
+    key = (api_calls.c.created_at, api_calls.c.id)
+    query = query.order_by(*(k.desc() for k in key) if descending else key)
+    if after is not None:
+        position, bound = tuple_(*key), tuple_(*after)
+        query = query.where(position < bound if descending else position > bound)
+    return [CallRecord(**row) for row in (await conn.execute(query)).mappings()]
+
+
+async def get_call(
+    conn: AsyncConnection, call_id: str, *, user_id: str | None = None, org_id: str | None = None
+) -> CallRecord:
+    """One call, if it is the user's or the org's (when either is given)."""
+    query = _calls_with_email().where(api_calls.c.id == parse_uuid(call_id, "API call"))
+    if user_id is not None:
+        query = query.where(api_calls.c.user_id == user_id)
+    if org_id is not None:
+        query = query.where(api_calls.c.org_id == org_id)
+    row = (await conn.execute(query)).mappings().first()
+    if row is None:
+        raise NotFound(f"no API call {call_id}")
+    return CallRecord(**row)
+
+
+def _calls_with_email() -> Select[Any]:
+    return select(api_calls, users.c.email).join(users, users.c.id == api_calls.c.user_id)
