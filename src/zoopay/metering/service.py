@@ -151,9 +151,8 @@ async def _memberships(conn: AsyncConnection, user_ids: list[str]) -> dict[str, 
     return {user_id: found.get(user_id, _Membership(None, None)) for user_id in user_ids}
 
 
-def _customer_for(user_id: str, org_id: UUID | None, customers: dict[str, _Membership]) -> Customer:
+def _customer_for(user_id: str, org_id: UUID | None, membership: _Membership) -> Customer:
     """The org when the user belongs to one (or names it), else the user."""
-    membership = customers[user_id]
     if membership.email is None:
         raise NotFound(f"no user {user_id}")
     if org_id is not None and str(org_id) != membership.org_id:
