@@ -15,7 +15,7 @@ from zoopay.api.middleware import RequestContextMiddleware
 from zoopay.billing.routes import router as billing_router
 from zoopay.catalog.routes import router as catalog_router
 from zoopay.catalog.service import Catalog, load_catalog
-from zoopay.config import Settings
+from zoopay.config import Settings, get_settings
 from zoopay.db.engine import create_engine
 from zoopay.ledger.routes import router as ledger_router
 from zoopay.metering.batcher import CallRecorder
@@ -78,3 +78,8 @@ def create_app(
         return JSONResponse(document)
 
     return app
+
+
+def app_from_environment() -> FastAPI:
+    """The app as `zoopay serve` runs it in each worker process: settings from ZOOPAY_*."""
+    return create_app(get_settings())

@@ -175,20 +175,21 @@ def orgs_add_member(
 def serve(
     host: Annotated[str | None, typer.Option(help="Default: ZOOPAY_HOST")] = None,
     port: Annotated[int | None, typer.Option(help="Default: ZOOPAY_PORT")] = None,
+    workers: Annotated[int | None, typer.Option(help="Processes; default: ZOOPAY_WORKERS")] = None,
 ) -> None:
     """Serve the API; on the first start, create a staff user and print its token once."""
     import uvicorn
 
-    from zoopay.app import create_app
-
     settings = get_settings()
-    catalog = _catalog()
-    _bootstrap_staff(catalog, settings.bootstrap_staff_email)
+    _bootstrap_staff(_catalog(), settings.bootstrap_staff_email)
     uvicorn.run(
-        create_app(settings, catalog=catalog),
+        "zoopay.app:app_from_environment",
+        factory=True,
         host=host or settings.host,
         port=port or settings.port,
+        workers=workers or settings.workers,
         log_level=settings.log_level,
+        access_log=settings.access_log,
     )
 
 

@@ -16,6 +16,8 @@ class Settings(BaseSettings):
     bootstrap_staff_email: str = "staff@zoopay.local"
     max_body_bytes: int = 1024 * 1024
     log_level: str = "info"
+    access_log: bool = False
+    workers: int = 1
 
 
 @lru_cache

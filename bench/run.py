@@ -1,0 +1,364 @@
+"""The metering benchmark: zoopay's hot paths against baselines taken in the same run.
+
+Run with `make bench` (PostgreSQL on 127.0.0.1:5432, wrk and pgbench on the PATH). Every
+figure is the median of --runs runs; the table compares each with its baseline and target.
+"""
+
+import argparse
+import asyncio
+import os
+import re
+import secrets
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import asyncpg
+import httpx
+
+from zoopay.accounts import service as accounts
+from zoopay.catalog.schemas import TierName
+from zoopay.catalog.service import load_catalog
+from zoopay.db import migrate
+from zoopay.db.engine import create_engine, transaction
+from zoopay.subscriptions.service import change_plan
+
+HERE = Path(__file__).parent
+LUA = HERE / "lua"
+ADMIN_URL = os.environ.get(
+    "ZOOPAY_BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
+)
+
+
+@dataclass
+class Figure:
+    name: str
+    value: float
+    unit: str
+    baseline_name: str
+    baseline: float | None
+    target: str
+    met: bool
+
+
+def sh(*args: str, env: dict[str, str] | None = None) -> str:
+    result = subprocess.run(args, capture_output=True, text=True, env=env, check=False)
+    if result.returncode != 0:
+        raise RuntimeError(f"{' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")
+    return result.stdout
+
+
+async def admin(sql: str) -> None:
+    conn = await asyncpg.connect(ADMIN_URL)
+    try:
+        await conn.execute(sql)
+    finally:
+        await conn.close()
+
+
+async def seed(url: str, customers: int, workdir: Path) -> str:
+    """Users on pro (overage allowed), their tokens, a service token; files for wrk."""
+    catalog = load_catalog()
+    engine = create_engine(url)
+    now = datetime.now(UTC)
+    user_ids, tokens = [], []
+    async with transaction(engine) as conn:
+        for n in range(customers):
+            user = await accounts.create_user(conn, catalog, f"bench-{n}@example.com", now)
+            await change_plan(conn, catalog, user.customer, TierName.PRO, None, user.id, now)
+            user_ids.append(user.id)
+            tokens.append(await accounts.create_token(conn, user, now))
+        service_token = await accounts.create_service_token(conn, "bench", now)
+    await engine.dispose()
+    (workdir / "users.txt").write_text("\n".join(user_ids) + "\n")
+    (workdir / "tokens.txt").write_text("\n".join(tokens) + "\n")
+    conn = await asyncpg.connect(url)
+    await conn.execute("CREATE TABLE bench_customers (n int PRIMARY KEY, customer_id text)")
+    await conn.copy_records_to_table("bench_customers", records=list(enumerate(user_ids, start=1)))
+    await conn.close()
+    return service_token
+
+
+class Server:
+    def __init__(self, url: str, port: int, workers: int, server: str) -> None:
+        env = {**os.environ, "ZOOPAY_DATABASE_URL": url, "ZOOPAY_LOG_LEVEL": "warning"}
+        venv = Path(sys.executable).parent
+        if server == "granian":
+            command = [
+                str(venv / "granian"),
+                "--interface",
+                "asgi",
+                "--factory",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--workers",
+                str(workers),
+                "--log-level",
+                "warning",
+                "zoopay.app:app_from_environment",
+            ]
+        else:
+            command = [
+                str(venv / "zoopay"),
+                "serve",
+                "--port",
+                str(port),
+                "--workers",
+                str(workers),
+            ]
+        self.process = subprocess.Popen(command, env=env, start_new_session=True)
+        self.base = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(self.base + "/ping").status_code == 200:
+                    return
+            except httpx.HTTPError:
+                time.sleep(0.2)
+        raise RuntimeError("the server did not start")
+
+    def rss_mb(self) -> tuple[float, float]:
+        """(largest process, whole tree) resident memory in MB."""
+        pids = [self.process.pid, *_children(self.process.pid)]
+        sizes = [_rss_kb(pid) / 1024 for pid in pids]
+        return max(sizes), sum(sizes)
+
+    def stop(self) -> None:
+        os.killpg(self.process.pid, signal.SIGTERM)
+        try:
+            self.process.wait(15)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.process.pid, signal.SIGKILL)
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for child in Path(f"/proc/{pid}/task").glob("*/children"):
+        for part in child.read_text().split():
+            found.append(int(part))
+            found.extend(_children(int(part)))
+    return found
+
+
+def _rss_kb(pid: int) -> int:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    except FileNotFoundError:
+        pass
+    return 0
+
+
+@dataclass
+class WrkResult:
+    rps: float
+    p99_ms: float
+    errors: int
+
+
+def wrk(base: str, script: str, args: list[str], duration: int, connections: int) -> WrkResult:
+    out = sh(
+        "wrk",
+        "-t2",
+        f"-c{connections}",
+        f"-d{duration}s",
+        "--latency",
+        "-s",
+        str(LUA / script),
+        base,
+        "--",
+        *args,
+    )
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    p99 = re.search(r"99%\s+([\d.]+)(us|ms|s)", out)
+    scale = {"us": 0.001, "ms": 1.0, "s": 1000.0}
+    p99_ms = float(p99.group(1)) * scale[p99.group(2)] if p99 else float("nan")
+    errors = len(re.findall(r"unexpected status", out))
+    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    errors += int(non2xx.group(1)) if non2xx else 0
+    return WrkResult(rps, p99_ms, errors)
+
+
+def pgbench(url: str, duration: int, connections: int, customers: int) -> float:
+    out = sh(
+        "pgbench",
+        "-n",
+        f"-c{connections}",
+        "-j2",
+        f"-T{duration}",
+        "-D",
+        f"customers={customers}",
+        "-f",
+        str(LUA / "report.pgbench.sql"),
+        url,
+    )
+    return float(re.search(r"tps = ([\d.]+)", out).group(1))  # type: ignore[union-attr]
+
+
+def median(values: list[float]) -> float:
+    return statistics.median(values)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--duration", type=int, default=10, help="seconds per measurement")
+    parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--customers", type=int, default=1000)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--server", choices=["uvicorn", "granian"], default="uvicorn")
+    parser.add_argument("--memory-calls", type=int, default=1_000_000)
+    parser.add_argument("--port", type=int, default=8765)
+    parser.add_argument("--out", type=Path, default=HERE / "out" / "latest.md")
+    options = parser.parse_args()
+    for tool in ("wrk", "pgbench"):
+        if shutil.which(tool) is None:
+            sys.exit(f"{tool} is not installed (make bench installs it)")
+
+    name = f"zoopay_bench_{uuid.uuid4().hex[:8]}"
+    asyncio.run(admin(f'CREATE DATABASE "{name}"'))
+    url = ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
+    server = None
+    try:
+        migrate.upgrade(url)
+        workdir = Path(tempfile.mkdtemp(prefix="zoopay-bench-"))
+        service_token = asyncio.run(seed(url, options.customers, workdir))
+        users, tokens = str(workdir / "users.txt"), str(workdir / "tokens.txt")
+        server = Server(url, options.port, options.workers, options.server)
+        figures = measure(options, url, server, service_token, users, tokens)
+    finally:
+        if server is not None:
+            server.stop()
+        asyncio.run(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    report(options, figures)
+
+
+def measure(
+    options: argparse.Namespace, url: str, server: Server, service: str, users: str, tokens: str
+) -> list[Figure]:
+    d, c = options.duration, options.connections
+    runs: dict[str, list[WrkResult | float]] = {
+        k: [] for k in ("pgbench", "report", "batch", "ping", "authorize", "balance")
+    }
+    reported = 0
+    for run in range(options.runs):
+        print(f"run {run + 1}/{options.runs}", file=sys.stderr, flush=True)
+        runs["pgbench"].append(pgbench(url, d, c, options.customers))
+        result = wrk(server.base, "report.lua", [service, users, secrets.token_hex(4)], d, c)
+        runs["report"].append(result)
+        reported += int(result.rps * d)
+        result = wrk(server.base, "batch.lua", [service, users, secrets.token_hex(4)], d, 4)
+        runs["batch"].append(result)
+        reported += int(result.rps * d * 1000)
+        runs["ping"].append(wrk(server.base, "ping.lua", [], d, c))
+        runs["authorize"].append(wrk(server.base, "authorize.lua", [service, users], d, c))
+        runs["balance"].append(wrk(server.base, "balance.lua", [tokens], d, c))
+    while reported < options.memory_calls:
+        result = wrk(server.base, "batch.lua", [service, users, secrets.token_hex(4)], d, 4)
+        reported += int(result.rps * d * 1000)
+    largest, total = server.rss_mb()
+    return figures_of(runs, reported, largest, total)
+
+
+def figures_of(
+    runs: dict[str, list[WrkResult | float]], reported: int, largest: float, total: float
+) -> list[Figure]:
+    def rps(key: str) -> float:
+        return median([r.rps for r in runs[key] if isinstance(r, WrkResult)])
+
+    def p99(key: str) -> float:
+        return median([r.p99_ms for r in runs[key] if isinstance(r, WrkResult)])
+
+    naive = median([r for r in runs["pgbench"] if isinstance(r, float)])
+    ping = rps("ping")
+    figures = [
+        Figure(
+            "POST /api-calls (calls/s)",
+            rps("report"),
+            "/s",
+            "pgbench naive debit (tps)",
+            naive,
+            ">= 1.0x",
+            rps("report") >= naive,
+        ),
+        Figure(
+            "POST /api-calls/batch (calls/s)",
+            rps("batch") * 1000,
+            "/s",
+            "",
+            None,
+            ">= 20,000/s",
+            rps("batch") * 1000 >= 20_000,
+        ),
+        Figure(
+            "POST /api-calls/authorize (req/s)",
+            rps("authorize"),
+            "/s",
+            "GET /ping (req/s)",
+            ping,
+            ">= 0.5x",
+            rps("authorize") >= ping / 2,
+        ),
+        Figure(
+            "  its p99 (ms)", p99("authorize"), "ms", "", None, "<= 20 ms", p99("authorize") <= 20
+        ),
+        Figure(
+            "GET /user/payment/balance (req/s)",
+            rps("balance"),
+            "/s",
+            "GET /ping (req/s)",
+            ping,
+            ">= 0.5x",
+            rps("balance") >= ping / 2,
+        ),
+        Figure("  its p99 (ms)", p99("balance"), "ms", "", None, "<= 20 ms", p99("balance") <= 20),
+        Figure(
+            f"RSS after {reported:,} calls, largest process (MB)",
+            largest,
+            "MB",
+            f"all processes: {total:.0f} MB",
+            None,
+            "<= 250 MB",
+            largest <= 250,
+        ),
+    ]
+    errors = sum(r.errors for rs in runs.values() for r in rs if isinstance(r, WrkResult))
+    if errors:
+        print(f"warning: {errors} unexpected responses during the run", file=sys.stderr)
+    return figures
+
+
+def report(options: argparse.Namespace, figures: list[Figure]) -> None:
+    lines = [
+        f"zoopay benchmark, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC: server {options.server}, "
+        f"{options.workers} workers, {options.connections} connections, {options.duration}s x "
+        f"median of {options.runs}, {options.customers} customers, {os.cpu_count()} cores",
+        "",
+        "| figure | zoopay | baseline | ratio | target | met |",
+        "|---|---|---|---|---|---|",
+    ]
+    for f in figures:
+        ratio = f"{f.value / f.baseline:.2f}x" if f.baseline else ""
+        baseline = f"{f.baseline_name} {f.baseline:,.0f}" if f.baseline else f.baseline_name
+        lines.append(
+            f"| {f.name} | {f.value:,.1f} | {baseline} | {ratio} | {f.target} | {'yes' if f.met else 'NO'} |"
+        )
+    text = "\n".join(lines)
+    print(text)
+    options.out.parent.mkdir(parents=True, exist_ok=True)
+    options.out.write_text(text + "\n")
+
+
+if __name__ == "__main__":
+    main()
