@@ -107,7 +107,7 @@ async def test_listings_page_through_each_call_once(
     )
     org = await world.org(admin, bob)
     alice_ids, bob_ids = [], []
-    for n in range(5):
+    for _ in range(5):
         clock.advance(seconds=1)
         alice_ids.append((await meter.report(meter.call(alice.id))).json()["id"])
         bob_ids.append((await meter.report(meter.call(bob.id))).json()["id"])
