@@ -40,7 +40,8 @@ async def list_org_members(admin: OrgAdmin, conn: Conn, page: Page) -> OrgMember
 @router.post("/org/members", response_model=OrgMember, status_code=201)
 async def create_org_member(body: AddOrgMember, admin: OrgAdmin, conn: Conn, now: Now) -> OrgMember:
     """Org admin: add an existing user to the org."""
-    user = await service.find_user(conn, body.email)
+    # `find_user` also takes a user id; this field is an email address and nothing else.
+    user = await service.find_user(conn, service.normalize_email(body.email))
     role = service.OrgRole(body.role.value)
     membership = await service.add_member(conn, admin.org_id, user, role, now)
     return OrgMember.of(membership, user)

@@ -243,6 +243,9 @@ async def _insert_member(
 async def remove_member(conn: AsyncConnection, org_id: str, user_id: str) -> None:
     """Remove a member; the last admin cannot leave an org without an admin."""
     user_id = parse_uuid(user_id, "user")
+    # Removals from one org take turns: two admins removing each other at once would each
+    # count the other still there (write skew on PostgreSQL) and leave the org with none.
+    await conn.execute(select(orgs.c.id).where(orgs.c.id == org_id).with_for_update(key_share=True))
     query = select(org_members).where(
         org_members.c.org_id == org_id, org_members.c.user_id == user_id
     )

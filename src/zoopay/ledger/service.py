@@ -6,11 +6,12 @@ customer and bucket the entries sum to the balance.
 
 import enum
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Literal
 
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import RowMapping, bindparam, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from zoopay.db.tables import balances, ledger_entries
@@ -99,6 +100,26 @@ async def lock_balance(conn: AsyncConnection, customer: Customer) -> Balance:
     return await _select_balance(conn, customer, for_update=True)
 
 
+async def lock_balances(
+    conn: AsyncConnection, customers: Iterable[Customer]
+) -> dict[Customer, Balance]:
+    """Lock many balances in one statement, in customer id order so that concurrent
+    transactions always take their locks in the same order and never deadlock."""
+    by_id = {customer.id: customer for customer in customers}
+    query = (
+        select(balances)
+        .where(balances.c.customer_id.in_(sorted(by_id)))
+        .order_by(balances.c.customer_id)
+        .with_for_update()
+    )
+    rows = (await conn.execute(query)).mappings().all()
+    locked = {by_id[row["customer_id"]]: _balance(by_id[row["customer_id"]], row) for row in rows}
+    for customer in by_id.values():
+        if customer not in locked:
+            raise NotFound(f"no balance for {customer.kind} {customer.id}")
+    return locked
+
+
 async def _select_balance(conn: AsyncConnection, customer: Customer, for_update: bool) -> Balance:
     query = select(balances).where(balances.c.customer_id == customer.id)
     if for_update:
@@ -106,6 +127,10 @@ async def _select_balance(conn: AsyncConnection, customer: Customer, for_update:
     row = (await conn.execute(query)).mappings().first()
     if row is None:
         raise NotFound(f"no balance for {customer.kind} {customer.id}")
+    return _balance(customer, row)
+
+
+def _balance(customer: Customer, row: RowMapping) -> Balance:
     return Balance(
         id=row["id"],
         customer=customer,
@@ -146,7 +171,51 @@ async def post_many(
     movements: list[tuple[dict[Bucket, int], Posting]],
     now: datetime,
 ) -> Balance:
-    """Apply a sequence of movements to a locked balance: one UPDATE, one entry per change."""
+    """Apply a sequence of movements to a locked balance, one entry per change."""
+    [after] = await post_batch(conn, [(balance, movements)], now)
+    return after
+
+
+async def post_batch(
+    conn: AsyncConnection,
+    work: list[tuple[Balance, list[tuple[dict[Bucket, int], Posting]]]],
+    now: datetime,
+) -> list[Balance]:
+    """Movements on many locked balances: one UPDATE statement and one INSERT for all."""
+    results, changed, entries = [], [], []
+    for balance, movements in work:
+        after, balance_entries = _apply(balance, movements, now)
+        results.append(after)
+        if balance_entries:
+            changed.append(after)
+            entries.extend(balance_entries)
+    if changed:
+        await conn.execute(
+            update(balances)
+            .where(balances.c.id == bindparam("balance_id"))
+            .values(
+                monthly_micros=bindparam("monthly"),
+                stable_micros=bindparam("stable"),
+                total_due_micros=bindparam("total_due"),
+                updated_at=now,
+            ),
+            [
+                {
+                    "balance_id": b.id,
+                    "monthly": b.monthly_micros,
+                    "stable": b.stable_micros,
+                    "total_due": b.total_due_micros,
+                }
+                for b in changed
+            ],
+        )
+        await conn.execute(insert(ledger_entries), entries)
+    return results
+
+
+def _apply(
+    balance: Balance, movements: list[tuple[dict[Bucket, int], Posting]], now: datetime
+) -> tuple[Balance, list[dict[str, object]]]:
     amounts = {bucket: balance.amount(bucket) for bucket in Bucket}
     entries = []
     for deltas, posting in movements:
@@ -156,19 +225,15 @@ async def post_many(
             amounts[bucket] += delta
             entries.append(_entry(balance.customer, bucket, delta, amounts[bucket], posting, now))
     if not entries:
-        return balance
-    after = {_COLUMN[bucket]: amount for bucket, amount in amounts.items()}
-    await conn.execute(
-        update(balances).where(balances.c.id == balance.id).values(**after, updated_at=now)
-    )
-    await conn.execute(insert(ledger_entries), entries)
-    return replace(
+        return balance, []
+    after = replace(
         balance,
         monthly_micros=amounts[Bucket.MONTHLY],
         stable_micros=amounts[Bucket.STABLE],
         total_due_micros=amounts[Bucket.TOTAL_DUE],
         updated_at=now,
     )
+    return after, entries
 
 
 def _entry(

@@ -1,6 +1,7 @@
 """Plans: who is on which tier, their monthly grants, and changes between tiers."""
 
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -150,14 +151,18 @@ async def refresh_if_due(
     return balance, Subscription(**{**subscription.__dict__, "period_start": start})
 
 
-async def customers_due_for_refresh(conn: AsyncConnection, now: datetime) -> list[Customer]:
-    """Customers whose monthly period has turned since their last grant."""
+async def customers_due_for_refresh(
+    conn: AsyncConnection, now: datetime, among: Iterable[Customer] | None = None
+) -> list[Customer]:
+    """Customers (of `among`, or all) whose monthly period has turned since their last grant."""
     query = select(
         subscriptions.c.customer_kind,
         subscriptions.c.customer_id,
         subscriptions.c.anchor_at,
         subscriptions.c.period_start,
     )
+    if among is not None:
+        query = query.where(subscriptions.c.customer_id.in_([c.id for c in among]))
     return [
         Customer("org" if row.customer_kind == "org" else "user", row.customer_id)
         for row in await conn.execute(query)
@@ -182,6 +187,9 @@ def refresh_due(subscription: Subscription | None, now: datetime) -> bool:
 async def set_enterprise_price(
     conn: AsyncConnection, org: Customer, price: OptionFlat | OptionPerUser, now: datetime
 ) -> None:
+    # Writers of an org take turns on its balance row; without it two first prices at once
+    # both find no row to update and both insert (a unique violation, a 500, on PostgreSQL).
+    await lock_balance(conn, org)
     values = {
         "price_type": price.type,
         "interval": price.interval.value,
