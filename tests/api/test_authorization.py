@@ -1,0 +1,674 @@
+"""The authorization matrix: every endpoint of issue 2 x every kind of caller, one test per cell.
+
+Callers: no token, a bad token, a plain user (in no org), a member of another org (that org's
+admin, so admin-only `/org/*` calls succeed on *its own* org and must never reach the org under
+test), an org member (not admin) of the org under test, that org's admin, and staff (in no
+org). Success cells assert values from the body and the state they left; error cells assert
+the error shape, its code and request id, and that the database is exactly as it was.
+"""
+
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from tests.conftest import Person, World
+from zoopay.accounts.service import Org
+from zoopay.db.tables import balances, ledger_entries, metadata, org_members, orgs, subscriptions
+
+NO_TOKEN = "no_token"
+BAD_TOKEN = "bad_token"
+PLAIN = "plain_user"
+OTHER = "other_org_member"
+MEMBER = "org_member"
+ADMIN = "org_admin"
+STAFF = "staff"
+PRINCIPALS = (NO_TOKEN, BAD_TOKEN, PLAIN, OTHER, MEMBER, ADMIN, STAFF)
+
+ERROR_CODES = {
+    400: "bad_request",
+    401: "unauthorized",
+    402: "payment_required",
+    403: "forbidden",
+    404: "not_found",
+    409: "conflict",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+}
+
+MONTHLY = "monthly_api_credits_remaining_monetary_value"
+STABLE = "stable_api_credits_remaining_monetary_value"
+TIER_NAMES = ["free", "pro", "team", "enterprise"]
+
+
+@dataclass(frozen=True)
+class Scene:
+    """Who is who: the org under test ("Acme": admin + member) and another org ("Other Co")."""
+
+    staff: Person
+    plain: Person
+    member: Person
+    admin: Person
+    other: Person
+    target: Person  # the user staff endpoints act on; in no org, never a caller
+    newcomer: Person  # in no org, the one POST /org/members adds
+    org: Org
+    other_org: Org
+    engine: AsyncEngine
+
+    def person(self, principal: str) -> Person | None:
+        people = {
+            PLAIN: self.plain,
+            OTHER: self.other,
+            MEMBER: self.member,
+            ADMIN: self.admin,
+            STAFF: self.staff,
+        }
+        return people.get(principal)
+
+    def headers(self, principal: str) -> dict[str, str]:
+        if principal == BAD_TOKEN:
+            return {"Authorization": "Bearer zoo_this-token-was-never-issued"}
+        person = self.person(principal)
+        return person.headers if person else {}
+
+    def own_org(self, principal: str) -> Org:
+        """The org a caller's `/org/*` calls act on."""
+        return {OTHER: self.other_org, MEMBER: self.org, ADMIN: self.org}[principal]
+
+    def untouched_org(self, principal: str) -> Org:
+        """The org that caller's `/org/*` calls must leave alone."""
+        return self.org if principal == OTHER else self.other_org
+
+    def path_args(self) -> dict[str, str]:
+        return {"target": self.target.id, "org": self.org.id, "member": self.member.id}
+
+
+async def build_scene(world: World, engine: AsyncEngine) -> Scene:
+    staff = await world.user(staff=True)
+    plain, member, admin, other, target, newcomer = [await world.user() for _ in range(6)]
+    org = await world.org(admin, member, name="Acme")
+    other_org = await world.org(other, name="Other Co")
+    return Scene(staff, plain, member, admin, other, target, newcomer, org, other_org, engine)
+
+
+@dataclass(frozen=True)
+class Call:
+    """One cell's outcome, handed to the endpoint's success check."""
+
+    scene: Scene
+    principal: str
+    response: httpx.Response
+    client: httpx.AsyncClient
+
+    @property
+    def caller(self) -> Person:
+        person = self.scene.person(self.principal)
+        assert person is not None
+        return person
+
+    @property
+    def body(self) -> Any:
+        return self.response.json()
+
+
+Check = Callable[[Call], Awaitable[None]]
+Prepare = Callable[[Scene, httpx.AsyncClient], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    method: str
+    path: str
+    expect: Mapping[str, int]
+    check: Check
+    body: dict[str, Any] | None = None
+    prepare: Prepare | None = None
+
+    @property
+    def name(self) -> str:
+        return f"{self.method} {self.path}"
+
+
+def statuses(default: int, *, public: bool = False, **by_principal: int) -> dict[str, int]:
+    """Every caller gets `default` unless named; without a token it is 401 unless public."""
+    table = dict.fromkeys(PRINCIPALS, default)
+    if not public:
+        table[NO_TOKEN] = table[BAD_TOKEN] = 401
+    table.update(by_principal)
+    return table
+
+
+ANY_USER = statuses(200)
+STAFF_ONLY = statuses(403, staff=200)
+ANY_MEMBER = statuses(200, plain_user=404, staff=404)
+ORG_ADMIN = statuses(200, plain_user=404, staff=404, org_member=403)
+ORG_ADMIN_CREATES = statuses(201, plain_user=404, staff=404, org_member=403)
+EVERYONE = statuses(200, public=True)
+
+
+# --- reading state behind the API -------------------------------------------------------------
+
+
+async def dump(engine: AsyncEngine) -> dict[str, list[dict[str, Any]]]:
+    """Every row of every table, in key order: equal before and after means nothing changed."""
+    async with engine.connect() as conn:
+        snapshot = {}
+        for table in metadata.sorted_tables:
+            query = select(table).order_by(*table.primary_key.columns)
+            snapshot[table.name] = [dict(row) for row in (await conn.execute(query)).mappings()]
+        return snapshot
+
+
+async def row_of(engine: AsyncEngine, query: Any) -> dict[str, Any] | None:
+    async with engine.connect() as conn:
+        row = (await conn.execute(query)).mappings().first()
+        return dict(row) if row else None
+
+
+async def subscription_of(engine: AsyncEngine, customer_id: str) -> dict[str, Any] | None:
+    return await row_of(
+        engine, select(subscriptions).where(subscriptions.c.customer_id == customer_id)
+    )
+
+
+async def balance_of(engine: AsyncEngine, customer_id: str) -> dict[str, Any]:
+    row = await row_of(engine, select(balances).where(balances.c.customer_id == customer_id))
+    assert row is not None
+    return row
+
+
+async def membership_of(engine: AsyncEngine, user_id: str) -> tuple[str, str] | None:
+    row = await row_of(engine, select(org_members).where(org_members.c.user_id == user_id))
+    return (row["org_id"], row["role"]) if row else None
+
+
+async def ledger_reasons(engine: AsyncEngine, customer_id: str) -> list[tuple[str, str, str]]:
+    """(bucket, reason, actor) of a customer's ledger entries, oldest first."""
+    query = (
+        select(ledger_entries.c.bucket, ledger_entries.c.reason, ledger_entries.c.actor)
+        .where(ledger_entries.c.customer_id == customer_id)
+        .order_by(ledger_entries.c.id)
+    )
+    async with engine.connect() as conn:
+        return [tuple(row) for row in await conn.execute(query)]
+
+
+def assert_error(response: httpx.Response, status: int) -> None:
+    assert response.status_code == status, response.text
+    body = response.json()
+    assert set(body) == {"error_code", "message", "request_id"}
+    assert body["error_code"] == ERROR_CODES[status]
+    assert isinstance(body["message"], str) and body["message"]
+    assert body["request_id"]
+    assert response.headers["x-api-call-id"] == body["request_id"]
+
+
+# --- success checks, one per endpoint ---------------------------------------------------------
+
+
+async def own_balance(call: Call) -> None:
+    body = call.body
+    assert body["map_id"] == call.caller.id
+    assert body[MONTHLY] == "10.00"
+    assert body["monthly_api_credits_remaining"] == 20
+    assert body["subscription_details"]["modeling_app"]["name"] == "free"
+    subscription = await subscription_of(call.scene.engine, call.caller.id)
+    assert subscription is not None
+    assert body["subscription_id"] == subscription["id"]
+
+
+async def org_balance(call: Call) -> None:
+    body = call.body
+    assert body["map_id"] == call.scene.own_org(call.principal).id
+    assert body[MONTHLY] == "0.00"
+    assert body["subscription_details"] is None
+    assert body["subscription_id"] is None
+
+
+async def target_balance(call: Call) -> None:
+    assert call.body["map_id"] == call.scene.target.id
+    assert call.body[MONTHLY] == "10.00"
+    assert call.body["subscription_details"]["modeling_app"]["name"] == "free"
+
+
+async def target_balance_set(call: Call) -> None:
+    target = call.scene.target
+    body = call.body
+    assert body["map_id"] == target.id
+    assert (body[MONTHLY], body["monthly_api_credits_remaining"]) == ("12.34", 24)
+    assert (body[STABLE], body["stable_api_credits_remaining"]) == ("5.00", 10)
+    row = await balance_of(call.scene.engine, target.id)
+    assert (row["monthly_micros"], row["stable_micros"]) == (12_340_000, 5_000_000)
+    entries = await ledger_reasons(call.scene.engine, target.id)
+    assert entries[-2:] == [
+        ("monthly", "staff_change", call.scene.staff.id),
+        ("stable", "staff_change", call.scene.staff.id),
+    ]
+
+
+async def any_org_balance(call: Call) -> None:
+    assert call.body["map_id"] == call.scene.org.id
+    assert call.body[MONTHLY] == "0.00"
+    assert call.body["modeling_app_enterprise_price"] is None
+
+
+async def any_org_balance_set(call: Call) -> None:
+    body = call.body
+    assert body["map_id"] == call.scene.org.id
+    assert body[STABLE] == "250.50"
+    assert body[MONTHLY] == "0.00"
+    # No plan, so no credit price: the credits are 0 whatever the money.
+    assert body["stable_api_credits_remaining"] == 0
+    got = await call.client.get(
+        f"/orgs/{call.scene.org.id}/payment/balance", headers=call.scene.staff.headers
+    )
+    assert got.json() == body
+    row = await balance_of(call.scene.engine, call.scene.org.id)
+    assert row["stable_micros"] == 250_500_000
+
+
+async def own_subscription(call: Call) -> None:
+    modeling_app = call.body["modeling_app"]
+    assert modeling_app["name"] == "free"
+    assert modeling_app["price"] == {"type": "flat", "interval": "month", "price": "0.00"}
+    assert modeling_app["monthly_pay_as_you_go_api_credits"] == 20
+
+
+async def own_subscription_became_pro(call: Call) -> None:
+    modeling_app = call.body["modeling_app"]
+    assert modeling_app["name"] == "pro"
+    assert modeling_app["price"] == {"type": "flat", "interval": "month", "price": "49.00"}
+    subscription = await subscription_of(call.scene.engine, call.caller.id)
+    assert subscription is not None and subscription["tier"] == "pro"
+    assert subscription["pay_annually"] is (call.response.request.method == "PUT")
+    balance = await balance_of(call.scene.engine, call.caller.id)
+    assert balance["monthly_micros"] == 100_000_000  # an upgrade tops up to pro's 200 credits
+
+
+async def prepare_org_subscriptions(scene: Scene, client: httpx.AsyncClient) -> None:
+    """The org under test on enterprise at a negotiated price; the other org on team."""
+    price = {"type": "flat", "interval": "year", "price": "12000"}
+    responses = [
+        await client.put(
+            f"/orgs/{scene.org.id}/enterprise/pricing", json=price, headers=scene.staff.headers
+        ),
+        await client.put(
+            "/org/payment/subscriptions",
+            json={"modeling_app": "enterprise"},
+            headers=scene.admin.headers,
+        ),
+        await client.put(
+            "/org/payment/subscriptions", json={"modeling_app": "team"}, headers=scene.other.headers
+        ),
+    ]
+    assert [r.status_code for r in responses] == [200, 200, 200], [r.text for r in responses]
+
+
+async def org_subscription(call: Call) -> None:
+    modeling_app = call.body["modeling_app"]
+    if call.principal == OTHER:
+        assert modeling_app["name"] == "team"
+        assert modeling_app["price"] == {"type": "per_user", "interval": "month", "price": "99.00"}
+    else:
+        assert modeling_app["name"] == "enterprise"
+        assert modeling_app["price"] == {"type": "flat", "interval": "year", "price": "12000.00"}
+
+
+async def org_subscribed_to_team(call: Call) -> None:
+    scene, engine = call.scene, call.scene.engine
+    modeling_app = call.body["modeling_app"]
+    assert modeling_app["name"] == "team"
+    assert modeling_app["monthly_pay_as_you_go_api_credits"] == 500
+    own = scene.own_org(call.principal)
+    subscription = await subscription_of(engine, own.id)
+    assert subscription is not None and subscription["tier"] == "team"
+    assert subscription["customer_kind"] == "org"
+    assert subscription["pay_annually"] is (call.response.request.method == "PUT")
+    assert (await balance_of(engine, own.id))["monthly_micros"] == 250_000_000
+    assert await subscription_of(engine, scene.untouched_org(call.principal).id) is None
+
+
+async def target_became_pro(call: Call) -> None:
+    assert call.body["modeling_app"]["name"] == "pro"
+    target = call.scene.target
+    subscription = await subscription_of(call.scene.engine, target.id)
+    assert subscription is not None and subscription["tier"] == "pro"
+    assert (await balance_of(call.scene.engine, target.id))["monthly_micros"] == 100_000_000
+    reasons = await ledger_reasons(call.scene.engine, target.id)
+    assert reasons[-1] == ("monthly", "plan_change", call.scene.staff.id)
+
+
+ENTERPRISE_PRICE = {"type": "per_user", "interval": "year", "price": "1200.50"}
+
+
+async def enterprise_price_set(call: Call) -> None:
+    modeling_app = call.body["modeling_app"]
+    assert modeling_app["name"] == "enterprise"
+    assert modeling_app["price"] == ENTERPRISE_PRICE
+    got = await call.client.get(
+        f"/orgs/{call.scene.org.id}/payment/balance", headers=call.scene.staff.headers
+    )
+    assert got.json()["modeling_app_enterprise_price"] == ENTERPRISE_PRICE
+    # Setting a price subscribes no one.
+    assert await subscription_of(call.scene.engine, call.scene.org.id) is None
+
+
+async def pricing(call: Call) -> None:
+    tiers = call.body["modeling_app"]
+    assert [tier["name"] for tier in tiers] == TIER_NAMES
+    assert tiers[1]["price"] == {"type": "flat", "interval": "month", "price": "49.00"}
+    assert tiers[3]["price"] == {"type": "enterprise"}
+
+
+async def org_created(call: Call) -> None:
+    body = call.body
+    assert body["name"] == "New Co"
+    assert body["billing_email"] == call.caller.email
+    assert body["id"] not in (call.scene.org.id, call.scene.other_org.id)
+    assert await membership_of(call.scene.engine, call.caller.id) == (body["id"], "admin")
+    balance = await balance_of(call.scene.engine, body["id"])
+    assert (balance["customer_kind"], balance["monthly_micros"]) == ("org", 0)
+    assert await subscription_of(call.scene.engine, body["id"]) is None
+
+
+async def own_org(call: Call) -> None:
+    expected = call.scene.own_org(call.principal)
+    assert call.body["id"] == expected.id
+    assert call.body["name"] == expected.name
+
+
+async def own_org_members(call: Call) -> None:
+    scene = call.scene
+    expected = (
+        {scene.other.id: "admin"}
+        if call.principal == OTHER
+        else {scene.admin.id: "admin", scene.member.id: "member"}
+    )
+    assert {item["id"]: item["role"] for item in call.body["items"]} == expected
+    assert call.body["next_page"] is None
+
+
+async def member_added(call: Call) -> None:
+    newcomer = call.scene.newcomer
+    assert (call.body["id"], call.body["email"], call.body["role"]) == (
+        newcomer.id,
+        newcomer.email,
+        "member",
+    )
+    own = call.scene.own_org(call.principal)
+    assert await membership_of(call.scene.engine, newcomer.id) == (own.id, "member")
+
+
+async def member_removed(call: Call) -> None:
+    assert call.response.content == b""
+    assert await membership_of(call.scene.engine, call.scene.member.id) is None
+    assert await membership_of(call.scene.engine, call.scene.admin.id) == (
+        call.scene.org.id,
+        "admin",
+    )
+
+
+async def openapi_document(call: Call) -> None:
+    body = call.body
+    assert body["openapi"].startswith("3.")
+    assert body["info"]["title"] == "zoopay"
+    for path in ("/user/payment/balance", "/orgs/{id}/enterprise/pricing", "/org/members"):
+        assert path in body["paths"]
+
+
+async def swagger_ui(call: Call) -> None:
+    assert call.response.headers["content-type"].startswith("text/html")
+    assert "swagger-ui" in call.response.text
+    assert "/openapi.json" in call.response.text
+
+
+ENDPOINTS = [
+    Endpoint("GET", "/user/payment/balance", ANY_USER, own_balance),
+    Endpoint("GET", "/org/payment/balance", ANY_MEMBER, org_balance),
+    Endpoint("GET", "/users/{target}/payment/balance", STAFF_ONLY, target_balance),
+    Endpoint(
+        "PUT",
+        "/users/{target}/payment/balance",
+        STAFF_ONLY,
+        target_balance_set,
+        body={MONTHLY: "12.34", STABLE: 5},
+    ),
+    Endpoint("GET", "/orgs/{org}/payment/balance", STAFF_ONLY, any_org_balance),
+    Endpoint(
+        "PUT",
+        "/orgs/{org}/payment/balance",
+        STAFF_ONLY,
+        any_org_balance_set,
+        body={STABLE: "250.5"},
+    ),
+    Endpoint("GET", "/user/payment/subscriptions", ANY_USER, own_subscription),
+    Endpoint(
+        "POST",
+        "/user/payment/subscriptions",
+        ANY_USER,
+        own_subscription_became_pro,
+        body={"modeling_app": "pro"},
+    ),
+    Endpoint(
+        "PUT",
+        "/user/payment/subscriptions",
+        ANY_USER,
+        own_subscription_became_pro,
+        body={"modeling_app": "pro", "pay_annually": True},
+    ),
+    Endpoint(
+        "GET",
+        "/org/payment/subscriptions",
+        ANY_MEMBER,
+        org_subscription,
+        prepare=prepare_org_subscriptions,
+    ),
+    Endpoint(
+        "POST",
+        "/org/payment/subscriptions",
+        ORG_ADMIN,
+        org_subscribed_to_team,
+        body={"modeling_app": "team"},
+    ),
+    Endpoint(
+        "PUT",
+        "/org/payment/subscriptions",
+        ORG_ADMIN,
+        org_subscribed_to_team,
+        body={"modeling_app": "team", "pay_annually": True},
+    ),
+    Endpoint(
+        "PUT",
+        "/users/{target}/payment/subscriptions",
+        STAFF_ONLY,
+        target_became_pro,
+        body={"modeling_app": "pro"},
+    ),
+    Endpoint(
+        "PUT",
+        "/orgs/{org}/enterprise/pricing",
+        STAFF_ONLY,
+        enterprise_price_set,
+        body=ENTERPRISE_PRICE,
+    ),
+    Endpoint("GET", "/pricing/subscriptions", EVERYONE, pricing),
+    Endpoint(
+        "POST",
+        "/org",
+        # Only a caller in no org may create one.
+        statuses(201, other_org_member=409, org_member=409, org_admin=409),
+        org_created,
+        body={"name": "New Co"},
+    ),
+    Endpoint("GET", "/org", ANY_MEMBER, own_org),
+    Endpoint("GET", "/org/members", ORG_ADMIN, own_org_members),
+    Endpoint(
+        "POST",
+        "/org/members",
+        ORG_ADMIN_CREATES,
+        member_added,
+        body={"email": "{newcomer}", "role": "member"},
+    ),
+    Endpoint(
+        "DELETE",
+        "/org/members/{member}",
+        # The other org's admin asks its own org to remove someone who is not in it.
+        statuses(204, plain_user=404, other_org_member=404, org_member=403, staff=404),
+        member_removed,
+    ),
+    Endpoint("GET", "/", EVERYONE, openapi_document),
+    Endpoint("GET", "/docs", EVERYONE, swagger_ui),
+]
+
+CELLS = [(endpoint, principal) for endpoint in ENDPOINTS for principal in PRINCIPALS]
+
+
+def test_the_matrix_covers_every_endpoint_of_the_issue() -> None:
+    assert len({endpoint.name for endpoint in ENDPOINTS}) == len(ENDPOINTS) == 22
+    for endpoint in ENDPOINTS:
+        assert set(endpoint.expect) == set(PRINCIPALS), endpoint.name
+        if endpoint.method in ("POST", "PUT"):
+            assert endpoint.body is not None, endpoint.name
+
+
+def _body(endpoint: Endpoint, scene: Scene) -> dict[str, Any] | None:
+    if endpoint.body is None:
+        return None
+    return {
+        key: scene.newcomer.email if value == "{newcomer}" else value
+        for key, value in endpoint.body.items()
+    }
+
+
+@pytest.mark.parametrize(
+    ("endpoint", "principal"),
+    CELLS,
+    ids=[f"{endpoint.name} as {principal}" for endpoint, principal in CELLS],
+)
+async def test_authorization_cell(
+    client: httpx.AsyncClient,
+    world: World,
+    engine: AsyncEngine,
+    endpoint: Endpoint,
+    principal: str,
+) -> None:
+    scene = await build_scene(world, engine)
+    if endpoint.prepare is not None:
+        await endpoint.prepare(scene, client)
+    before = await dump(engine)
+
+    response = await client.request(
+        endpoint.method,
+        endpoint.path.format(**scene.path_args()),
+        json=_body(endpoint, scene),
+        headers=scene.headers(principal),
+    )
+
+    expected = endpoint.expect[principal]
+    assert response.status_code == expected, response.text
+    assert response.headers["x-api-call-id"]
+    if expected >= 400:
+        assert_error(response, expected)
+        assert await dump(engine) == before, "a refused call changed the database"
+        return
+    if endpoint.method == "GET":
+        assert await dump(engine) == before, "a read changed the database"
+    await endpoint.check(Call(scene, principal, response, client))
+
+
+async def test_a_refused_staff_put_leaves_the_balance_as_it_was(
+    client: httpx.AsyncClient, world: World, engine: AsyncEngine
+) -> None:
+    """The matrix compares whole databases; this says the same in the API's own terms."""
+    scene = await build_scene(world, engine)
+    path = f"/users/{scene.target.id}/payment/balance"
+    before = (await client.get(path, headers=scene.staff.headers)).json()
+    for principal in (NO_TOKEN, BAD_TOKEN, PLAIN, OTHER, MEMBER, ADMIN):
+        refused = await client.put(
+            path, json={MONTHLY: "999", STABLE: "999"}, headers=scene.headers(principal)
+        )
+        assert_error(refused, 401 if principal in (NO_TOKEN, BAD_TOKEN) else 403)
+    assert (await client.get(path, headers=scene.staff.headers)).json() == before
+
+
+async def test_org_counts_do_not_move_when_members_try_to_create_orgs(
+    client: httpx.AsyncClient, world: World, engine: AsyncEngine
+) -> None:
+    scene = await build_scene(world, engine)
+    for principal in (OTHER, MEMBER, ADMIN):
+        refused = await client.post(
+            "/org", json={"name": "Second"}, headers=scene.headers(principal)
+        )
+        assert_error(refused, 409)
+        person = scene.person(principal)
+        assert person is not None and person.email in refused.json()["message"]
+    async with engine.connect() as conn:
+        assert (await conn.execute(select(func.count()).select_from(orgs))).scalar_one() == 2
+
+
+# --- auth is checked before input ---------------------------------------------------------------
+
+AUTH_BEFORE_INPUT = [
+    # (caller, method, path, body, status): the input is bad too, but who asks decides first.
+    (NO_TOKEN, "PUT", "/users/not-a-uuid/payment/balance", {MONTHLY: -1}, 401),
+    (BAD_TOKEN, "PUT", "/orgs/{org}/payment/balance", {"monthly_api_credits": 5}, 401),
+    (NO_TOKEN, "POST", "/user/payment/subscriptions", {"modeling_app": "gold"}, 401),
+    (BAD_TOKEN, "DELETE", "/org/members/not-a-uuid", None, 401),
+    (PLAIN, "GET", "/orgs/not-a-uuid/payment/balance", None, 403),
+    (PLAIN, "PUT", "/orgs/not-a-uuid/payment/balance", {STABLE: "NaN"}, 403),
+    (ADMIN, "PUT", "/users/a@b@c/payment/subscriptions", {"modeling_app": "team"}, 403),
+    (MEMBER, "PUT", "/orgs/{org}/enterprise/pricing", {"type": "enterprise"}, 403),
+    (MEMBER, "POST", "/org/payment/subscriptions", {"modeling_app": "pro"}, 403),
+    (MEMBER, "DELETE", "/org/members/not-a-uuid", None, 403),
+    (MEMBER, "POST", "/org/members", {"email": "nobody"}, 403),
+    (PLAIN, "POST", "/org/members", {"email": "x", "role": "owner"}, 404),
+    (STAFF, "PUT", "/org/payment/subscriptions", {"modeling_app": "free"}, 404),
+]
+
+
+@pytest.mark.parametrize(
+    ("principal", "method", "path", "body", "status"),
+    AUTH_BEFORE_INPUT,
+    ids=[f"{m} {p} as {who}" for who, m, p, _, _ in AUTH_BEFORE_INPUT],
+)
+async def test_auth_is_checked_before_input(
+    client: httpx.AsyncClient,
+    world: World,
+    engine: AsyncEngine,
+    principal: str,
+    method: str,
+    path: str,
+    body: dict[str, Any] | None,
+    status: int,
+) -> None:
+    scene = await build_scene(world, engine)
+    before = await dump(engine)
+    response = await client.request(
+        method, path.format(**scene.path_args()), json=body, headers=scene.headers(principal)
+    )
+    assert_error(response, status)
+    assert await dump(engine) == before
+
+
+async def test_the_post_of_an_org_member_is_refused_even_when_the_org_has_no_plan(
+    client: httpx.AsyncClient, world: World, engine: AsyncEngine
+) -> None:
+    """An org member may read the org's plan but never choose it."""
+    scene = await build_scene(world, engine)
+    for method in ("POST", "PUT"):
+        refused = await client.request(
+            method,
+            "/org/payment/subscriptions",
+            json={"modeling_app": "team"},
+            headers=scene.member.headers,
+        )
+        assert_error(refused, 403)
+        assert "admin" in refused.json()["message"]
+    assert await subscription_of(engine, scene.org.id) is None
+    got = await client.get("/org/payment/subscriptions", headers=scene.member.headers)
+    assert_error(got, 404)
