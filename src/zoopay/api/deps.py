@@ -1,4 +1,7 @@
-"""What routes are given: the database, the catalog, the clock, and who is calling."""
+"""What routes are given: the database, the catalog, the clock, and who is calling.
+
+Every dependency is `async def`: FastAPI would run a plain `def` in a thread pool.
+"""
 
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -17,17 +20,17 @@ from zoopay.errors import Forbidden, NotFound, Unauthorized
 _bearer = HTTPBearer(auto_error=False, description="An API token: `Authorization: Bearer TOKEN`")
 
 
-def get_engine(request: Request) -> AsyncEngine:
+async def get_engine(request: Request) -> AsyncEngine:
     engine: AsyncEngine = request.app.state.engine
     return engine
 
 
-def get_catalog(request: Request) -> Catalog:
+async def get_catalog(request: Request) -> Catalog:
     catalog: Catalog = request.app.state.catalog
     return catalog
 
 
-def get_now() -> datetime:
+async def get_now() -> datetime:
     return datetime.now(UTC)
 
 
@@ -39,7 +42,7 @@ async def get_conn(
         yield conn
 
 
-def get_token_cache(request: Request) -> TokenCache:
+async def get_token_cache(request: Request) -> TokenCache:
     cache: TokenCache = request.app.state.token_cache
     return cache
 

@@ -3,6 +3,7 @@
 import base64
 import enum
 import uuid
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Annotated
 
@@ -35,16 +36,20 @@ def decode_page_token(token: str) -> tuple[datetime, str]:
         raise BadRequest("page_token is not one this server issued") from None
 
 
+@dataclass(frozen=True)
 class PageRequest:
-    def __init__(
-        self,
-        limit: Annotated[int, Query(ge=1, le=MAX_PAGE, description="Items per page")] = 100,
-        page_token: Annotated[str | None, Query(description="`next_page` of the last page")] = None,
-        sort_by: CreatedAtSortMode = CreatedAtSortMode.CREATED_AT_ASCENDING,
-    ) -> None:
-        self.limit = limit
-        self.after = decode_page_token(page_token) if page_token else None
-        self.descending = sort_by == CreatedAtSortMode.CREATED_AT_DESCENDING
+    limit: int
+    after: tuple[datetime, str] | None
+    descending: bool
 
 
-Page = Annotated[PageRequest, Depends()]
+async def page_request(
+    limit: Annotated[int, Query(ge=1, le=MAX_PAGE, description="Items per page")] = 100,
+    page_token: Annotated[str | None, Query(description="`next_page` of the last page")] = None,
+    sort_by: CreatedAtSortMode = CreatedAtSortMode.CREATED_AT_ASCENDING,
+) -> PageRequest:
+    after = decode_page_token(page_token) if page_token else None
+    return PageRequest(limit, after, sort_by == CreatedAtSortMode.CREATED_AT_DESCENDING)
+
+
+Page = Annotated[PageRequest, Depends(page_request)]

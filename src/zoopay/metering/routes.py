@@ -43,7 +43,7 @@ from zoopay.money import from_micros
 router = json_router(tags=["api-calls"])
 
 
-def get_recorder(request: Request) -> CallRecorder:
+async def get_recorder(request: Request) -> CallRecorder:
     recorder: CallRecorder = request.app.state.call_recorder
     return recorder
 
