@@ -1,7 +1,6 @@
 -- POST /api-calls/batch: 1,000 new calls per request, for random users of the set.
 -- args: TOKEN USERS_FILE RUN_ID
 local counter = 0
-local thread_id = 0
 local users = {}
 local token, run_id
 local threads = {}

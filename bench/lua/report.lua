@@ -1,7 +1,6 @@
 -- POST /api-calls: one new call per request, for a random user of the benchmark's set.
 -- args: TOKEN USERS_FILE RUN_ID
 local counter = 0
-local thread_id = 0
 local users = {}
 local token, run_id
 local threads = {}
