@@ -4,7 +4,8 @@ A float never becomes an amount: request bodies are parsed with `parse_float=Dec
 amounts arrive as `Decimal`, `int` or decimal strings, and they leave as decimal strings.
 """
 
-from decimal import Decimal, InvalidOperation
+import re
+from decimal import Decimal
 from typing import Annotated
 
 from pydantic import BeforeValidator, PlainSerializer, WithJsonSchema
@@ -12,6 +13,10 @@ from pydantic import BeforeValidator, PlainSerializer, WithJsonSchema
 MICROS_PER_DOLLAR = 1_000_000
 MAX_DOLLARS = Decimal(1_000_000_000)
 ONE_MICRO = Decimal("0.000001")
+
+
+# Plain ASCII digits with an optional fraction: no sign, exponent, spaces or underscores.
+_DECIMAL_STRING = re.compile(r"[0-9]+(\.[0-9]+)?", re.ASCII)
 
 
 class InvalidAmount(ValueError):
@@ -25,10 +30,9 @@ def parse_dollars(value: object) -> Decimal:
     if isinstance(value, int | Decimal):
         dollars = Decimal(value)
     elif isinstance(value, str):
-        try:
-            dollars = Decimal(value.strip())
-        except InvalidOperation:
-            raise InvalidAmount(f"{value!r} is not a decimal amount") from None
+        if not _DECIMAL_STRING.fullmatch(value):
+            raise InvalidAmount(f'{value!r} is not a decimal amount like "19.00"')
+        dollars = Decimal(value)
     else:
         raise InvalidAmount("an amount must be a JSON number or a decimal string")
     if not dollars.is_finite():

@@ -13,15 +13,14 @@ from zoopay.ledger.service import (
     Customer,
     Posting,
     Reason,
-    get_balance,
     lock_balance,
     set_buckets,
 )
 from zoopay.subscriptions.service import (
     Subscription,
+    balance_with_subscription,
     current_plan,
     get_enterprise_price,
-    get_subscription,
     refresh_due,
     refresh_if_due,
     subscription_details,
@@ -41,13 +40,11 @@ async def balance_statement(
     conn: AsyncConnection, catalog: Catalog, customer: Customer, now: datetime
 ) -> BalanceStatement:
     """The balance now, refreshed first if a new monthly period has begun."""
-    subscription = await get_subscription(conn, customer)
+    balance, subscription = await balance_with_subscription(conn, customer)
     if refresh_due(subscription, now):
         balance, subscription = await refresh_if_due(
             conn, catalog, await lock_balance(conn, customer), now
         )
-    else:
-        balance = await get_balance(conn, customer)
     return await _statement(conn, catalog, balance, subscription)
 
 

@@ -113,7 +113,9 @@ async def lock_balances(
         .with_for_update()
     )
     rows = (await conn.execute(query)).mappings().all()
-    locked = {by_id[row["customer_id"]]: _balance(by_id[row["customer_id"]], row) for row in rows}
+    locked = {
+        by_id[row["customer_id"]]: balance_of_row(by_id[row["customer_id"]], row) for row in rows
+    }
     for customer in by_id.values():
         if customer not in locked:
             raise NotFound(f"no balance for {customer.kind} {customer.id}")
@@ -127,10 +129,11 @@ async def _select_balance(conn: AsyncConnection, customer: Customer, for_update:
     row = (await conn.execute(query)).mappings().first()
     if row is None:
         raise NotFound(f"no balance for {customer.kind} {customer.id}")
-    return _balance(customer, row)
+    return balance_of_row(customer, row)
 
 
-def _balance(customer: Customer, row: RowMapping) -> Balance:
+def balance_of_row(customer: Customer, row: RowMapping) -> Balance:
+    """A balance from a row of `balances` (or of a query selecting all its columns)."""
     return Balance(
         id=row["id"],
         customer=customer,

@@ -19,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from zoopay.accounts.service import parse_uuid
 from zoopay.catalog.service import Catalog, Plan
-from zoopay.db.tables import api_calls, balances, org_members, subscriptions, users
+from zoopay.db.tables import api_calls, org_members, users
 from zoopay.db.upsert import insert_new
 from zoopay.errors import BadRequest, Conflict, NotFound, PaymentRequired, ZoopayError
 from zoopay.ledger.service import (
@@ -33,8 +33,13 @@ from zoopay.ledger.service import (
 )
 from zoopay.metering.schemas import ApiCallReport
 from zoopay.money import format_micros, to_micros
-from zoopay.subscriptions.periods import period_start
-from zoopay.subscriptions.service import customers_due_for_refresh, refresh_if_due
+from zoopay.subscriptions.service import (
+    balance_with_subscription,
+    current_plan,
+    customers_due_for_refresh,
+    refresh_due,
+    refresh_if_due,
+)
 
 
 @dataclass(frozen=True)
@@ -284,30 +289,18 @@ class Standing:
         )
 
 
-_same_customer = subscriptions.c.customer_id == balances.c.customer_id
-
-
 async def standing(
     conn: AsyncConnection, catalog: Catalog, user_id: UUID, org_id: UUID | None, now: datetime
 ) -> Standing:
     """Who would pay for a call by this user, and what they have; reads, never writes."""
     memberships = await _memberships(conn, [str(user_id)])
     customer = _customer_for(str(user_id), org_id, memberships[str(user_id)])
-    query = (
-        select(
-            balances, subscriptions.c.tier, subscriptions.c.anchor_at, subscriptions.c.period_start
-        )
-        .select_from(
-            balances.outerjoin(subscriptions, subscriptions.c.customer_id == balances.c.customer_id)
-        )
-        .where(balances.c.customer_id == customer.id)
-    )
-    row = (await conn.execute(query)).mappings().one()
-    plan = catalog.plan(row["tier"]) if row["tier"] else None
-    monthly = row["monthly_micros"]
-    if plan is not None and period_start(row["anchor_at"], now) > row["period_start"]:
+    balance, subscription = await balance_with_subscription(conn, customer)
+    plan = current_plan(catalog, subscription)
+    monthly = balance.monthly_micros
+    if plan is not None and refresh_due(subscription, now):
         monthly = plan.monthly_grant_micros
-    return Standing(customer, monthly, row["stable_micros"], row["total_due_micros"], plan)
+    return Standing(customer, monthly, balance.stable_micros, balance.total_due_micros, plan)
 
 
 async def list_calls(

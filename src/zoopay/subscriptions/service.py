@@ -1,9 +1,10 @@
 """Plans: who is on which tier, their monthly grants, and changes between tiers."""
 
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -16,9 +17,18 @@ from zoopay.catalog.schemas import (
     ZooProductSubscriptions,
 )
 from zoopay.catalog.service import Catalog, Plan
-from zoopay.db.tables import enterprise_prices, subscriptions
-from zoopay.errors import BadRequest, Conflict, PaymentRequired
-from zoopay.ledger.service import Balance, Bucket, Customer, Posting, Reason, lock_balance, post
+from zoopay.db.tables import balances, enterprise_prices, subscriptions
+from zoopay.errors import BadRequest, Conflict, NotFound, PaymentRequired
+from zoopay.ledger.service import (
+    Balance,
+    Bucket,
+    Customer,
+    Posting,
+    Reason,
+    balance_of_row,
+    lock_balance,
+    post,
+)
 from zoopay.money import from_micros, to_micros
 from zoopay.subscriptions.periods import period_start
 
@@ -36,17 +46,34 @@ class Subscription:
 
 
 async def get_subscription(conn: AsyncConnection, customer: Customer) -> Subscription | None:
-    row = (
-        (
-            await conn.execute(
-                select(subscriptions).where(subscriptions.c.customer_id == customer.id)
-            )
-        )
-        .mappings()
-        .first()
+    query = select(subscriptions).where(subscriptions.c.customer_id == customer.id)
+    row = (await conn.execute(query)).mappings().first()
+    return _subscription_of_row(customer, row) if row else None
+
+
+async def balance_with_subscription(
+    conn: AsyncConnection, customer: Customer
+) -> tuple[Balance, Subscription | None]:
+    """Both in one statement, so that they come from one committed state, never from either
+    side of a concurrent plan change."""
+    plan_columns = [c.label(f"plan_{c.name}") for c in subscriptions.c]
+    query = (
+        select(balances, *plan_columns)
+        .select_from(balances.outerjoin(subscriptions, _same_customer))
+        .where(balances.c.customer_id == customer.id)
     )
+    row = (await conn.execute(query)).mappings().first()
     if row is None:
-        return None
+        raise NotFound(f"no balance for {customer.kind} {customer.id}")
+    plan = {c.name: row[f"plan_{c.name}"] for c in subscriptions.c}
+    subscription = _subscription_of_row(customer, plan) if plan["id"] is not None else None
+    return balance_of_row(customer, row), subscription
+
+
+_same_customer = subscriptions.c.customer_id == balances.c.customer_id
+
+
+def _subscription_of_row(customer: Customer, row: Mapping[Any, Any]) -> Subscription:
     return Subscription(
         id=row["id"],
         customer=customer,
