@@ -19,7 +19,6 @@ from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from zoopay.accounts import service as accounts
-from zoopay.api.deps import get_now
 from zoopay.app import create_app
 from zoopay.catalog.service import Catalog, load_catalog
 from zoopay.config import Settings
@@ -128,7 +127,7 @@ async def client(
     app_settings: Settings, engine: AsyncEngine, catalog: Catalog, clock: Clock
 ) -> AsyncIterator[httpx.AsyncClient]:
     app = create_app(app_settings, engine=engine, catalog=catalog)
-    app.dependency_overrides[get_now] = lambda: clock.now
+    app.state.clock = lambda: clock.now
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://zoopay.test") as client:
         yield client

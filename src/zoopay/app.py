@@ -10,8 +10,11 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from zoopay.accounts.cache import TokenCache
 from zoopay.accounts.routes import router as accounts_router
+from zoopay.api.deps import system_clock
 from zoopay.api.errors import install_error_handlers
+from zoopay.api.hotpath import HotPaths, hot_openapi
 from zoopay.api.middleware import RequestContextMiddleware
+from zoopay.billing.routes import HOT_ROUTES as billing_hot_routes
 from zoopay.billing.routes import router as billing_router
 from zoopay.catalog.routes import router as catalog_router
 from zoopay.catalog.service import Catalog, load_catalog
@@ -19,6 +22,7 @@ from zoopay.config import Settings, get_settings
 from zoopay.db.engine import create_engine
 from zoopay.ledger.routes import router as ledger_router
 from zoopay.metering.batcher import CallRecorder
+from zoopay.metering.routes import HOT_ROUTES as metering_hot_routes
 from zoopay.metering.routes import router as metering_router
 from zoopay.subscriptions.routes import router as subscriptions_router
 
@@ -55,6 +59,7 @@ def create_app(
         lifespan=lifespan,
     )
     app.state.engine = app_engine
+    app.state.clock = system_clock
     app.state.catalog = app_catalog
     app.state.token_cache = TokenCache(app_engine)
     app.state.call_recorder = recorder
@@ -69,7 +74,17 @@ def create_app(
     for router in routers:
         app.include_router(router)
     install_error_handlers(app)
+    hot_routes = [*billing_hot_routes, *metering_hot_routes]
+    app.add_middleware(HotPaths, routes=hot_routes)
+    # Added last, so outermost: every response, hot or not, carries the request id.
     app.add_middleware(RequestContextMiddleware, max_body_bytes=settings.max_body_bytes)
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            app.openapi_schema = hot_openapi(FastAPI.openapi(app), hot_routes)
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
     @app.get("/", include_in_schema=False)
     async def openapi_document() -> JSONResponse:

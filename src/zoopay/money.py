@@ -30,6 +30,8 @@ def parse_dollars(value: object) -> Decimal:
     if isinstance(value, int | Decimal):
         dollars = Decimal(value)
     elif isinstance(value, str):
+        if value.startswith("-") and _DECIMAL_STRING.fullmatch(value[1:]):
+            raise InvalidAmount("an amount must not be negative")
         if not _DECIMAL_STRING.fullmatch(value):
             raise InvalidAmount(f'{value!r} is not a decimal amount like "19.00"')
         dollars = Decimal(value)

@@ -135,7 +135,7 @@ def raw(*pairs: tuple[str, str]) -> bytes:
 # (label, JSON text of the amount, what the message must say besides the field name)
 BAD_AMOUNTS = [
     ("negative", "-1", "negative"),
-    ("negative string", '"-0.01"', "not a decimal amount"),
+    ("negative string", '"-0.01"', "negative"),
     ("negative micro", "-0.000001", "negative"),
     ("NaN token", "NaN", "NaN"),
     ("Infinity token", "Infinity", "Infinity"),
@@ -224,7 +224,7 @@ def enterprise_price_cases() -> list[Bad]:
         price("price true", {**flat, "price": True}, "price"),
         price("price 7 decimals", {**flat, "price": "1.0000001"}, "price", "6 decimal places"),
         price("price over a billion", {**flat, "price": "1000000000.01"}, "price", "exceed"),
-        price("price NaN string", {**flat, "price": "NaN"}, "price", "finite"),
+        price("price NaN string", {**flat, "price": "NaN"}, "price", "not a decimal amount"),
         price(
             "price NaN token",
             None,

@@ -17,7 +17,6 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tests.conftest import Clock
 from zoopay.accounts import service as accounts
-from zoopay.api.deps import get_now
 from zoopay.app import create_app
 from zoopay.catalog.service import DEFAULT_CATALOG, Catalog, CatalogError, load_catalog
 from zoopay.config import Settings
@@ -128,7 +127,7 @@ async def make_client(
 
     def make(settings: Settings, catalog: Catalog | None) -> httpx.AsyncClient:
         app = create_app(settings, engine=engine, catalog=catalog)
-        app.dependency_overrides[get_now] = lambda: clock.now
+        app.state.clock = lambda: clock.now
         client = httpx.AsyncClient(
             transport=httpx.ASGITransport(app=app), base_url="http://zoopay.test"
         )
@@ -272,7 +271,7 @@ BREAKAGES: list[tuple[str, Callable[[dict[str, Any]], None], list[str]]] = [
     ("missing-free", _without_free, ["'free' tier is required"]),
     ("duplicate-tier", _duplicate_pro, ["each tier name may appear once"]),
     ("team-individual", _individual_team, ["tier 'team' must have type 'organization'"]),
-    ("negative-price", _negative_price, ["modeling_app.1.price", "must not be negative"]),
+    ("negative-price", _negative_price, ["modeling_app.1.price", "not a decimal amount"]),
     (
         "seven-decimals",
         _seven_decimals,

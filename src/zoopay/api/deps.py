@@ -3,7 +3,7 @@
 Every dependency is `async def`: FastAPI would run a plain `def` in a thread pool.
 """
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
 from typing import Annotated
 
@@ -30,8 +30,14 @@ async def get_catalog(request: Request) -> Catalog:
     return catalog
 
 
-async def get_now() -> datetime:
+def system_clock() -> datetime:
     return datetime.now(UTC)
+
+
+async def get_now(request: Request) -> datetime:
+    """The time, from the app's clock (tests replace it to move time)."""
+    clock: Callable[[], datetime] = request.app.state.clock
+    return clock()
 
 
 async def get_conn(
@@ -51,26 +57,39 @@ async def current_principal(
     cache: Annotated[TokenCache, Depends(get_token_cache)],
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> Principal:
-    if credentials is None:
+    return await authenticate_bearer(cache, credentials.credentials if credentials else None)
+
+
+async def authenticate_bearer(cache: TokenCache, token: str | None) -> Principal:
+    """Who holds this bearer token; 401 without one or with a bad one."""
+    if not token:
         raise Unauthorized("an API token is required: send `Authorization: Bearer TOKEN`")
-    principal = await cache.principal(credentials.credentials)
+    principal = await cache.principal(token)
     if principal is None:
         raise Unauthorized("the API token is not valid")
     return principal
 
 
-async def current_user(principal: Annotated[Principal, Depends(current_principal)]) -> User:
+def require_user(principal: Principal) -> User:
     if principal.user is None:
         raise Forbidden("a service token may only report usage and ask for authorizations")
     return principal.user
 
 
-async def metering_principal(
-    principal: Annotated[Principal, Depends(current_principal)],
-) -> Principal:
+def require_metering(principal: Principal) -> Principal:
     if not principal.may_meter:
         raise Forbidden("only a service token or staff may report usage")
     return principal
+
+
+async def current_user(principal: Annotated[Principal, Depends(current_principal)]) -> User:
+    return require_user(principal)
+
+
+async def metering_principal(
+    principal: Annotated[Principal, Depends(current_principal)],
+) -> Principal:
+    return require_metering(principal)
 
 
 async def staff_user(user: Annotated[User, Depends(current_user)]) -> User:

@@ -1,6 +1,8 @@
 """Every error leaves as `{"error_code", "message", "request_id"}`, Zoo's error shape."""
 
 import logging
+from collections.abc import Sequence
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -50,7 +52,9 @@ async def _zoopay_error(request: Request, exc: Exception) -> JSONResponse:
 
 async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
-    return error_response(400, "bad_request", describe_validation(exc), request_id_of(request))
+    return error_response(
+        400, "bad_request", describe_validation(exc.errors()), request_id_of(request)
+    )
 
 
 async def _http_error(request: Request, exc: Exception) -> JSONResponse:
@@ -61,10 +65,10 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     return response
 
 
-def describe_validation(exc: RequestValidationError) -> str:
+def describe_validation(errors: Sequence[Any]) -> str:
     """One readable line per problem: where it is and what is wrong."""
     problems = []
-    for err in exc.errors():
+    for err in errors:
         location = ".".join(str(part) for part in err.get("loc", ()) if part != "body")
         message = str(err.get("msg", "is invalid"))
         if err.get("type") == "extra_forbidden":

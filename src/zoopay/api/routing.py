@@ -34,7 +34,7 @@ class ExactJsonRequest(Request):
         return self._json
 
 
-def _is_json(content_type: str) -> bool:
+def is_json(content_type: str) -> bool:
     media_type = content_type.split(";", 1)[0].strip().lower()
     return media_type == "application/json" or media_type.endswith("+json")
 
@@ -50,7 +50,7 @@ class JsonRoute(APIRoute):
                 body = await request.body()
                 content_type = request.headers.get("content-type")
                 # No content type is read as JSON: the kittycad SDK sends its bodies without one.
-                if body and content_type and not _is_json(content_type):
+                if body and content_type and not is_json(content_type):
                     raise UnsupportedMediaType(
                         f"request bodies must be application/json, not {content_type}"
                     )

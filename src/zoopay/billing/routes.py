@@ -3,10 +3,17 @@ from typing import Annotated
 from fastapi import Query
 
 from zoopay.accounts.service import find_org, find_user
-from zoopay.api.deps import CatalogDep, Conn, CurrentUser, Now, OrgMember, StaffUser
+from zoopay.api.deps import CatalogDep, Conn, Now, OrgMember, StaffUser, require_user
+from zoopay.api.hotpath import HotRequest, HotRoute
 from zoopay.api.routing import json_router
 from zoopay.billing.schemas import CustomerBalance, UpdatePaymentBalance
-from zoopay.billing.service import BalanceStatement, balance_statement, set_balance
+from zoopay.billing.service import (
+    BalanceStatement,
+    balance_statement,
+    balance_statement_if_current,
+    set_balance,
+)
+from zoopay.db.engine import reading, transaction
 from zoopay.ledger.service import Customer
 from zoopay.money import credits_for, from_micros, to_micros
 
@@ -65,16 +72,32 @@ async def _update(
     return customer_balance(statement, include_total_due)
 
 
-@router.get("/user/payment/balance", response_model=CustomerBalance)
-async def get_payment_balance_for_user(
-    user: CurrentUser,
-    conn: Conn,
-    catalog: CatalogDep,
-    now: Now,
-    include_total_due: IncludeTotalDue = True,
-) -> CustomerBalance:
+async def get_payment_balance_for_user(request: HotRequest) -> tuple[int, bytes]:
     """The caller's own balance."""
-    return await _read(conn, catalog, user.customer, now, include_total_due)
+    user = require_user(request.principal)
+    include_total_due = request.flag("include_total_due", True)
+    async with reading(request.engine) as conn:
+        statement = await balance_statement_if_current(
+            conn, request.catalog, user.customer, request.now()
+        )
+    if statement is None:  # a new period began: refresh first, in a transaction
+        async with transaction(request.engine) as conn:
+            statement = await balance_statement(conn, request.catalog, user.customer, request.now())
+    return 200, customer_balance(statement, include_total_due).model_dump_json().encode()
+
+
+HOT_ROUTES = [
+    HotRoute(
+        "GET",
+        "/user/payment/balance",
+        get_payment_balance_for_user,
+        "Get balance for your user",
+        CustomerBalance,
+        tag="payments",
+        errors={401: "No token, or a bad one", 403: "A service token"},
+        query={"include_total_due": "Whether to include `total_due` (null when false)"},
+    )
+]
 
 
 @router.get("/org/payment/balance", response_model=CustomerBalance)

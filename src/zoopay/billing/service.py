@@ -48,6 +48,17 @@ async def balance_statement(
     return await _statement(conn, catalog, balance, subscription)
 
 
+async def balance_statement_if_current(
+    conn: AsyncConnection, catalog: Catalog, customer: Customer, now: datetime
+) -> BalanceStatement | None:
+    """The balance, if no refresh is due (then it needs `balance_statement` in a transaction);
+    it only reads, so it may run outside a transaction."""
+    balance, subscription = await balance_with_subscription(conn, customer)
+    if refresh_due(subscription, now):
+        return None
+    return await _statement(conn, catalog, balance, subscription)
+
+
 async def set_balance(
     conn: AsyncConnection,
     catalog: Catalog,

@@ -132,7 +132,9 @@ def load_catalog(path: Path | None = None) -> Catalog:
 
 def _describe(exc: ValidationError) -> str:
     return "\n".join(
-        f"  {'.'.join(str(p) for p in err['loc']) or '(top)'}: {err['msg']}" for err in exc.errors()
+        f"  {'.'.join(str(p) for p in err['loc']) or '(top)'}: "
+        + err["msg"].removeprefix("Value error, ")
+        for err in exc.errors()
     )
 
 

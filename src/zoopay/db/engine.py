@@ -51,7 +51,8 @@ def _serialize_sqlite_writers(engine: AsyncEngine) -> None:
 
     @event.listens_for(engine.sync_engine, "begin")
     def _on_begin(connection: Any) -> None:
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
+        if connection.get_execution_options().get("isolation_level") != "AUTOCOMMIT":
+            connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 
 @asynccontextmanager
@@ -59,3 +60,11 @@ async def transaction(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
     """One unit of work: committed when the block ends, rolled back if it raises."""
     async with engine.begin() as conn:
         yield conn
+
+
+@asynccontextmanager
+async def reading(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
+    """A connection for reads only: each statement sees the latest commit, and no BEGIN or
+    COMMIT round trips are paid. Whatever must be consistent goes in one statement."""
+    async with engine.connect() as conn:
+        yield await conn.execution_options(isolation_level="AUTOCOMMIT")

@@ -16,9 +16,11 @@ async def insert_new(
     if not rows:
         return set()
     key = next(iter(table.primary_key.columns))
+    # One statement compiled once and cached; SQLAlchemy sends the rows in multi-row pages.
     statement: postgresql.Insert | sqlite.Insert
     if conn.dialect.name == "postgresql":
-        statement = postgresql.insert(table).values(list(rows)).on_conflict_do_nothing()
+        statement = postgresql.insert(table).on_conflict_do_nothing()
     else:
-        statement = sqlite.insert(table).values(list(rows)).on_conflict_do_nothing()
-    return {str(value) for value in (await conn.execute(statement.returning(key))).scalars()}
+        statement = sqlite.insert(table).on_conflict_do_nothing()
+    result = await conn.execute(statement.returning(key), list(rows))
+    return {str(value) for value in result.scalars()}

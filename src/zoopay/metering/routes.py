@@ -1,21 +1,10 @@
-from typing import Annotated
-
-from fastapi import Depends, Request
-from fastapi.responses import JSONResponse
-
 from zoopay.accounts.service import find_user
-from zoopay.api.deps import (
-    CatalogDep,
-    Conn,
-    CurrentUser,
-    MeteringPrincipal,
-    Now,
-    OrgAdmin,
-    StaffUser,
-)
-from zoopay.api.errors import Error, request_id_of
+from zoopay.api.deps import Conn, CurrentUser, OrgAdmin, StaffUser, require_metering
+from zoopay.api.errors import Error
+from zoopay.api.hotpath import HotRequest, HotRoute
 from zoopay.api.pagination import Page, encode_page_token
 from zoopay.api.routing import json_router
+from zoopay.db.engine import reading, transaction
 from zoopay.errors import Forbidden
 from zoopay.metering.batcher import CallRecorder
 from zoopay.metering.schemas import (
@@ -43,14 +32,6 @@ from zoopay.money import from_micros
 router = json_router(tags=["api-calls"])
 
 
-async def get_recorder(request: Request) -> CallRecorder:
-    recorder: CallRecorder = request.app.state.call_recorder
-    return recorder
-
-
-Recorder = Annotated[CallRecorder, Depends(get_recorder)]
-
-
 def api_call_with_price(call: CallRecord) -> ApiCallWithPrice:
     return ApiCallWithPrice(
         completed_at=call.completed_at,
@@ -74,16 +55,12 @@ def api_call_with_price(call: CallRecord) -> ApiCallWithPrice:
     )
 
 
-def _result(outcome: Outcome, request: Request) -> ApiCallResult:
+def _result(outcome: Outcome, request_id: str) -> ApiCallResult:
     if outcome.error is not None:
         error = outcome.error
         return ApiCallResult(
             status=outcome.status,
-            error=Error(
-                error_code=error.error_code,
-                message=error.message,
-                request_id=request_id_of(request),
-            ),
+            error=Error(error_code=error.error_code, message=error.message, request_id=request_id),
         )
     assert outcome.call is not None
     return ApiCallResult(status=outcome.status, api_call=api_call_with_price(outcome.call))
@@ -98,63 +75,46 @@ def _page(rows: list[CallRecord], limit: int) -> ApiCallWithPriceResultsPage:
     return ApiCallWithPriceResultsPage(items=items, next_page=next_page)
 
 
-@router.post(
-    "/api-calls",
-    status_code=201,
-    response_model=ApiCallWithPrice,
-    responses={200: {"model": ApiCallWithPrice, "description": "Already recorded: the original"}},
-)
-async def report_api_call(
-    body: ApiCallReport,
-    principal: MeteringPrincipal,
-    recorder: Recorder,
-    now: Now,
-    request: Request,
-) -> JSONResponse:
-    """Service or staff: report one call; it is priced and drawn from credits before the 201.
-    The same id again returns the original with 200 and draws nothing; other content is 409."""
-    outcome = await recorder.record(Reported(body, principal.token_id), now)
+def _recorder(request: HotRequest) -> CallRecorder:
+    recorder: CallRecorder = request.state.call_recorder
+    return recorder
+
+
+async def report_api_call(request: HotRequest) -> tuple[int, bytes]:
+    """Report one call; it is priced and drawn from credits before the 201. The same id again
+    returns the original with 200 and draws nothing; other content is a 409."""
+    principal = require_metering(request.principal)
+    report = request.parse(ApiCallReport)
+    outcome = await _recorder(request).record(Reported(report, principal.token_id), request.now())
     if outcome.error is not None:
         raise outcome.error
     assert outcome.call is not None
-    wire = api_call_with_price(outcome.call)
-    return JSONResponse(wire.model_dump(mode="json"), status_code=outcome.status)
+    return outcome.status, api_call_with_price(outcome.call).model_dump_json().encode()
 
 
-@router.post("/api-calls/batch", response_model=ApiCallBatchResults)
-async def report_api_calls(
-    body: ApiCallBatch,
-    principal: MeteringPrincipal,
-    conn: Conn,
-    catalog: CatalogDep,
-    now: Now,
-    request: Request,
-) -> ApiCallBatchResults:
-    """Service or staff: report up to 1,000 calls; one result per call, in request order."""
-    outcomes = await record_calls(
-        conn, catalog, [Reported(c, principal.token_id) for c in body.calls], now
+async def report_api_calls(request: HotRequest) -> tuple[int, bytes]:
+    """Report up to 1,000 calls; one result per call, in request order, each on its own."""
+    principal = require_metering(request.principal)
+    batch = request.parse(ApiCallBatch)
+    reported = [Reported(call, principal.token_id) for call in batch.calls]
+    async with transaction(request.engine) as conn:
+        outcomes = await record_calls(conn, request.catalog, reported, request.now())
+    results = ApiCallBatchResults(
+        results=[_result(outcome, request.request_id) for outcome in outcomes]
     )
-    return ApiCallBatchResults(results=[_result(outcome, request) for outcome in outcomes])
+    return 200, results.model_dump_json().encode()
 
 
-@router.post(
-    "/api-calls/authorize",
-    response_model=Authorization,
-    responses={402: {"model": Error, "description": "The customer may not make another call"}},
-)
-async def authorize_api_call(
-    body: AuthorizationRequest,
-    principal: MeteringPrincipal,
-    conn: Conn,
-    catalog: CatalogDep,
-    now: Now,
-) -> Authorization:
-    """Service or staff: may this user (or org) make another call to `endpoint`? Writes nothing."""
-    position = await standing(conn, catalog, body.user_id, body.org_id, now)
+async def authorize_api_call(request: HotRequest) -> tuple[int, bytes]:
+    """May this user (or org) make another call to `endpoint`? Writes nothing."""
+    require_metering(request.principal)
+    body = request.parse(AuthorizationRequest)
+    async with reading(request.engine) as conn:
+        position = await standing(conn, request.catalog, body.user_id, body.org_id, request.now())
     if not position.allowed:
         raise position.refusal()
-    price = catalog.api_price(body.endpoint)
-    return Authorization(
+    price = request.catalog.api_price(body.endpoint)
+    authorization = Authorization(
         allowed=True,
         customer_kind=position.customer.kind,
         customer_id=position.customer.id,
@@ -164,6 +124,51 @@ async def authorize_api_call(
         price_per_call=price.per_call,
         price_per_minute=price.per_minute,
     )
+    return 200, authorization.model_dump_json().encode()
+
+
+_METERING_ERRORS = {
+    400: "Bad input",
+    401: "No token, or a bad one",
+    403: "Neither a service token nor staff",
+}
+HOT_ROUTES = [
+    HotRoute(
+        "POST",
+        "/api-calls",
+        report_api_call,
+        "Report an API call (service or staff)",
+        ApiCallWithPrice,
+        body=ApiCallReport,
+        status=201,
+        errors={
+            **_METERING_ERRORS,
+            404: "Unknown user",
+            409: "The id was reported with other content",
+        },
+    ),
+    HotRoute(
+        "POST",
+        "/api-calls/batch",
+        report_api_calls,
+        "Report up to 1,000 API calls (service or staff)",
+        ApiCallBatchResults,
+        body=ApiCallBatch,
+    ),
+    HotRoute(
+        "POST",
+        "/api-calls/authorize",
+        authorize_api_call,
+        "May a customer make another call? (service or staff)",
+        Authorization,
+        body=AuthorizationRequest,
+        errors={
+            **_METERING_ERRORS,
+            402: "Refused: no credits left, or money is due",
+            404: "Unknown user",
+        },
+    ),
+]
 
 
 @router.get("/user/api-calls", response_model=ApiCallWithPriceResultsPage)

@@ -2,7 +2,7 @@
 extension models of reporting and authorization."""
 
 import enum
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated
 from uuid import UUID
 
@@ -29,9 +29,10 @@ class Method(enum.StrEnum):
 
 
 def _aware(value: datetime) -> datetime:
+    """An instant, in UTC: the same instant written in another zone is the same content."""
     if value.tzinfo is None:
         raise ValueError("a timestamp needs a timezone (e.g. 2026-01-02T03:04:05Z)")
-    return value
+    return value.astimezone(UTC)
 
 
 AwareDatetime = Annotated[datetime, AfterValidator(_aware)]
