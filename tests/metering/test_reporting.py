@@ -285,20 +285,39 @@ async def test_a_batch_answers_each_call_in_order(
     first = meter.call(alice.id, price="1")
     await meter.report(first)
     fresh = meter.call(alice.id, price="2")
+    invalid = meter.call(alice.id, price="-3")
     calls = [
         fresh,
         meter.call("00000000-0000-4000-8000-000000000001"),
         first,
         {**first, "price": "9"},
         fresh,
+        invalid,
+        "not a call",
     ]
     response = await meter.batch(calls)
     assert response.status_code == 200
     results = response.json()["results"]
-    assert [r["status"] for r in results] == [201, 404, 200, 409, 200]
-    assert results[0]["api_call"]["id"] == fresh["id"]
+    assert [r["status"] for r in results] == [201, 404, 200, 409, 200, 400, 400]
+    assert [r["id"] for r in results] == [
+        fresh["id"],
+        calls[1]["id"],
+        first["id"],
+        first["id"],
+        fresh["id"],
+        invalid["id"],
+        None,
+    ]
+    assert [r["price"] for r in results] == ["2.00", None, "1.00", None, "2.00", None, None]
     assert results[1]["error"]["error_code"] == "not_found"
     assert results[3]["error"]["error_code"] == "conflict"
+    assert (
+        "price" in results[5]["error"]["message"] and "negative" in results[5]["error"]["message"]
+    )
+    assert results[6]["error"]["error_code"] == "bad_request"
+    assert {r["error"]["request_id"] for r in results if r["error"]} == {
+        response.headers["x-api-call-id"]
+    }
     assert (await _balance(client, alice.headers))[
         "monthly_api_credits_remaining_monetary_value"
     ] == "7.00"

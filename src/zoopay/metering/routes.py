@@ -1,14 +1,17 @@
+from pydantic import ValidationError
+
 from zoopay.accounts.service import find_user
 from zoopay.api.deps import Conn, CurrentUser, OrgAdmin, StaffUser, require_metering
-from zoopay.api.errors import Error
+from zoopay.api.errors import Error, describe_validation
 from zoopay.api.hotpath import HotRequest, HotRoute
 from zoopay.api.pagination import Page, encode_page_token
 from zoopay.api.routing import json_router
 from zoopay.db.engine import reading, transaction
-from zoopay.errors import Forbidden
+from zoopay.errors import BadRequest, Forbidden
 from zoopay.metering.batcher import CallRecorder
 from zoopay.metering.schemas import (
     ApiCallBatch,
+    ApiCallBatchEnvelope,
     ApiCallBatchResults,
     ApiCallReport,
     ApiCallResult,
@@ -55,15 +58,17 @@ def api_call_with_price(call: CallRecord) -> ApiCallWithPrice:
     )
 
 
-def _result(outcome: Outcome, request_id: str) -> ApiCallResult:
+def _result(call_id: str | None, outcome: Outcome, request_id: str) -> ApiCallResult:
     if outcome.error is not None:
         error = outcome.error
         return ApiCallResult(
+            id=call_id,
             status=outcome.status,
             error=Error(error_code=error.error_code, message=error.message, request_id=request_id),
         )
     assert outcome.call is not None
-    return ApiCallResult(status=outcome.status, api_call=api_call_with_price(outcome.call))
+    price = from_micros(outcome.call.price_micros)
+    return ApiCallResult(id=call_id, status=outcome.status, price=price)
 
 
 def _page(rows: list[CallRecord], limit: int) -> ApiCallWithPriceResultsPage:
@@ -95,14 +100,27 @@ async def report_api_call(request: HotRequest) -> tuple[int, bytes]:
 async def report_api_calls(request: HotRequest) -> tuple[int, bytes]:
     """Report up to 1,000 calls; one result per call, in request order, each on its own."""
     principal = require_metering(request.principal)
-    batch = request.parse(ApiCallBatch)
-    reported = [Reported(call, principal.token_id) for call in batch.calls]
+    items = request.parse(ApiCallBatchEnvelope).calls
+    results: list[ApiCallResult | None] = [None] * len(items)
+    valid: list[tuple[int, ApiCallReport]] = []
+    for index, item in enumerate(items):
+        try:
+            valid.append((index, ApiCallReport.model_validate(item)))
+        except ValidationError as exc:
+            error = BadRequest(describe_validation(exc.errors()))
+            results[index] = _result(_id_of(item), Outcome(400, error=error), request.request_id)
+    reported = [Reported(report, principal.token_id) for _, report in valid]
     async with transaction(request.engine) as conn:
         outcomes = await record_calls(conn, request.catalog, reported, request.now())
-    results = ApiCallBatchResults(
-        results=[_result(outcome, request.request_id) for outcome in outcomes]
-    )
-    return 200, results.model_dump_json().encode()
+    for (index, report), outcome in zip(valid, outcomes, strict=True):
+        results[index] = _result(str(report.id), outcome, request.request_id)
+    body = ApiCallBatchResults(results=[r for r in results if r is not None])
+    return 200, body.model_dump_json().encode()
+
+
+def _id_of(item: object) -> str | None:
+    call_id = item.get("id") if isinstance(item, dict) else None
+    return call_id if isinstance(call_id, str) else None
 
 
 async def authorize_api_call(request: HotRequest) -> tuple[int, bytes]:

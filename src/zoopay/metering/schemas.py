@@ -2,11 +2,11 @@
 extension models of reporting and authorization."""
 
 import enum
-from datetime import UTC, datetime
-from typing import Annotated
+from datetime import datetime
+from typing import Annotated, Any
 from uuid import UUID
 
-from pydantic import AfterValidator, BaseModel, Field, StrictInt, StringConstraints
+from pydantic import AwareDatetime, BaseModel, Field, StrictInt, StringConstraints
 
 from zoopay.api.errors import Error
 from zoopay.catalog.schemas import WireModel
@@ -26,16 +26,6 @@ class Method(enum.StrEnum):
     CONNECT = "CONNECT"
     PATCH = "PATCH"
     EXTENSION = "EXTENSION"
-
-
-def _aware(value: datetime) -> datetime:
-    """An instant, in UTC: the same instant written in another zone is the same content."""
-    if value.tzinfo is None:
-        raise ValueError("a timestamp needs a timezone (e.g. 2026-01-02T03:04:05Z)")
-    return value.astimezone(UTC)
-
-
-AwareDatetime = Annotated[datetime, AfterValidator(_aware)]
 
 
 class ApiCallReport(WireModel):
@@ -62,6 +52,12 @@ class ApiCallReport(WireModel):
 
 class ApiCallBatch(WireModel):
     calls: Annotated[list[ApiCallReport], Field(max_length=MAX_BATCH)]
+
+
+class ApiCallBatchEnvelope(WireModel):
+    """A batch as first read: its calls are checked one by one, so each stands alone."""
+
+    calls: Annotated[list[Any], Field(max_length=MAX_BATCH)]
 
 
 class ApiCallWithPrice(BaseModel):
@@ -97,10 +93,11 @@ class ApiCallWithPriceResultsPage(BaseModel):
 
 
 class ApiCallResult(BaseModel):
-    """The outcome of one call of a batch: the recorded call, or why it was refused."""
+    """The outcome of one call of a batch: its price if recorded, or why it was refused."""
 
-    status: int = Field(description="201 recorded, 200 already recorded, or a 4xx")
-    api_call: ApiCallWithPrice | None = None
+    id: str | None = Field(description="The call's id, when the call had a valid one")
+    status: int = Field(description="201 recorded, 200 recorded before (same content), or 4xx")
+    price: Money | None = Field(default=None, description="What it cost, when recorded")
     error: Error | None = None
 
 

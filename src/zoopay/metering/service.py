@@ -5,12 +5,11 @@ are recorded together (a batch, or the group commit of concurrent single reports
 """
 
 import hashlib
-import json
 import math
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID
 
@@ -210,9 +209,22 @@ def _price_micros(catalog: Catalog, report: ApiCallReport, minutes: int) -> int:
 
 
 def _content_hash(report: ApiCallReport) -> str:
-    """What makes two reports of one id the same report."""
-    canonical = report.model_dump(mode="json", exclude={"token"})
-    return hashlib.sha256(json.dumps(canonical, sort_keys=True).encode()).hexdigest()
+    """What makes two reports of one id the same report (instants compared in UTC)."""
+    canonical = (
+        str(report.id),
+        str(report.user_id),
+        str(report.org_id),
+        report.endpoint,
+        report.method.value,
+        report.status_code,
+        report.started_at.astimezone(UTC).isoformat(),
+        report.completed_at.astimezone(UTC).isoformat(),
+        str(report.price),
+        report.ip_address,
+        report.user_agent,
+        report.origin,
+    )
+    return hashlib.sha256(repr(canonical).encode()).hexdigest()
 
 
 async def _existing_calls(conn: AsyncConnection, call_ids: list[str]) -> dict[str, CallRecord]:
