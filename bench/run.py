@@ -91,31 +91,10 @@ class Server:
     def __init__(self, url: str, port: int, workers: int, server: str) -> None:
         env = {**os.environ, "ZOOPAY_DATABASE_URL": url, "ZOOPAY_LOG_LEVEL": "warning"}
         venv = Path(sys.executable).parent
-        if server == "granian":
-            command = [
-                str(venv / "granian"),
-                "--interface",
-                "asgi",
-                "--factory",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-                "--workers",
-                str(workers),
-                "--log-level",
-                "warning",
-                "zoopay.app:app_from_environment",
-            ]
-        else:
-            command = [
-                str(venv / "zoopay"),
-                "serve",
-                "--port",
-                str(port),
-                "--workers",
-                str(workers),
-            ]
+        command = [
+            str(venv / "zoopay"), "serve", "--port", str(port), "--workers", str(workers),
+            "--server", server,
+        ]
         self.process = subprocess.Popen(command, env=env, start_new_session=True)
         self.base = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + 60
@@ -190,7 +169,26 @@ def wrk(base: str, script: str, args: list[str], duration: int, connections: int
     return WrkResult(rps, p99_ms, errors)
 
 
+def settle(idle: float = 0.8, limit: float = 30.0) -> None:
+    """Wait until the machine is idle, so that no measurement pays for the last one's work."""
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        before = _cpu_times()
+        time.sleep(1.0)
+        after = _cpu_times()
+        busy = (after[0] - before[0]) / max(after[1] - before[1], 1)
+        if busy < 1 - idle:
+            return
+
+
+def _cpu_times() -> tuple[int, int]:
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = fields[3] + fields[4]
+    return sum(fields) - idle, sum(fields)
+
+
 def pgbench(url: str, duration: int, connections: int, customers: int) -> float:
+    settle()
     out = sh(
         "pgbench",
         "-n",

@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from zoopay.accounts import service as accounts
 from zoopay.catalog.service import Catalog, CatalogError, load_catalog
-from zoopay.config import get_settings
+from zoopay.config import HttpServer, get_settings
 from zoopay.db import migrate
 from zoopay.db.engine import create_engine, transaction
 from zoopay.errors import ZoopayError
@@ -176,21 +176,50 @@ def serve(
     host: Annotated[str | None, typer.Option(help="Default: ZOOPAY_HOST")] = None,
     port: Annotated[int | None, typer.Option(help="Default: ZOOPAY_PORT")] = None,
     workers: Annotated[int | None, typer.Option(help="Processes; default: ZOOPAY_WORKERS")] = None,
+    server: Annotated[
+        HttpServer | None, typer.Option(help="HTTP server; default: ZOOPAY_SERVER")
+    ] = None,
 ) -> None:
     """Serve the API; on the first start, create a staff user and print its token once."""
-    import uvicorn
-
     settings = get_settings()
     _bootstrap_staff(_catalog(), settings.bootstrap_staff_email)
+    address, number = host or settings.host, port or settings.port
+    processes = workers or settings.workers
+    if (server or settings.server) == HttpServer.GRANIAN:
+        _serve_with_granian(address, number, processes, settings.log_level, settings.access_log)
+        return
+    import uvicorn
+
     uvicorn.run(
-        "zoopay.app:app_from_environment",
+        APP_FACTORY,
         factory=True,
-        host=host or settings.host,
-        port=port or settings.port,
-        workers=workers or settings.workers,
+        host=address,
+        port=number,
+        workers=processes,
         log_level=settings.log_level,
         access_log=settings.access_log,
+        proxy_headers=False,
     )
+
+
+APP_FACTORY = "zoopay.app:app_from_environment"
+
+
+def _serve_with_granian(host: str, port: int, workers: int, log_level: str, access: bool) -> None:
+    from granian import Granian
+    from granian.constants import Interfaces
+    from granian.log import LogLevels
+
+    Granian(
+        APP_FACTORY,
+        factory=True,
+        interface=Interfaces.ASGI,
+        address=host,
+        port=port,
+        workers=workers,
+        log_level=LogLevels(log_level),
+        log_access=access,
+    ).serve()
 
 
 def _bootstrap_staff(catalog: Catalog, email: str) -> None:

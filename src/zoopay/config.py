@@ -1,7 +1,13 @@
+import enum
 from functools import lru_cache
 from pathlib import Path
 
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class HttpServer(enum.StrEnum):
+    UVICORN = "uvicorn"
+    GRANIAN = "granian"
 
 
 class Settings(BaseSettings):
@@ -18,6 +24,7 @@ class Settings(BaseSettings):
     log_level: str = "info"
     access_log: bool = False
     workers: int = 1
+    server: HttpServer = HttpServer.UVICORN
 
 
 @lru_cache
