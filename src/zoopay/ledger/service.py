@@ -6,7 +6,6 @@ customer and bucket the entries sum to the balance.
 
 import enum
 import uuid
-from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Literal
@@ -98,28 +97,6 @@ async def lock_balance(conn: AsyncConnection, customer: Customer) -> Balance:
     """Read a balance and hold it until the transaction ends (FOR UPDATE on PostgreSQL;
     SQLite transactions already hold the database's single write lock)."""
     return await _select_balance(conn, customer, for_update=True)
-
-
-async def lock_balances(
-    conn: AsyncConnection, customers: Iterable[Customer]
-) -> dict[Customer, Balance]:
-    """Lock many balances in one statement, in customer id order so that concurrent
-    transactions always take their locks in the same order and never deadlock."""
-    by_id = {customer.id: customer for customer in customers}
-    query = (
-        select(balances)
-        .where(balances.c.customer_id.in_(sorted(by_id)))
-        .order_by(balances.c.customer_id)
-        .with_for_update()
-    )
-    rows = (await conn.execute(query)).mappings().all()
-    locked = {
-        by_id[row["customer_id"]]: balance_of_row(by_id[row["customer_id"]], row) for row in rows
-    }
-    for customer in by_id.values():
-        if customer not in locked:
-            raise NotFound(f"no balance for {customer.kind} {customer.id}")
-    return locked
 
 
 async def _select_balance(conn: AsyncConnection, customer: Customer, for_update: bool) -> Balance:

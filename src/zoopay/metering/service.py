@@ -27,7 +27,6 @@ from zoopay.ledger.service import (
     Customer,
     Posting,
     Reason,
-    lock_balances,
     post_batch,
 )
 from zoopay.metering.schemas import ApiCallReport
@@ -35,7 +34,7 @@ from zoopay.money import format_micros, to_micros
 from zoopay.subscriptions.service import (
     balance_with_subscription,
     current_plan,
-    customers_due_for_refresh,
+    lock_balances_with_subscriptions,
     refresh_due,
     refresh_if_due,
 )
@@ -186,8 +185,8 @@ def _priced_call(
         endpoint=report.endpoint,
         method=report.method.value,
         status_code=report.status_code,
-        started_at=report.started_at,
-        completed_at=report.completed_at,
+        started_at=report.started_at.astimezone(UTC),  # as stored: a 201 shows what a 200 will
+        completed_at=report.completed_at.astimezone(UTC),
         duration_ms=duration_ms,
         minutes=minutes,
         price_micros=_price_micros(catalog, report, minutes),
@@ -243,11 +242,10 @@ async def _debit(
         by_customer[call.customer].append(call)
     if not by_customer:
         return
-    locked = await lock_balances(conn, by_customer)
-    due = set(await customers_due_for_refresh(conn, now, among=by_customer))
     work = []
-    for customer, balance in locked.items():
-        if customer in due:
+    locked = await lock_balances_with_subscriptions(conn, by_customer)
+    for customer, (balance, subscription) in locked.items():
+        if refresh_due(subscription, now):
             balance, _ = await refresh_if_due(conn, catalog, balance, now)
         work.append((balance, _draws(balance, by_customer[customer])))
     await post_batch(conn, work, now)

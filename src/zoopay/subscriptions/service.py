@@ -56,18 +56,41 @@ async def balance_with_subscription(
 ) -> tuple[Balance, Subscription | None]:
     """Both in one statement, so that they come from one committed state, never from either
     side of a concurrent plan change."""
+    [found] = (await _balances_with_subscriptions(conn, [customer], lock=False)).values()
+    return found
+
+
+async def lock_balances_with_subscriptions(
+    conn: AsyncConnection, customers: Iterable[Customer]
+) -> dict[Customer, tuple[Balance, Subscription | None]]:
+    """Lock many balances, in customer id order so that concurrent transactions take their
+    locks in one order and never deadlock, and read their plans in the same statement."""
+    return await _balances_with_subscriptions(conn, customers, lock=True)
+
+
+async def _balances_with_subscriptions(
+    conn: AsyncConnection, customers: Iterable[Customer], lock: bool
+) -> dict[Customer, tuple[Balance, Subscription | None]]:
+    by_id = {customer.id: customer for customer in customers}
     plan_columns = [c.label(f"plan_{c.name}") for c in subscriptions.c]
     query = (
         select(balances, *plan_columns)
         .select_from(balances.outerjoin(subscriptions, _same_customer))
-        .where(balances.c.customer_id == customer.id)
+        .where(balances.c.customer_id.in_(sorted(by_id)))
+        .order_by(balances.c.customer_id)
     )
-    row = (await conn.execute(query)).mappings().first()
-    if row is None:
-        raise NotFound(f"no balance for {customer.kind} {customer.id}")
-    plan = {c.name: row[f"plan_{c.name}"] for c in subscriptions.c}
-    subscription = _subscription_of_row(customer, plan) if plan["id"] is not None else None
-    return balance_of_row(customer, row), subscription
+    if lock:
+        query = query.with_for_update(of=balances)
+    found = {}
+    for row in (await conn.execute(query)).mappings():
+        customer = by_id[row["customer_id"]]
+        plan = {c.name: row[f"plan_{c.name}"] for c in subscriptions.c}
+        subscription = _subscription_of_row(customer, plan) if plan["id"] is not None else None
+        found[customer] = (balance_of_row(customer, row), subscription)
+    for customer in by_id.values():
+        if customer not in found:
+            raise NotFound(f"no balance for {customer.kind} {customer.id}")
+    return found
 
 
 _same_customer = subscriptions.c.customer_id == balances.c.customer_id
@@ -178,18 +201,14 @@ async def refresh_if_due(
     return balance, Subscription(**{**subscription.__dict__, "period_start": start})
 
 
-async def customers_due_for_refresh(
-    conn: AsyncConnection, now: datetime, among: Iterable[Customer] | None = None
-) -> list[Customer]:
-    """Customers (of `among`, or all) whose monthly period has turned since their last grant."""
+async def customers_due_for_refresh(conn: AsyncConnection, now: datetime) -> list[Customer]:
+    """Customers whose monthly period has turned since their last grant."""
     query = select(
         subscriptions.c.customer_kind,
         subscriptions.c.customer_id,
         subscriptions.c.anchor_at,
         subscriptions.c.period_start,
     )
-    if among is not None:
-        query = query.where(subscriptions.c.customer_id.in_([c.id for c in among]))
     return [
         Customer("org" if row.customer_kind == "org" else "user", row.customer_id)
         for row in await conn.execute(query)
