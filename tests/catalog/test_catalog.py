@@ -271,7 +271,7 @@ BREAKAGES: list[tuple[str, Callable[[dict[str, Any]], None], list[str]]] = [
     ("missing-free", _without_free, ["'free' tier is required"]),
     ("duplicate-tier", _duplicate_pro, ["each tier name may appear once"]),
     ("team-individual", _individual_team, ["tier 'team' must have type 'organization'"]),
-    ("negative-price", _negative_price, ["modeling_app.1.price", "not a decimal amount"]),
+    ("negative-price", _negative_price, ["modeling_app.1.price", "must not be negative"]),
     (
         "seven-decimals",
         _seven_decimals,
