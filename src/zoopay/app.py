@@ -57,6 +57,8 @@ def create_app(
         docs_url="/docs",
         redoc_url=None,
         lifespan=lifespan,
+        # FastAPI's built-in telemetry looks up OpenTelemetry providers on every request.
+        telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     app.state.engine = app_engine
     app.state.clock = system_clock
