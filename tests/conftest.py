@@ -107,12 +107,29 @@ async def assert_ledger_matches_balances(engine: AsyncEngine) -> None:
             assert sums[Bucket.TOTAL_DUE] == row["total_due_micros"], row
 
 
-@pytest.fixture(autouse=True)
-async def clean_database(engine: AsyncEngine) -> AsyncIterator[None]:
-    """Every test starts empty and ends with the ledger equal to the balances."""
+async def empty(engine: AsyncEngine) -> None:
     async with transaction(engine) as conn:
         for table in reversed(metadata.sorted_tables):
             await conn.execute(delete(table))
+
+
+def empty_database(url: str) -> None:
+    """For a sync fixture that needs an empty database (a server's first start)."""
+
+    async def run() -> None:
+        engine = create_engine(url)
+        try:
+            await empty(engine)
+        finally:
+            await engine.dispose()
+
+    asyncio.run(run())
+
+
+@pytest.fixture(autouse=True)
+async def clean_database(engine: AsyncEngine) -> AsyncIterator[None]:
+    """Every test starts empty and ends with the ledger equal to the balances."""
+    await empty(engine)
     yield
     await assert_ledger_matches_balances(engine)
 

@@ -25,6 +25,8 @@ import httpx
 import pytest
 from kittycad import KittyCAD
 
+from tests.conftest import empty_database
+
 BIN = Path(sys.executable).parent
 ZOOPAY = BIN / "zoopay"
 STARTUP_LIMIT_SECONDS = 60
@@ -125,6 +127,7 @@ def _stop(process: "subprocess.Popen[bytes]") -> None:
 def server(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
     """`zoopay serve` on a free port; stopped (killed if it must be) when the session ends, and
     by the kernel if the test process dies first."""
+    empty_database(database_url)  # so that this is the server's first start
     port = _free_port()
     base_url = f"http://127.0.0.1:{port}"
     log = tmp_path_factory.mktemp("server") / "zoopay-serve.log"
