@@ -5,11 +5,9 @@ import hashlib
 import json
 import os
 import re
-import socket
 import sqlite3
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import Callable
 from datetime import datetime
@@ -22,12 +20,12 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tests.conftest import Clock, Person, World
+from tests.e2e.conftest import free_port, stop, wait_until_serving
 from zoopay.db.tables import api_tokens, metadata, org_members, users
 
 ZOOPAY = Path(sys.executable).parent / "zoopay"
 REFERENCE = Path(__file__).parents[3] / "shared/reference/zoo-payments-models.schema.json"
 CLI_LIMIT_SECONDS = 120
-STARTUP_LIMIT_SECONDS = 60
 TOKEN = re.compile(r"zoo_[A-Za-z0-9_-]+")
 
 
@@ -430,38 +428,6 @@ async def test_the_last_admin_cannot_be_removed(client: httpx.AsyncClient, world
 
 
 # The first start of `zoopay serve`
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def stop(process: "subprocess.Popen[bytes]") -> None:
-    if process.poll() is not None:
-        return
-    process.terminate()
-    try:
-        process.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
-
-
-def wait_until_serving(process: "subprocess.Popen[bytes]", base_url: str, log: Path) -> None:
-    deadline = time.monotonic() + STARTUP_LIMIT_SECONDS
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            pytest.fail(f"zoopay serve exited with {process.returncode}:\n{log.read_text()}")
-        try:
-            if httpx.get(f"{base_url}/pricing/subscriptions", timeout=2).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.1)
-    pytest.fail(f"zoopay serve did not answer within {STARTUP_LIMIT_SECONDS}s:\n{log.read_text()}")
 
 
 def serve(

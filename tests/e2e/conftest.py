@@ -83,14 +83,14 @@ class LiveServer:
     log: Path
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
         return port
 
 
-def _wait_until_serving(process: "subprocess.Popen[bytes]", base_url: str, log: Path) -> None:
+def wait_until_serving(process: "subprocess.Popen[bytes]", base_url: str, log: Path) -> None:
     deadline = time.monotonic() + STARTUP_LIMIT_SECONDS
     while time.monotonic() < deadline:
         if process.poll() is not None:
@@ -104,7 +104,7 @@ def _wait_until_serving(process: "subprocess.Popen[bytes]", base_url: str, log: 
     pytest.fail(f"zoopay serve did not answer within {STARTUP_LIMIT_SECONDS}s:\n{log.read_text()}")
 
 
-def _die_with_parent() -> None:
+def die_with_parent() -> None:
     """Run in the server's process before it starts: on Linux, have the kernel send it SIGTERM
     when the test process dies, so that not even a killed test run leaves a server behind."""
     if sys.platform.startswith("linux"):
@@ -112,7 +112,7 @@ def _die_with_parent() -> None:
         ctypes.CDLL(None).prctl(pr_set_pdeathsig, signal.SIGTERM)
 
 
-def _stop(process: "subprocess.Popen[bytes]") -> None:
+def stop(process: "subprocess.Popen[bytes]") -> None:
     if process.poll() is not None:
         return
     process.terminate()
@@ -128,7 +128,7 @@ def server(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Itera
     """`zoopay serve` on a free port; stopped (killed if it must be) when the session ends, and
     by the kernel if the test process dies first."""
     empty_database(database_url)  # so that this is the server's first start
-    port = _free_port()
+    port = free_port()
     base_url = f"http://127.0.0.1:{port}"
     log = tmp_path_factory.mktemp("server") / "zoopay-serve.log"
     with log.open("wb") as out:
@@ -137,13 +137,13 @@ def server(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Itera
             env={**zoopay_env(database_url), "PYTHONUNBUFFERED": "1"},
             stdout=out,
             stderr=subprocess.STDOUT,
-            preexec_fn=_die_with_parent,
+            preexec_fn=die_with_parent,
         )
     try:
-        _wait_until_serving(process, base_url, log)
+        wait_until_serving(process, base_url, log)
         yield LiveServer(base_url, log)
     finally:
-        _stop(process)
+        stop(process)
 
 
 @dataclass(frozen=True)

@@ -29,10 +29,10 @@ from tests.e2e.conftest import (
     Account,
     LiveServer,
     Zoopay,
-    _die_with_parent,
-    _free_port,
-    _stop,
-    _wait_until_serving,
+    die_with_parent,
+    free_port,
+    stop,
+    wait_until_serving,
     zoopay_env,
 )
 from zoopay.db.tables import api_calls, balances, ledger_entries
@@ -57,7 +57,7 @@ class ServerProcess:
 
     database_url: str
     log: Path
-    port: int = field(default_factory=_free_port)
+    port: int = field(default_factory=free_port)
     process: "subprocess.Popen[bytes] | None" = None
 
     @property
@@ -75,9 +75,9 @@ class ServerProcess:
                 env={**zoopay_env(self.database_url), "PYTHONUNBUFFERED": "1"},
                 stdout=out,
                 stderr=subprocess.STDOUT,
-                preexec_fn=_die_with_parent,
+                preexec_fn=die_with_parent,
             )
-        _wait_until_serving(self.process, self.base_url, self.log)
+        wait_until_serving(self.process, self.base_url, self.log)
 
     def serving_pid(self) -> int:
         """The process that holds the listening socket: the real uvicorn server (with one
@@ -96,7 +96,7 @@ class ServerProcess:
 
     def stop(self) -> None:
         if self.process is not None:
-            _stop(self.process)
+            stop(self.process)
 
 
 def _process_tree(root: int) -> list[int]:
