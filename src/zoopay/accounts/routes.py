@@ -4,7 +4,7 @@ from zoopay.accounts import service
 from zoopay.accounts.schemas import AddOrgMember, Org, OrgDetails, OrgMember, OrgMemberResultsPage
 from zoopay.api.deps import Conn, CurrentUser, Now, OrgAdmin
 from zoopay.api.deps import OrgMember as Member
-from zoopay.api.pagination import Page, encode_page_token
+from zoopay.api.pagination import Page, next_page_token
 from zoopay.api.routing import json_router
 
 router = json_router(tags=["orgs"])
@@ -30,10 +30,7 @@ async def list_org_members(admin: OrgAdmin, conn: Conn, page: Page) -> OrgMember
         conn, admin.org_id, page.limit + 1, page.after, descending=page.descending
     )
     items = [OrgMember.of(membership, user) for membership, user in rows[: page.limit]]
-    next_page = None
-    if len(rows) > page.limit:
-        last = rows[page.limit - 1][0]
-        next_page = encode_page_token(last.created_at, last.user_id)
+    next_page = next_page_token(rows, page.limit, lambda row: (row[0].created_at, row[0].user_id))
     return OrgMemberResultsPage(items=items, next_page=next_page)
 
 

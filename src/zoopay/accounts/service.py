@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from zoopay.accounts.tokens import new_token, token_hash
 from zoopay.catalog.service import Catalog
+from zoopay.db.keyset import ordered_after
 from zoopay.db.tables import api_tokens, org_members, orgs, users
 from zoopay.errors import BadRequest, Conflict, NotFound
 from zoopay.ledger.service import Customer, open_balance
@@ -289,17 +290,7 @@ async def list_members(
         .limit(limit)
     )
     key = (org_members.c.created_at, org_members.c.user_id)
-    query = query.order_by(*(k.desc() for k in key) if descending else key)
-    if after is not None:
-        created_at, user_id = after
-        if descending:
-            query = query.where(
-                (key[0] < created_at) | ((key[0] == created_at) & (key[1] < user_id))
-            )
-        else:
-            query = query.where(
-                (key[0] > created_at) | ((key[0] == created_at) & (key[1] > user_id))
-            )
+    query = ordered_after(query, key, after, descending=descending)
     rows = (await conn.execute(query)).mappings().all()
     return [
         (

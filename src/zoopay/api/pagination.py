@@ -3,15 +3,17 @@
 import base64
 import enum
 import uuid
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Annotated
+from typing import Annotated, TypeVar
 
 from fastapi import Depends, Query
 
 from zoopay.errors import BadRequest
 
 MAX_PAGE = 1000
+T = TypeVar("T")
 
 
 class CreatedAtSortMode(enum.StrEnum):
@@ -53,3 +55,12 @@ async def page_request(
 
 
 Page = Annotated[PageRequest, Depends(page_request)]
+
+
+def next_page_token(
+    rows: Sequence[T], limit: int, key: Callable[[T], tuple[datetime, str]]
+) -> str | None:
+    """Listings fetch `limit + 1` rows: the extra one says that another page follows."""
+    if len(rows) <= limit:
+        return None
+    return encode_page_token(*key(rows[limit - 1]))

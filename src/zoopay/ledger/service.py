@@ -142,17 +142,7 @@ async def post(
     now: datetime,
 ) -> Balance:
     """Apply deltas to a locked balance and record them; zero deltas write nothing."""
-    return await post_many(conn, balance, [(deltas, posting)], now)
-
-
-async def post_many(
-    conn: AsyncConnection,
-    balance: Balance,
-    movements: list[tuple[dict[Bucket, int], Posting]],
-    now: datetime,
-) -> Balance:
-    """Apply a sequence of movements to a locked balance, one entry per change."""
-    [after] = await post_batch(conn, [(balance, movements)], now)
+    [after] = await post_batch(conn, [(balance, [(deltas, posting)])], now)
     return after
 
 

@@ -4,7 +4,7 @@ from zoopay.accounts.service import find_user
 from zoopay.api.deps import Conn, CurrentUser, OrgAdmin, StaffUser, require_metering
 from zoopay.api.errors import Error, describe_validation
 from zoopay.api.hotpath import HotRequest, HotRoute
-from zoopay.api.pagination import Page, encode_page_token
+from zoopay.api.pagination import Page, PageRequest, next_page_token
 from zoopay.api.routing import json_router
 from zoopay.db.engine import reading, transaction
 from zoopay.errors import BadRequest, Forbidden
@@ -71,13 +71,21 @@ def _result(call_id: str | None, outcome: Outcome, request_id: str) -> ApiCallRe
     return ApiCallResult(id=call_id, status=outcome.status, price=price)
 
 
-def _page(rows: list[CallRecord], limit: int) -> ApiCallWithPriceResultsPage:
-    items = [api_call_with_price(row) for row in rows[:limit]]
-    next_page = None
-    if len(rows) > limit:
-        last = items[-1]
-        next_page = encode_page_token(last.created_at, last.id)
-    return ApiCallWithPriceResultsPage(items=items, next_page=next_page)
+async def _calls_page(
+    conn: Conn, page: PageRequest, *, user_id: str | None = None, org_id: str | None = None
+) -> ApiCallWithPriceResultsPage:
+    rows = await list_calls(
+        conn,
+        page.limit + 1,
+        page.after,
+        descending=page.descending,
+        user_id=user_id,
+        org_id=org_id,
+    )
+    return ApiCallWithPriceResultsPage(
+        items=[api_call_with_price(row) for row in rows[: page.limit]],
+        next_page=next_page_token(rows, page.limit, lambda row: (row.created_at, row.id)),
+    )
 
 
 def _recorder(request: HotRequest) -> CallRecorder:
@@ -194,10 +202,7 @@ async def user_list_api_calls(
     user: CurrentUser, conn: Conn, page: Page
 ) -> ApiCallWithPriceResultsPage:
     """The caller's API calls."""
-    rows = await list_calls(
-        conn, page.limit + 1, page.after, descending=page.descending, user_id=user.id
-    )
-    return _page(rows, page.limit)
+    return await _calls_page(conn, page, user_id=user.id)
 
 
 @router.get("/user/api-calls/{id}", response_model=ApiCallWithPrice)
@@ -211,10 +216,7 @@ async def org_list_api_calls(
     admin: OrgAdmin, conn: Conn, page: Page
 ) -> ApiCallWithPriceResultsPage:
     """Org admin: the API calls charged to the org."""
-    rows = await list_calls(
-        conn, page.limit + 1, page.after, descending=page.descending, org_id=admin.org_id
-    )
-    return _page(rows, page.limit)
+    return await _calls_page(conn, page, org_id=admin.org_id)
 
 
 @router.get("/org/api-calls/{id}", response_model=ApiCallWithPrice)
@@ -228,20 +230,16 @@ async def list_api_calls_for_user(
     id: str, user: CurrentUser, conn: Conn, page: Page
 ) -> ApiCallWithPriceResultsPage:
     """The API calls of a user: yourself, or anyone for staff."""
-    target = await find_user(conn, id) if user.is_staff else user
-    if not user.is_staff and id not in (user.id, user.email):
+    if not user.is_staff and id.lower() not in (user.id, user.email):
         raise Forbidden("you may list only your own API calls")
-    rows = await list_calls(
-        conn, page.limit + 1, page.after, descending=page.descending, user_id=target.id
-    )
-    return _page(rows, page.limit)
+    target = await find_user(conn, id) if user.is_staff else user
+    return await _calls_page(conn, page, user_id=target.id)
 
 
 @router.get("/api-calls", response_model=ApiCallWithPriceResultsPage)
 async def list_api_calls(staff: StaffUser, conn: Conn, page: Page) -> ApiCallWithPriceResultsPage:
     """Staff: every API call."""
-    rows = await list_calls(conn, page.limit + 1, page.after, descending=page.descending)
-    return _page(rows, page.limit)
+    return await _calls_page(conn, page)
 
 
 @router.get("/api-calls/{id}", response_model=ApiCallWithPrice)

@@ -13,11 +13,12 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID
 
-from sqlalchemy import Select, select, tuple_
+from sqlalchemy import Select, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from zoopay.accounts.service import parse_uuid
 from zoopay.catalog.service import Catalog, Plan
+from zoopay.db.keyset import ordered_after
 from zoopay.db.tables import api_calls, org_members, users
 from zoopay.db.upsert import insert_new
 from zoopay.errors import BadRequest, Conflict, NotFound, PaymentRequired, ZoopayError
@@ -329,10 +330,7 @@ async def list_calls(
     if org_id is not None:
         query = query.where(api_calls.c.org_id == org_id)
     key = (api_calls.c.created_at, api_calls.c.id)
-    query = query.order_by(*(k.desc() for k in key) if descending else key)
-    if after is not None:
-        position, bound = tuple_(*key), tuple_(*after)
-        query = query.where(position < bound if descending else position > bound)
+    query = ordered_after(query, key, after, descending=descending)
     return [CallRecord(**row) for row in (await conn.execute(query)).mappings()]
 
 
