@@ -15,9 +15,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from run import ADMIN_URL, HERE, LUA, Server, admin, seed  # noqa: E402
+from run import ADMIN_URL, HERE, LUA, Server, admin, seed
 
-from zoopay.db import migrate  # noqa: E402
+from zoopay.db import migrate
 
 SCRIPTS = {
     "report": ("report.lua", 32),
@@ -52,14 +52,39 @@ def main() -> None:
         }[name]
         pids = [server.process.pid]
         spy = subprocess.Popen(
-            [str(Path(sys.executable).with_name("py-spy")), "record", "--format", "raw",
-             "--duration", "12", "--rate", "200", "--subprocesses", "--output", str(out),
-             "--pid", str(pids[0])],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            [
+                str(Path(sys.executable).with_name("py-spy")),
+                "record",
+                "--format",
+                "raw",
+                "--duration",
+                "12",
+                "--rate",
+                "200",
+                "--subprocesses",
+                "--output",
+                str(out),
+                "--pid",
+                str(pids[0]),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
         wrk = subprocess.run(
-            ["wrk", "-t2", f"-c{connections}", "-d12s", "-s", str(LUA / script), server.base, "--", *args],
-            capture_output=True, text=True, check=True,
+            [
+                "wrk",
+                "-t2",
+                f"-c{connections}",
+                "-d12s",
+                "-s",
+                str(LUA / script),
+                server.base,
+                "--",
+                *args,
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
         )
         spy.wait(60)
         print(wrk.stdout)
@@ -77,7 +102,10 @@ def summarize(raw: Path) -> None:
     for line in raw.read_text().splitlines():
         stack, _, count_text = line.rpartition(" ")
         count = int(count_text)
-        frames = [f.split(" (")[0] + " (" + f.split(" (")[-1].split(":")[0].split("/")[-1] + ")" for f in stack.split(";")]
+        frames = [
+            f.split(" (")[0] + " (" + f.split(" (")[-1].split(":")[0].split("/")[-1] + ")"
+            for f in stack.split(";")
+        ]
         samples += count
         own[frames[-1]] += count
         for frame in set(frames):

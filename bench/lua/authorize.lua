@@ -12,7 +12,3 @@ function request()
   return wrk.format("POST", "/api-calls/authorize",
     {["Authorization"] = "Bearer " .. token, ["Content-Type"] = "application/json"}, body)
 end
-
-function response(status, headers, body)
-  if status ~= 200 then print("unexpected status " .. status .. ": " .. body) end
-end

@@ -9,7 +9,3 @@ function request()
   return wrk.format("GET", "/user/payment/balance",
     {["Authorization"] = "Bearer " .. tokens[math.random(#tokens)]})
 end
-
-function response(status, headers, body)
-  if status ~= 200 then print("unexpected status " .. status .. ": " .. body) end
-end

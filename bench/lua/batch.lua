@@ -29,7 +29,3 @@ function request()
     {["Authorization"] = "Bearer " .. token, ["Content-Type"] = "application/json"},
     '{"calls":[' .. table.concat(calls, ",") .. ']}')
 end
-
-function response(status, headers, body)
-  if status ~= 200 then print("unexpected status " .. status) end
-end

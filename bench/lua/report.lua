@@ -26,7 +26,3 @@ function request()
   return wrk.format("POST", "/api-calls",
     {["Authorization"] = "Bearer " .. token, ["Content-Type"] = "application/json"}, body)
 end
-
-function response(status, headers, body)
-  if status ~= 201 then print("unexpected status " .. status .. ": " .. body) end
-end

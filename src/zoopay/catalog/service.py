@@ -98,10 +98,24 @@ class Plan:
         )
 
 
+@dataclass(frozen=True)
+class CallPrice:
+    per_call_micros: int
+    per_minute_micros: int
+
+    def of(self, minutes: int) -> int:
+        return self.per_call_micros + minutes * self.per_minute_micros
+
+
+# Endpoints are whatever reporters send: the memory for their prices is bounded.
+_REMEMBERED_ENDPOINTS = 10_000
+
+
 class Catalog:
     def __init__(self, catalog_file: CatalogFile) -> None:
         self._plans = {t.name: Plan(t, rank) for rank, t in enumerate(catalog_file.modeling_app)}
         self._prices = catalog_file.api_prices
+        self._price_of_endpoint: dict[str, CallPrice] = {}
 
     def api_price(self, endpoint: str) -> ApiPrice:
         """The price of a call to `endpoint`: a category name or a path under its prefixes."""
@@ -109,6 +123,16 @@ class Catalog:
             if endpoint == category.value or any(endpoint.startswith(p) for p in price.prefixes):
                 return price
         return self._prices.default
+
+    def call_price(self, endpoint: str) -> "CallPrice":
+        """`api_price` in micro-dollars, remembered for the endpoints seen most."""
+        price = self._price_of_endpoint.get(endpoint)
+        if price is None:
+            listed = self.api_price(endpoint)
+            price = CallPrice(to_micros(listed.per_call), to_micros(listed.per_minute))
+            if len(self._price_of_endpoint) < _REMEMBERED_ENDPOINTS:
+                self._price_of_endpoint[endpoint] = price
+        return price
 
     def plan(self, name: TierName | str) -> Plan | None:
         return self._plans.get(TierName(name))

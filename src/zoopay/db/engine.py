@@ -4,6 +4,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+import asyncpg
 from sqlalchemy import event
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
@@ -58,8 +59,16 @@ def _serialize_sqlite_writers(engine: AsyncEngine) -> None:
 @asynccontextmanager
 async def transaction(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
     """One unit of work: committed when the block ends, rolled back if it raises."""
-    async with engine.begin() as conn:
-        yield conn
+    if is_sqlite(engine):
+        async with engine.begin() as conn:
+            yield conn
+        return
+    # asyncpg's own transaction, begun at once: SQLAlchemy's adapter would send BEGIN only with
+    # its first statement, and db.bulk sends statements to asyncpg directly.
+    async with engine.connect() as conn:
+        conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
+        async with (await driver(conn)).transaction():
+            yield conn
 
 
 @asynccontextmanager
@@ -68,3 +77,8 @@ async def reading(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
     COMMIT round trips are paid. Whatever must be consistent goes in one statement."""
     async with engine.connect() as conn:
         yield await conn.execution_options(isolation_level="AUTOCOMMIT")
+
+
+async def driver(conn: AsyncConnection) -> asyncpg.Connection:
+    """The asyncpg connection under a PostgreSQL `conn`, in the same transaction."""
+    return (await conn.get_raw_connection()).driver_connection

@@ -6,13 +6,15 @@ customer and bucket the entries sum to the balance.
 
 import enum
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime
-from typing import Literal
+from typing import Any, Literal
 
-from sqlalchemy import RowMapping, bindparam, func, insert, select, update
+from sqlalchemy import func, insert, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from zoopay.db.bulk import insert_all, update_all
 from zoopay.db.tables import balances, ledger_entries
 from zoopay.errors import NotFound
 
@@ -109,7 +111,7 @@ async def _select_balance(conn: AsyncConnection, customer: Customer, for_update:
     return balance_of_row(customer, row)
 
 
-def balance_of_row(customer: Customer, row: RowMapping) -> Balance:
+def balance_of_row(customer: Customer, row: Mapping[Any, Any]) -> Balance:
     """A balance from a row of `balances` (or of a query selecting all its columns)."""
     return Balance(
         id=row["id"],
@@ -159,27 +161,11 @@ async def post_batch(
         if balance_entries:
             changed.append(after)
             entries.extend(balance_entries)
-    if changed:
-        await conn.execute(
-            update(balances)
-            .where(balances.c.id == bindparam("balance_id"))
-            .values(
-                monthly_micros=bindparam("monthly"),
-                stable_micros=bindparam("stable"),
-                total_due_micros=bindparam("total_due"),
-                updated_at=now,
-            ),
-            [
-                {
-                    "balance_id": b.id,
-                    "monthly": b.monthly_micros,
-                    "stable": b.stable_micros,
-                    "total_due": b.total_due_micros,
-                }
-                for b in changed
-            ],
-        )
-        await conn.execute(insert(ledger_entries), entries)
+    columns = ("monthly_micros", "stable_micros", "total_due_micros", "updated_at")
+    await update_all(
+        conn, balances, [{"id": b.id, **{c: getattr(b, c) for c in columns}} for b in changed]
+    )
+    await insert_all(conn, ledger_entries, entries)
     return results
 
 

@@ -13,14 +13,14 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID
 
-from sqlalchemy import Select, select
+from sqlalchemy import Select, func, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from zoopay.accounts.service import parse_uuid
 from zoopay.catalog.service import Catalog, Plan
+from zoopay.db.bulk import insert_new, one_of, select_where_one_of
 from zoopay.db.keyset import ordered_after
-from zoopay.db.tables import api_calls, org_members, users
-from zoopay.db.upsert import insert_new
+from zoopay.db.tables import api_calls, balances, org_members, subscriptions, users
 from zoopay.errors import BadRequest, Conflict, NotFound, PaymentRequired, ZoopayError
 from zoopay.ledger.service import (
     Balance,
@@ -33,7 +33,8 @@ from zoopay.ledger.service import (
 from zoopay.metering.schemas import ApiCallReport
 from zoopay.money import format_micros, to_micros
 from zoopay.subscriptions.service import (
-    balance_with_subscription,
+    PLAN_COLUMNS,
+    balance_and_subscription_of_row,
     current_plan,
     lock_balances_with_subscriptions,
     refresh_due,
@@ -146,13 +147,14 @@ async def _customers_of(
 
 async def _memberships(conn: AsyncConnection, user_ids: list[str]) -> dict[str, _Membership]:
     """For each user id: whether the user exists, and its org."""
-    query = (
-        select(users.c.id, users.c.email, org_members.c.org_id)
-        .select_from(users.outerjoin(org_members, org_members.c.user_id == users.c.id))
-        .where(users.c.id.in_(user_ids))
-    )
-    found = {row.id: _Membership(row.email, row.org_id) for row in await conn.execute(query)}
+    rows = await select_where_one_of(conn, _USERS_WITH_ORGS, users.c.id, user_ids)
+    found = {row["id"]: _Membership(row["email"], row["org_id"]) for row in rows}
     return {user_id: found.get(user_id, _Membership(None, None)) for user_id in user_ids}
+
+
+_USERS_WITH_ORGS = select(users.c.id, users.c.email, org_members.c.org_id).select_from(
+    users.outerjoin(org_members, org_members.c.user_id == users.c.id)
+)
 
 
 def _customer_for(user_id: str, org_id: UUID | None, membership: _Membership) -> Customer:
@@ -173,21 +175,27 @@ def _priced_call(
     catalog: Catalog, item: Reported, membership: _Membership, now: datetime
 ) -> CallRecord:
     report = item.report
-    customer = _customer_for(str(report.user_id), report.org_id, membership)
+    call_id, user_id = str(report.id), str(report.user_id)
+    customer = _customer_for(user_id, report.org_id, membership)
     if report.completed_at < report.started_at:
         raise BadRequest("completed_at is before started_at")
-    duration_ms = (report.completed_at - report.started_at) // _MILLISECOND
+    # As stored, in UTC: a 201 shows what a 200 will.
+    started_at, completed_at = (
+        report.started_at.astimezone(UTC),
+        report.completed_at.astimezone(UTC),
+    )
+    duration_ms = (completed_at - started_at) // _MILLISECOND
     minutes = math.ceil(duration_ms / 60_000)
     return CallRecord(
-        id=str(report.id),
-        user_id=str(report.user_id),
+        id=call_id,
+        user_id=user_id,
         org_id=customer.id if customer.kind == "org" else None,
         customer_id=customer.id,
         endpoint=report.endpoint,
         method=report.method.value,
         status_code=report.status_code,
-        started_at=report.started_at.astimezone(UTC),  # as stored: a 201 shows what a 200 will
-        completed_at=report.completed_at.astimezone(UTC),
+        started_at=started_at,
+        completed_at=completed_at,
         duration_ms=duration_ms,
         minutes=minutes,
         price_micros=_price_micros(catalog, report, minutes),
@@ -195,7 +203,7 @@ def _priced_call(
         user_agent=report.user_agent,
         origin=report.origin,
         token=str(report.token) if report.token else item.reporter_token_id,
-        content_hash=_content_hash(report),
+        content_hash=_content_hash(report, call_id, user_id, started_at, completed_at),
         created_at=now,
         email=membership.email,
     )
@@ -204,21 +212,22 @@ def _priced_call(
 def _price_micros(catalog: Catalog, report: ApiCallReport, minutes: int) -> int:
     if report.price is not None:
         return to_micros(report.price)
-    price = catalog.api_price(report.endpoint)
-    return to_micros(price.per_call) + minutes * to_micros(price.per_minute)
+    return catalog.call_price(report.endpoint).of(minutes)
 
 
-def _content_hash(report: ApiCallReport) -> str:
+def _content_hash(
+    report: ApiCallReport, call_id: str, user_id: str, started_at: datetime, completed_at: datetime
+) -> str:
     """What makes two reports of one id the same report (instants compared in UTC)."""
     canonical = (
-        str(report.id),
-        str(report.user_id),
+        call_id,
+        user_id,
         str(report.org_id),
         report.endpoint,
         report.method.value,
         report.status_code,
-        report.started_at.astimezone(UTC).isoformat(),
-        report.completed_at.astimezone(UTC).isoformat(),
+        started_at.isoformat(),
+        completed_at.isoformat(),
         str(report.price),
         report.ip_address,
         report.user_agent,
@@ -230,7 +239,7 @@ def _content_hash(report: ApiCallReport) -> str:
 async def _existing_calls(conn: AsyncConnection, call_ids: list[str]) -> dict[str, CallRecord]:
     if not call_ids:
         return {}
-    rows = await conn.execute(_calls_with_email().where(api_calls.c.id.in_(call_ids)))
+    rows = await conn.execute(_calls_with_email().where(one_of(conn, api_calls.c.id, call_ids)))
     return {row["id"]: CallRecord(**row) for row in rows.mappings()}
 
 
@@ -257,15 +266,13 @@ def _draws(balance: Balance, calls: list[CallRecord]) -> list[tuple[dict[Bucket,
     monthly, stable = balance.monthly_micros, balance.stable_micros
     movements = []
     for call in calls:
-        price = call.price_micros
-        from_monthly = min(price, monthly)
-        from_stable = min(price - from_monthly, stable)
+        due = call.price_micros
+        from_monthly = min(due, monthly)
+        due -= from_monthly
+        from_stable = min(due, stable)
+        due -= from_stable
         monthly, stable = monthly - from_monthly, stable - from_stable
-        deltas = {
-            Bucket.MONTHLY: -from_monthly,
-            Bucket.STABLE: -from_stable,
-            Bucket.TOTAL_DUE: price - from_monthly - from_stable,
-        }
+        deltas = {Bucket.MONTHLY: -from_monthly, Bucket.STABLE: -from_stable, Bucket.TOTAL_DUE: due}
         movements.append((deltas, Posting(Reason.API_CALL, call.user_id, call.id)))
     return movements
 
@@ -304,14 +311,30 @@ async def standing(
     conn: AsyncConnection, catalog: Catalog, user_id: UUID, org_id: UUID | None, now: datetime
 ) -> Standing:
     """Who would pay for a call by this user, and what they have; reads, never writes."""
-    memberships = await _memberships(conn, [str(user_id)])
-    customer = _customer_for(str(user_id), org_id, memberships[str(user_id)])
-    balance, subscription = await balance_with_subscription(conn, customer)
+    rows = await select_where_one_of(conn, _USER_WITH_BALANCE, users.c.id, [str(user_id)])
+    row = rows[0] if rows else {"user_email": None, "user_org_id": None}
+    customer = _customer_for(
+        str(user_id), org_id, _Membership(row["user_email"], row["user_org_id"])
+    )
+    balance, subscription = balance_and_subscription_of_row(customer, row)
     plan = current_plan(catalog, subscription)
     monthly = balance.monthly_micros
     if plan is not None and refresh_due(subscription, now):
         monthly = plan.monthly_grant_micros
     return Standing(customer, monthly, balance.stable_micros, balance.total_due_micros, plan)
+
+
+# Who pays for a user's calls, with what, on which plan: one statement, one committed state.
+_USER_WITH_BALANCE = select(
+    users.c.email.label("user_email"),
+    org_members.c.org_id.label("user_org_id"),
+    balances,
+    *PLAN_COLUMNS,
+).select_from(
+    users.outerjoin(org_members, org_members.c.user_id == users.c.id)
+    .outerjoin(balances, balances.c.customer_id == func.coalesce(org_members.c.org_id, users.c.id))
+    .outerjoin(subscriptions, subscriptions.c.customer_id == balances.c.customer_id)
+)
 
 
 async def list_calls(

@@ -17,6 +17,7 @@ from zoopay.catalog.schemas import (
     ZooProductSubscriptions,
 )
 from zoopay.catalog.service import Catalog, Plan
+from zoopay.db.bulk import select_where_one_of
 from zoopay.db.tables import balances, enterprise_prices, subscriptions
 from zoopay.errors import BadRequest, Conflict, NotFound, PaymentRequired
 from zoopay.ledger.service import (
@@ -72,28 +73,35 @@ async def _balances_with_subscriptions(
     conn: AsyncConnection, customers: Iterable[Customer], lock: bool
 ) -> dict[Customer, tuple[Balance, Subscription | None]]:
     by_id = {customer.id: customer for customer in customers}
-    plan_columns = [c.label(f"plan_{c.name}") for c in subscriptions.c]
-    query = (
-        select(balances, *plan_columns)
-        .select_from(balances.outerjoin(subscriptions, _same_customer))
-        .where(balances.c.customer_id.in_(sorted(by_id)))
-        .order_by(balances.c.customer_id)
-    )
-    if lock:
-        query = query.with_for_update(of=balances)
+    query = _LOCK_WITH_PLANS if lock else _READ_WITH_PLANS
+    rows = await select_where_one_of(conn, query, balances.c.customer_id, sorted(by_id))
     found = {}
-    for row in (await conn.execute(query)).mappings():
+    for row in rows:
         customer = by_id[row["customer_id"]]
-        plan = {c.name: row[f"plan_{c.name}"] for c in subscriptions.c}
-        subscription = _subscription_of_row(customer, plan) if plan["id"] is not None else None
-        found[customer] = (balance_of_row(customer, row), subscription)
+        found[customer] = balance_and_subscription_of_row(customer, row)
     for customer in by_id.values():
         if customer not in found:
             raise NotFound(f"no balance for {customer.kind} {customer.id}")
     return found
 
 
+def balance_and_subscription_of_row(
+    customer: Customer, row: Mapping[Any, Any]
+) -> tuple[Balance, Subscription | None]:
+    """From a row of `balances` joined to its subscription's `PLAN_COLUMNS`."""
+    plan = {c.name: row[f"plan_{c.name}"] for c in subscriptions.c}
+    subscription = _subscription_of_row(customer, plan) if plan["id"] is not None else None
+    return balance_of_row(customer, row), subscription
+
+
+PLAN_COLUMNS = [c.label(f"plan_{c.name}") for c in subscriptions.c]
 _same_customer = subscriptions.c.customer_id == balances.c.customer_id
+_READ_WITH_PLANS = (
+    select(balances, *PLAN_COLUMNS)
+    .select_from(balances.outerjoin(subscriptions, _same_customer))
+    .order_by(balances.c.customer_id)
+)
+_LOCK_WITH_PLANS = _READ_WITH_PLANS.with_for_update(of=balances)
 
 
 def _subscription_of_row(customer: Customer, row: Mapping[Any, Any]) -> Subscription:

@@ -1,0 +1,123 @@
+"""Statements over many rows at once, with SQL text that does not depend on how many.
+
+On PostgreSQL the rows travel as one array per column (`unnest`, `= ANY`), sent by asyncpg
+as a statement prepared once per connection; SQLite gets the portable forms (`IN`, multi-row
+`INSERT ... ON CONFLICT DO NOTHING RETURNING`, executemany) through SQLAlchemy.
+"""
+
+from collections.abc import Mapping, Sequence
+from functools import cache
+from typing import Any
+
+from sqlalchemy import ColumnElement, Select, Table, any_, literal, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.dialects.postgresql import asyncpg as asyncpg_dialect
+from sqlalchemy.engine import Dialect
+from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.sql.expression import bindparam
+
+from zoopay.db.engine import driver
+
+
+def is_postgresql(conn: AsyncConnection) -> bool:
+    return conn.dialect.name == "postgresql"
+
+
+def one_of(conn: AsyncConnection, column: ColumnElement[Any], values: Sequence[Any]) -> Any:
+    """`column IN values`, as one array parameter on PostgreSQL (the same SQL for any count)."""
+    if is_postgresql(conn):
+        return column == any_(literal(list(values), postgresql.ARRAY(column.type)))
+    return column.in_(values)
+
+
+async def select_where_one_of(
+    conn: AsyncConnection, query: Select[Any], column: ColumnElement[Any], values: Sequence[Any]
+) -> Sequence[Mapping[str, Any]]:
+    """The rows of `query` whose `column` is one of `values`. On PostgreSQL the query (built
+    once, at import) is compiled once and sent by asyncpg, rows and all, without SQLAlchemy."""
+    if is_postgresql(conn):
+        return await (await driver(conn)).fetch(_compiled_any(query, column), list(values))  # type: ignore[no-any-return]
+    return list((await conn.execute(query.where(column.in_(values)))).mappings())
+
+
+async def insert_new(
+    conn: AsyncConnection, table: Table, rows: Sequence[dict[str, Any]]
+) -> set[str]:
+    """Insert the rows whose primary key is new; return those keys."""
+    if not rows:
+        return set()
+    key = next(iter(table.primary_key.columns)).name
+    if is_postgresql(conn):
+        sql = _unnest_insert(table, tuple(rows[0]), f" ON CONFLICT DO NOTHING RETURNING {key}")
+        found = await (await driver(conn)).fetch(sql, *_columns_of(rows))
+        return {str(row[0]) for row in found}
+    statement = sqlite.insert(table).on_conflict_do_nothing().returning(table.c[key])
+    result = await conn.execute(statement, list(rows))
+    return {str(value) for value in result.scalars()}
+
+
+async def insert_all(conn: AsyncConnection, table: Table, rows: Sequence[dict[str, Any]]) -> None:
+    """Insert rows that all name the same columns."""
+    if not rows:
+        return
+    if is_postgresql(conn):
+        await (await driver(conn)).execute(
+            _unnest_insert(table, tuple(rows[0]), ""), *_columns_of(rows)
+        )
+        return
+    await conn.execute(table.insert(), list(rows))
+
+
+async def update_all(
+    conn: AsyncConnection, table: Table, rows: Sequence[dict[str, Any]], key: str = "id"
+) -> None:
+    """Set, on each row named by `key`, the other columns given (the same ones in every row)."""
+    if not rows:
+        return
+    names = tuple(rows[0])
+    if is_postgresql(conn):
+        await (await driver(conn)).execute(_unnest_update(table, names, key), *_columns_of(rows))
+        return
+    renamed = [{f"new_{name}": value for name, value in row.items()} for row in rows]
+    statement = (
+        update(table)
+        .where(table.c[key] == bindparam(f"new_{key}"))
+        .values({name: bindparam(f"new_{name}") for name in names if name != key})
+    )
+    await conn.execute(statement, renamed)
+
+
+@cache
+def _compiled_any(query: Select[Any], column: ColumnElement[Any]) -> str:
+    values = bindparam("values", type_=postgresql.ARRAY(column.type))
+    return str(query.where(column == any_(values)).compile(dialect=_ASYNCPG))
+
+
+def _columns_of(rows: Sequence[dict[str, Any]]) -> list[list[Any]]:
+    names = list(rows[0])
+    return [[row[name] for row in rows] for name in names]
+
+
+@cache
+def _unnest_insert(table: Table, names: tuple[str, ...], suffix: str) -> str:
+    arrays = ", ".join(f"${n}::{_pg_type(table, name)}[]" for n, name in enumerate(names, 1))
+    return f"INSERT INTO {table.name} ({', '.join(names)}) SELECT * FROM unnest({arrays}){suffix}"
+
+
+@cache
+def _unnest_update(table: Table, names: tuple[str, ...], key: str) -> str:
+    arrays = ", ".join(f"${n}::{_pg_type(table, name)}[]" for n, name in enumerate(names, 1))
+    changes = ", ".join(f"{name} = new.{name}" for name in names if name != key)
+    return (
+        f"UPDATE {table.name} SET {changes} FROM unnest({arrays}) AS new({', '.join(names)})"
+        f" WHERE {table.name}.{key} = new.{key}"
+    )
+
+
+_POSTGRESQL: Dialect = postgresql.dialect()  # type: ignore[no-untyped-call]
+# Compiles to numbered parameters, as asyncpg takes them.
+_ASYNCPG: Dialect = asyncpg_dialect.dialect()  # type: ignore[no-untyped-call]
+
+
+def _pg_type(table: Table, name: str) -> str:
+    return table.c[name].type.compile(dialect=_POSTGRESQL)
