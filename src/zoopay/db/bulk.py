@@ -9,7 +9,7 @@ from collections.abc import Mapping, Sequence
 from functools import cache
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, Table, any_, literal, update
+from sqlalchemy import ColumnElement, Select, Table, any_, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.dialects.postgresql import asyncpg as asyncpg_dialect
 from sqlalchemy.engine import Dialect
@@ -21,13 +21,6 @@ from zoopay.db.engine import driver
 
 def is_postgresql(conn: AsyncConnection) -> bool:
     return conn.dialect.name == "postgresql"
-
-
-def one_of(conn: AsyncConnection, column: ColumnElement[Any], values: Sequence[Any]) -> Any:
-    """`column IN values`, as one array parameter on PostgreSQL (the same SQL for any count)."""
-    if is_postgresql(conn):
-        return column == any_(literal(list(values), postgresql.ARRAY(column.type)))
-    return column.in_(values)
 
 
 async def select_where_one_of(

@@ -10,15 +10,14 @@ from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
 from uuid import UUID
 
-from sqlalchemy import Select, func, select
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from zoopay.accounts.service import parse_uuid
 from zoopay.catalog.service import Catalog, Plan
-from zoopay.db.bulk import insert_new, one_of, select_where_one_of
+from zoopay.db.bulk import insert_new, select_where_one_of
 from zoopay.db.keyset import ordered_after
 from zoopay.db.tables import api_calls, balances, org_members, subscriptions, users
 from zoopay.errors import BadRequest, Conflict, NotFound, PaymentRequired, ZoopayError
@@ -239,8 +238,8 @@ def _content_hash(
 async def _existing_calls(conn: AsyncConnection, call_ids: list[str]) -> dict[str, CallRecord]:
     if not call_ids:
         return {}
-    rows = await conn.execute(_calls_with_email().where(one_of(conn, api_calls.c.id, call_ids)))
-    return {row["id"]: CallRecord(**row) for row in rows.mappings()}
+    rows = await select_where_one_of(conn, _CALLS_WITH_EMAIL, api_calls.c.id, call_ids)
+    return {row["id"]: CallRecord(**row) for row in rows}
 
 
 async def _debit(
@@ -347,7 +346,7 @@ async def list_calls(
     org_id: str | None = None,
 ) -> list[CallRecord]:
     """Calls in (created_at, id) order, of one user, one org, or everyone."""
-    query = _calls_with_email().limit(limit)
+    query = _CALLS_WITH_EMAIL.limit(limit)
     if user_id is not None:
         query = query.where(api_calls.c.user_id == user_id)
     if org_id is not None:
@@ -361,7 +360,7 @@ async def get_call(
     conn: AsyncConnection, call_id: str, *, user_id: str | None = None, org_id: str | None = None
 ) -> CallRecord:
     """One call, if it is the user's or the org's (when either is given)."""
-    query = _calls_with_email().where(api_calls.c.id == parse_uuid(call_id, "API call"))
+    query = _CALLS_WITH_EMAIL.where(api_calls.c.id == parse_uuid(call_id, "API call"))
     if user_id is not None:
         query = query.where(api_calls.c.user_id == user_id)
     if org_id is not None:
@@ -372,5 +371,4 @@ async def get_call(
     return CallRecord(**row)
 
 
-def _calls_with_email() -> Select[Any]:
-    return select(api_calls, users.c.email).join(users, users.c.id == api_calls.c.user_id)
+_CALLS_WITH_EMAIL = select(api_calls, users.c.email).join(users, users.c.id == api_calls.c.user_id)
