@@ -105,12 +105,12 @@ def app_from_environment() -> FastAPI:
     return app
 
 
+_GC_YOUNG_THRESHOLD = 20_000  # allocations between collections of new objects (default 700)
+
+
 def _quiet_garbage_collector() -> None:
     # Requests make short-lived objects by the thousand: collect young ones less often, and
     # never rescan what was loaded at start (fewer, shorter pauses; bench/RESULTS.md).
     gc.collect()
     gc.freeze()
-    gc.set_threshold(GC_YOUNG_THRESHOLD, 20, 20)
-
-
-GC_YOUNG_THRESHOLD = 20_000
+    gc.set_threshold(_GC_YOUNG_THRESHOLD, 20, 20)

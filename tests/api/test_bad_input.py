@@ -663,7 +663,23 @@ def members_query(label: str, params: dict[str, str], *mentions: str) -> Bad:
     )
 
 
+def ledger_query(label: str, page_token: str) -> Bad:
+    return Bad(
+        f"own ledger page: {label}",
+        "GET",
+        "/user/payment/ledger",
+        "user",
+        400,
+        ("page_token",),
+        params={"page_token": page_token},
+    )
+
+
 QUERY_CASES = [
+    ledger_query("page_token not a number", "abc"),
+    ledger_query("page_token a non-ASCII digit", "\u00b2"),
+    ledger_query("page_token past any entry id", "9" * 30),
+    ledger_query("page_token negative", "-1"),
     members_query("limit 0", {"limit": "0"}, "limit"),
     members_query("limit -1", {"limit": "-1"}, "limit"),
     members_query("limit 100000", {"limit": "100000"}, "limit"),

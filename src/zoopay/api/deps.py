@@ -86,12 +86,6 @@ async def current_user(principal: Annotated[Principal, Depends(current_principal
     return require_user(principal)
 
 
-async def metering_principal(
-    principal: Annotated[Principal, Depends(current_principal)],
-) -> Principal:
-    return require_metering(principal)
-
-
 async def staff_user(user: Annotated[User, Depends(current_user)]) -> User:
     if not user.is_staff:
         raise Forbidden("this endpoint is for staff only")
@@ -119,7 +113,6 @@ Conn = Annotated[AsyncConnection, Depends(get_conn, scope="function")]
 CatalogDep = Annotated[Catalog, Depends(get_catalog)]
 Now = Annotated[datetime, Depends(get_now)]
 CurrentUser = Annotated[User, Depends(current_user)]
-MeteringPrincipal = Annotated[Principal, Depends(metering_principal)]
 StaffUser = Annotated[User, Depends(staff_user)]
 OrgMember = Annotated[Membership, Depends(org_membership)]
 OrgAdmin = Annotated[Membership, Depends(org_admin)]

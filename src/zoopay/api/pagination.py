@@ -45,9 +45,13 @@ class PageRequest:
     descending: bool
 
 
+Limit = Annotated[int, Query(ge=1, le=MAX_PAGE, description="Items per page")]
+PageToken = Annotated[str | None, Query(description="`next_page` of the last page")]
+
+
 async def page_request(
-    limit: Annotated[int, Query(ge=1, le=MAX_PAGE, description="Items per page")] = 100,
-    page_token: Annotated[str | None, Query(description="`next_page` of the last page")] = None,
+    limit: Limit = 100,
+    page_token: PageToken = None,
     sort_by: CreatedAtSortMode = CreatedAtSortMode.CREATED_AT_ASCENDING,
 ) -> PageRequest:
     after = decode_page_token(page_token) if page_token else None

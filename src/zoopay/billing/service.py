@@ -40,11 +40,12 @@ async def balance_statement(
     conn: AsyncConnection, catalog: Catalog, customer: Customer, now: datetime
 ) -> BalanceStatement:
     """The balance now, refreshed first if a new monthly period has begun."""
-    balance, subscription = await balance_with_subscription(conn, customer)
-    if refresh_due(subscription, now):
-        balance, subscription = await refresh_if_due(
-            conn, catalog, await lock_balance(conn, customer), now
-        )
+    statement = await balance_statement_if_current(conn, catalog, customer, now)
+    if statement is not None:
+        return statement
+    balance, subscription = await refresh_if_due(
+        conn, catalog, await lock_balance(conn, customer), now
+    )
     return await _statement(conn, catalog, balance, subscription)
 
 

@@ -1,9 +1,12 @@
+import re
+from dataclasses import dataclass
 from typing import Annotated
 
-from fastapi import Query
+from fastapi import Depends
 
 from zoopay.accounts.service import find_org, find_user
 from zoopay.api.deps import Conn, CurrentUser, OrgAdmin, StaffUser
+from zoopay.api.pagination import Limit, PageToken
 from zoopay.api.routing import json_router
 from zoopay.errors import BadRequest
 from zoopay.ledger.schemas import LedgerEntry, LedgerEntryResultsPage
@@ -12,22 +15,32 @@ from zoopay.money import from_micros
 
 router = json_router(tags=["ledger"])
 
-Limit = Annotated[int, Query(ge=1, le=1000, description="Entries per page")]
-PageToken = Annotated[str | None, Query(description="`next_page` of the last page")]
+
+@dataclass(frozen=True)
+class EntryPage:
+    """A page of a ledger, newest first: `limit` entries older than entry `before_id`."""
+
+    limit: int
+    before_id: int | None
 
 
-def _before(page_token: str | None) -> int | None:
+# An entry id as this server writes it: ASCII digits that fit a BIGINT.
+_ENTRY_ID = re.compile(r"[0-9]{1,18}", re.ASCII)
+
+
+async def entry_page(limit: Limit = 100, page_token: PageToken = None) -> EntryPage:
     if page_token is None:
-        return None
-    if not page_token.isdigit():
+        return EntryPage(limit, None)
+    if not _ENTRY_ID.fullmatch(page_token):
         raise BadRequest("page_token is not one this server issued")
-    return int(page_token)
+    return EntryPage(limit, int(page_token))
 
 
-async def _page(
-    conn: Conn, customer: Customer, limit: int, page_token: str | None
-) -> LedgerEntryResultsPage:
-    rows = await list_entries(conn, customer, limit + 1, _before(page_token))
+Page = Annotated[EntryPage, Depends(entry_page)]
+
+
+async def _page(conn: Conn, customer: Customer, page: EntryPage) -> LedgerEntryResultsPage:
+    rows = await list_entries(conn, customer, page.limit + 1, page.before_id)
     items = [
         LedgerEntry(
             id=entry.id,
@@ -40,41 +53,37 @@ async def _page(
             actor=entry.actor,
             created_at=entry.created_at,
         )
-        for entry in rows[:limit]
+        for entry in rows[: page.limit]
     ]
-    next_page = str(items[-1].id) if len(rows) > limit else None
+    next_page = str(items[-1].id) if len(rows) > page.limit else None
     return LedgerEntryResultsPage(items=items, next_page=next_page)
 
 
 @router.get("/user/payment/ledger", response_model=LedgerEntryResultsPage)
-async def list_ledger_for_user(
-    user: CurrentUser, conn: Conn, limit: Limit = 100, page_token: PageToken = None
-) -> LedgerEntryResultsPage:
+async def list_ledger_for_user(user: CurrentUser, conn: Conn, page: Page) -> LedgerEntryResultsPage:
     """The caller's ledger, newest first."""
-    return await _page(conn, user.customer, limit, page_token)
+    return await _page(conn, user.customer, page)
 
 
 @router.get("/org/payment/ledger", response_model=LedgerEntryResultsPage)
-async def list_ledger_for_org(
-    admin: OrgAdmin, conn: Conn, limit: Limit = 100, page_token: PageToken = None
-) -> LedgerEntryResultsPage:
+async def list_ledger_for_org(admin: OrgAdmin, conn: Conn, page: Page) -> LedgerEntryResultsPage:
     """Org admin: the org's ledger, newest first."""
-    return await _page(conn, admin.org, limit, page_token)
+    return await _page(conn, admin.org, page)
 
 
 @router.get("/users/{id}/payment/ledger", response_model=LedgerEntryResultsPage)
 async def list_ledger_for_any_user(
-    id: str, staff: StaffUser, conn: Conn, limit: Limit = 100, page_token: PageToken = None
+    id: str, staff: StaffUser, conn: Conn, page: Page
 ) -> LedgerEntryResultsPage:
     """Staff: a user's ledger, newest first; `id` is a user id or email."""
     user = await find_user(conn, id)
-    return await _page(conn, user.customer, limit, page_token)
+    return await _page(conn, user.customer, page)
 
 
 @router.get("/orgs/{id}/payment/ledger", response_model=LedgerEntryResultsPage)
 async def list_ledger_for_any_org(
-    id: str, staff: StaffUser, conn: Conn, limit: Limit = 100, page_token: PageToken = None
+    id: str, staff: StaffUser, conn: Conn, page: Page
 ) -> LedgerEntryResultsPage:
     """Staff: an org's ledger, newest first."""
     org = await find_org(conn, id)
-    return await _page(conn, org.customer, limit, page_token)
+    return await _page(conn, org.customer, page)

@@ -99,7 +99,7 @@ async def record_calls(
     outcomes: list[Outcome] = [Outcome(0)] * len(reported)
     firsts: dict[str, tuple[int, CallRecord]] = {}
     repeats: list[tuple[int, CallRecord]] = []
-    customers = await _customers_of(conn, [r.report for r in reported])
+    customers = await _memberships(conn, sorted({str(r.report.user_id) for r in reported}))
     for index, item in enumerate(reported):
         try:
             call = _priced_call(catalog, item, customers[str(item.report.user_id)], now)
@@ -136,12 +136,6 @@ def _replay(original: CallRecord, again: CallRecord) -> Outcome:
 class _Membership:
     email: str | None  # None: no such user
     org_id: str | None
-
-
-async def _customers_of(
-    conn: AsyncConnection, reports: Sequence[ApiCallReport]
-) -> dict[str, _Membership]:
-    return await _memberships(conn, sorted({str(r.user_id) for r in reports}))
 
 
 async def _memberships(conn: AsyncConnection, user_ids: list[str]) -> dict[str, _Membership]:

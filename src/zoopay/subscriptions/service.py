@@ -211,17 +211,13 @@ async def refresh_if_due(
 
 async def customers_due_for_refresh(conn: AsyncConnection, now: datetime) -> list[Customer]:
     """Customers whose monthly period has turned since their last grant."""
-    query = select(
-        subscriptions.c.customer_kind,
-        subscriptions.c.customer_id,
-        subscriptions.c.anchor_at,
-        subscriptions.c.period_start,
-    )
-    return [
-        Customer("org" if row.customer_kind == "org" else "user", row.customer_id)
-        for row in await conn.execute(query)
-        if period_start(row.anchor_at, now) > row.period_start
-    ]
+    due = []
+    for row in (await conn.execute(select(subscriptions))).mappings():
+        customer = Customer("org" if row["customer_kind"] == "org" else "user", row["customer_id"])
+        subscription = _subscription_of_row(customer, row)
+        if refresh_due(subscription, now):
+            due.append(subscription.customer)
+    return due
 
 
 async def refresh_customer(
