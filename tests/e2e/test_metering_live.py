@@ -712,6 +712,10 @@ async def test_bad_reports_are_refused_clearly_and_change_nothing(
         ("malformed user id", {**fields, "user_id": "42"}, 400, "bad_request"),
         ("malformed org id", {**fields, "org_id": "acme"}, 400, "bad_request"),
         ("malformed token id", {**fields, "token": "not-a-uuid"}, 400, "bad_request"),
+        ("NUL in the endpoint", {**fields, "endpoint": "/file\u0000"}, 400, "bad_request"),
+        ("NUL in the user agent", {**fields, "user_agent": "sdk\u0000"}, 400, "bad_request"),
+        ("NUL in the origin", {**fields, "origin": "\u0000"}, 400, "bad_request"),
+        ("NUL in the address", {**fields, "ip_address": "10.0.0.1\u0000"}, 400, "bad_request"),
     ]
     raw_nan = json.dumps(fields)[:-1] + ', "price": NaN}'
     raw_infinity = json.dumps(fields)[:-1] + ', "price": -Infinity}'

@@ -3,11 +3,11 @@
 import enum
 from datetime import datetime
 
-from pydantic import BaseModel, Field, StrictBool, model_validator
+from pydantic import BaseModel, Field, StrictBool
 
 from zoopay.accounts.service import Membership, OrgRole, User
 from zoopay.accounts.service import Org as OrgRecord
-from zoopay.catalog.schemas import WireModel
+from zoopay.catalog.schemas import StoredWireModel, WireModel
 
 
 class UserOrgRole(enum.StrEnum):
@@ -20,7 +20,7 @@ class BlockReason(enum.StrEnum):
     PAYMENT_METHOD_FAILED = "payment_method_failed"
 
 
-class OrgDetails(WireModel):
+class OrgDetails(StoredWireModel):
     """The parts of an org its admin may set."""
 
     allow_users_in_domain_to_auto_join: StrictBool | None = None
@@ -30,14 +30,6 @@ class OrgDetails(WireModel):
     image: str | None = Field(default=None, max_length=2048)
     name: str | None = Field(default=None, max_length=200)
     phone: str | None = Field(default="", max_length=64)
-
-    @model_validator(mode="after")
-    def _no_nul_characters(self) -> "OrgDetails":
-        """PostgreSQL text cannot hold NUL: refuse it here, not with a database error."""
-        for field, value in self:
-            if isinstance(value, str) and "\x00" in value:
-                raise ValueError(f"{field} must not contain NUL characters")
-        return self
 
 
 class Org(BaseModel):

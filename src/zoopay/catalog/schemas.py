@@ -2,9 +2,9 @@
 
 import enum
 from decimal import Decimal
-from typing import Annotated, Literal
+from typing import Annotated, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, model_validator
 
 from zoopay.money import Amount
 
@@ -13,6 +13,18 @@ class WireModel(BaseModel):
     """Unknown fields are refused: a mistyped field must never be silently ignored."""
 
     model_config = ConfigDict(extra="forbid")
+
+
+class StoredWireModel(WireModel):
+    """A request whose text is stored: NUL is refused here, since PostgreSQL text cannot hold
+    it (SQLite could, so without this the two backends would disagree)."""
+
+    @model_validator(mode="after")
+    def _no_nul_characters(self) -> Self:
+        for field, value in self:
+            if isinstance(value, str) and "\x00" in value:
+                raise ValueError(f"{field} must not contain NUL characters")
+        return self
 
 
 class PlanInterval(enum.StrEnum):

@@ -9,7 +9,6 @@ import logging
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from zoopay.catalog.service import Catalog
@@ -60,19 +59,19 @@ class CallRecorder:
             await self._write(batch)
 
     async def _write(self, batch: list[_Pending]) -> None:
+        if len(batch) == 1:
+            await self._write_alone(batch[0])
+            return
         try:
             outcomes = await self._commit(batch)
-        except DBAPIError:
-            # A deadlock or a broken connection must not fail the others: one at a time.
+        except Exception:
+            # Whatever failed (a deadlock, a lost connection, one call the database refuses)
+            # must not fail the others: one at a time, each answering for itself.
             log.warning(
                 "group commit of %d calls failed; retrying one by one", len(batch), exc_info=True
             )
             for pending in batch:
                 await self._write_alone(pending)
-            return
-        except Exception as exc:  # a bug: each request answers 500 rather than hanging
-            for pending in batch:
-                _settle(pending, exc)
             return
         for pending, outcome in zip(batch, outcomes, strict=True):
             _settle(pending, outcome)

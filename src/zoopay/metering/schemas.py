@@ -9,7 +9,7 @@ from uuid import UUID
 from pydantic import AwareDatetime, BaseModel, Field, StrictInt, StringConstraints
 
 from zoopay.api.errors import Error
-from zoopay.catalog.schemas import WireModel
+from zoopay.catalog.schemas import StoredWireModel, WireModel
 from zoopay.money import Amount, Money
 
 MAX_BATCH = 1000
@@ -28,7 +28,7 @@ class Method(enum.StrEnum):
     EXTENSION = "EXTENSION"
 
 
-class ApiCallReport(WireModel):
+class ApiCallReport(StoredWireModel):
     """One API call a product made for a user, to be priced and drawn from credits."""
 
     id: UUID = Field(description="The call's id; reporting it again is idempotent")
