@@ -21,16 +21,12 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tests.conftest import Clock, Person, World
 from tests.e2e.conftest import free_port, stop, wait_until_serving
+from tests.support.reference import reference_fields
 from zoopay.db.tables import api_tokens, metadata, org_members, users
 
 ZOOPAY = Path(sys.executable).parent / "zoopay"
-REFERENCE = Path(__file__).parents[3] / "shared/reference/zoo-payments-models.schema.json"
 CLI_LIMIT_SECONDS = 120
 TOKEN = re.compile(r"zoo_[A-Za-z0-9_-]+")
-
-
-def reference_fields(model: str) -> set[str]:
-    return set(json.loads(REFERENCE.read_text())[model]["properties"])
 
 
 def zoopay_env(database_url: str) -> dict[str, str]:
