@@ -21,6 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tests.conftest import Clock, Person, World
 from tests.e2e.conftest import free_port, stop, wait_until_serving
+from tests.support.errors import assert_error
 from tests.support.reference import reference_fields
 from zoopay.db.tables import api_tokens, metadata, org_members, users
 
@@ -73,15 +74,6 @@ def email() -> str:
 async def ok(response: httpx.Response, status: int = 200) -> Any:
     assert response.status_code == status, response.text
     return response.json()
-
-
-def assert_error(response: httpx.Response, status: int, error_code: str) -> str:
-    assert response.status_code == status, response.text
-    body = response.json()
-    assert body["error_code"] == error_code
-    assert body["request_id"] == response.headers["x-api-call-id"]
-    message: str = body["message"]
-    return message
 
 
 # The zoopay command
