@@ -15,6 +15,7 @@ from zoopay.api.deps import system_clock
 from zoopay.api.errors import install_error_handlers
 from zoopay.api.hotpath import HotPaths, hot_openapi
 from zoopay.api.middleware import RequestContextMiddleware
+from zoopay.api.openapi import declare_errors
 from zoopay.billing.routes import HOT_ROUTES as billing_hot_routes
 from zoopay.billing.routes import router as billing_router
 from zoopay.catalog.routes import router as catalog_router
@@ -25,7 +26,9 @@ from zoopay.ledger.routes import router as ledger_router
 from zoopay.metering.batcher import CallRecorder
 from zoopay.metering.routes import HOT_ROUTES as metering_hot_routes
 from zoopay.metering.routes import router as metering_router
+from zoopay.subscriptions.routes import orgs_router as subscriptions_orgs_router
 from zoopay.subscriptions.routes import router as subscriptions_router
+from zoopay.subscriptions.routes import users_router as subscriptions_users_router
 
 DESCRIPTION = """\
 Payments and API credits, wire-compatible with the Payments part of Zoo's API:
@@ -60,6 +63,9 @@ def create_app(
         lifespan=lifespan,
         # FastAPI's built-in telemetry looks up OpenTelemetry providers on every request.
         telemetry={"tracing": False, "metrics": False, "logs": False},
+        # Operation ids are the route functions' names: Zoo's, for the compatible endpoints, so
+        # that generated clients get the kittycad SDK's method names.
+        generate_unique_id_function=lambda route: route.name,
     )
     app.state.engine = app_engine
     app.state.clock = system_clock
@@ -69,6 +75,8 @@ def create_app(
     routers = (
         billing_router,
         subscriptions_router,
+        subscriptions_users_router,
+        subscriptions_orgs_router,
         accounts_router,
         catalog_router,
         metering_router,
@@ -84,7 +92,9 @@ def create_app(
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
-            app.openapi_schema = hot_openapi(FastAPI.openapi(app), hot_routes)
+            routes = [route for router in routers for route in router.routes]
+            document = declare_errors(FastAPI.openapi(app), routes)
+            app.openapi_schema = hot_openapi(document, hot_routes)
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]

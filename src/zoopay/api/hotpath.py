@@ -9,7 +9,7 @@ in the OpenAPI document. Measured in bench/RESULTS.md.
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 from urllib.parse import parse_qs
 
 from pydantic import BaseModel, ValidationError
@@ -20,6 +20,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from zoopay.accounts.service import Principal
 from zoopay.api.deps import authenticate_bearer
 from zoopay.api.errors import Error, describe_validation
+from zoopay.api.openapi import AUTH_ERRORS, BODY_ERRORS, error_response
 from zoopay.api.routing import is_json, parse_json
 from zoopay.catalog.service import Catalog
 from zoopay.errors import BadRequest, UnsupportedMediaType, ZoopayError
@@ -149,15 +150,17 @@ def hot_openapi(document: dict[str, Any], routes: Sequence[HotRoute]) -> dict[st
             "responses": {
                 str(route.status): _response("Success", route.response, schemas),
                 **{
-                    str(code): _response(text, Error, schemas)
-                    for code, text in route.errors.items()
+                    str(status): error_response(status, route.errors.get(status))
+                    for status in sorted(_error_statuses(route))
                 },
             },
         }
         if route.body is not None:
             operation["requestBody"] = {
                 "required": True,
-                "content": {"application/json": {"schema": _schema_ref(route.body, schemas)}},
+                "content": {
+                    "application/json": {"schema": _schema_ref(route.body, schemas, "validation")}
+                },
             }
         if route.query:
             operation["parameters"] = [
@@ -176,6 +179,16 @@ def hot_openapi(document: dict[str, Any], routes: Sequence[HotRoute]) -> dict[st
     return document
 
 
+def _error_statuses(route: HotRoute) -> set[int]:
+    """Every hot route takes a token; what else it can refuse follows from what it reads."""
+    statuses = set(route.errors) | AUTH_ERRORS
+    if route.body is not None:
+        statuses |= BODY_ERRORS
+    if route.query:
+        statuses.add(400)
+    return statuses
+
+
 def _response(description: str, model: type[BaseModel], schemas: dict[str, Any]) -> dict[str, Any]:
     return {
         "description": description,
@@ -183,10 +196,12 @@ def _response(description: str, model: type[BaseModel], schemas: dict[str, Any])
     }
 
 
-def _schema_ref(model: type[BaseModel], schemas: dict[str, Any]) -> dict[str, str]:
-    schema = model.model_json_schema(
-        ref_template="#/components/schemas/{model}", mode="serialization"
-    )
+def _schema_ref(
+    model: type[BaseModel],
+    schemas: dict[str, Any],
+    mode: Literal["validation", "serialization"] = "serialization",
+) -> dict[str, str]:
+    schema = model.model_json_schema(ref_template="#/components/schemas/{model}", mode=mode)
     for name, definition in schema.pop("$defs", {}).items():
         schemas.setdefault(name, definition)
     schemas.setdefault(model.__name__, schema)

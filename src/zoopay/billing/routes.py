@@ -5,6 +5,7 @@ from fastapi import Query
 from zoopay.accounts.service import find_org, find_user
 from zoopay.api.deps import CatalogDep, Conn, Now, OrgMember, StaffUser, require_user
 from zoopay.api.hotpath import HotRequest, HotRoute
+from zoopay.api.openapi import errors
 from zoopay.api.routing import json_router
 from zoopay.billing.schemas import CustomerBalance, UpdatePaymentBalance
 from zoopay.billing.service import (
@@ -112,7 +113,7 @@ async def get_payment_balance_for_org(
     return await _read(conn, catalog, member.org, now, include_total_due)
 
 
-@router.get("/users/{id}/payment/balance", response_model=CustomerBalance)
+@router.get("/users/{id}/payment/balance", response_model=CustomerBalance, responses=errors(404))
 async def get_payment_balance_for_any_user(
     id: str,
     staff: StaffUser,
@@ -126,7 +127,7 @@ async def get_payment_balance_for_any_user(
     return await _read(conn, catalog, user.customer, now, include_total_due)
 
 
-@router.put("/users/{id}/payment/balance", response_model=CustomerBalance)
+@router.put("/users/{id}/payment/balance", response_model=CustomerBalance, responses=errors(404))
 async def update_payment_balance_for_any_user(
     id: str,
     body: UpdatePaymentBalance,
@@ -141,7 +142,7 @@ async def update_payment_balance_for_any_user(
     return await _update(conn, catalog, user.customer, body, staff, now, include_total_due)
 
 
-@router.get("/orgs/{id}/payment/balance", response_model=CustomerBalance)
+@router.get("/orgs/{id}/payment/balance", response_model=CustomerBalance, responses=errors(404))
 async def get_payment_balance_for_any_org(
     id: str,
     staff: StaffUser,
@@ -155,7 +156,7 @@ async def get_payment_balance_for_any_org(
     return await _read(conn, catalog, org.customer, now, include_total_due)
 
 
-@router.put("/orgs/{id}/payment/balance", response_model=CustomerBalance)
+@router.put("/orgs/{id}/payment/balance", response_model=CustomerBalance, responses=errors(404))
 async def update_payment_balance_for_any_org(
     id: str,
     body: UpdatePaymentBalance,

@@ -6,6 +6,7 @@ from fastapi import Depends
 
 from zoopay.accounts.service import find_org, find_user
 from zoopay.api.deps import Conn, CurrentUser, OrgAdmin, StaffUser
+from zoopay.api.openapi import errors
 from zoopay.api.pagination import Limit, PageToken
 from zoopay.api.routing import json_router
 from zoopay.errors import BadRequest
@@ -71,7 +72,9 @@ async def list_ledger_for_org(admin: OrgAdmin, conn: Conn, page: Page) -> Ledger
     return await _page(conn, admin.org, page)
 
 
-@router.get("/users/{id}/payment/ledger", response_model=LedgerEntryResultsPage)
+@router.get(
+    "/users/{id}/payment/ledger", response_model=LedgerEntryResultsPage, responses=errors(404)
+)
 async def list_ledger_for_any_user(
     id: str, staff: StaffUser, conn: Conn, page: Page
 ) -> LedgerEntryResultsPage:
@@ -80,7 +83,9 @@ async def list_ledger_for_any_user(
     return await _page(conn, user.customer, page)
 
 
-@router.get("/orgs/{id}/payment/ledger", response_model=LedgerEntryResultsPage)
+@router.get(
+    "/orgs/{id}/payment/ledger", response_model=LedgerEntryResultsPage, responses=errors(404)
+)
 async def list_ledger_for_any_org(
     id: str, staff: StaffUser, conn: Conn, page: Page
 ) -> LedgerEntryResultsPage:

@@ -4,6 +4,7 @@ from zoopay.accounts.service import find_user
 from zoopay.api.deps import Conn, CurrentUser, OrgAdmin, StaffUser, require_metering
 from zoopay.api.errors import Error, describe_validation
 from zoopay.api.hotpath import HotRequest, HotRoute
+from zoopay.api.openapi import errors
 from zoopay.api.pagination import Page, PageRequest, next_page_token
 from zoopay.api.routing import json_router
 from zoopay.db.engine import reading, transaction
@@ -206,7 +207,7 @@ async def user_list_api_calls(
     return await _calls_page(conn, page, user_id=user.id)
 
 
-@router.get("/user/api-calls/{id}", response_model=ApiCallWithPrice)
+@router.get("/user/api-calls/{id}", response_model=ApiCallWithPrice, responses=errors(404))
 async def get_api_call_for_user(id: str, user: CurrentUser, conn: Conn) -> ApiCallWithPrice:
     """One of the caller's API calls."""
     return api_call_with_price(await get_call(conn, id, user_id=user.id))
@@ -220,13 +221,17 @@ async def org_list_api_calls(
     return await _calls_page(conn, page, org_id=admin.org_id)
 
 
-@router.get("/org/api-calls/{id}", response_model=ApiCallWithPrice)
+@router.get("/org/api-calls/{id}", response_model=ApiCallWithPrice, responses=errors(404))
 async def get_api_call_for_org(id: str, admin: OrgAdmin, conn: Conn) -> ApiCallWithPrice:
     """Org admin: one API call charged to the org."""
     return api_call_with_price(await get_call(conn, id, org_id=admin.org_id))
 
 
-@router.get("/users/{id}/api-calls", response_model=ApiCallWithPriceResultsPage)
+@router.get(
+    "/users/{id}/api-calls",
+    response_model=ApiCallWithPriceResultsPage,
+    responses=errors(403, 404),
+)
 async def list_api_calls_for_user(
     id: str, user: CurrentUser, conn: Conn, page: Page
 ) -> ApiCallWithPriceResultsPage:
@@ -243,7 +248,7 @@ async def list_api_calls(staff: StaffUser, conn: Conn, page: Page) -> ApiCallWit
     return await _calls_page(conn, page)
 
 
-@router.get("/api-calls/{id}", response_model=ApiCallWithPrice)
+@router.get("/api-calls/{id}", response_model=ApiCallWithPrice, responses=errors(404))
 async def get_api_call(id: str, staff: StaffUser, conn: Conn) -> ApiCallWithPrice:
     """Staff: any API call."""
     return api_call_with_price(await get_call(conn, id))

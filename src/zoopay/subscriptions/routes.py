@@ -1,5 +1,6 @@
 from zoopay.accounts.service import find_org, find_user
 from zoopay.api.deps import CatalogDep, Conn, CurrentUser, Now, OrgAdmin, OrgMember, StaffUser
+from zoopay.api.openapi import errors
 from zoopay.api.routing import json_router
 from zoopay.catalog.schemas import (
     EnterpriseSubscriptionTierPrice,
@@ -23,6 +24,9 @@ from zoopay.subscriptions.service import (
 )
 
 router = json_router(tags=["payments"])
+# Zoo files these two staff endpoints under other tags: the SDK's `users` and `orgs` clients.
+users_router = json_router(tags=["users"])
+orgs_router = json_router(tags=["orgs"])
 
 
 async def _details(conn: Conn, catalog: Catalog, customer: Customer) -> ZooProductSubscriptions:
@@ -64,7 +68,11 @@ async def get_user_subscription(
     return await _details(conn, catalog, user.customer)
 
 
-@router.post("/user/payment/subscriptions", response_model=ZooProductSubscriptions)
+@router.post(
+    "/user/payment/subscriptions",
+    response_model=ZooProductSubscriptions,
+    responses=errors(409),
+)
 async def create_user_subscription(
     body: ZooProductSubscriptionsUserRequest,
     user: CurrentUser,
@@ -92,7 +100,9 @@ async def update_user_subscription(
     )
 
 
-@router.get("/org/payment/subscriptions", response_model=ZooProductSubscriptions)
+@router.get(
+    "/org/payment/subscriptions", response_model=ZooProductSubscriptions, responses=errors(404)
+)
 async def get_org_subscription(
     member: OrgMember, conn: Conn, catalog: CatalogDep
 ) -> ZooProductSubscriptions:
@@ -100,7 +110,11 @@ async def get_org_subscription(
     return await _details(conn, catalog, member.org)
 
 
-@router.post("/org/payment/subscriptions", response_model=ZooProductSubscriptions)
+@router.post(
+    "/org/payment/subscriptions",
+    response_model=ZooProductSubscriptions,
+    responses=errors(402, 409),
+)
 async def create_org_subscription(
     body: ZooProductSubscriptionsOrgRequest,
     admin: OrgAdmin,
@@ -114,7 +128,11 @@ async def create_org_subscription(
     )
 
 
-@router.put("/org/payment/subscriptions", response_model=ZooProductSubscriptions)
+@router.put(
+    "/org/payment/subscriptions",
+    response_model=ZooProductSubscriptions,
+    responses=errors(402),
+)
 async def update_org_subscription(
     body: ZooProductSubscriptionsOrgRequest,
     admin: OrgAdmin,
@@ -128,7 +146,11 @@ async def update_org_subscription(
     )
 
 
-@router.put("/users/{id}/payment/subscriptions", response_model=ZooProductSubscriptions)
+@users_router.put(
+    "/users/{id}/payment/subscriptions",
+    response_model=ZooProductSubscriptions,
+    responses=errors(404),
+)
 async def update_subscription_for_user(
     id: str,
     body: ZooProductSubscriptionsUserRequest,
@@ -144,7 +166,11 @@ async def update_subscription_for_user(
     )
 
 
-@router.put("/orgs/{id}/enterprise/pricing", response_model=ZooProductSubscriptions)
+@orgs_router.put(
+    "/orgs/{id}/enterprise/pricing",
+    response_model=ZooProductSubscriptions,
+    responses=errors(404),
+)
 async def update_enterprise_pricing_for_org(
     id: str,
     body: EnterpriseSubscriptionTierPrice,
