@@ -9,6 +9,7 @@ import httpx
 import jsonschema_rs
 import pytest
 
+from tests.support.errors import assert_error
 from tests.support.reference import sdk_operations
 
 METHODS = {"get", "put", "post", "delete", "patch"}
@@ -129,3 +130,31 @@ async def test_accepted_amounts_are_exactly_what_the_schema_allows(
         sent = response.json()["stable_api_credits_remaining_monetary_value"]
         assert re.fullmatch(r"[0-9]+\.[0-9]{2,6}", sent)
         assert Decimal(sent) == Decimal(str(value))
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "allowed"),
+    [
+        # Two routes share the path: the router alone would name only the first one's method.
+        ("OPTIONS", "/org", "GET, POST"),
+        ("DELETE", "/org/members", "GET, POST"),
+        # A hot path, served outside the router, and a path with an id in it.
+        ("TRACE", "/user/payment/balance", "GET"),
+        ("PATCH", "/users/someone@example.com/payment/balance", "GET, PUT"),
+    ],
+)
+async def test_a_wrong_method_is_405_naming_every_method_of_the_path(
+    client: httpx.AsyncClient, world: Any, method: str, path: str, allowed: str
+) -> None:
+    person = await world.user()
+    response = await client.request(method, path, headers=person.headers)
+    message = assert_error(response, 405, "method_not_allowed")
+    assert response.headers["allow"] == allowed
+    assert method in message
+
+
+async def test_an_unknown_path_is_still_404(client: httpx.AsyncClient, world: Any) -> None:
+    person = await world.user()
+    response = await client.get("/user/payment/nothing-here", headers=person.headers)
+    assert_error(response, 404, "not_found")
+    assert "allow" not in response.headers

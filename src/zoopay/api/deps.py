@@ -7,12 +7,21 @@ from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends, Path, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from zoopay.accounts.cache import TokenCache
-from zoopay.accounts.service import Membership, OrgRole, Principal, User, membership_of
+from zoopay.accounts.service import (
+    Membership,
+    Org,
+    OrgRole,
+    Principal,
+    User,
+    find_org,
+    find_user,
+    membership_of,
+)
 from zoopay.catalog.service import Catalog
 from zoopay.db.engine import transaction
 from zoopay.errors import Forbidden, NotFound, Unauthorized
@@ -116,3 +125,30 @@ CurrentUser = Annotated[User, Depends(current_user)]
 StaffUser = Annotated[User, Depends(staff_user)]
 OrgMember = Annotated[Membership, Depends(org_membership)]
 OrgAdmin = Annotated[Membership, Depends(org_admin)]
+
+# Ids in paths as the services accept them, said in the OpenAPI document (the services refuse
+# anything else with a message naming the id).
+_UUID = "[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
+_EMAIL = r"[^@\s\x00-\x1f\x7f]+@[^@\s\x00-\x1f\x7f]+"
+IdInPath = Annotated[str, Path(description="A UUID", json_schema_extra={"pattern": f"^{_UUID}$"})]
+UserInPath = Annotated[
+    str,
+    Path(
+        description="A user's id (a UUID) or email address",
+        json_schema_extra={"pattern": f"^({_UUID}|{_EMAIL})$", "maxLength": 320},
+    ),
+]
+
+
+async def any_user(staff: StaffUser, conn: Conn, id: UserInPath) -> User:
+    """Staff: the user a path names by id or email (staff is checked before the id)."""
+    return await find_user(conn, id)
+
+
+async def any_org(staff: StaffUser, conn: Conn, id: IdInPath) -> Org:
+    """Staff: the org a path names (staff is checked before the id)."""
+    return await find_org(conn, id)
+
+
+AnyUser = Annotated[User, Depends(any_user)]
+AnyOrg = Annotated[Org, Depends(any_org)]

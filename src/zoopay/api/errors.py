@@ -1,6 +1,7 @@
 """Every error leaves as `{"error_code", "message", "request_id"}`, Zoo's error shape."""
 
 import logging
+import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -9,6 +10,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException
+from starlette.routing import compile_path
 
 from zoopay.errors import ZoopayError
 
@@ -59,10 +61,37 @@ async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
 
 async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, HTTPException)
+    allowed = allowed_methods(request)
+    if exc.status_code in (404, 405) and allowed and request.method not in allowed:
+        # The path exists with other methods: 405, naming them all (the router would name only
+        # those of the first route on the path, and a hot path none).
+        message = f"{request.method} is not allowed here; use {', '.join(allowed)}"
+        response = error_response(405, "method_not_allowed", message, request_id_of(request))
+        response.headers["allow"] = ", ".join(allowed)
+        return response
     code = _HTTP_ERROR_CODES.get(exc.status_code, "error")
     response = error_response(exc.status_code, code, str(exc.detail), request_id_of(request))
     response.headers.update(exc.headers or {})
     return response
+
+
+def allowed_methods(request: Request) -> list[str]:
+    """The methods the OpenAPI document lists for the request's path: the server's own truth."""
+    paths: list[tuple[re.Pattern[str], list[str]]] | None = getattr(
+        request.app.state, "documented_paths", None
+    )
+    if paths is None:
+        # Fixed paths first: `/api-calls/batch` is not `/api-calls/{id}`.
+        documented = sorted(request.app.openapi()["paths"].items(), key=lambda item: "{" in item[0])
+        paths = [
+            (compile_path(path)[0], sorted(method.upper() for method in operations))
+            for path, operations in documented
+        ]
+        request.app.state.documented_paths = paths
+    for pattern, methods in paths:
+        if pattern.match(request.url.path):
+            return methods
+    return []
 
 
 def describe_validation(errors: Sequence[Any]) -> str:

@@ -80,6 +80,8 @@ class HotRoute:
     status: int = 200
     tag: str = "api-calls"
     errors: dict[int, str] = field(default_factory=dict)
+    # Other successes, with the same response model: status -> what it means.
+    also: dict[int, str] = field(default_factory=dict)
     query: dict[str, str] = field(default_factory=dict)
 
 
@@ -149,6 +151,10 @@ def hot_openapi(document: dict[str, Any], routes: Sequence[HotRoute]) -> dict[st
             "security": [{"HTTPBearer": []}],
             "responses": {
                 str(route.status): _response("Success", route.response, schemas),
+                **{
+                    str(status): _response(text, route.response, schemas)
+                    for status, text in route.also.items()
+                },
                 **{
                     str(status): error_response(status, route.errors.get(status))
                     for status in sorted(_error_statuses(route))

@@ -17,10 +17,19 @@ def _no_constants(name: str) -> object:
     raise BadRequest(f"{name} is not a number JSON allows")
 
 
+def _exact_number(text: str) -> Decimal | int:
+    # `405.0` is an integer to JSON Schema, so an integer field takes it. An exponent or a long
+    # literal stays a Decimal, so that `1e999999` never becomes a huge int.
+    number = Decimal(text)
+    if len(text) <= 40 and "e" not in text.lower() and number == number.to_integral_value():
+        return int(number)
+    return number
+
+
 def parse_json(body: bytes) -> Any:
     """JSON with every non-integer number as an exact Decimal, and no NaN or Infinity."""
     try:
-        return json.loads(body, parse_float=Decimal, parse_constant=_no_constants)
+        return json.loads(body, parse_float=_exact_number, parse_constant=_no_constants)
     # ValueError also covers bad UTF-8 and integers too long to convert; RecursionError, nesting
     # too deep to decode.
     except (ValueError, RecursionError) as exc:

@@ -2,8 +2,16 @@ from typing import Annotated
 
 from fastapi import Query
 
-from zoopay.accounts.service import find_org, find_user
-from zoopay.api.deps import CatalogDep, Conn, Now, OrgMember, StaffUser, require_user
+from zoopay.api.deps import (
+    AnyOrg,
+    AnyUser,
+    CatalogDep,
+    Conn,
+    Now,
+    OrgMember,
+    StaffUser,
+    require_user,
+)
 from zoopay.api.hotpath import HotRequest, HotRoute
 from zoopay.api.openapi import errors
 from zoopay.api.routing import json_router
@@ -115,21 +123,19 @@ async def get_payment_balance_for_org(
 
 @router.get("/users/{id}/payment/balance", response_model=CustomerBalance, responses=errors(404))
 async def get_payment_balance_for_any_user(
-    id: str,
-    staff: StaffUser,
+    user: AnyUser,
     conn: Conn,
     catalog: CatalogDep,
     now: Now,
     include_total_due: IncludeTotalDue = True,
 ) -> CustomerBalance:
     """Staff: any user's balance; `id` is a user id or email address."""
-    user = await find_user(conn, id)
     return await _read(conn, catalog, user.customer, now, include_total_due)
 
 
 @router.put("/users/{id}/payment/balance", response_model=CustomerBalance, responses=errors(404))
 async def update_payment_balance_for_any_user(
-    id: str,
+    user: AnyUser,
     body: UpdatePaymentBalance,
     staff: StaffUser,
     conn: Conn,
@@ -138,27 +144,24 @@ async def update_payment_balance_for_any_user(
     include_total_due: IncludeTotalDue = True,
 ) -> CustomerBalance:
     """Staff: set a user's monthly and/or stable credits to absolute amounts."""
-    user = await find_user(conn, id)
     return await _update(conn, catalog, user.customer, body, staff, now, include_total_due)
 
 
 @router.get("/orgs/{id}/payment/balance", response_model=CustomerBalance, responses=errors(404))
 async def get_payment_balance_for_any_org(
-    id: str,
-    staff: StaffUser,
+    org: AnyOrg,
     conn: Conn,
     catalog: CatalogDep,
     now: Now,
     include_total_due: IncludeTotalDue = True,
 ) -> CustomerBalance:
     """Staff: any org's balance."""
-    org = await find_org(conn, id)
     return await _read(conn, catalog, org.customer, now, include_total_due)
 
 
 @router.put("/orgs/{id}/payment/balance", response_model=CustomerBalance, responses=errors(404))
 async def update_payment_balance_for_any_org(
-    id: str,
+    org: AnyOrg,
     body: UpdatePaymentBalance,
     staff: StaffUser,
     conn: Conn,
@@ -167,5 +170,4 @@ async def update_payment_balance_for_any_org(
     include_total_due: IncludeTotalDue = True,
 ) -> CustomerBalance:
     """Staff: set an org's monthly and/or stable credits to absolute amounts."""
-    org = await find_org(conn, id)
     return await _update(conn, catalog, org.customer, body, staff, now, include_total_due)

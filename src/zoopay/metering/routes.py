@@ -1,7 +1,16 @@
+from uuid import UUID
+
 from pydantic import ValidationError
 
 from zoopay.accounts.service import find_user
-from zoopay.api.deps import Conn, CurrentUser, OrgAdmin, StaffUser, require_metering
+from zoopay.api.deps import (
+    Conn,
+    CurrentUser,
+    OrgAdmin,
+    StaffUser,
+    UserInPath,
+    require_metering,
+)
 from zoopay.api.errors import Error, describe_validation
 from zoopay.api.hotpath import HotRequest, HotRoute
 from zoopay.api.openapi import errors
@@ -12,7 +21,6 @@ from zoopay.errors import BadRequest, Forbidden
 from zoopay.metering.batcher import CallRecorder
 from zoopay.metering.schemas import (
     ApiCallBatch,
-    ApiCallBatchEnvelope,
     ApiCallBatchResults,
     ApiCallReport,
     ApiCallResult,
@@ -110,7 +118,7 @@ async def report_api_call(request: HotRequest) -> tuple[int, bytes]:
 async def report_api_calls(request: HotRequest) -> tuple[int, bytes]:
     """Report up to 1,000 calls; one result per call, in request order, each on its own."""
     principal = require_metering(request.principal)
-    items = request.parse(ApiCallBatchEnvelope).calls
+    items = request.parse(ApiCallBatch).calls
     results: list[ApiCallResult | None] = [None] * len(items)
     valid: list[tuple[int, ApiCallReport]] = []
     for index, item in enumerate(items):
@@ -169,6 +177,7 @@ HOT_ROUTES = [
         ApiCallWithPrice,
         body=ApiCallReport,
         status=201,
+        also={200: "Reported before with the same content: the original, nothing drawn again"},
         errors={
             **_METERING_ERRORS,
             404: "Unknown user",
@@ -207,10 +216,10 @@ async def user_list_api_calls(
     return await _calls_page(conn, page, user_id=user.id)
 
 
-@router.get("/user/api-calls/{id}", response_model=ApiCallWithPrice, responses=errors(404))
-async def get_api_call_for_user(id: str, user: CurrentUser, conn: Conn) -> ApiCallWithPrice:
+@router.get("/user/api-calls/{id:uuid}", response_model=ApiCallWithPrice, responses=errors(404))
+async def get_api_call_for_user(id: UUID, user: CurrentUser, conn: Conn) -> ApiCallWithPrice:
     """One of the caller's API calls."""
-    return api_call_with_price(await get_call(conn, id, user_id=user.id))
+    return api_call_with_price(await get_call(conn, str(id), user_id=user.id))
 
 
 @router.get("/org/api-calls", response_model=ApiCallWithPriceResultsPage)
@@ -221,10 +230,10 @@ async def org_list_api_calls(
     return await _calls_page(conn, page, org_id=admin.org_id)
 
 
-@router.get("/org/api-calls/{id}", response_model=ApiCallWithPrice, responses=errors(404))
-async def get_api_call_for_org(id: str, admin: OrgAdmin, conn: Conn) -> ApiCallWithPrice:
+@router.get("/org/api-calls/{id:uuid}", response_model=ApiCallWithPrice, responses=errors(404))
+async def get_api_call_for_org(id: UUID, admin: OrgAdmin, conn: Conn) -> ApiCallWithPrice:
     """Org admin: one API call charged to the org."""
-    return api_call_with_price(await get_call(conn, id, org_id=admin.org_id))
+    return api_call_with_price(await get_call(conn, str(id), org_id=admin.org_id))
 
 
 @router.get(
@@ -233,7 +242,7 @@ async def get_api_call_for_org(id: str, admin: OrgAdmin, conn: Conn) -> ApiCallW
     responses=errors(403, 404),
 )
 async def list_api_calls_for_user(
-    id: str, user: CurrentUser, conn: Conn, page: Page
+    id: UserInPath, user: CurrentUser, conn: Conn, page: Page
 ) -> ApiCallWithPriceResultsPage:
     """The API calls of a user: yourself, or anyone for staff."""
     if not user.is_staff and id.lower() not in (user.id, user.email):
@@ -248,7 +257,7 @@ async def list_api_calls(staff: StaffUser, conn: Conn, page: Page) -> ApiCallWit
     return await _calls_page(conn, page)
 
 
-@router.get("/api-calls/{id}", response_model=ApiCallWithPrice, responses=errors(404))
-async def get_api_call(id: str, staff: StaffUser, conn: Conn) -> ApiCallWithPrice:
+@router.get("/api-calls/{id:uuid}", response_model=ApiCallWithPrice, responses=errors(404))
+async def get_api_call(id: UUID, staff: StaffUser, conn: Conn) -> ApiCallWithPrice:
     """Staff: any API call."""
-    return api_call_with_price(await get_call(conn, id))
+    return api_call_with_price(await get_call(conn, str(id)))

@@ -51,13 +51,13 @@ class ApiCallReport(StoredWireModel):
 
 
 class ApiCallBatch(WireModel):
-    calls: Annotated[list[ApiCallReport], Field(max_length=MAX_BATCH)]
+    """Up to 1,000 calls, each read as an `ApiCallReport` on its own: one that is not valid
+    gets its error in the results and the others are recorded, so any item is accepted here."""
 
-
-class ApiCallBatchEnvelope(WireModel):
-    """A batch as first read: its calls are checked one by one, so each stands alone."""
-
-    calls: Annotated[list[Any], Field(max_length=MAX_BATCH)]
+    calls: Annotated[
+        list[Any],
+        Field(max_length=MAX_BATCH, description="`ApiCallReport` objects, each checked alone"),
+    ]
 
 
 class ApiCallWithPrice(BaseModel):

@@ -1,5 +1,14 @@
-from zoopay.accounts.service import find_org, find_user
-from zoopay.api.deps import CatalogDep, Conn, CurrentUser, Now, OrgAdmin, OrgMember, StaffUser
+from zoopay.api.deps import (
+    AnyOrg,
+    AnyUser,
+    CatalogDep,
+    Conn,
+    CurrentUser,
+    Now,
+    OrgAdmin,
+    OrgMember,
+    StaffUser,
+)
 from zoopay.api.openapi import errors
 from zoopay.api.routing import json_router
 from zoopay.catalog.schemas import (
@@ -152,7 +161,7 @@ async def update_org_subscription(
     responses=errors(404),
 )
 async def update_subscription_for_user(
-    id: str,
+    user: AnyUser,
     body: ZooProductSubscriptionsUserRequest,
     staff: StaffUser,
     conn: Conn,
@@ -160,7 +169,6 @@ async def update_subscription_for_user(
     now: Now,
 ) -> ZooProductSubscriptions:
     """Staff: change any user's plan; `id` is a user id or email address."""
-    user = await find_user(conn, id)
     return await _subscribe(
         conn, catalog, user.customer, _user_tier(body), body.pay_annually, staff.id, now, False
     )
@@ -172,15 +180,13 @@ async def update_subscription_for_user(
     responses=errors(404),
 )
 async def update_enterprise_pricing_for_org(
-    id: str,
+    org: AnyOrg,
     body: EnterpriseSubscriptionTierPrice,
-    staff: StaffUser,
     conn: Conn,
     catalog: CatalogDep,
     now: Now,
 ) -> ZooProductSubscriptions:
     """Staff: set the price sales agreed with an org; returns the enterprise tier at that price."""
-    org = await find_org(conn, id)
     enterprise = catalog.plan(TierName.ENTERPRISE)
     if enterprise is None:
         raise BadRequest("the catalog offers no enterprise tier")
