@@ -168,10 +168,12 @@ async def test_staff_puts_stay_staff_changes_and_do_not_open_grants(
     async with engine.connect() as conn:
         staff_entries = (
             await conn.execute(
-                select(ledger_entries.c.delta_micros, ledger_entries.c.actor).where(
+                select(ledger_entries.c.delta_micros, ledger_entries.c.actor)
+                .where(
                     ledger_entries.c.customer_id == alice.id,
                     ledger_entries.c.reason == "staff_change",
                 )
+                .order_by(ledger_entries.c.id)
             )
         ).all()
     assert [tuple(e) for e in staff_entries] == [
