@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tests.conftest import START, Clock, Person, World
 from tests.metering.conftest import Meter
+from tests.subscriptions.test_plan_rules import ENTERPRISE_PRICE, set_enterprise_price, set_monthly
 from zoopay.accounts import service as accounts
 from zoopay.db.engine import transaction
 from zoopay.db.tables import ledger_entries, monthly_grants
@@ -125,12 +126,7 @@ async def test_an_org_flipping_team_and_enterprise_gets_one_enterprise_grant(
     staff = await world.user(staff=True)
     admin = await world.user()
     org = await world.org(admin)
-    pricing = await client.put(
-        f"/orgs/{org.id}/enterprise/pricing",
-        json={"type": "flat", "interval": "month", "price": "5000.00"},
-        headers=staff.headers,
-    )
-    assert pricing.status_code == 200, pricing.text
+    await set_enterprise_price(client, staff, org.id, ENTERPRISE_PRICE)
     await flip(client, admin, "org", "team", GRANTS["team"])
     await spend(meter, admin, GRANTS["team"])
     await flip(client, admin, "org", "enterprise", 750_000_000)
@@ -150,19 +146,9 @@ async def test_staff_puts_stay_staff_changes_and_do_not_open_grants(
     later upgrade grant more than the period has left."""
     staff = await world.user(staff=True)
     alice = await world.user()
-    put = await client.put(
-        f"/users/{alice.id}/payment/balance",
-        json={"monthly_api_credits_remaining_monetary_value": "0"},
-        headers=staff.headers,
-    )
-    assert put.status_code == 200, put.text
+    await set_monthly(client, staff, f"/users/{alice.id}", "0.00")
     await flip(client, alice, "user", "pro", 90_000_000)
-    put = await client.put(
-        f"/users/{alice.id}/payment/balance",
-        json={"monthly_api_credits_remaining_monetary_value": "500.00"},
-        headers=staff.headers,
-    )
-    assert put.status_code == 200, put.text
+    await set_monthly(client, staff, f"/users/{alice.id}", "500.00")
     await flip(client, alice, "user", "free", GRANTS["free"])
     await flip(client, alice, "user", "pro", GRANTS["free"])
     async with engine.connect() as conn:
