@@ -6,6 +6,7 @@ credits entering the monthly bucket (grant, plan changes, refresh) must never ex
 largest grant of a plan held in that period.
 """
 
+import itertools
 from datetime import UTC, datetime
 from typing import Any
 
@@ -15,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tests.conftest import START, Clock, Person, World
 from tests.metering.conftest import Meter
+from tests.metering.test_refresh_and_listings import _cli
 from tests.subscriptions.test_plan_rules import ENTERPRISE_PRICE, set_enterprise_price, set_monthly
 from zoopay.accounts import service as accounts
 from zoopay.db.engine import transaction
@@ -50,8 +52,10 @@ async def flip(
     assert balance.json()["monthly_api_credits_remaining_monetary_value"] == format_micros(monthly)
 
 
-async def granted_since(engine: AsyncEngine, customer_id: str, since: datetime) -> int:
-    """What the ledger shows entering the monthly bucket by grants since `since`."""
+async def granted_since(
+    engine: AsyncEngine, customer_id: str, since: datetime, until: datetime | None = None
+) -> int:
+    """What the ledger shows entering the monthly bucket by grants from `since` (to `until`)."""
     query = select(ledger_entries).where(
         ledger_entries.c.customer_id == customer_id,
         ledger_entries.c.bucket == "monthly",
@@ -59,6 +63,8 @@ async def granted_since(engine: AsyncEngine, customer_id: str, since: datetime) 
         ledger_entries.c.delta_micros > 0,
         ledger_entries.c.created_at >= since,
     )
+    if until is not None:
+        query = query.where(ledger_entries.c.created_at < until)
     async with engine.connect() as conn:
         return sum(row.delta_micros for row in await conn.execute(query))
 
@@ -167,3 +173,35 @@ async def test_staff_puts_stay_staff_changes_and_do_not_open_grants(
         (410_000_000, staff.id),
     ]
     assert await granted_since(engine, alice.id, START) == GRANTS["pro"]
+
+
+async def test_every_refresh_path_starts_the_period_with_its_grant_and_no_more(
+    client: httpx.AsyncClient, world: World, engine: AsyncEngine, clock: Clock, database_url: str
+) -> None:
+    """`zoopay billing refresh` (another process) and a reported call's debit both begin a
+    period on the plan's grant; flips after either grant nothing beyond it."""
+    meter = await new_meter(client, engine, clock)
+    alice = await world.user()
+    await flip(client, alice, "user", "pro", GRANTS["pro"])
+    await spend(meter, alice, GRANTS["pro"])
+
+    assert _cli(database_url, "billing", "refresh", "--at", "2026-02-16T00:00:00+0000") == {
+        "refreshed": 1
+    }
+    clock.now = datetime(2026, 2, 16, tzinfo=UTC)
+    await spend(meter, alice, GRANTS["pro"])
+    await flip(client, alice, "user", "free", 0)
+    await flip(client, alice, "user", "pro", 0)
+
+    clock.now = datetime(2026, 3, 16, tzinfo=UTC)
+    await spend(meter, alice, GRANTS["pro"])  # refreshes to 100.00, then draws it all
+    await flip(client, alice, "user", "free", 0)
+    await flip(client, alice, "user", "pro", 0)
+
+    periods = [START, datetime(2026, 2, 15, 12, tzinfo=UTC), datetime(2026, 3, 15, 12, tzinfo=UTC)]
+    rows = await grant_rows(engine, alice.id)
+    assert [(r["period_start"], r["granted_micros"]) for r in rows] == [
+        (start, GRANTS["pro"]) for start in periods
+    ]
+    for start, end in itertools.pairwise([*periods, None]):
+        assert await granted_since(engine, alice.id, start, until=end) == GRANTS["pro"]
