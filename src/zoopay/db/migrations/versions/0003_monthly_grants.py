@@ -17,7 +17,7 @@ depends_on: str | Sequence[str] | None = None
 # The current period of every subscription, with what its ledger shows entering the monthly
 # bucket by grant, plan change or refresh since the period began: the most this period can
 # have granted. The catalog (the plans' grants) is not known here, so the largest grant held
-# is taken as what was granted; the first plan change after the upgrade raises it.
+# is taken as what was granted; a later upgrade raises it.
 _BACKFILL = """
 INSERT INTO monthly_grants
     (customer_id, period_start, granted_micros, largest_grant_micros, updated_at)
