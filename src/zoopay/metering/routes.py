@@ -191,6 +191,7 @@ HOT_ROUTES = [
         "Report up to 1,000 API calls (service or staff)",
         ApiCallBatchResults,
         body=ApiCallBatch,
+        errors=_METERING_ERRORS,
     ),
     HotRoute(
         "POST",
