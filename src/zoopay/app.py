@@ -12,7 +12,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from zoopay.accounts.cache import TokenCache
 from zoopay.accounts.routes import router as accounts_router
 from zoopay.api.deps import system_clock
-from zoopay.api.errors import install_error_handlers
+from zoopay.api.errors import declare_unavailable, install_error_handlers
+from zoopay.api.health import router as health_router
 from zoopay.api.hotpath import HotPaths, hot_openapi
 from zoopay.api.middleware import RequestContextMiddleware
 from zoopay.billing.routes import HOT_ROUTES as billing_hot_routes
@@ -38,10 +39,15 @@ def create_app(
     settings: Settings, *, engine: AsyncEngine | None = None, catalog: Catalog | None = None
 ) -> FastAPI:
     owns_engine = engine is None
-    app_engine = engine or create_engine(settings.database_url)
+    app_engine = engine or create_engine(settings.database_url, timeouts=settings.timeouts())
 
     app_catalog = catalog or load_catalog(settings.catalog)
-    recorder = CallRecorder(app_engine, app_catalog)
+    recorder = CallRecorder(
+        app_engine,
+        app_catalog,
+        queue_limit=settings.report_queue_limit,
+        wait_seconds=settings.report_wait_seconds(),
+    )
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -58,6 +64,8 @@ def create_app(
         docs_url="/docs",
         redoc_url=None,
         lifespan=lifespan,
+        # No redirect from /path/ to /path: it would be built from the request's Host header.
+        redirect_slashes=False,
         # FastAPI's built-in telemetry looks up OpenTelemetry providers on every request.
         telemetry={"tracing": False, "metrics": False, "logs": False},
     )
@@ -73,6 +81,7 @@ def create_app(
         catalog_router,
         metering_router,
         ledger_router,
+        health_router,
     )
     for router in routers:
         app.include_router(router)
@@ -84,7 +93,8 @@ def create_app(
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
-            app.openapi_schema = hot_openapi(FastAPI.openapi(app), hot_routes)
+            document = hot_openapi(FastAPI.openapi(app), hot_routes)
+            app.openapi_schema = declare_unavailable(document)
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]

@@ -12,6 +12,10 @@ from pydantic import BeforeValidator, PlainSerializer, WithJsonSchema
 
 MICROS_PER_DOLLAR = 1_000_000
 MAX_DOLLARS = Decimal(1_000_000_000)
+# The most a balance bucket or a ledger amount can hold: its BIGINT column's largest value.
+MAX_BALANCE_MICROS = 2**63 - 1
+# The most one reported API call may cost.
+MAX_CALL_PRICE_MICROS = 10_000 * MICROS_PER_DOLLAR
 ONE_MICRO = Decimal("0.000001")
 
 

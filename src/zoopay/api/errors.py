@@ -23,6 +23,7 @@ _HTTP_ERROR_CODES = {
     409: "conflict",
     413: "payload_too_large",
     415: "unsupported_media_type",
+    503: "service_unavailable",
 }
 
 
@@ -47,7 +48,9 @@ def error_response(
 
 async def _zoopay_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, ZoopayError)
-    return error_response(exc.status_code, exc.error_code, exc.message, request_id_of(request))
+    response = error_response(exc.status_code, exc.error_code, exc.message, request_id_of(request))
+    response.headers.update(exc.headers)
+    return response
 
 
 async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
@@ -75,6 +78,27 @@ def describe_validation(errors: Sequence[Any]) -> str:
             message = "is not a known field"
         problems.append(f"{location or 'body'}: {message.removeprefix('Value error, ')}")
     return "invalid request: " + "; ".join(problems)
+
+
+UNAVAILABLE_RESPONSE = {
+    "description": "The database is not answering in time (or, for reports, too many wait):"
+    " retry after `Retry-After` seconds",
+    "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
+}
+
+
+def declare_unavailable(document: dict[str, Any]) -> dict[str, Any]:
+    """Every authenticated operation may answer 503: say so in the OpenAPI document."""
+    document.setdefault("components", {}).setdefault("schemas", {}).setdefault(
+        "Error", Error.model_json_schema()
+    )
+    for operations in document.get("paths", {}).values():
+        for operation in operations.values():
+            # An operation without a token (the catalog, the probes) touches no database, or,
+            # like /readyz, declares its own 503.
+            if operation.get("security"):
+                operation.setdefault("responses", {}).setdefault("503", UNAVAILABLE_RESPONSE)
+    return document
 
 
 def install_error_handlers(app: FastAPI) -> None:

@@ -1,5 +1,6 @@
 """ASGI middleware: a request id on every response, a cap on body size, and the last word on
-unexpected errors (a 500 in the API's error shape, with the id, and nothing else leaked)."""
+unexpected errors (in the API's error shape, with the id, and nothing else leaked): a database
+that is down or hung is a 503 to retry, anything else a 500."""
 
 import json
 import logging
@@ -7,7 +8,8 @@ import uuid
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from zoopay.errors import PayloadTooLarge
+from zoopay.db.engine import is_unavailable
+from zoopay.errors import PayloadTooLarge, ServiceUnavailable
 
 log = logging.getLogger("zoopay")
 
@@ -40,9 +42,18 @@ class RequestContextMiddleware:
             return
         try:
             await self.app(scope, self._capped(receive), send_with_id)
-        except Exception:
-            log.exception("unhandled error in request %s", request_id)
-            if not started:
+        except Exception as exc:
+            if started:
+                log.exception("error after the response began, in request %s", request_id)
+            elif is_unavailable(exc):
+                # Every route and hot path passes here: the one place a database fault is a 503.
+                log.warning("database unavailable in request %s: %r", request_id, exc)
+                error = UNAVAILABLE
+                await _send_error(
+                    send_with_id, 503, error.error_code, error.message, request_id, error.headers
+                )
+            else:
+                log.exception("unhandled error in request %s", request_id)
                 message = "internal error; quote the request id when reporting it"
                 await _send_error(send_with_id, 500, "internal_error", message, request_id)
 
@@ -73,8 +84,19 @@ class RequestContextMiddleware:
         return capped_receive
 
 
-async def _send_error(send: Send, status: int, code: str, message: str, request_id: str) -> None:
+UNAVAILABLE = ServiceUnavailable("the database is not answering in time: try again shortly")
+
+
+async def _send_error(
+    send: Send,
+    status: int,
+    code: str,
+    message: str,
+    request_id: str,
+    extra_headers: dict[str, str] | None = None,
+) -> None:
     body = json.dumps({"error_code": code, "message": message, "request_id": request_id}).encode()
     headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    headers += [(k.lower().encode(), v.encode()) for k, v in (extra_headers or {}).items()]
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
