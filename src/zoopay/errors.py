@@ -2,7 +2,7 @@
 
 # How much of a client's input an error message may quote: enough to recognise it, never a
 # megabyte echoed back (or into a log).
-QUOTE_LIMIT = 40
+QUOTE_LIMIT = 64
 
 
 def quoted(value: object) -> str:

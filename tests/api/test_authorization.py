@@ -38,6 +38,7 @@ ERROR_CODES = {
     409: "conflict",
     413: "payload_too_large",
     415: "unsupported_media_type",
+    503: "service_unavailable",
 }
 
 MONTHLY = "monthly_api_credits_remaining_monetary_value"
@@ -421,6 +422,14 @@ async def openapi_document(call: Call) -> None:
         assert path in body["paths"]
 
 
+async def alive(call: Call) -> None:
+    assert call.body == {"status": "alive"}
+
+
+async def ready(call: Call) -> None:
+    assert call.body == {"status": "ready"}
+
+
 async def swagger_ui(call: Call) -> None:
     assert call.response.headers["content-type"].startswith("text/html")
     assert "swagger-ui" in call.response.text
@@ -523,13 +532,15 @@ ENDPOINTS = [
     ),
     Endpoint("GET", "/", EVERYONE, openapi_document),
     Endpoint("GET", "/docs", EVERYONE, swagger_ui),
+    Endpoint("GET", "/healthz", EVERYONE, alive),
+    Endpoint("GET", "/readyz", EVERYONE, ready),
 ]
 
 CELLS = [(endpoint, principal) for endpoint in ENDPOINTS for principal in PRINCIPALS]
 
 
 def test_the_matrix_covers_every_endpoint_of_the_issue() -> None:
-    assert len({endpoint.name for endpoint in ENDPOINTS}) == len(ENDPOINTS) == 22
+    assert len({endpoint.name for endpoint in ENDPOINTS}) == len(ENDPOINTS) == 24
     for endpoint in ENDPOINTS:
         assert set(endpoint.expect) == set(PRINCIPALS), endpoint.name
         if endpoint.method in ("POST", "PUT"):

@@ -14,9 +14,9 @@ from tests.conftest import Clock, Person, World
 from zoopay.catalog.service import Catalog
 from zoopay.db.engine import reading, transaction
 from zoopay.db.tables import api_calls
+from zoopay.ledger.service import Bucket, Posting, Reason, lock_balance, post
 from zoopay.metering.batcher import CallRecorder
 from zoopay.metering.schemas import ApiCallReport
-from zoopay.ledger.service import Bucket, Posting, Reason, lock_balance, post
 from zoopay.metering.service import Reported
 from zoopay.money import MAX_BALANCE_MICROS
 

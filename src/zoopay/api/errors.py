@@ -10,7 +10,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException
 
-from zoopay.errors import ZoopayError
+from zoopay.errors import QUOTE_LIMIT, ZoopayError, quoted
 
 log = logging.getLogger("zoopay")
 
@@ -68,16 +68,26 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     return response
 
 
+_MOST_PROBLEMS = 5
+
+
 def describe_validation(errors: Sequence[Any]) -> str:
-    """One readable line per problem: where it is and what is wrong."""
+    """One readable line per problem, for the first few: where it is and what is wrong. Field
+    names come from the client, so they are cut like any other input they quote."""
     problems = []
-    for err in errors:
-        location = ".".join(str(part) for part in err.get("loc", ()) if part != "body")
+    for err in errors[:_MOST_PROBLEMS]:
+        location = ".".join(_part(part) for part in err.get("loc", ()) if part != "body")
         message = str(err.get("msg", "is invalid"))
         if err.get("type") == "extra_forbidden":
             message = "is not a known field"
         problems.append(f"{location or 'body'}: {message.removeprefix('Value error, ')}")
-    return "invalid request: " + "; ".join(problems)
+    more = len(errors) - _MOST_PROBLEMS
+    return "invalid request: " + "; ".join(problems) + (f"; and {more} more" if more > 0 else "")
+
+
+def _part(part: object) -> str:
+    text = str(part)
+    return text if len(text) <= QUOTE_LIMIT else quoted(text)
 
 
 UNAVAILABLE_RESPONSE = {

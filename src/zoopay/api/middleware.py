@@ -37,11 +37,8 @@ class RequestContextMiddleware:
                 message["headers"] = [*headers, (REQUEST_ID_HEADER, request_id.encode())]
             await send(message)
 
-        if self._declared_length(scope) > self.max_body_bytes:
-            await _send_error(send_with_id, 413, "payload_too_large", self._too_large(), request_id)
-            return
         try:
-            await self.app(scope, self._capped(receive), send_with_id)
+            await self.app(scope, self._capped(scope, receive), send_with_id)
         except Exception as exc:
             if started:
                 log.exception("error after the response began, in request %s", request_id)
@@ -70,11 +67,15 @@ class RequestContextMiddleware:
                     return 0
         return 0
 
-    def _capped(self, receive: Receive) -> Receive:
-        received = 0
+    def _capped(self, scope: Scope, receive: Receive) -> Receive:
+        # Checked when the body is first read, not before: a route decides who is asking first,
+        # so that a caller without a token gets its 401 whatever it sent.
+        received = 0 if self._declared_length(scope) <= self.max_body_bytes else None
 
         async def capped_receive() -> Message:
             nonlocal received
+            if received is None:
+                raise PayloadTooLarge(self._too_large())
             message = await receive()
             received += len(message.get("body", b""))
             if received > self.max_body_bytes:
