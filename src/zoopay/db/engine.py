@@ -39,7 +39,7 @@ class Timeouts:
     """The longest zoopay waits on its database, in seconds, before giving up."""
 
     connect: float = 2.0  # to open a connection (PostgreSQL)
-    statement: float = 3.0  # for one statement; on SQLite, for the write lock
+    statement: float = 2.0  # for one statement; on SQLite, for the write lock
     pool: float = 2.0  # for a free connection of the pool
 
 
