@@ -134,6 +134,30 @@ async def test_a_full_report_queue_refuses_at_once_and_loses_nothing_it_took(
     assert stored == {str(c.id) for c in calls[:2]}
 
 
+async def test_a_report_whose_commit_does_not_come_is_a_503_within_its_bound(
+    engine: AsyncEngine, catalog: Catalog, world: World, clock: Clock, database_url: str
+) -> None:
+    alice = await world.user()
+    call = report(alice.id, clock)
+    # Shorter than the lock wait (the statement timeout): the report gives up first.
+    recorder = CallRecorder(engine, catalog, wait_seconds=0.5)
+    try:
+        async with write_lock_held(engine, database_url):
+            started = time.monotonic()
+            with pytest.raises(ServiceUnavailable) as refused:
+                await recorder.record(Reported(call, SERVICE_TOKEN_ID), clock.now)
+            assert time.monotonic() - started < ANSWER_DEADLINE_SECONDS
+        assert refused.value.headers == {"Retry-After": "1"}
+        # Sent again once the database is free, it is recorded once.
+        again = await recorder.record(Reported(call, SERVICE_TOKEN_ID), clock.now)
+    finally:
+        await recorder.close()
+    assert again.status in (200, 201)
+    async with engine.connect() as conn:
+        stored = list((await conn.execute(select(api_calls.c.id))).scalars())
+    assert stored == [str(call.id)]
+
+
 # --- a database that hangs or goes away (PostgreSQL, behind a proxy) -------------------------
 
 
