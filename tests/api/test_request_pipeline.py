@@ -9,8 +9,9 @@ import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.types import Message
 
-from tests.api.test_authorization import assert_error, dump
 from tests.conftest import World
+from tests.support.database import dump
+from tests.support.errors import assert_error
 from zoopay.app import create_app
 from zoopay.catalog.service import Catalog
 from zoopay.config import Settings

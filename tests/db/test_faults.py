@@ -20,10 +20,10 @@ from sqlalchemy import select
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from tests.api.test_authorization import assert_error
 from tests.conftest import BACKEND, Clock, World
 from tests.metering.conftest import Meter
-from tests.metering.test_group_commit import SERVICE_TOKEN_ID, report
+from tests.support.errors import assert_error
+from tests.support.metering import SERVICE_TOKEN_ID, report
 from zoopay.accounts import service as accounts
 from zoopay.app import create_app
 from zoopay.catalog.service import Catalog

@@ -9,10 +9,10 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from tests.api.test_authorization import assert_error
 from tests.conftest import World
 from tests.metering.conftest import Meter, balance_of, ledger_count
-from tests.metering.test_group_commit import owing_nearly_the_most
+from tests.support.errors import assert_error
+from tests.support.metering import owing_nearly_the_most
 from zoopay.db.tables import api_calls
 
 YEARS = timedelta(days=3 * 365)

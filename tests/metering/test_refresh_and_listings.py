@@ -11,9 +11,9 @@ import httpx
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from tests.api.test_authorization import dump
 from tests.conftest import Clock, World
 from tests.metering.conftest import Meter
+from tests.support.database import dump
 from zoopay.db.tables import ledger_entries
 
 ZOOPAY = str(Path(sys.executable).with_name("zoopay"))
