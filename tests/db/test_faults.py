@@ -114,6 +114,33 @@ async def test_reads_do_not_wait_for_a_writer_and_a_write_gets_503_in_time(
     assert again.json()["stable_api_credits_remaining_monetary_value"] == "5.00"
 
 
+async def test_over_http_a_report_not_recorded_in_time_is_a_503_with_retry_after(
+    app_settings: Settings,
+    engine: AsyncEngine,
+    catalog: Catalog,
+    world: World,
+    clock: Clock,
+    database_url: str,
+) -> None:
+    alice = await world.user()
+    app = create_app(app_settings, engine=engine, catalog=catalog)
+    app.state.clock = lambda: clock.now
+    # It waits less than the database waits for the lock: the report gives up first.
+    app.state.call_recorder = CallRecorder(engine, catalog, wait_seconds=0.2)
+    async with transaction(engine) as conn:
+        token = await accounts.create_service_token(conn, "p", clock.now)
+    transport = httpx.ASGITransport(app=app)
+    try:
+        async with httpx.AsyncClient(transport=transport, base_url="http://zoopay.test") as client:
+            meter = Meter(client, token, clock)
+            async with write_lock_held(engine, database_url):
+                response, _ = await _timed(meter.report(meter.call(alice.id)))
+    finally:
+        await app.state.call_recorder.close()
+    assert_unavailable(response)
+    assert "send it again" in response.json()["message"]
+
+
 async def test_a_full_report_queue_refuses_at_once_and_loses_nothing_it_took(
     engine: AsyncEngine, catalog: Catalog, world: World, clock: Clock, database_url: str
 ) -> None:

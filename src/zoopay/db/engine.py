@@ -155,6 +155,8 @@ def _causes(exc: BaseException) -> Iterator[BaseException]:
         seen.add(id(error))
         yield error
         orig = getattr(error, "orig", None)
-        pending += [error.__cause__, error.__context__]
+        pending.append(error.__cause__)
+        if not error.__suppress_context__:  # `raise ... from None` hid it on purpose
+            pending.append(error.__context__)
         if isinstance(orig, BaseException):
             pending.append(orig)
