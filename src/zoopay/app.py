@@ -13,6 +13,7 @@ from zoopay.accounts.cache import TokenCache
 from zoopay.accounts.routes import router as accounts_router
 from zoopay.api.deps import system_clock
 from zoopay.api.errors import install_error_handlers
+from zoopay.api.health import router as health_router
 from zoopay.api.hotpath import HotPaths, hot_openapi
 from zoopay.api.middleware import RequestContextMiddleware
 from zoopay.api.openapi import declare_errors
@@ -41,10 +42,15 @@ def create_app(
     settings: Settings, *, engine: AsyncEngine | None = None, catalog: Catalog | None = None
 ) -> FastAPI:
     owns_engine = engine is None
-    app_engine = engine or create_engine(settings.database_url)
+    app_engine = engine or create_engine(settings.database_url, timeouts=settings.timeouts())
 
     app_catalog = catalog or load_catalog(settings.catalog)
-    recorder = CallRecorder(app_engine, app_catalog)
+    recorder = CallRecorder(
+        app_engine,
+        app_catalog,
+        queue_limit=settings.report_queue_limit,
+        wait_seconds=settings.report_wait_seconds(),
+    )
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -61,6 +67,8 @@ def create_app(
         docs_url="/docs",
         redoc_url=None,
         lifespan=lifespan,
+        # No redirect from /path/ to /path: it would be built from the request's Host header.
+        redirect_slashes=False,
         # FastAPI's built-in telemetry looks up OpenTelemetry providers on every request.
         telemetry={"tracing": False, "metrics": False, "logs": False},
         # Operation ids are the route functions' names: Zoo's, for the compatible endpoints, so
@@ -81,6 +89,7 @@ def create_app(
         catalog_router,
         metering_router,
         ledger_router,
+        health_router,
     )
     for router in routers:
         app.include_router(router)

@@ -10,8 +10,14 @@ from typing import Annotated
 
 from pydantic import BeforeValidator, PlainSerializer, WithJsonSchema
 
+from zoopay.errors import quoted
+
 MICROS_PER_DOLLAR = 1_000_000
 MAX_DOLLARS = Decimal(1_000_000_000)
+# The most a balance bucket or a ledger amount can hold: its BIGINT column's largest value.
+MAX_BALANCE_MICROS = 2**63 - 1
+# The most one reported API call may cost.
+MAX_CALL_PRICE_MICROS = 10_000 * MICROS_PER_DOLLAR
 ONE_MICRO = Decimal("0.000001")
 
 
@@ -33,7 +39,7 @@ def parse_dollars(value: object) -> Decimal:
         if value.startswith("-") and _DECIMAL_STRING.fullmatch(value[1:]):
             raise InvalidAmount("an amount must not be negative")
         if not _DECIMAL_STRING.fullmatch(value):
-            raise InvalidAmount(f'{value!r} is not a decimal amount like "19.00"')
+            raise InvalidAmount(f'{quoted(value)} is not a decimal amount like "19.00"')
         dollars = Decimal(value)
     else:
         raise InvalidAmount("an amount must be a JSON number or a decimal string")

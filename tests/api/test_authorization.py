@@ -392,6 +392,14 @@ async def openapi_document(call: Call) -> None:
         assert path in body["paths"]
 
 
+async def alive(call: Call) -> None:
+    assert call.body == {"status": "alive"}
+
+
+async def ready(call: Call) -> None:
+    assert call.body == {"status": "ready"}
+
+
 async def swagger_ui(call: Call) -> None:
     assert call.response.headers["content-type"].startswith("text/html")
     assert "swagger-ui" in call.response.text
@@ -494,13 +502,15 @@ ENDPOINTS = [
     ),
     Endpoint("GET", "/", EVERYONE, openapi_document),
     Endpoint("GET", "/docs", EVERYONE, swagger_ui),
+    Endpoint("GET", "/healthz", EVERYONE, alive),
+    Endpoint("GET", "/readyz", EVERYONE, ready),
 ]
 
 CELLS = [(endpoint, principal) for endpoint in ENDPOINTS for principal in PRINCIPALS]
 
 
 def test_the_matrix_covers_every_endpoint_of_the_issue() -> None:
-    assert len({endpoint.name for endpoint in ENDPOINTS}) == len(ENDPOINTS) == 22
+    assert len({endpoint.name for endpoint in ENDPOINTS}) == len(ENDPOINTS) == 24
     for endpoint in ENDPOINTS:
         assert set(endpoint.expect) == set(PRINCIPALS), endpoint.name
         if endpoint.method in ("POST", "PUT"):

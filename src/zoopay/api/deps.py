@@ -10,6 +10,8 @@ from typing import Annotated
 from fastapi import Depends, Path, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from starlette.datastructures import Headers
+from starlette.types import Scope
 
 from zoopay.accounts.cache import TokenCache
 from zoopay.accounts.service import (
@@ -23,7 +25,7 @@ from zoopay.accounts.service import (
     membership_of,
 )
 from zoopay.catalog.service import Catalog
-from zoopay.db.engine import transaction
+from zoopay.db.engine import reading, transaction
 from zoopay.errors import Forbidden, NotFound, Unauthorized
 
 _bearer = HTTPBearer(auto_error=False, description="An API token: `Authorization: Bearer TOKEN`")
@@ -49,10 +51,19 @@ async def get_now(request: Request) -> datetime:
     return clock()
 
 
+_READ_METHODS = frozenset({"GET", "HEAD"})
+
+
 async def get_conn(
-    engine: Annotated[AsyncEngine, Depends(get_engine)],
+    request: Request, engine: Annotated[AsyncEngine, Depends(get_engine)]
 ) -> AsyncIterator[AsyncConnection]:
-    """The request's unit of work, committed when the route returns."""
+    """The request's unit of work, committed when the route returns. A GET only reads: it
+    gets a connection outside any transaction, which on SQLite never waits for the write lock
+    (a GET that may write, such as a balance refresh, opens its own transaction)."""
+    if request.method in _READ_METHODS:
+        async with reading(engine) as conn:
+            yield conn
+        return
     async with transaction(engine) as conn:
         yield conn
 
@@ -63,10 +74,24 @@ async def get_token_cache(request: Request) -> TokenCache:
 
 
 async def current_principal(
-    cache: Annotated[TokenCache, Depends(get_token_cache)],
-    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+    request: Request,
+    _documented: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> Principal:
-    return await authenticate_bearer(cache, credentials.credentials if credentials else None)
+    # `_documented` only puts the bearer scheme in the OpenAPI document.
+    return await authenticate_request(request.scope)
+
+
+async def authenticate_request(scope: Scope) -> Principal:
+    """Who is calling: the one authentication of every route, hot or not, done before its body
+    is read and at most once a request (the answer is kept in the request's state)."""
+    state = scope.setdefault("state", {})
+    principal: Principal | None = state.get("principal")
+    if principal is None:
+        scheme, _, credentials = Headers(scope=scope).get("authorization", "").partition(" ")
+        token = credentials.strip() if scheme.lower() == "bearer" else None
+        principal = await authenticate_bearer(scope["app"].state.token_cache, token)
+        state["principal"] = principal
+    return principal
 
 
 async def authenticate_bearer(cache: TokenCache, token: str | None) -> Principal:
@@ -105,7 +130,7 @@ async def org_membership(
     engine: Annotated[AsyncEngine, Depends(get_engine)],
     user: Annotated[User, Depends(current_user)],
 ) -> Membership:
-    async with engine.connect() as conn:
+    async with reading(engine) as conn:
         membership = await membership_of(conn, user)
     if membership is None:
         raise NotFound("you do not belong to an org")
@@ -119,6 +144,7 @@ async def org_admin(membership: Annotated[Membership, Depends(org_membership)]) 
 
 
 Conn = Annotated[AsyncConnection, Depends(get_conn, scope="function")]
+Engine = Annotated[AsyncEngine, Depends(get_engine)]
 CatalogDep = Annotated[Catalog, Depends(get_catalog)]
 Now = Annotated[datetime, Depends(get_now)]
 CurrentUser = Annotated[User, Depends(current_user)]

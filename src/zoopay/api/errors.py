@@ -12,7 +12,7 @@ from pydantic import BaseModel
 from starlette.exceptions import HTTPException
 from starlette.routing import compile_path
 
-from zoopay.errors import ZoopayError
+from zoopay.errors import QUOTE_LIMIT, ZoopayError, quoted
 
 log = logging.getLogger("zoopay")
 
@@ -25,6 +25,7 @@ _HTTP_ERROR_CODES = {
     409: "conflict",
     413: "payload_too_large",
     415: "unsupported_media_type",
+    503: "service_unavailable",
 }
 
 
@@ -49,7 +50,9 @@ def error_response(
 
 async def _zoopay_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, ZoopayError)
-    return error_response(exc.status_code, exc.error_code, exc.message, request_id_of(request))
+    response = error_response(exc.status_code, exc.error_code, exc.message, request_id_of(request))
+    response.headers.update(exc.headers)
+    return response
 
 
 async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
@@ -94,16 +97,26 @@ def allowed_methods(request: Request) -> list[str]:
     return []
 
 
+_MOST_PROBLEMS = 5
+
+
 def describe_validation(errors: Sequence[Any]) -> str:
-    """One readable line per problem: where it is and what is wrong."""
+    """One readable line per problem, for the first few: where it is and what is wrong. Field
+    names come from the client, so they are cut like any other input they quote."""
     problems = []
-    for err in errors:
-        location = ".".join(str(part) for part in err.get("loc", ()) if part != "body")
+    for err in errors[:_MOST_PROBLEMS]:
+        location = ".".join(_part(part) for part in err.get("loc", ()) if part != "body")
         message = str(err.get("msg", "is invalid"))
         if err.get("type") == "extra_forbidden":
             message = "is not a known field"
         problems.append(f"{location or 'body'}: {message.removeprefix('Value error, ')}")
-    return "invalid request: " + "; ".join(problems)
+    more = len(errors) - _MOST_PROBLEMS
+    return "invalid request: " + "; ".join(problems) + (f"; and {more} more" if more > 0 else "")
+
+
+def _part(part: object) -> str:
+    text = str(part)
+    return text if len(text) <= QUOTE_LIMIT else quoted(text)
 
 
 def install_error_handlers(app: FastAPI) -> None:

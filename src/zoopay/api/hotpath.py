@@ -18,12 +18,12 @@ from starlette.datastructures import State
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from zoopay.accounts.service import Principal
-from zoopay.api.deps import authenticate_bearer
+from zoopay.api.deps import authenticate_request
 from zoopay.api.errors import Error, describe_validation
 from zoopay.api.openapi import AUTH_ERRORS, BODY_ERRORS, error_response
-from zoopay.api.routing import is_json, parse_json
+from zoopay.api.routing import parse_json, require_json
 from zoopay.catalog.service import Catalog
-from zoopay.errors import BadRequest, UnsupportedMediaType, ZoopayError
+from zoopay.errors import BadRequest, ZoopayError
 
 JSON_HEADERS = [(b"content-type", b"application/json")]
 M = TypeVar("M", bound=BaseModel)
@@ -97,13 +97,15 @@ class HotPaths:
         if scope["type"] != "http" or route is None:
             await self.app(scope, receive, send)
             return
+        extra: list[tuple[bytes, bytes]] = []
         try:
             status, body = await route.handler(await _hot_request(scope, receive))
         except ZoopayError as exc:
             status, body = exc.status_code, _error(scope, exc.error_code, exc.message)
+            extra = [(k.lower().encode(), v.encode()) for k, v in exc.headers.items()]
         except ValidationError as exc:
             status, body = 400, _error(scope, "bad_request", describe_validation(exc.errors()))
-        headers = [*JSON_HEADERS, (b"content-length", str(len(body)).encode())]
+        headers = [*JSON_HEADERS, (b"content-length", str(len(body)).encode()), *extra]
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
 
@@ -111,16 +113,9 @@ class HotPaths:
 async def _hot_request(scope: Scope, receive: Receive) -> HotRequest:
     headers = dict(scope["headers"])
     state: State = scope["app"].state
-    token = headers.get(b"authorization", b"").decode("latin-1")
-    scheme, _, credentials = token.partition(" ")
-    principal = await authenticate_bearer(
-        state.token_cache, credentials.strip() if scheme.lower() == "bearer" else None
-    )
+    principal = await authenticate_request(scope)
     body = await _read_body(receive) if scope["method"] != "GET" else b""
-    content_type = headers.get(b"content-type", b"").decode("latin-1")
-    # No content type is read as JSON: the kittycad SDK sends its bodies without one.
-    if body and content_type and not is_json(content_type):
-        raise UnsupportedMediaType(f"request bodies must be application/json, not {content_type}")
+    require_json(body, headers.get(b"content-type", b"").decode("latin-1"))
     query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
     request_id = str(scope.get("state", {}).get("request_id", ""))
     return HotRequest(request_id, principal, body, query, state)

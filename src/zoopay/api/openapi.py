@@ -25,10 +25,13 @@ DESCRIPTIONS = {
     409: "Conflicts with the current state",
     413: "The request body is too large",
     415: "The request body is not JSON",
+    503: "The database is not answering in time (or, for reports, too many wait):"
+    " retry after `Retry-After` seconds",
 }
 
-# Every route with a token answers 401; with a body, these.
-AUTH_ERRORS = frozenset({401})
+# Every route with a token answers 401, and 503 when the database does not answer in time;
+# with a body, these.
+AUTH_ERRORS = frozenset({401, 503})
 BODY_ERRORS = frozenset({400, 413, 415})
 
 # What each dependency may refuse with, beside what the ones it depends on refuse with.

@@ -6,9 +6,11 @@ from decimal import Decimal
 from typing import Any
 
 from fastapi import Request, Response
+from fastapi.dependencies.models import Dependant
 from fastapi.routing import APIRoute, APIRouter
 
-from zoopay.errors import BadRequest, UnsupportedMediaType
+from zoopay.api.deps import authenticate_request, current_principal
+from zoopay.errors import BadRequest, UnsupportedMediaType, quoted
 
 _BODY_METHODS = {"POST", "PUT", "PATCH"}
 
@@ -48,21 +50,33 @@ def is_json(content_type: str) -> bool:
     return media_type == "application/json" or media_type.endswith("+json")
 
 
+def require_json(body: bytes, content_type: str | None) -> None:
+    # No content type is read as JSON: the kittycad SDK sends its bodies without one.
+    if body and content_type and not is_json(content_type):
+        raise UnsupportedMediaType(
+            f"request bodies must be application/json, not {quoted(content_type)}"
+        )
+
+
+def _depends_on(dependant: Dependant, call: Callable[..., Any]) -> bool:
+    return dependant.call is call or any(_depends_on(d, call) for d in dependant.dependencies)
+
+
 class JsonRoute(APIRoute):
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         handler = super().get_route_handler()
+        authenticated = _depends_on(self.dependant, current_principal)
 
         async def exact_json_handler(request: Request) -> Response:
             request = ExactJsonRequest(request.scope, request.receive)
+            if authenticated:
+                # Before the body is read: an anonymous caller costs no parsing, and learns
+                # nothing from a 400 or 413.
+                await authenticate_request(request.scope)
             if request.method in _BODY_METHODS:
                 # Read (and size-check) the body before FastAPI would turn any failure into a 400.
                 body = await request.body()
-                content_type = request.headers.get("content-type")
-                # No content type is read as JSON: the kittycad SDK sends its bodies without one.
-                if body and content_type and not is_json(content_type):
-                    raise UnsupportedMediaType(
-                        f"request bodies must be application/json, not {content_type}"
-                    )
+                require_json(body, request.headers.get("content-type"))
                 if body:
                     await request.json()
             return await handler(request)

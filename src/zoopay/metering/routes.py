@@ -16,9 +16,9 @@ from zoopay.api.hotpath import HotRequest, HotRoute
 from zoopay.api.openapi import errors
 from zoopay.api.pagination import Page, PageRequest, next_page_token
 from zoopay.api.routing import json_router
-from zoopay.db.engine import reading, transaction
+from zoopay.db.engine import reading
 from zoopay.errors import BadRequest, Forbidden
-from zoopay.metering.batcher import CallRecorder
+from zoopay.metering.batcher import CallRecorder, commit_calls
 from zoopay.metering.schemas import (
     ApiCallBatch,
     ApiCallBatchResults,
@@ -36,7 +36,6 @@ from zoopay.metering.service import (
     Reported,
     get_call,
     list_calls,
-    record_calls,
     standing,
 )
 from zoopay.money import from_micros
@@ -128,8 +127,7 @@ async def report_api_calls(request: HotRequest) -> tuple[int, bytes]:
             error = BadRequest(describe_validation(exc.errors()))
             results[index] = _result(_id_of(item), Outcome(400, error=error), request.request_id)
     reported = [Reported(report, principal.token_id) for _, report in valid]
-    async with transaction(request.engine) as conn:
-        outcomes = await record_calls(conn, request.catalog, reported, request.now())
+    outcomes = await commit_calls(request.engine, request.catalog, reported, request.now())
     for (index, report), outcome in zip(valid, outcomes, strict=True):
         results[index] = _result(str(report.id), outcome, request.request_id)
     body = ApiCallBatchResults(results=[r for r in results if r is not None])
@@ -167,6 +165,7 @@ _METERING_ERRORS = {
     400: "Bad input",
     401: "No token, or a bad one",
     403: "Neither a service token nor staff",
+    503: "The database is not answering, or too many reports wait: retry (Retry-After)",
 }
 HOT_ROUTES = [
     HotRoute(
