@@ -81,3 +81,8 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(ZoopayError, _zoopay_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(HTTPException, _http_error)
+
+
+def documented_errors(errors: dict[int, str]) -> dict[int | str, dict[str, Any]]:
+    """`responses=` for a route: the error statuses it answers, each in the error shape."""
+    return {code: {"model": Error, "description": text} for code, text in errors.items()}

@@ -3,7 +3,7 @@ from typing import Annotated
 from fastapi import Query
 
 from zoopay.accounts.service import find_org, find_user
-from zoopay.api.deps import CatalogDep, Conn, Now, OrgMember, StaffUser, require_user
+from zoopay.api.deps import CatalogDep, Conn, Now, OrgReader, StaffUser, require_user
 from zoopay.api.hotpath import HotRequest, HotRoute
 from zoopay.api.routing import json_router
 from zoopay.billing.schemas import CustomerBalance, UpdatePaymentBalance
@@ -102,14 +102,14 @@ HOT_ROUTES = [
 
 @router.get("/org/payment/balance", response_model=CustomerBalance)
 async def get_payment_balance_for_org(
-    member: OrgMember,
+    org: OrgReader,
     conn: Conn,
     catalog: CatalogDep,
     now: Now,
     include_total_due: IncludeTotalDue = True,
 ) -> CustomerBalance:
-    """The balance of the caller's org."""
-    return await _read(conn, catalog, member.org, now, include_total_due)
+    """The balance of the caller's org (a member's, or an org service account's)."""
+    return await _read(conn, catalog, org, now, include_total_due)
 
 
 @router.get("/users/{id}/payment/balance", response_model=CustomerBalance)

@@ -1,5 +1,5 @@
 from zoopay.accounts.service import find_org, find_user
-from zoopay.api.deps import CatalogDep, Conn, CurrentUser, Now, OrgAdmin, OrgMember, StaffUser
+from zoopay.api.deps import CatalogDep, Conn, CurrentUser, Now, OrgAdmin, OrgReader, StaffUser
 from zoopay.api.routing import json_router
 from zoopay.catalog.schemas import (
     EnterpriseSubscriptionTierPrice,
@@ -94,10 +94,11 @@ async def update_user_subscription(
 
 @router.get("/org/payment/subscriptions", response_model=ZooProductSubscriptions)
 async def get_org_subscription(
-    member: OrgMember, conn: Conn, catalog: CatalogDep
+    org: OrgReader, conn: Conn, catalog: CatalogDep
 ) -> ZooProductSubscriptions:
-    """The plan of the caller's org; 404 until it has one."""
-    return await _details(conn, catalog, member.org)
+    """The plan of the caller's org (a member's, or an org service account's); 404 until it
+    has one."""
+    return await _details(conn, catalog, org)
 
 
 @router.post("/org/payment/subscriptions", response_model=ZooProductSubscriptions)
