@@ -318,7 +318,9 @@ async def delete_user(conn: AsyncConnection, user: User, *, now: datetime) -> Us
     if user.deleted_at is not None:
         return user
     await conn.execute(
-        users.update().where(users.c.id == user.id).values(deleted_at=now, updated_at=now)
+        users.update()
+        .where(users.c.id == user.id, users.c.deleted_at.is_(None))
+        .values(deleted_at=now, updated_at=now)
     )
     await conn.execute(
         api_tokens.update()
@@ -330,10 +332,11 @@ async def delete_user(conn: AsyncConnection, user: User, *, now: datetime) -> Us
 
 async def set_staff(conn: AsyncConnection, user: User, *, is_staff: bool, now: datetime) -> User:
     """Grant or take away staff rights; every server sees it within the token cache's bound."""
-    if user.is_staff == is_staff:
-        return user
+    # Decided by the row, not by `user`, which may be stale.
     await conn.execute(
-        users.update().where(users.c.id == user.id).values(is_staff=is_staff, updated_at=now)
+        users.update()
+        .where(users.c.id == user.id, users.c.is_staff != is_staff)
+        .values(is_staff=is_staff, updated_at=now)
     )
     return replace(user, is_staff=is_staff, updated_at=now)
 
