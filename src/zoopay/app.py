@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from zoopay.accounts.cache import TokenCache
 from zoopay.accounts.routes import router as accounts_router
 from zoopay.api.deps import system_clock
-from zoopay.api.errors import install_error_handlers
+from zoopay.api.errors import install_error_handlers, validation_errors_are_400
 from zoopay.api.hotpath import HotPaths, hot_openapi
 from zoopay.api.middleware import RequestContextMiddleware
 from zoopay.billing.routes import HOT_ROUTES as billing_hot_routes
@@ -84,7 +84,8 @@ def create_app(
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
-            app.openapi_schema = hot_openapi(FastAPI.openapi(app), hot_routes)
+            document = validation_errors_are_400(FastAPI.openapi(app))
+            app.openapi_schema = hot_openapi(document, hot_routes)
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]

@@ -16,12 +16,15 @@ from typing import Any
 
 import asyncpg
 import httpx
+import kittycad.models as sdk
 import pytest
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from tests.api.test_authorization import assert_error
+from tests.accounts.test_cli_and_orgs import bearer
+from tests.api.test_authorization import assert_error, shown
 from tests.conftest import BACKEND, Clock, World
+from zoopay.accounts import schemas
 from zoopay.accounts import service as accounts
 from zoopay.accounts.cache import TokenCache
 from zoopay.db.engine import transaction
@@ -47,14 +50,6 @@ async def token_row(engine: AsyncEngine, secret: str) -> dict[str, Any]:
     async with engine.connect() as conn:
         query = select(api_tokens).where(api_tokens.c.token_hash == digest)
         return dict((await conn.execute(query)).mappings().one())
-
-
-def bearer(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
-
-
-def shown(secret: str) -> str:
-    return f"zoo_...{secret[-4:]}"
 
 
 # --- a user's own tokens ------------------------------------------------------------------------
@@ -392,3 +387,39 @@ async def test_token_lookups_do_not_wait_for_a_writer(
         ]
     assert_error(bad, 401)
     assert (good.status_code, good.json()["map_id"]) == (200, alice.id)
+
+
+def test_the_wire_models_have_exactly_kittycad_fields() -> None:
+    """kittycad 1.2.0 forbids unknown fields; 1.8.0's models have the same fields (checked
+    end to end in tests/e2e/test_sdk_tokens.py)."""
+    pairs = [
+        (schemas.ApiToken, sdk.ApiToken),
+        (schemas.ApiTokenResultsPage, sdk.ApiTokenResultsPage),
+        (schemas.ServiceAccount, sdk.ServiceAccount),
+        (schemas.ServiceAccountResultsPage, sdk.ServiceAccountResultsPage),
+    ]
+    for ours, theirs in pairs:
+        assert set(ours.model_fields) == set(theirs.model_fields), ours.__name__
+
+
+async def test_the_openapi_document_declares_the_token_endpoints(
+    client: httpx.AsyncClient,
+) -> None:
+    paths = (await client.get("/openapi.json")).json()["paths"]
+    answers = {
+        (path, method): set(operation["responses"])
+        for path, operations in paths.items()
+        if "api-tokens" in path or "service-accounts" in path
+        for method, operation in operations.items()
+    }
+    every = {"401", "403"}
+    for collection in ("/user/api-tokens", "/org/service-accounts"):
+        assert answers[(collection, "get")] == {"200", "400", *every} | (
+            {"404"} if collection.startswith("/org") else set()
+        )
+        assert answers[(collection, "post")] == {"201", "400", *every} | (
+            {"404"} if collection.startswith("/org") else set()
+        )
+        item = collection + "/{token}"
+        assert answers[(item, "get")] == {"200", "400", "404", *every}
+        assert answers[(item, "delete")] == {"204", "400", "404", *every}

@@ -17,7 +17,9 @@ from typing import Any
 import httpx
 from kittycad.models import OrgDetails
 
+from tests.api.test_authorization import shown
 from tests.e2e.conftest import LiveServer, People, Zoopay
+from tests.e2e.metering_support import bearer
 from tests.e2e.test_latest_sdk import LATEST_SDK
 
 DEADLINE_SECONDS = 20  # far past the token cache's half second
@@ -33,14 +35,6 @@ def eventually(send: Any, status: int) -> httpx.Response:
             assert response.status_code == status, response.text
             return response
         time.sleep(0.05)
-
-
-def shown(secret: str) -> str:
-    return f"zoo_...{secret[-4:]}"
-
-
-def bearer(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
 
 
 def test_tokens_through_kittycad_1_2_0(people: People, http: httpx.Client) -> None:
