@@ -66,6 +66,7 @@ async def test_a_user_creates_lists_reads_and_revokes_tokens(
         "/user/api-tokens", params={"label": "laptop"}, headers=alice.headers
     )
     assert created.status_code == 201, created.text
+    assert created.headers["cache-control"] == "no-store"
     new = created.json()
     secret = new["token"]
     assert secret.startswith("zoo_") and len(secret) == 47
@@ -211,6 +212,7 @@ async def test_an_org_admin_manages_service_accounts_that_read_only_the_org(
 
     made = await client.post("/org/service-accounts", params={"label": "ci"}, headers=admin.headers)
     assert made.status_code == 201, made.text
+    assert made.headers["cache-control"] == "no-store"
     account = made.json()
     secret = account["token"]
     moment = clock.now.isoformat().replace("+00:00", "Z")

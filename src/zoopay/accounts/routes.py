@@ -71,6 +71,8 @@ Label = Annotated[
     str | None, Query(max_length=service.MAX_LABEL, description="A name to tell it apart")
 ]
 TokenId = Annotated[str, Path(description="The token's `id` (a UUID); never the secret")]
+# An answer that carries a secret: no cache on the way may keep it.
+SHOWN_ONCE = "no-store"
 _AUTH_ERRORS = {401: "No token, or a bad one", 403: "Not a user's token"}
 USER_TOKEN = documented_errors(
     {**_AUTH_ERRORS, 400: "A malformed token id", 404: "None of the caller's tokens has this id"}
@@ -128,9 +130,10 @@ async def list_api_tokens_for_user(
     responses=documented_errors({**_AUTH_ERRORS, 400: "A label that is too long or has NUL"}),
 )
 async def create_api_token_for_user(
-    user: CurrentUser, conn: Conn, now: Now, label: Label = None
+    user: CurrentUser, conn: Conn, now: Now, response: Response, label: Label = None
 ) -> ApiToken:
     """A new API token for the caller: the full token is in this answer and nowhere else."""
+    response.headers["Cache-Control"] = SHOWN_ONCE
     record, secret = await service.create_user_token(conn, user, label=label, now=now)
     return ApiToken.of(record, secret)
 
@@ -182,10 +185,11 @@ async def list_service_accounts_for_org(
     responses={**ORG_TOKENS, **documented_errors({400: "A label too long or with NUL"})},
 )
 async def create_service_account_for_org(
-    admin: OrgAdmin, conn: Conn, now: Now, label: Label = None
+    admin: OrgAdmin, conn: Conn, now: Now, response: Response, label: Label = None
 ) -> ServiceAccount:
     """Org admin: a token that acts for the org; it may read the org's balance and plan and
     nothing else. The full token is in this answer and nowhere else."""
+    response.headers["Cache-Control"] = SHOWN_ONCE
     record, secret = await service.create_owned_token(
         conn, TokenOwner.ORG, admin.org_id, label=label, now=now
     )
