@@ -150,7 +150,7 @@ _OWNER_COLUMNS = {
 
 @dataclass(frozen=True)
 class ApiToken:
-    """A token as its owner sees it: never the secret, which only its hash could give."""
+    """A token as its owner sees it: never the secret, of which only the hash is stored."""
 
     id: str
     owner: TokenOwner
