@@ -96,6 +96,53 @@ def users_create(
     _print(_run(work))
 
 
+@users_app.command("delete")
+def users_delete(email: Annotated[str, typer.Argument(help="Email address or user id")]) -> None:
+    """Delete a user: their tokens stop working on every server within a second; their ledger,
+    calls and balance stay for the audit trail."""
+
+    async def work(conn: AsyncConnection, now: datetime) -> dict[str, Any]:
+        user = await accounts.find_user(conn, email)
+        deleted = await accounts.delete_user(conn, user, now=now)
+        return {"id": deleted.id, "email": deleted.email, "deleted_at": _iso(deleted.deleted_at)}
+
+    _print(_run(work))
+
+
+@users_app.command("set-staff")
+def users_set_staff(
+    email: Annotated[str, typer.Argument(help="Email address or user id")],
+    staff: Annotated[bool, typer.Option("--staff/--no-staff", help="Staff or not")],
+) -> None:
+    """Make a user staff, or not; every server applies it within a second."""
+
+    async def work(conn: AsyncConnection, now: datetime) -> dict[str, Any]:
+        user = await accounts.set_staff(
+            conn, await accounts.find_user(conn, email), is_staff=staff, now=now
+        )
+        return {"id": user.id, "email": user.email, "is_staff": user.is_staff}
+
+    _print(_run(work))
+
+
+def _iso(moment: datetime | None) -> str | None:
+    return moment.isoformat() if moment else None
+
+
+@tokens_app.command("revoke")
+def tokens_revoke(
+    token_id: Annotated[str, typer.Argument(help="The token's id (a UUID), not the token")],
+) -> None:
+    """Revoke any token, a user's, an org's or a service's: every server refuses it within a
+    second. Again is no error."""
+
+    async def work(conn: AsyncConnection, now: datetime) -> dict[str, Any]:
+        token = await accounts.revoke_token(conn, token_id=token_id, now=now)
+        return {"id": token.id, "revoked_at": _iso(token.revoked_at)}
+
+    _print(_run(work))
+
+
 @tokens_app.command("create")
 def tokens_create(
     email: Annotated[str | None, typer.Argument(help="The user the token is for")] = None,
@@ -103,16 +150,22 @@ def tokens_create(
         str | None, typer.Option(help="Instead: a token for a service that reports usage")
     ] = None,
 ) -> None:
-    """Print a new API token for an existing user, or for a service (--service NAME)."""
+    """Print a new API token and its id (what `tokens revoke` takes) for an existing user, or
+    for a service (--service NAME)."""
     if (email is None) == (service is None):
         typer.echo("error: give either EMAIL or --service NAME", err=True)
         raise typer.Exit(2)
 
     async def work(conn: AsyncConnection, now: datetime) -> dict[str, Any]:
         if service is not None:
-            return {"token": await accounts.create_service_token(conn, service, now)}
-        user = await accounts.find_user(conn, str(email))
-        return {"token": await accounts.create_token(conn, user, now)}
+            owner = accounts.TokenOwner.SERVICE
+            record, token = await accounts.create_owned_token(
+                conn, owner, service, label=None, now=now
+            )
+        else:
+            user = await accounts.find_user(conn, str(email))
+            record, token = await accounts.create_user_token(conn, user, label=None, now=now)
+        return {"id": record.id, "token": token}
 
     _print(_run(work))
 

@@ -143,7 +143,7 @@ async def test_tokens_create_stores_only_a_sha256_hash(
     address = email()
     created = zoopay_json(database_url, "users", "create", address)
     second = zoopay_json(database_url, "tokens", "create", address.upper())
-    assert set(second) == {"token"}
+    assert set(second) == {"id", "token"}
     tokens = [created["token"], second["token"]]
     assert tokens[0] != tokens[1]
     for token in tokens:
@@ -153,6 +153,7 @@ async def test_tokens_create_stores_only_a_sha256_hash(
     async with engine.connect() as conn:
         stored = (await conn.execute(select(api_tokens))).mappings().all()
         assert {row["user_id"] for row in stored} == {created["id"]}
+        assert second["id"] in {row["id"] for row in stored}
         assert sorted(row["token_hash"] for row in stored) == sorted(
             hashlib.sha256(token.encode()).hexdigest() for token in tokens
         )

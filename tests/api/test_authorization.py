@@ -1,4 +1,5 @@
-"""The authorization matrix: every endpoint of issue 2 x every kind of caller, one test per cell.
+"""The authorization matrix: every endpoint of issues 2 and 7 x every kind of caller, one test per
+cell.
 
 Callers: no token, a bad token, a plain user (in no org), a member of another org (that org's
 admin, so admin-only `/org/*` calls succeed on *its own* org and must never reach the org under
@@ -19,8 +20,16 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from tests.conftest import Person, World
 from tests.support.database import dump
 from tests.support.errors import assert_error
-from zoopay.accounts.service import Org
-from zoopay.db.tables import balances, ledger_entries, org_members, orgs, subscriptions
+from zoopay.accounts.service import Org, TokenOwner, create_owned_token
+from zoopay.db.engine import transaction
+from zoopay.db.tables import (
+    api_tokens,
+    balances,
+    ledger_entries,
+    org_members,
+    orgs,
+    subscriptions,
+)
 
 NO_TOKEN = "no_token"
 BAD_TOKEN = "bad_token"
@@ -50,6 +59,10 @@ class Scene:
     org: Org
     other_org: Org
     engine: AsyncEngine
+    member_token_id: str  # the id of the member's API token
+    service_account_id: str  # the org under test's service account
+    other_service_account_id: str  # the other org's
+    service_account_token: str  # the secret of the org under test's service account
 
     def person(self, principal: str) -> Person | None:
         people = {
@@ -76,7 +89,13 @@ class Scene:
         return self.org if principal == OTHER else self.other_org
 
     def path_args(self) -> dict[str, str]:
-        return {"target": self.target.id, "org": self.org.id, "member": self.member.id}
+        return {
+            "target": self.target.id,
+            "org": self.org.id,
+            "member": self.member.id,
+            "member_token": self.member_token_id,
+            "service_account": self.service_account_id,
+        }
 
 
 async def build_scene(world: World, engine: AsyncEngine) -> Scene:
@@ -84,7 +103,29 @@ async def build_scene(world: World, engine: AsyncEngine) -> Scene:
     plain, member, admin, other, target, newcomer = [await world.user() for _ in range(6)]
     org = await world.org(admin, member, name="Acme")
     other_org = await world.org(other, name="Other Co")
-    return Scene(staff, plain, member, admin, other, target, newcomer, org, other_org, engine)
+    member_token = await row_of(engine, select(api_tokens).where(api_tokens.c.user_id == member.id))
+    assert member_token is not None
+    async with transaction(engine) as conn:
+        accounts_made = [
+            await create_owned_token(conn, TokenOwner.ORG, made.id, label="ci", now=world.clock.now)
+            for made in (org, other_org)
+        ]
+    return Scene(
+        staff,
+        plain,
+        member,
+        admin,
+        other,
+        target,
+        newcomer,
+        org,
+        other_org,
+        engine,
+        member_token["id"],
+        accounts_made[0][0].id,
+        accounts_made[1][0].id,
+        accounts_made[0][1],
+    )
 
 
 @dataclass(frozen=True)
@@ -119,6 +160,7 @@ class Endpoint:
     check: Check
     body: dict[str, Any] | None = None
     prepare: Prepare | None = None
+    params: dict[str, str] | None = None  # what a POST without a body takes
 
     @property
     def name(self) -> str:
@@ -384,6 +426,79 @@ async def member_removed(call: Call) -> None:
     )
 
 
+def shown(secret: str) -> str:
+    """How every answer but its creation shows a token."""
+    return f"zoo_...{secret[-4:]}"
+
+
+async def token_revoked_at(engine: AsyncEngine, token_id: str) -> Any:
+    row = await row_of(engine, select(api_tokens).where(api_tokens.c.id == token_id))
+    assert row is not None
+    return row["revoked_at"]
+
+
+async def own_tokens(call: Call) -> None:
+    items = call.body["items"]
+    assert [(t["user_id"], t["token"], t["is_valid"]) for t in items] == [
+        (call.caller.id, shown(call.caller.token), True)
+    ]
+    assert call.caller.token not in call.response.text
+
+
+async def token_created(call: Call) -> None:
+    body = call.body
+    assert (body["user_id"], body["label"], body["is_valid"]) == (call.caller.id, "matrix", True)
+    balance = await call.client.get(
+        "/user/payment/balance", headers={"Authorization": f"Bearer {body['token']}"}
+    )
+    assert balance.json()["map_id"] == call.caller.id
+
+
+async def member_token(call: Call) -> None:
+    body = call.body
+    assert (body["id"], body["user_id"]) == (call.scene.member_token_id, call.scene.member.id)
+    assert (body["token"], body["is_valid"]) == (shown(call.scene.member.token), True)
+
+
+async def member_token_revoked(call: Call) -> None:
+    assert call.response.content == b""
+    assert await token_revoked_at(call.scene.engine, call.scene.member_token_id) is not None
+
+
+async def own_service_accounts(call: Call) -> None:
+    scene = call.scene
+    expected = (
+        scene.other_service_account_id if call.principal == OTHER else scene.service_account_id
+    )
+    own = scene.own_org(call.principal)
+    assert [(a["id"], a["org_id"], a["label"]) for a in call.body["items"]] == [
+        (expected, own.id, "ci")
+    ]
+
+
+async def service_account_created(call: Call) -> None:
+    body = call.body
+    own = call.scene.own_org(call.principal)
+    assert (body["org_id"], body["label"], body["is_valid"]) == (own.id, "matrix", True)
+    balance = await call.client.get(
+        "/org/payment/balance", headers={"Authorization": f"Bearer {body['token']}"}
+    )
+    assert balance.json()["map_id"] == own.id
+
+
+async def service_account(call: Call) -> None:
+    body = call.body
+    assert (body["id"], body["org_id"]) == (call.scene.service_account_id, call.scene.org.id)
+    assert body["token"].startswith("zoo_...") and len(body["token"]) == len("zoo_...") + 4
+
+
+async def service_account_revoked(call: Call) -> None:
+    assert call.response.content == b""
+    assert await token_revoked_at(call.scene.engine, call.scene.service_account_id) is not None
+    other = call.scene.other_service_account_id
+    assert await token_revoked_at(call.scene.engine, other) is None
+
+
 async def openapi_document(call: Call) -> None:
     body = call.body
     assert body["openapi"].startswith("3.")
@@ -500,6 +615,36 @@ ENDPOINTS = [
         statuses(204, plain_user=404, other_org_member=404, org_member=403, staff=404),
         member_removed,
     ),
+    Endpoint("GET", "/user/api-tokens", ANY_USER, own_tokens),
+    Endpoint("POST", "/user/api-tokens", statuses(201), token_created, params={"label": "matrix"}),
+    # Staff included: a user's tokens are theirs alone, and another's id is as good as unknown.
+    Endpoint("GET", "/user/api-tokens/{member_token}", statuses(404, org_member=200), member_token),
+    Endpoint(
+        "DELETE",
+        "/user/api-tokens/{member_token}",
+        statuses(404, org_member=204),
+        member_token_revoked,
+    ),
+    Endpoint("GET", "/org/service-accounts", ORG_ADMIN, own_service_accounts),
+    Endpoint(
+        "POST",
+        "/org/service-accounts",
+        ORG_ADMIN_CREATES,
+        service_account_created,
+        params={"label": "matrix"},
+    ),
+    Endpoint(
+        "GET",
+        "/org/service-accounts/{service_account}",
+        statuses(404, org_member=403, org_admin=200),
+        service_account,
+    ),
+    Endpoint(
+        "DELETE",
+        "/org/service-accounts/{service_account}",
+        statuses(404, org_member=403, org_admin=204),
+        service_account_revoked,
+    ),
     Endpoint("GET", "/", EVERYONE, openapi_document),
     Endpoint("GET", "/docs", EVERYONE, swagger_ui),
     Endpoint("GET", "/healthz", EVERYONE, alive),
@@ -510,10 +655,10 @@ CELLS = [(endpoint, principal) for endpoint in ENDPOINTS for principal in PRINCI
 
 
 def test_the_matrix_covers_every_endpoint_of_the_issue() -> None:
-    assert len({endpoint.name for endpoint in ENDPOINTS}) == len(ENDPOINTS) == 24
+    assert len({endpoint.name for endpoint in ENDPOINTS}) == len(ENDPOINTS) == 32
     for endpoint in ENDPOINTS:
         assert set(endpoint.expect) == set(PRINCIPALS), endpoint.name
-        if endpoint.method in ("POST", "PUT"):
+        if endpoint.method in ("POST", "PUT") and endpoint.params is None:
             assert endpoint.body is not None, endpoint.name
 
 
@@ -547,6 +692,7 @@ async def test_authorization_cell(
         endpoint.method,
         endpoint.path.format(**scene.path_args()),
         json=_body(endpoint, scene),
+        params=endpoint.params,
         headers=scene.headers(principal),
     )
 
@@ -560,6 +706,45 @@ async def test_authorization_cell(
     if endpoint.method == "GET":
         assert await dump(engine) == before, "a read changed the database"
     await endpoint.check(Call(scene, principal, response, client))
+
+
+# What an org's service account may do: read its org's balance and plan, and what anyone may.
+SERVICE_ACCOUNT_MAY = {
+    "GET /org/payment/balance": "map_id",
+    "GET /org/payment/subscriptions": "modeling_app",
+    "GET /pricing/subscriptions": "modeling_app",
+    "GET /": "openapi",
+    "GET /docs": None,
+}
+
+
+@pytest.mark.parametrize("endpoint", ENDPOINTS, ids=[endpoint.name for endpoint in ENDPOINTS])
+async def test_an_org_service_account_may_only_read_its_orgs_balance_and_plan(
+    client: httpx.AsyncClient, world: World, engine: AsyncEngine, endpoint: Endpoint
+) -> None:
+    scene = await build_scene(world, engine)
+    if endpoint.prepare is not None:
+        await endpoint.prepare(scene, client)
+    before = await dump(engine)
+    response = await client.request(
+        endpoint.method,
+        endpoint.path.format(**scene.path_args()),
+        json=_body(endpoint, scene),
+        params=endpoint.params,
+        headers={"Authorization": f"Bearer {scene.service_account_token}"},
+    )
+    assert await dump(engine) == before
+    if endpoint.name not in SERVICE_ACCOUNT_MAY:
+        assert_error(response, 403)
+        return
+    assert response.status_code == 200, response.text
+    field = SERVICE_ACCOUNT_MAY[endpoint.name]
+    if endpoint.name == "GET /org/payment/balance":
+        assert response.json()["map_id"] == scene.org.id
+    elif endpoint.name == "GET /org/payment/subscriptions":
+        assert response.json()["modeling_app"]["name"] == "enterprise"  # Acme's, prepared
+    elif field is not None:
+        assert field in response.json()
 
 
 async def test_a_refused_staff_put_leaves_the_balance_as_it_was(
@@ -609,6 +794,11 @@ AUTH_BEFORE_INPUT = [
     (MEMBER, "POST", "/org/members", {"email": "nobody"}, 403),
     (PLAIN, "POST", "/org/members", {"email": "x", "role": "owner"}, 404),
     (STAFF, "PUT", "/org/payment/subscriptions", {"modeling_app": "free"}, 404),
+    (BAD_TOKEN, "GET", "/user/api-tokens/not-a-uuid", None, 401),
+    (NO_TOKEN, "POST", "/user/api-tokens?label=" + "x" * 201, None, 401),
+    (MEMBER, "DELETE", "/org/service-accounts/not-a-uuid", None, 403),
+    (MEMBER, "POST", "/org/service-accounts?limit=0&label=" + "x" * 201, None, 403),
+    (PLAIN, "GET", "/org/service-accounts/not-a-uuid", None, 404),
 ]
 
 

@@ -772,6 +772,46 @@ BOUNDS_CASES = [
     Bad("trailing slash, hot", "POST", "/api-calls/", "staff", 404, ("not found",), body={}),
 ]
 
+# --- tokens and service accounts ---------------------------------------------------------------
+
+
+def token_cases() -> list[Bad]:
+    cases = []
+    for prefix, caller, customer in (
+        ("/user/api-tokens", "user", "user"),
+        ("/org/service-accounts", "admin", "org"),
+    ):
+        requests: list[tuple[str, str, str, int, tuple[str, ...], dict[str, str] | None]] = []
+        for method in ("GET", "DELETE"):
+            for bad in ("not-a-uuid", "00000000-0000-0000-0000-00000000000g", "zoo_secret"):
+                path = f"{prefix}/{bad}"
+                requests.append((f"{method} {path}", method, path, 400, ("token id",), None))
+            for label, unknown in (("unknown id", "{new}"), ("a user's id", "{user}")):
+                path = f"{prefix}/{unknown}"
+                requests.append(
+                    (f"{method} {prefix}: {label}", method, path, 404, ("no token",), None)
+                )
+        for label, value, mentions in (
+            ("a label over 200 characters", "l" * 201, ("label", "200")),
+            ("a label with NUL", "ci\x00", ("label", "NUL")),
+        ):
+            requests.append(
+                (f"POST {prefix}: {label}", "POST", prefix, 400, mentions, {"label": value})
+            )
+        for label, params, mention in (
+            ("limit 0", {"limit": "0"}, "limit"),
+            ("limit abc", {"limit": "abc"}, "limit"),
+            ("garbage page_token", {"page_token": "garbage!!!"}, "page_token"),
+            ("sort_by sideways", {"sort_by": "sideways"}, "sort_by"),
+        ):
+            requests.append((f"GET {prefix}: {label}", "GET", prefix, 400, (mention,), params))
+        cases += [
+            Bad(name, method, path, caller, status, says, params=params, customer=customer)
+            for name, method, path, status, says, params in requests
+        ]
+    return cases
+
+
 CASES = [
     *BOUNDS_CASES,
     *amount_cases(),
@@ -783,6 +823,7 @@ CASES = [
     *plan_cases(),
     *ORG_CASES,
     *QUERY_CASES,
+    *token_cases(),
 ]
 
 

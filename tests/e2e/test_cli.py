@@ -59,7 +59,7 @@ def test_tokens_create_prints_a_second_token_for_the_same_user(
     email = _email()
     first = zoopay.json("users", "create", email)
     second = zoopay.json("tokens", "create", email)
-    assert set(second) == {"token"}
+    assert set(second) == {"id", "token"}
     assert second["token"] != first["token"]
     for token in (first["token"], second["token"]):
         got = http.get("/user/payment/balance", headers={"Authorization": f"Bearer {token}"})

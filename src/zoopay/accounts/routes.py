@@ -1,9 +1,23 @@
-from fastapi import Response
+from typing import Annotated
+
+from fastapi import Path, Query, Response
 
 from zoopay.accounts import service
-from zoopay.accounts.schemas import AddOrgMember, Org, OrgDetails, OrgMember, OrgMemberResultsPage
+from zoopay.accounts.schemas import (
+    AddOrgMember,
+    ApiToken,
+    ApiTokenResultsPage,
+    Org,
+    OrgDetails,
+    OrgMember,
+    OrgMemberResultsPage,
+    ServiceAccount,
+    ServiceAccountResultsPage,
+)
+from zoopay.accounts.service import TokenOwner
 from zoopay.api.deps import Conn, CurrentUser, Now, OrgAdmin
 from zoopay.api.deps import OrgMember as Member
+from zoopay.api.openapi import errors
 from zoopay.api.pagination import Page, next_page_token
 from zoopay.api.routing import json_router
 
@@ -48,4 +62,148 @@ async def create_org_member(body: AddOrgMember, admin: OrgAdmin, conn: Conn, now
 async def delete_org_member(user_id: str, admin: OrgAdmin, conn: Conn) -> Response:
     """Org admin: remove a member; the last admin cannot be removed."""
     await service.remove_member(conn, admin.org_id, user_id)
+    return Response(status_code=204)
+
+
+# --- tokens: a user's own, and an org's service accounts -------------------------------------
+
+Label = Annotated[
+    str | None, Query(max_length=service.MAX_LABEL, description="A name to tell it apart")
+]
+TokenId = Annotated[str, Path(description="The token's `id` (a UUID); never the secret")]
+# An answer that carries a secret: no cache on the way may keep it.
+SHOWN_ONCE = "no-store"
+# The errors these answer beyond what their dependencies say (api/openapi.py).
+USER_TOKEN = errors(404)  # none of the caller's tokens has this id
+ORG_TOKEN = errors(404)  # the org has no service account with this id
+
+
+async def _tokens_page(
+    conn: Conn, owner: TokenOwner, owner_id: str, page: Page
+) -> list[service.ApiToken]:
+    return await service.list_tokens(
+        conn,
+        owner,
+        owner_id,
+        limit=page.limit + 1,
+        after=page.after,
+        descending=page.descending,
+    )
+
+
+def _next(records: list[service.ApiToken], page: Page) -> str | None:
+    return next_page_token(records, page.limit, lambda record: (record.created_at, record.id))
+
+
+@router.get(
+    "/user/api-tokens",
+    response_model=ApiTokenResultsPage,
+    tags=["api-tokens"],
+)
+async def list_api_tokens_for_user(
+    user: CurrentUser, conn: Conn, page: Page
+) -> ApiTokenResultsPage:
+    """The caller's API tokens, revoked ones too (`is_valid: false`); oldest first by default."""
+    records = await _tokens_page(conn, TokenOwner.USER, user.id, page)
+    items = [ApiToken.of(record) for record in records[: page.limit]]
+    return ApiTokenResultsPage(items=items, next_page=_next(records, page))
+
+
+@router.post(
+    "/user/api-tokens",
+    response_model=ApiToken,
+    status_code=201,
+    tags=["api-tokens"],
+)
+async def create_api_token_for_user(
+    user: CurrentUser, conn: Conn, now: Now, response: Response, label: Label = None
+) -> ApiToken:
+    """A new API token for the caller: the full token is in this answer and nowhere else."""
+    response.headers["Cache-Control"] = SHOWN_ONCE
+    record, secret = await service.create_user_token(conn, user, label=label, now=now)
+    return ApiToken.of(record, secret)
+
+
+@router.get(
+    "/user/api-tokens/{token}", response_model=ApiToken, tags=["api-tokens"], responses=USER_TOKEN
+)
+async def get_api_token_for_user(token: TokenId, user: CurrentUser, conn: Conn) -> ApiToken:
+    """One of the caller's API tokens, by its id; another user's is a 404."""
+    return ApiToken.of(await service.get_token(conn, TokenOwner.USER, user.id, token_id=token))
+
+
+@router.delete(
+    "/user/api-tokens/{token}",
+    status_code=204,
+    response_class=Response,
+    tags=["api-tokens"],
+    responses=USER_TOKEN,
+)
+async def delete_api_token_for_user(
+    token: TokenId, user: CurrentUser, conn: Conn, now: Now
+) -> Response:
+    """Revoke one of the caller's API tokens: every server refuses it within a second. It stays
+    listed, with `is_valid: false`, for the calls that name it."""
+    await service.revoke_owned_token(conn, TokenOwner.USER, user.id, token_id=token, now=now)
+    return Response(status_code=204)
+
+
+@router.get(
+    "/org/service-accounts",
+    response_model=ServiceAccountResultsPage,
+    tags=["service-accounts"],
+)
+async def list_service_accounts_for_org(
+    admin: OrgAdmin, conn: Conn, page: Page
+) -> ServiceAccountResultsPage:
+    """Org admin: the org's service accounts, revoked ones too; oldest first by default."""
+    records = await _tokens_page(conn, TokenOwner.ORG, admin.org_id, page)
+    items = [ServiceAccount.of(record) for record in records[: page.limit]]
+    return ServiceAccountResultsPage(items=items, next_page=_next(records, page))
+
+
+@router.post(
+    "/org/service-accounts",
+    response_model=ServiceAccount,
+    status_code=201,
+    tags=["service-accounts"],
+)
+async def create_service_account_for_org(
+    admin: OrgAdmin, conn: Conn, now: Now, response: Response, label: Label = None
+) -> ServiceAccount:
+    """Org admin: a token that acts for the org; it may read the org's balance and plan and
+    nothing else. The full token is in this answer and nowhere else."""
+    response.headers["Cache-Control"] = SHOWN_ONCE
+    record, secret = await service.create_owned_token(
+        conn, TokenOwner.ORG, admin.org_id, label=label, now=now
+    )
+    return ServiceAccount.of(record, secret)
+
+
+@router.get(
+    "/org/service-accounts/{token}",
+    response_model=ServiceAccount,
+    tags=["service-accounts"],
+    responses=ORG_TOKEN,
+)
+async def get_service_account_for_org(
+    token: TokenId, admin: OrgAdmin, conn: Conn
+) -> ServiceAccount:
+    """Org admin: one of the org's service accounts, by its id; another org's is a 404."""
+    record = await service.get_token(conn, TokenOwner.ORG, admin.org_id, token_id=token)
+    return ServiceAccount.of(record)
+
+
+@router.delete(
+    "/org/service-accounts/{token}",
+    status_code=204,
+    response_class=Response,
+    tags=["service-accounts"],
+    responses=ORG_TOKEN,
+)
+async def delete_service_account_for_org(
+    token: TokenId, admin: OrgAdmin, conn: Conn, now: Now
+) -> Response:
+    """Org admin: revoke a service account; every server refuses it within a second."""
+    await service.revoke_owned_token(conn, TokenOwner.ORG, admin.org_id, token_id=token, now=now)
     return Response(status_code=204)

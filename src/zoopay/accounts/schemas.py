@@ -2,11 +2,14 @@
 
 import enum
 from datetime import datetime
+from typing import Any
 
 from pydantic import BaseModel, Field, StrictBool
 
+from zoopay.accounts.service import ApiToken as ApiTokenRecord
 from zoopay.accounts.service import Membership, OrgRole, User
 from zoopay.accounts.service import Org as OrgRecord
+from zoopay.accounts.tokens import obfuscated
 from zoopay.catalog.schemas import StoredWireModel, WireModel
 
 
@@ -104,4 +107,65 @@ class OrgMemberResultsPage(BaseModel):
     """A single page of results."""
 
     items: list[OrgMember]
+    next_page: str | None = None
+
+
+def _shown(record: ApiTokenRecord, secret: str | None) -> dict[str, Any]:
+    """The fields a user's token and a service account share; the secret only when created."""
+    return {
+        "created_at": record.created_at,
+        "id": record.id,
+        "is_valid": record.is_valid,
+        "label": record.label,
+        "token": secret or obfuscated(record.hint),
+        "updated_at": record.updated_at,
+    }
+
+
+class ApiToken(BaseModel):
+    """An API token. Its creation answers the full token, once (kittycad 1.8.0 reads that
+    answer as ApiTokenWithFullToken, which has the same fields); every other answer shows
+    `zoo_...` and its last 4 characters. `id` is what `/user/api-tokens/{token}` takes."""
+
+    created_at: datetime
+    id: str
+    is_valid: bool
+    label: str | None = None
+    token: str
+    updated_at: datetime
+    user_id: str
+
+    @classmethod
+    def of(cls, record: ApiTokenRecord, secret: str | None = None) -> "ApiToken":
+        return cls(**_shown(record, secret), user_id=record.owner_id)
+
+
+class ApiTokenResultsPage(BaseModel):
+    """A single page of results."""
+
+    items: list[ApiToken]
+    next_page: str | None = None
+
+
+class ServiceAccount(BaseModel):
+    """An org's service account: a token that acts for the org. Shown like an ApiToken; `id`
+    is what `/org/service-accounts/{token}` takes."""
+
+    created_at: datetime
+    id: str
+    is_valid: bool
+    label: str | None = None
+    org_id: str
+    token: str
+    updated_at: datetime
+
+    @classmethod
+    def of(cls, record: ApiTokenRecord, secret: str | None = None) -> "ServiceAccount":
+        return cls(**_shown(record, secret), org_id=record.owner_id)
+
+
+class ServiceAccountResultsPage(BaseModel):
+    """A single page of results."""
+
+    items: list[ServiceAccount]
     next_page: str | None = None

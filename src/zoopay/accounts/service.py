@@ -3,14 +3,14 @@
 import enum
 import re
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 
-from sqlalchemy import func, insert, select
+from sqlalchemy import ColumnElement, RowMapping, func, insert, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from zoopay.accounts.tokens import new_token, token_hash
+from zoopay.accounts.tokens import new_token, token_hash, token_hint
 from zoopay.catalog.service import Catalog
 from zoopay.db.keyset import ordered_after
 from zoopay.db.tables import api_tokens, org_members, orgs, users
@@ -35,6 +35,7 @@ class User:
     is_staff: bool
     created_at: datetime
     updated_at: datetime
+    deleted_at: datetime | None = None
 
     @property
     def customer(self) -> Customer:
@@ -120,11 +121,13 @@ async def create_user(
 
 @dataclass(frozen=True)
 class Principal:
-    """Who presented a token: a user, or a service that reports usage."""
+    """Who presented a token: a user, an org's service account, or a service that reports
+    usage. Cached for at most a fraction of a second (accounts.cache): it may go stale."""
 
     token_id: str
     user: User | None
     service_name: str | None
+    org_id: str | None = None
 
     @property
     def may_meter(self) -> bool:
@@ -132,40 +135,210 @@ class Principal:
         return self.service_name is not None or (self.user is not None and self.user.is_staff)
 
 
+class TokenOwner(enum.StrEnum):
+    USER = "user"
+    ORG = "org"  # an org's service account
+    SERVICE = "service"  # a product that reports usage, named by the operator
+
+
+_OWNER_COLUMNS = {
+    TokenOwner.USER: api_tokens.c.user_id,
+    TokenOwner.ORG: api_tokens.c.org_id,
+    TokenOwner.SERVICE: api_tokens.c.service_name,
+}
+
+
+@dataclass(frozen=True)
+class ApiToken:
+    """A token as its owner sees it: never the secret, of which only the hash is stored."""
+
+    id: str
+    owner: TokenOwner
+    owner_id: str
+    label: str | None
+    hint: str | None
+    created_at: datetime
+    updated_at: datetime
+    revoked_at: datetime | None
+
+    @property
+    def is_valid(self) -> bool:
+        return self.revoked_at is None
+
+
+MAX_LABEL = 200
+
+
 async def create_token(conn: AsyncConnection, user: User, now: datetime) -> str:
     """A new API token for the user; only its hash is kept."""
-    return await _insert_token(conn, now, user_id=user.id)
+    return (await create_user_token(conn, user, label=None, now=now))[1]
+
+
+async def create_user_token(
+    conn: AsyncConnection, user: User, *, label: str | None, now: datetime
+) -> tuple[ApiToken, str]:
+    if user.deleted_at is not None:
+        raise Conflict(f"{user.email} is deleted")
+    return await create_owned_token(conn, TokenOwner.USER, user.id, label=label, now=now)
+
+
+async def create_owned_token(
+    conn: AsyncConnection, owner: TokenOwner, owner_id: str, *, label: str | None, now: datetime
+) -> tuple[ApiToken, str]:
+    """A new token of a user, an org (a service account) or a service, and its secret, which
+    is shown once: only its hash is kept."""
+    if label is not None and len(label) > MAX_LABEL:
+        raise BadRequest(f"label must be at most {MAX_LABEL} characters")
+    if label is not None and "\x00" in label:
+        raise BadRequest("label must not contain NUL characters")
+    if owner == TokenOwner.SERVICE:
+        owner_id = owner_id.strip()
+        if not owner_id:
+            raise BadRequest("a service needs a name")
+    token = new_token()
+    record = ApiToken(str(uuid.uuid4()), owner, owner_id, label, token_hint(token), now, now, None)
+    await conn.execute(
+        insert(api_tokens).values(
+            id=record.id,
+            token_hash=token_hash(token),
+            label=label,
+            hint=record.hint,
+            created_at=now,
+            updated_at=now,
+            **{_OWNER_COLUMNS[owner].name: owner_id},
+        )
+    )
+    return record, token
 
 
 async def create_service_token(conn: AsyncConnection, service_name: str, now: datetime) -> str:
     """A token for a service: it may report usage and ask for authorizations, nothing else."""
-    if not service_name.strip():
-        raise BadRequest("a service needs a name")
-    return await _insert_token(conn, now, service_name=service_name.strip())
+    owner = TokenOwner.SERVICE
+    return (await create_owned_token(conn, owner, service_name, label=None, now=now))[1]
 
 
-async def _insert_token(conn: AsyncConnection, now: datetime, **owner: str) -> str:
-    token = new_token()
-    await conn.execute(
-        insert(api_tokens).values(
-            id=str(uuid.uuid4()), token_hash=token_hash(token), created_at=now, **owner
-        )
+def _owned_by(owner: TokenOwner, owner_id: str) -> ColumnElement[bool]:
+    return _OWNER_COLUMNS[owner] == owner_id
+
+
+def _api_token(row: RowMapping) -> ApiToken:
+    owner = next(owner for owner, column in _OWNER_COLUMNS.items() if row[column.name])
+    return ApiToken(
+        row["id"],
+        owner,
+        row[_OWNER_COLUMNS[owner].name],
+        row["label"],
+        row["hint"],
+        row["created_at"],
+        row["updated_at"],
+        row["revoked_at"],
     )
-    return token
+
+
+async def list_tokens(
+    conn: AsyncConnection,
+    owner: TokenOwner,
+    owner_id: str,
+    *,
+    limit: int,
+    after: tuple[datetime, str] | None,
+    descending: bool,
+) -> list[ApiToken]:
+    """`limit` of the owner's tokens, revoked ones too, in (created_at, id) order."""
+    query = select(api_tokens).where(_owned_by(owner, owner_id)).limit(limit)
+    query = ordered_after(
+        query, (api_tokens.c.created_at, api_tokens.c.id), after, descending=descending
+    )
+    return [_api_token(row) for row in (await conn.execute(query)).mappings()]
+
+
+async def get_token(
+    conn: AsyncConnection, owner: TokenOwner, owner_id: str, *, token_id: str
+) -> ApiToken:
+    """One of the owner's tokens; another owner's is as unknown as one that never existed."""
+    query = select(api_tokens).where(
+        api_tokens.c.id == parse_uuid(token_id, "token"), _owned_by(owner, owner_id)
+    )
+    row = (await conn.execute(query)).mappings().first()
+    if row is None:
+        raise NotFound(f"no token {token_id}")
+    return _api_token(row)
+
+
+async def revoke_owned_token(
+    conn: AsyncConnection, owner: TokenOwner, owner_id: str, *, token_id: str, now: datetime
+) -> ApiToken:
+    """Revoke one of the owner's tokens (again is no error); it stops working everywhere within
+    the token cache's bound."""
+    await get_token(conn, owner, owner_id, token_id=token_id)
+    return await revoke_token(conn, token_id=token_id, now=now)
+
+
+async def revoke_token(conn: AsyncConnection, *, token_id: str, now: datetime) -> ApiToken:
+    """The operator's revocation: any token, a user's, an org's or a service's."""
+    token_id = parse_uuid(token_id, "token")
+    condition = api_tokens.c.id == token_id
+    await conn.execute(
+        api_tokens.update()
+        .where(condition, api_tokens.c.revoked_at.is_(None))
+        .values(revoked_at=now, updated_at=now)
+    )
+    row = (await conn.execute(select(api_tokens).where(condition))).mappings().first()
+    if row is None:
+        raise NotFound(f"no token {token_id}")
+    return _api_token(row)
 
 
 async def authenticate(conn: AsyncConnection, token: str) -> Principal | None:
+    """Who holds this token, if it is valid: not revoked, and not a deleted user's."""
     query = (
-        select(api_tokens.c.id.label("token_id"), api_tokens.c.service_name, users)
+        select(
+            api_tokens.c.id.label("token_id"),
+            api_tokens.c.service_name,
+            api_tokens.c.org_id.label("token_org_id"),
+            users,
+        )
         .select_from(api_tokens.outerjoin(users, api_tokens.c.user_id == users.c.id))
-        .where(api_tokens.c.token_hash == token_hash(token))
+        .where(
+            api_tokens.c.token_hash == token_hash(token),
+            api_tokens.c.revoked_at.is_(None),
+            users.c.deleted_at.is_(None),
+        )
     )
     row = (await conn.execute(query)).mappings().first()
     if row is None:
         return None
     user_fields = {name: row[name] for name in User.__dataclass_fields__}
     user = User(**user_fields) if row["id"] is not None else None
-    return Principal(row["token_id"], user, row["service_name"])
+    return Principal(row["token_id"], user, row["service_name"], row["token_org_id"])
+
+
+async def delete_user(conn: AsyncConnection, user: User, *, now: datetime) -> User:
+    """Delete a user: their tokens stop working; their row, ledger and calls stay for audit."""
+    if user.deleted_at is not None:
+        return user
+    await conn.execute(
+        users.update()
+        .where(users.c.id == user.id, users.c.deleted_at.is_(None))
+        .values(deleted_at=now, updated_at=now)
+    )
+    await conn.execute(
+        api_tokens.update()
+        .where(api_tokens.c.user_id == user.id, api_tokens.c.revoked_at.is_(None))
+        .values(revoked_at=now, updated_at=now)
+    )
+    return replace(user, deleted_at=now, updated_at=now)
+
+
+async def set_staff(conn: AsyncConnection, user: User, *, is_staff: bool, now: datetime) -> User:
+    """Grant or take away staff rights; every server sees it within the token cache's bound."""
+    # Decided by the row, not by `user`, which may be stale.
+    await conn.execute(
+        users.update()
+        .where(users.c.id == user.id, users.c.is_staff != is_staff)
+        .values(is_staff=is_staff, updated_at=now)
+    )
+    return replace(user, is_staff=is_staff, updated_at=now)
 
 
 async def find_user(conn: AsyncConnection, id_or_email: str) -> User:

@@ -27,6 +27,7 @@ from zoopay.accounts.service import (
 from zoopay.catalog.service import Catalog
 from zoopay.db.engine import reading, transaction
 from zoopay.errors import Forbidden, NotFound, Unauthorized
+from zoopay.ledger.service import Customer
 
 _bearer = HTTPBearer(auto_error=False, description="An API token: `Authorization: Bearer TOKEN`")
 
@@ -106,7 +107,10 @@ async def authenticate_bearer(cache: TokenCache, token: str | None) -> Principal
 
 def require_user(principal: Principal) -> User:
     if principal.user is None:
-        raise Forbidden("a service token may only report usage and ask for authorizations")
+        raise Forbidden(
+            "a service token may only report usage and ask for authorizations, and an org's "
+            "service account only read its org's balance and plan"
+        )
     return principal.user
 
 
@@ -137,6 +141,17 @@ async def org_membership(
     return membership
 
 
+async def org_reader(
+    engine: Annotated[AsyncEngine, Depends(get_engine)],
+    principal: Annotated[Principal, Depends(current_principal)],
+) -> Customer:
+    """The org whose balance and plan the caller may read: their own, or, for an org's service
+    account, that org (the only thing a service account may do)."""
+    if principal.org_id is not None:
+        return Customer("org", principal.org_id)
+    return (await org_membership(engine, require_user(principal))).org
+
+
 async def org_admin(membership: Annotated[Membership, Depends(org_membership)]) -> Membership:
     if membership.role != OrgRole.ADMIN:
         raise Forbidden("only an admin of the org may do this")
@@ -150,6 +165,7 @@ Now = Annotated[datetime, Depends(get_now)]
 CurrentUser = Annotated[User, Depends(current_user)]
 StaffUser = Annotated[User, Depends(staff_user)]
 OrgMember = Annotated[Membership, Depends(org_membership)]
+OrgReader = Annotated[Customer, Depends(org_reader)]
 OrgAdmin = Annotated[Membership, Depends(org_admin)]
 
 # Ids in paths as the services accept them, said in the OpenAPI document (the services refuse

@@ -40,6 +40,7 @@ _DEPENDENCY_ERRORS: dict[Callable[..., Any], set[int]] = {
     deps.current_user: {403},
     deps.staff_user: {403},
     deps.org_membership: {404},
+    deps.org_reader: {403, 404},
     deps.org_admin: {403},
 }
 

@@ -11,7 +11,7 @@ from zoopay.api.deps import (
     Conn,
     Engine,
     Now,
-    OrgMember,
+    OrgReader,
     StaffUser,
     require_user,
 )
@@ -123,14 +123,14 @@ HOT_ROUTES = [
 
 @router.get("/org/payment/balance", response_model=CustomerBalance)
 async def get_payment_balance_for_org(
-    member: OrgMember,
+    org: OrgReader,
     engine: Engine,
     catalog: CatalogDep,
     now: Now,
     include_total_due: IncludeTotalDue = True,
 ) -> CustomerBalance:
-    """The balance of the caller's org."""
-    return await _read(engine, catalog, member.org, now, include_total_due)
+    """The balance of the caller's org (a member's, or an org service account's)."""
+    return await _read(engine, catalog, org, now, include_total_due)
 
 
 @router.get("/users/{id}/payment/balance", response_model=CustomerBalance, responses=errors(404))

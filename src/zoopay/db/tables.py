@@ -52,17 +52,29 @@ users = Table(
     Column("is_staff", Boolean, nullable=False, default=False),
     Column("created_at", Timestamp, nullable=False),
     Column("updated_at", Timestamp, nullable=False),
+    # Deleted users keep their row, ledger and calls for the audit trail; their tokens stop.
+    Column("deleted_at", Timestamp),
 )
 
 api_tokens = Table(
     "api_tokens",
     metadata,
     Column("id", Id, primary_key=True),
-    # A token belongs to a user, or to a service (a non-person that reports usage).
+    # A token belongs to a user, to an org (a service account), or to a service (a non-person
+    # that reports usage).
     Column("user_id", Id, ForeignKey("users.id", ondelete="CASCADE")),
+    Column("org_id", Id, ForeignKey("orgs.id", name="fk_api_tokens_org", ondelete="CASCADE")),
     Column("service_name", String(100)),
     Column("token_hash", String(64), nullable=False, unique=True),
+    Column("label", String(200)),
+    # The secret's last characters, so that its owner can tell tokens apart.
+    Column("hint", String(8)),
     Column("created_at", Timestamp, nullable=False),
+    Column("updated_at", Timestamp, nullable=False),
+    # Revoked tokens stay, for the calls that name them.
+    Column("revoked_at", Timestamp),
+    Index("ix_api_tokens_user", "user_id", "created_at", "id"),
+    Index("ix_api_tokens_org", "org_id", "created_at", "id"),
 )
 
 orgs = Table(

@@ -6,7 +6,7 @@ from zoopay.api.deps import (
     CurrentUser,
     Now,
     OrgAdmin,
-    OrgMember,
+    OrgReader,
     StaffUser,
 )
 from zoopay.api.openapi import errors
@@ -113,10 +113,11 @@ async def update_user_subscription(
     "/org/payment/subscriptions", response_model=ZooProductSubscriptions, responses=errors(404)
 )
 async def get_org_subscription(
-    member: OrgMember, conn: Conn, catalog: CatalogDep
+    org: OrgReader, conn: Conn, catalog: CatalogDep
 ) -> ZooProductSubscriptions:
-    """The plan of the caller's org; 404 until it has one."""
-    return await _details(conn, catalog, member.org)
+    """The plan of the caller's org (a member's, or an org service account's); 404 until it
+    has one."""
+    return await _details(conn, catalog, org)
 
 
 @router.post(
