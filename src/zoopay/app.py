@@ -10,6 +10,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from zoopay.accounts.cache import TokenCache
+from zoopay.accounts.routes import api_tokens_router, service_accounts_router
 from zoopay.accounts.routes import router as accounts_router
 from zoopay.api.deps import system_clock
 from zoopay.api.errors import install_error_handlers
@@ -86,6 +87,8 @@ def create_app(
         subscriptions_users_router,
         subscriptions_orgs_router,
         accounts_router,
+        api_tokens_router,
+        service_accounts_router,
         catalog_router,
         metering_router,
         ledger_router,

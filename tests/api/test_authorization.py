@@ -715,6 +715,8 @@ SERVICE_ACCOUNT_MAY = {
     "GET /pricing/subscriptions": "modeling_app",
     "GET /": "openapi",
     "GET /docs": None,
+    "GET /healthz": "status",
+    "GET /readyz": "status",
 }
 
 

@@ -22,6 +22,9 @@ from zoopay.api.pagination import Page, next_page_token
 from zoopay.api.routing import json_router
 
 router = json_router(tags=["orgs"])
+# Zoo files tokens under tags of their own: the SDK's `api_tokens` and `service_accounts`.
+api_tokens_router = json_router(tags=["api-tokens"])
+service_accounts_router = json_router(tags=["service-accounts"])
 
 
 @router.post("/org", response_model=Org, status_code=201)
@@ -95,10 +98,9 @@ def _next(records: list[service.ApiToken], page: Page) -> str | None:
     return next_page_token(records, page.limit, lambda record: (record.created_at, record.id))
 
 
-@router.get(
+@api_tokens_router.get(
     "/user/api-tokens",
     response_model=ApiTokenResultsPage,
-    tags=["api-tokens"],
 )
 async def list_api_tokens_for_user(
     user: CurrentUser, conn: Conn, page: Page
@@ -109,11 +111,10 @@ async def list_api_tokens_for_user(
     return ApiTokenResultsPage(items=items, next_page=_next(records, page))
 
 
-@router.post(
+@api_tokens_router.post(
     "/user/api-tokens",
     response_model=ApiToken,
     status_code=201,
-    tags=["api-tokens"],
 )
 async def create_api_token_for_user(
     user: CurrentUser, conn: Conn, now: Now, response: Response, label: Label = None
@@ -124,19 +125,16 @@ async def create_api_token_for_user(
     return ApiToken.of(record, secret)
 
 
-@router.get(
-    "/user/api-tokens/{token}", response_model=ApiToken, tags=["api-tokens"], responses=USER_TOKEN
-)
+@api_tokens_router.get("/user/api-tokens/{token}", response_model=ApiToken, responses=USER_TOKEN)
 async def get_api_token_for_user(token: TokenId, user: CurrentUser, conn: Conn) -> ApiToken:
     """One of the caller's API tokens, by its id; another user's is a 404."""
     return ApiToken.of(await service.get_token(conn, TokenOwner.USER, user.id, token_id=token))
 
 
-@router.delete(
+@api_tokens_router.delete(
     "/user/api-tokens/{token}",
     status_code=204,
     response_class=Response,
-    tags=["api-tokens"],
     responses=USER_TOKEN,
 )
 async def delete_api_token_for_user(
@@ -148,10 +146,9 @@ async def delete_api_token_for_user(
     return Response(status_code=204)
 
 
-@router.get(
+@service_accounts_router.get(
     "/org/service-accounts",
     response_model=ServiceAccountResultsPage,
-    tags=["service-accounts"],
 )
 async def list_service_accounts_for_org(
     admin: OrgAdmin, conn: Conn, page: Page
@@ -162,11 +159,10 @@ async def list_service_accounts_for_org(
     return ServiceAccountResultsPage(items=items, next_page=_next(records, page))
 
 
-@router.post(
+@service_accounts_router.post(
     "/org/service-accounts",
     response_model=ServiceAccount,
     status_code=201,
-    tags=["service-accounts"],
 )
 async def create_service_account_for_org(
     admin: OrgAdmin, conn: Conn, now: Now, response: Response, label: Label = None
@@ -180,10 +176,9 @@ async def create_service_account_for_org(
     return ServiceAccount.of(record, secret)
 
 
-@router.get(
+@service_accounts_router.get(
     "/org/service-accounts/{token}",
     response_model=ServiceAccount,
-    tags=["service-accounts"],
     responses=ORG_TOKEN,
 )
 async def get_service_account_for_org(
@@ -194,11 +189,10 @@ async def get_service_account_for_org(
     return ServiceAccount.of(record)
 
 
-@router.delete(
+@service_accounts_router.delete(
     "/org/service-accounts/{token}",
     status_code=204,
     response_class=Response,
-    tags=["service-accounts"],
     responses=ORG_TOKEN,
 )
 async def delete_service_account_for_org(
