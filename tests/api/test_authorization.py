@@ -35,6 +35,7 @@ ERROR_CODES = {
     402: "payment_required",
     403: "forbidden",
     404: "not_found",
+    405: "method_not_allowed",
     409: "conflict",
     413: "payload_too_large",
     415: "unsupported_media_type",
@@ -425,6 +426,12 @@ async def swagger_ui(call: Call) -> None:
     assert call.response.headers["content-type"].startswith("text/html")
     assert "swagger-ui" in call.response.text
     assert "/openapi.json" in call.response.text
+    assert "/docs/assets/swagger-ui-bundle.js" in call.response.text
+
+
+async def swagger_ui_script(call: Call) -> None:
+    assert call.response.headers["content-type"].startswith("text/javascript")
+    assert "SwaggerUIBundle" in call.response.text
 
 
 ENDPOINTS = [
@@ -523,13 +530,14 @@ ENDPOINTS = [
     ),
     Endpoint("GET", "/", EVERYONE, openapi_document),
     Endpoint("GET", "/docs", EVERYONE, swagger_ui),
+    Endpoint("GET", "/docs/assets/swagger-ui-bundle.js", EVERYONE, swagger_ui_script),
 ]
 
 CELLS = [(endpoint, principal) for endpoint in ENDPOINTS for principal in PRINCIPALS]
 
 
 def test_the_matrix_covers_every_endpoint_of_the_issue() -> None:
-    assert len({endpoint.name for endpoint in ENDPOINTS}) == len(ENDPOINTS) == 22
+    assert len({endpoint.name for endpoint in ENDPOINTS}) == len(ENDPOINTS) == 23
     for endpoint in ENDPOINTS:
         assert set(endpoint.expect) == set(PRINCIPALS), endpoint.name
         if endpoint.method in ("POST", "PUT"):
