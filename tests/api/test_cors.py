@@ -101,7 +101,13 @@ async def test_a_preflight_is_answered_on_every_path(
 async def test_a_preflight_allows_exactly_the_methods_and_headers_of_the_api(
     client: httpx.AsyncClient,
 ) -> None:
-    response = await client.options("/user/payment/balance", headers=preflight(ALLOWED, "GET"))
+    # Chrome asks this too when a public page calls a private address.
+    headers = {**preflight(ALLOWED, "GET"), "access-control-request-private-network": "true"}
+
+    response = await client.options("/user/payment/balance", headers=headers)
+
+    assert response.status_code == 200
+    assert response.headers["access-control-allow-private-network"] == "true"
 
     assert listed(response.headers["access-control-allow-methods"]) == {
         "get",
@@ -233,6 +239,16 @@ async def test_another_origin_gets_no_cors_header(client: httpx.AsyncClient, wor
     assert cors_headers(response) == {}
     assert_error(refused, 401)
     assert cors_headers(refused) == {}
+    # So that no cache hands these to a page on an allowed origin.
+    assert listed(response.headers["vary"]) == listed(refused.headers["vary"]) == {"origin"}
+
+
+async def test_an_answer_to_no_origin_says_it_varies_by_origin(client: httpx.AsyncClient) -> None:
+    response = await client.get("/pricing/subscriptions")
+
+    assert response.status_code == 200
+    assert cors_headers(response) == {}
+    assert listed(response.headers["vary"]) == {"origin"}
 
 
 # --- ZOOPAY_CORS_ORIGINS -----------------------------------------------------------------------

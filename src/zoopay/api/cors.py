@@ -7,17 +7,17 @@ layers placed by app.py:
 - `CorsHeaders`, outermost, adds `Access-Control-Allow-Origin` and `-Expose-Headers` to every
   other response to an allowed origin, including the 413 and 500 the request context answers.
 
-A request from any other origin gets no CORS header at all; its preflight is refused with a
-403 in the error shape.
+A request from any other origin gets no CORS header at all (only `Vary: Origin`); its
+preflight is refused with a 403 in the error shape.
 """
 
 from collections.abc import Sequence
 
-from starlette.datastructures import Headers
+from starlette.datastructures import Headers, MutableHeaders
 from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from zoopay.api.errors import error_response, request_id_of
 from zoopay.api.middleware import REQUEST_ID_HEADER
@@ -40,17 +40,28 @@ class _Cors(CORSMiddleware):
         )
 
 
-def _is_preflight(scope: Scope, headers: Headers) -> bool:
-    return (
-        scope["method"] == "OPTIONS"
-        and "origin" in headers
-        and "access-control-request-method" in headers
-    )
+# Both layers look at every request: they read the raw header list (names are lower case in
+# ASGI) rather than build a Headers per request.
+
+
+def _is_preflight(scope: Scope) -> bool:
+    if scope["method"] != "OPTIONS":
+        return False
+    names = {name for name, _ in scope["headers"]}
+    return b"origin" in names and b"access-control-request-method" in names
+
+
+def _origin(scope: Scope) -> str | None:
+    for name, value in scope["headers"]:
+        if name == b"origin":
+            origin: str = value.decode("latin-1")
+            return origin
+    return None
 
 
 class CorsPreflight(_Cors):
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not _is_preflight(scope, Headers(scope=scope)):
+        if scope["type"] != "http" or not _is_preflight(scope):
             await self.app(scope, receive, send)
             return
         response = self._answer(Request(scope))
@@ -75,12 +86,23 @@ class CorsPreflight(_Cors):
 
 class CorsHeaders(_Cors):
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
+        if scope["type"] != "http" or _is_preflight(scope):
             await self.app(scope, receive, send)
             return
-        headers = Headers(scope=scope)
-        origin = headers.get("origin")
-        if _is_preflight(scope, headers) or origin is None or not self.is_allowed_origin(origin):
-            await self.app(scope, receive, send)
-            return
-        await self.simple_response(scope, receive, send, request_headers=headers)
+        origin = _origin(scope)
+        if origin is not None and self.is_allowed_origin(origin):
+            await self.simple_response(scope, receive, send, request_headers=Headers(scope=scope))
+        else:
+            await self.app(scope, receive, _varying_by_origin(send))
+
+
+def _varying_by_origin(send: Send) -> Send:
+    """Answers without CORS headers still say they depend on Origin, so that no cache hands one
+    to a page on an allowed origin."""
+
+    async def send_varying(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            MutableHeaders(scope=message).add_vary_header("Origin")
+        await send(message)
+
+    return send_varying
