@@ -85,6 +85,7 @@ class Browser:
             pytest.fail(f"Chromium did not finish {url} in {CHROMIUM_LIMIT_SECONDS}s")
         finally:
             _end_group(process.pid)
+            process.wait()
         assert process.returncode == 0, stderr[-3000:]
         return stdout
 
