@@ -21,16 +21,13 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tests.conftest import Clock, Person, World
 from tests.e2e.conftest import free_port, stop, wait_until_serving
+from tests.support.errors import assert_error
+from tests.support.reference import reference_fields
 from zoopay.db.tables import api_tokens, metadata, org_members, users
 
 ZOOPAY = Path(sys.executable).parent / "zoopay"
-REFERENCE = Path(__file__).parents[3] / "shared/reference/zoo-payments-models.schema.json"
 CLI_LIMIT_SECONDS = 120
 TOKEN = re.compile(r"zoo_[A-Za-z0-9_-]+")
-
-
-def reference_fields(model: str) -> set[str]:
-    return set(json.loads(REFERENCE.read_text())[model]["properties"])
 
 
 def zoopay_env(database_url: str) -> dict[str, str]:
@@ -77,15 +74,6 @@ def email() -> str:
 async def ok(response: httpx.Response, status: int = 200) -> Any:
     assert response.status_code == status, response.text
     return response.json()
-
-
-def assert_error(response: httpx.Response, status: int, error_code: str) -> str:
-    assert response.status_code == status, response.text
-    body = response.json()
-    assert body["error_code"] == error_code
-    assert body["request_id"] == response.headers["x-api-call-id"]
-    message: str = body["message"]
-    return message
 
 
 # The zoopay command

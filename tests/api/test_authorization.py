@@ -17,8 +17,10 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tests.conftest import Person, World
+from tests.support.database import dump
+from tests.support.errors import assert_error
 from zoopay.accounts.service import Org
-from zoopay.db.tables import balances, ledger_entries, metadata, org_members, orgs, subscriptions
+from zoopay.db.tables import balances, ledger_entries, org_members, orgs, subscriptions
 
 NO_TOKEN = "no_token"
 BAD_TOKEN = "bad_token"
@@ -28,18 +30,6 @@ MEMBER = "org_member"
 ADMIN = "org_admin"
 STAFF = "staff"
 PRINCIPALS = (NO_TOKEN, BAD_TOKEN, PLAIN, OTHER, MEMBER, ADMIN, STAFF)
-
-ERROR_CODES = {
-    400: "bad_request",
-    401: "unauthorized",
-    402: "payment_required",
-    403: "forbidden",
-    404: "not_found",
-    405: "method_not_allowed",
-    409: "conflict",
-    413: "payload_too_large",
-    415: "unsupported_media_type",
-}
 
 MONTHLY = "monthly_api_credits_remaining_monetary_value"
 STABLE = "stable_api_credits_remaining_monetary_value"
@@ -155,16 +145,6 @@ EVERYONE = statuses(200, public=True)
 # --- reading state behind the API -------------------------------------------------------------
 
 
-async def dump(engine: AsyncEngine) -> dict[str, list[dict[str, Any]]]:
-    """Every row of every table, in key order: equal before and after means nothing changed."""
-    async with engine.connect() as conn:
-        snapshot = {}
-        for table in metadata.sorted_tables:
-            query = select(table).order_by(*table.primary_key.columns)
-            snapshot[table.name] = [dict(row) for row in (await conn.execute(query)).mappings()]
-        return snapshot
-
-
 async def row_of(engine: AsyncEngine, query: Any) -> dict[str, Any] | None:
     async with engine.connect() as conn:
         row = (await conn.execute(query)).mappings().first()
@@ -197,16 +177,6 @@ async def ledger_reasons(engine: AsyncEngine, customer_id: str) -> list[tuple[st
     )
     async with engine.connect() as conn:
         return [tuple(row) for row in await conn.execute(query)]
-
-
-def assert_error(response: httpx.Response, status: int) -> None:
-    assert response.status_code == status, response.text
-    body = response.json()
-    assert set(body) == {"error_code", "message", "request_id"}
-    assert body["error_code"] == ERROR_CODES[status]
-    assert isinstance(body["message"], str) and body["message"]
-    assert body["request_id"]
-    assert response.headers["x-api-call-id"] == body["request_id"]
 
 
 # --- success checks, one per endpoint ---------------------------------------------------------

@@ -17,8 +17,9 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from tests.api.test_authorization import assert_error, dump
 from tests.conftest import Person, World
+from tests.support.database import dump
+from tests.support.errors import assert_error
 from zoopay.accounts.service import Org
 from zoopay.db.tables import balances, ledger_entries, subscriptions
 

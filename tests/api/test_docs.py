@@ -7,7 +7,7 @@ from html.parser import HTMLParser
 import httpx
 import pytest
 
-from tests.api.test_authorization import assert_error
+from tests.support.errors import assert_error
 
 ASSET_TYPES = {
     "/docs/assets/swagger-ui-bundle.js": "text/javascript",
@@ -83,6 +83,6 @@ async def test_nothing_but_the_assets_is_served(client: httpx.AsyncClient, path:
 async def test_the_assets_are_read_only(client: httpx.AsyncClient) -> None:
     refused = await client.put("/docs/assets/swagger-ui.css", content=b"body{}")
 
-    assert_error(refused, 405)
+    assert_error(refused, 405, "method_not_allowed")
     assert refused.headers["allow"] == "GET, HEAD"
     assert (await client.get("/docs/assets/swagger-ui.css")).content != b"body{}"

@@ -1,12 +1,11 @@
 """The compatible models carry exactly the fields of their kittycad 1.2.0 schemas."""
 
-import json
-from pathlib import Path
 from typing import Any
 
 import pytest
 from pydantic import BaseModel, TypeAdapter
 
+from tests.support.reference import reference_fields, reference_schema
 from zoopay.accounts.schemas import (
     AddOrgMember,
     Org,
@@ -29,15 +28,6 @@ from zoopay.subscriptions.schemas import (
     ZooProductSubscriptionsUserRequest,
 )
 
-REFERENCE = Path(__file__).parents[3] / "shared/reference/zoo-payments-models.schema.json"
-
-
-@pytest.fixture(scope="module")
-def reference() -> dict[str, Any]:
-    loaded: dict[str, Any] = json.loads(REFERENCE.read_text())
-    return loaded
-
-
 MODELS: list[tuple[str, type[BaseModel]]] = [
     ("CustomerBalance", CustomerBalance),
     ("UpdatePaymentBalance", UpdatePaymentBalance),
@@ -55,22 +45,20 @@ MODELS: list[tuple[str, type[BaseModel]]] = [
 
 
 @pytest.mark.parametrize(("name", "model"), MODELS, ids=[name for name, _ in MODELS])
-def test_fields_equal_the_reference_schema(
-    reference: dict[str, Any], name: str, model: type[BaseModel]
-) -> None:
-    assert set(model.model_fields) == set(reference[name]["properties"])
+def test_fields_equal_the_reference_schema(name: str, model: type[BaseModel]) -> None:
+    assert set(model.model_fields) == reference_fields(name)
 
 
-def test_nested_price_and_type_options_match(reference: dict[str, Any]) -> None:
-    defs = reference["CustomerBalance"]["$defs"]
+def test_nested_price_and_type_options_match() -> None:
+    defs = reference_schema("CustomerBalance")["$defs"]
     assert set(OptionFlat.model_fields) == set(defs["OptionFlat"]["properties"])
     assert set(OptionPerUser.model_fields) == set(defs["OptionPerUser"]["properties"])
     assert set(OptionOrganization.model_fields) == set(defs["OptionOrganization"]["properties"])
 
 
-def test_enterprise_price_accepts_flat_and_per_user_only(reference: dict[str, Any]) -> None:
+def test_enterprise_price_accepts_flat_and_per_user_only() -> None:
     adapter: TypeAdapter[Any] = TypeAdapter(EnterpriseSubscriptionTierPrice)
-    mapping = reference["EnterpriseSubscriptionTierPrice"]["discriminator"]["mapping"]
+    mapping = reference_schema("EnterpriseSubscriptionTierPrice")["discriminator"]["mapping"]
     assert set(mapping) == {"flat", "per_user"}
     price = adapter.validate_python({"type": "per_user", "interval": "month", "price": "12.5"})
     assert adapter.dump_python(price, mode="json") == {

@@ -16,6 +16,7 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tests.conftest import Clock
+from tests.support.reference import reference_fields
 from zoopay.accounts import service as accounts
 from zoopay.app import create_app
 from zoopay.catalog.service import DEFAULT_CATALOG, Catalog, CatalogError, load_catalog
@@ -23,7 +24,6 @@ from zoopay.config import Settings
 from zoopay.db.engine import transaction
 from zoopay.db.tables import users
 
-REFERENCE = Path(__file__).parents[3] / "shared/reference/zoo-payments-models.schema.json"
 ZOOPAY = Path(sys.executable).parent / "zoopay"
 CLI_LIMIT_SECONDS = 120
 
@@ -69,11 +69,6 @@ EXPECTED_TIERS: list[dict[str, Any]] = [
         "annual_discount": None,
     },
 ]
-
-
-def reference_tier_fields() -> set[str]:
-    schemas = json.loads(REFERENCE.read_text())
-    return set(schemas["ModelingAppSubscriptionTier"]["properties"])
 
 
 def tier(name: str, **fields: Any) -> dict[str, Any]:
@@ -157,7 +152,7 @@ async def test_pricing_lists_the_four_tiers_without_a_token(client: httpx.AsyncC
 
 
 async def test_each_tier_has_exactly_the_reference_fields(client: httpx.AsyncClient) -> None:
-    fields = reference_tier_fields()
+    fields = reference_fields("ModelingAppSubscriptionTier")
     tiers = (await client.get("/pricing/subscriptions")).json()["modeling_app"]
     assert len(tiers) == 4
     for got in tiers:
@@ -203,7 +198,7 @@ async def test_a_replacement_catalog_from_zoopay_catalog_is_served(
         assert plus["monthly_pay_as_you_go_api_credits_monetary_value"] == "10.00"
         assert plus["support_tier"] == "standard_email"
         assert plus["annual_discount"] == 10
-        assert set(free) == set(plus) == reference_tier_fields()
+        assert set(free) == set(plus) == reference_fields("ModelingAppSubscriptionTier")
 
     # Plans follow the replacement: users start on its free grant, its tiers are the offer.
     async with transaction(engine) as conn:

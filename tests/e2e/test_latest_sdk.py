@@ -117,7 +117,7 @@ print(json.dumps({
 
 def run_probe(server: LiveServer, given: dict[str, str]) -> dict[str, Any]:
     assert (LATEST_SDK / "kittycad").is_dir(), (
-        f"{LATEST_SDK} is missing: `make .venv/kittycad-latest/.installed` installs it"
+        f"{LATEST_SDK} is missing: `make test` installs it (the Makefile pins its version)"
     )
     env = {**os.environ, "PYTHONPATH": str(LATEST_SDK)}
     result = subprocess.run(

@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
 from kittycad.models.enterprise_subscription_tier_price import (
     EnterpriseSubscriptionTierPrice,
     OptionPerUser,
@@ -22,10 +21,10 @@ from kittycad.models.enterprise_subscription_tier_price import (
 from kittycad.models.plan_interval import PlanInterval
 
 from tests.e2e.conftest import Account, People, Zoopay
+from tests.support.reference import reference_fields
 
-SHARED = Path(__file__).resolve().parents[3] / "shared"
-SEEDS = SHARED / "seeds"
-SCHEMAS = SHARED / "reference" / "zoo-payments-models.schema.json"
+# The curl requests and response examples of the seed documents, kept as the project's fixtures.
+SEEDS = Path(__file__).resolve().parent / "seeds"
 SEED_HOST = "https://api.zoo.dev"
 
 
@@ -40,7 +39,7 @@ class Seed:
 
 def load_seed(name: str) -> Seed:
     """The curl request of a seed document and its response example."""
-    text = next(SEEDS.glob(f"{name}_*.txt")).read_text()
+    text = (SEEDS / f"{name}.txt").read_text()
     curl, after = text[text.index("$ curl") + 2 :].split("\n200 OK", 1)
     args = shlex.split(curl.replace("\\\n", " "))
     method, url, headers, data = "GET", "", {}, None
@@ -61,20 +60,6 @@ def load_seed(name: str) -> Seed:
     return Seed(method, url.removeprefix(SEED_HOST), headers, data, example)
 
 
-@pytest.fixture(scope="module")
-def schemas() -> dict[str, Any]:
-    loaded: dict[str, Any] = json.loads(SCHEMAS.read_text())
-    return loaded
-
-
-def schema_keys(schemas: dict[str, Any], model: str) -> set[str]:
-    return set(schemas[model]["properties"])
-
-
-def tier_keys(schemas: dict[str, Any]) -> set[str]:
-    return set(schemas["ModelingAppSubscriptionTier"]["properties"])
-
-
 def replay(http: httpx.Client, seed: Seed, token: str, **path_ids: str) -> httpx.Response:
     """The seed's request as its curl line sends it, with a real token and real ids."""
     headers = {k: v.replace("$TOKEN", token) for k, v in seed.headers.items()}
@@ -83,10 +68,11 @@ def replay(http: httpx.Client, seed: Seed, token: str, **path_ids: str) -> httpx
     return http.request(seed.method, path, headers=headers, content=content)
 
 
-def assert_balance_shape(body: dict[str, Any], schemas: dict[str, Any]) -> None:
-    assert set(body) == schema_keys(schemas, "CustomerBalance")
-    assert set(body["subscription_details"]) == schema_keys(schemas, "ZooProductSubscriptions")
-    assert set(body["subscription_details"]["modeling_app"]) == tier_keys(schemas)
+def assert_balance_shape(body: dict[str, Any]) -> None:
+    assert set(body) == reference_fields("CustomerBalance")
+    assert set(body["subscription_details"]) == reference_fields("ZooProductSubscriptions")
+    tier = body["subscription_details"]["modeling_app"]
+    assert set(tier) == reference_fields("ModelingAppSubscriptionTier")
 
 
 def org_on_team(zoopay: Zoopay, admin: Account, http: httpx.Client) -> str:
@@ -97,9 +83,7 @@ def org_on_team(zoopay: Zoopay, admin: Account, http: httpx.Client) -> str:
     return org_id
 
 
-def test_seed_003_put_org_subscription(
-    people: People, zoopay: Zoopay, http: httpx.Client, schemas: dict[str, Any]
-) -> None:
+def test_seed_003_put_org_subscription(people: People, zoopay: Zoopay, http: httpx.Client) -> None:
     seed = load_seed("003")
     assert (seed.method, seed.path, json.loads(seed.data or "")) == (
         "PUT",
@@ -112,8 +96,8 @@ def test_seed_003_put_org_subscription(
     response = replay(http, seed, admin.token)
     assert response.status_code == 200, response.text
     body = response.json()
-    assert set(body) == set(seed.example) == schema_keys(schemas, "ZooProductSubscriptions")
-    assert set(body["modeling_app"]) == tier_keys(schemas)
+    assert set(body) == set(seed.example) == reference_fields("ZooProductSubscriptions")
+    assert set(body["modeling_app"]) == reference_fields("ModelingAppSubscriptionTier")
     assert body["modeling_app"]["name"] == "team"
     assert body["modeling_app"]["price"] == {
         "type": "per_user",
@@ -122,9 +106,7 @@ def test_seed_003_put_org_subscription(
     }
 
 
-def test_seed_000_put_org_balance(
-    people: People, zoopay: Zoopay, http: httpx.Client, schemas: dict[str, Any]
-) -> None:
+def test_seed_000_put_org_balance(people: People, zoopay: Zoopay, http: httpx.Client) -> None:
     seed = load_seed("000")
     assert (seed.method, seed.path) == ("PUT", "/orgs/{id}/payment/balance")
     assert json.loads(seed.data or "") == {
@@ -137,7 +119,7 @@ def test_seed_000_put_org_balance(
     response = replay(http, seed, staff.token, id=org_id)
     assert response.status_code == 200, response.text
     body = response.json()
-    assert_balance_shape(body, schemas)
+    assert_balance_shape(body)
     assert set(body) == set(seed.example)
     example_tier = seed.example["subscription_details"]["modeling_app"]
     assert set(body["subscription_details"]["modeling_app"]) == set(example_tier)
@@ -148,9 +130,7 @@ def test_seed_000_put_org_balance(
     assert body["stable_api_credits_remaining"] == 38
 
 
-def test_seed_001_get_org_balance(
-    people: People, zoopay: Zoopay, http: httpx.Client, schemas: dict[str, Any]
-) -> None:
+def test_seed_001_get_org_balance(people: People, zoopay: Zoopay, http: httpx.Client) -> None:
     seed = load_seed("001")
     assert (seed.method, seed.path, seed.data) == ("GET", "/orgs/{id}/payment/balance", None)
     staff, admin = people.user(staff=True), people.user()
@@ -166,7 +146,7 @@ def test_seed_001_get_org_balance(
     response = replay(http, seed, staff.token, id=org_id)
     assert response.status_code == 200, response.text
     body = response.json()
-    assert_balance_shape(body, schemas)
+    assert_balance_shape(body)
     assert set(body) == set(seed.example)
     example_tier = seed.example["subscription_details"]["modeling_app"]
     assert set(body["subscription_details"]["modeling_app"]) == set(example_tier)
@@ -184,9 +164,7 @@ def test_seed_001_get_org_balance(
     assert body["subscription_id"]
 
 
-def test_seed_002_get_user_balance(
-    people: People, http: httpx.Client, schemas: dict[str, Any]
-) -> None:
+def test_seed_002_get_user_balance(people: People, http: httpx.Client) -> None:
     seed = load_seed("002")
     assert (seed.method, seed.path, seed.data) == ("GET", "/user/payment/balance", None)
     user = people.user()
@@ -194,7 +172,7 @@ def test_seed_002_get_user_balance(
     response = replay(http, seed, user.token)
     assert response.status_code == 200, response.text
     body = response.json()
-    assert_balance_shape(body, schemas)
+    assert_balance_shape(body)
     assert body["map_id"] == user.id
     assert body["modeling_app_enterprise_price"] is None
     assert body["monthly_api_credits_remaining_monetary_value"] == "10.00"

@@ -11,6 +11,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tests.conftest import START, Clock, Person, World
+from tests.support.errors import assert_error
 from zoopay.db.tables import ledger_entries, subscriptions
 
 ENTERPRISE_PRICE = {"type": "per_user", "interval": "month", "price": "1234.56"}
@@ -50,15 +51,6 @@ async def ok(response: httpx.Response, status: int = 200) -> dict[str, Any]:
     assert response.status_code == status, response.text
     body: dict[str, Any] = response.json()
     return body
-
-
-def assert_error(response: httpx.Response, status: int, error_code: str) -> str:
-    assert response.status_code == status, response.text
-    body = response.json()
-    assert body["error_code"] == error_code
-    assert body["request_id"] == response.headers["x-api-call-id"]
-    message: str = body["message"]
-    return message
 
 
 async def user_balance(client: httpx.AsyncClient, person: Person) -> dict[str, Any]:
