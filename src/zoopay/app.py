@@ -15,8 +15,10 @@ from zoopay.api.cors import CorsHeaders, CorsPreflight
 from zoopay.api.deps import system_clock
 from zoopay.api.docs import install_docs
 from zoopay.api.errors import install_error_handlers
+from zoopay.api.health import router as health_router
 from zoopay.api.hotpath import HotPaths, hot_openapi
 from zoopay.api.middleware import RequestContextMiddleware
+from zoopay.api.openapi import declare_errors
 from zoopay.billing.routes import HOT_ROUTES as billing_hot_routes
 from zoopay.billing.routes import router as billing_router
 from zoopay.catalog.routes import router as catalog_router
@@ -27,7 +29,9 @@ from zoopay.ledger.routes import router as ledger_router
 from zoopay.metering.batcher import CallRecorder
 from zoopay.metering.routes import HOT_ROUTES as metering_hot_routes
 from zoopay.metering.routes import router as metering_router
+from zoopay.subscriptions.routes import orgs_router as subscriptions_orgs_router
 from zoopay.subscriptions.routes import router as subscriptions_router
+from zoopay.subscriptions.routes import users_router as subscriptions_users_router
 
 DESCRIPTION = """\
 Payments and API credits, wire-compatible with the Payments part of Zoo's API:
@@ -41,10 +45,15 @@ def create_app(
     settings: Settings, *, engine: AsyncEngine | None = None, catalog: Catalog | None = None
 ) -> FastAPI:
     owns_engine = engine is None
-    app_engine = engine or create_engine(settings.database_url)
+    app_engine = engine or create_engine(settings.database_url, timeouts=settings.timeouts())
 
     app_catalog = catalog or load_catalog(settings.catalog)
-    recorder = CallRecorder(app_engine, app_catalog)
+    recorder = CallRecorder(
+        app_engine,
+        app_catalog,
+        queue_limit=settings.report_queue_limit,
+        wait_seconds=settings.report_wait_seconds(),
+    )
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -62,8 +71,13 @@ def create_app(
         docs_url=None,
         redoc_url=None,
         lifespan=lifespan,
+        # No redirect from /path/ to /path: it would be built from the request's Host header.
+        redirect_slashes=False,
         # FastAPI's built-in telemetry looks up OpenTelemetry providers on every request.
         telemetry={"tracing": False, "metrics": False, "logs": False},
+        # Operation ids are the route functions' names: Zoo's, for the compatible endpoints, so
+        # that generated clients get the kittycad SDK's method names.
+        generate_unique_id_function=lambda route: route.name,
     )
     app.state.engine = app_engine
     app.state.clock = system_clock
@@ -73,10 +87,13 @@ def create_app(
     routers = (
         billing_router,
         subscriptions_router,
+        subscriptions_users_router,
+        subscriptions_orgs_router,
         accounts_router,
         catalog_router,
         metering_router,
         ledger_router,
+        health_router,
     )
     for router in routers:
         app.include_router(router)
@@ -91,13 +108,15 @@ def create_app(
     # Every response, hot or not, carries the request id.
     app.add_middleware(RequestContextMiddleware, max_body_bytes=settings.max_body_bytes)
     if settings.cors_origins:
-        # Outermost: the 413 and 500 that the request context answers itself get
+        # Outermost: the 500 and 503 that the request context answers itself get
         # Access-Control-Allow-Origin too, so a browser front-end can read them.
         app.add_middleware(CorsHeaders, origins=settings.cors_origins)
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
-            app.openapi_schema = hot_openapi(FastAPI.openapi(app), hot_routes)
+            routes = [route for router in routers for route in router.routes]
+            document = declare_errors(FastAPI.openapi(app), routes)
+            app.openapi_schema = hot_openapi(document, hot_routes)
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]

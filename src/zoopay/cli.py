@@ -15,7 +15,8 @@ from zoopay.catalog.service import Catalog, CatalogError, load_catalog
 from zoopay.config import HttpServer, get_settings
 from zoopay.db import migrate
 from zoopay.db.engine import create_engine, transaction
-from zoopay.errors import ZoopayError
+from zoopay.errors import BadRequest, ZoopayError
+from zoopay.instants import InstantOutOfRange, check_instant
 from zoopay.subscriptions import service as subscriptions
 
 app = typer.Typer(no_args_is_help=True, help="zoopay: payments and API credits.")
@@ -53,7 +54,8 @@ def _run(work: Callable[[AsyncConnection, datetime], Awaitable[T]]) -> T:
 
 def _run_with_engine(work: Callable[[AsyncEngine, datetime], Awaitable[T]]) -> T:
     async def main() -> T:
-        engine = create_engine(get_settings().database_url)
+        settings = get_settings()
+        engine = create_engine(settings.database_url, timeouts=settings.timeouts())
         try:
             return await work(engine, datetime.now(UTC))
         finally:
@@ -127,15 +129,28 @@ def billing_refresh(
     moment = (at if at.tzinfo else at.replace(tzinfo=UTC)) if at else None
 
     async def refresh_all(engine: AsyncEngine, now: datetime) -> int:
+        at = _refresh_moment(moment, now)
         async with transaction(engine) as conn:
-            customers = await subscriptions.customers_due_for_refresh(conn, moment or now)
+            customers = await subscriptions.customers_due_for_refresh(conn, at)
         for customer in customers:  # one short transaction each: never a long lock
             async with transaction(engine) as conn:
-                await subscriptions.refresh_customer(conn, catalog, customer, moment or now)
+                await subscriptions.refresh_customer(conn, catalog, customer, at)
         return len(customers)
 
     refreshed = _run_with_engine(refresh_all)
     _print({"refreshed": refreshed})
+
+
+def _refresh_moment(at: datetime | None, now: datetime) -> datetime:
+    """--at may catch up on a past moment, never start a period that has not begun."""
+    if at is None:
+        return now
+    if at > now:
+        raise BadRequest(f"--at {at.isoformat()} is in the future; it must not be after now")
+    try:
+        return check_instant(at)
+    except InstantOutOfRange as exc:
+        raise BadRequest(f"--at {exc}") from None
 
 
 @orgs_app.command("create")

@@ -5,8 +5,10 @@ from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import urlsplit
 
-from pydantic import field_validator
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from zoopay.db.engine import Timeouts
 
 
 class HttpServer(enum.StrEnum):
@@ -29,6 +31,21 @@ class Settings(BaseSettings):
     access_log: bool = False
     workers: int = 1
     server: HttpServer = HttpServer.UVICORN
+    # How long to wait on the database before answering 503, in seconds.
+    db_connect_timeout: float = Field(default=Timeouts.connect, gt=0)
+    db_statement_timeout: float = Field(default=Timeouts.statement, gt=0)
+    db_pool_timeout: float = Field(default=Timeouts.pool, gt=0)
+    # Reports waiting for the group commit; more get 503 with Retry-After.
+    report_queue_limit: int = Field(default=2000, gt=0)
+
+    def timeouts(self) -> Timeouts:
+        return Timeouts(self.db_connect_timeout, self.db_statement_timeout, self.db_pool_timeout)
+
+    def report_wait_seconds(self) -> float:
+        """How long a report waits for its group commit before a 503: a checkout and one
+        statement's worth, about what any other request can take."""
+        return self.db_pool_timeout + self.db_statement_timeout
+
     # Origins whose pages may call the API from a browser (CORS): comma-separated or a JSON
     # list, `*` for any. None by default: no CORS header is ever sent.
     cors_origins: Annotated[list[str], NoDecode] = []

@@ -1,5 +1,17 @@
 """The failures a domain rule can report; the API maps each to its status and error code."""
 
+# How much of a client's input an error message may quote: enough to recognise it, never a
+# megabyte echoed back (or into a log).
+QUOTE_LIMIT = 64
+
+
+def quoted(value: object) -> str:
+    """`value` as an error message quotes it: its repr, cut to a short prefix."""
+    text = value if isinstance(value, str) else str(value)
+    if len(text) > QUOTE_LIMIT:
+        return repr(text[:QUOTE_LIMIT]) + f"... ({len(text)} characters)"
+    return repr(text)
+
 
 class ZoopayError(Exception):
     status_code = 500
@@ -8,6 +20,11 @@ class ZoopayError(Exception):
     def __init__(self, message: str) -> None:
         super().__init__(message)
         self.message = message
+
+    @property
+    def headers(self) -> dict[str, str]:
+        """Response headers that go with this error."""
+        return {}
 
 
 class BadRequest(ZoopayError):
@@ -48,3 +65,18 @@ class PayloadTooLarge(ZoopayError):
 class UnsupportedMediaType(ZoopayError):
     status_code = 415
     error_code = "unsupported_media_type"
+
+
+class ServiceUnavailable(ZoopayError):
+    """The database is down, hung or saturated: try again a little later."""
+
+    status_code = 503
+    error_code = "service_unavailable"
+
+    def __init__(self, message: str, retry_after_seconds: int = 1) -> None:
+        super().__init__(message)
+        self.retry_after_seconds = retry_after_seconds
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(self.retry_after_seconds)}

@@ -10,8 +10,14 @@ from typing import Annotated
 
 from pydantic import BeforeValidator, PlainSerializer, WithJsonSchema
 
+from zoopay.errors import quoted
+
 MICROS_PER_DOLLAR = 1_000_000
 MAX_DOLLARS = Decimal(1_000_000_000)
+# The most a balance bucket or a ledger amount can hold: its BIGINT column's largest value.
+MAX_BALANCE_MICROS = 2**63 - 1
+# The most one reported API call may cost.
+MAX_CALL_PRICE_MICROS = 10_000 * MICROS_PER_DOLLAR
 ONE_MICRO = Decimal("0.000001")
 
 
@@ -33,7 +39,7 @@ def parse_dollars(value: object) -> Decimal:
         if value.startswith("-") and _DECIMAL_STRING.fullmatch(value[1:]):
             raise InvalidAmount("an amount must not be negative")
         if not _DECIMAL_STRING.fullmatch(value):
-            raise InvalidAmount(f'{value!r} is not a decimal amount like "19.00"')
+            raise InvalidAmount(f'{quoted(value)} is not a decimal amount like "19.00"')
         dollars = Decimal(value)
     else:
         raise InvalidAmount("an amount must be a JSON number or a decimal string")
@@ -79,17 +85,38 @@ def credits_for(value_micros: int, credit_price_micros: int) -> int:
 
 
 _SERIALIZE = PlainSerializer(format_dollars, return_type=str, when_used="json")
-_SCHEMA = {"type": "number", "format": "money-usd"}
+
+# What the OpenAPI document says, exactly as the code above decides it.
+_SENT = {
+    "type": "string",
+    "pattern": r"^-?[0-9]+\.[0-9]{2,6}$",
+    "description": 'USD as a decimal string with 2 to 6 decimals, e.g. "19.00"',
+}
+# `parse_dollars` as patterns: digits with an optional fraction whose 7th decimal on are zeros,
+# at most 1,000,000,000.
+_ACCEPTED_STRING = {
+    "type": "string",
+    "pattern": r"^0*([0-9]{1,9}(\.[0-9]{1,6}0*)?|1000000000(\.0+)?)$",
+}
+_ACCEPTED_NUMBER = {
+    "type": "number",
+    "minimum": 0,
+    "maximum": int(MAX_DOLLARS),
+    "multipleOf": float(ONE_MICRO),
+}
+_ACCEPTED = {
+    "anyOf": [_ACCEPTED_NUMBER, _ACCEPTED_STRING],
+    "description": "USD: a JSON number or a decimal string, at most 6 decimals, at most 1e9",
+}
 
 # An amount someone gives us: a JSON number or decimal string, checked by `parse_dollars`.
 Amount = Annotated[
     Decimal,
     BeforeValidator(parse_dollars),
     _SERIALIZE,
-    WithJsonSchema(
-        {**_SCHEMA, "description": "USD: a JSON number or decimal string, at most 6 decimals"}
-    ),
+    WithJsonSchema(_ACCEPTED, mode="validation"),
+    WithJsonSchema(_SENT, mode="serialization"),
 ]
 
 # An amount we report (a balance, a total): exact, sent as a decimal string.
-Money = Annotated[Decimal, _SERIALIZE, WithJsonSchema(_SCHEMA)]
+Money = Annotated[Decimal, _SERIALIZE, WithJsonSchema(_SENT)]

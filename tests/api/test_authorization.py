@@ -392,6 +392,14 @@ async def openapi_document(call: Call) -> None:
         assert path in body["paths"]
 
 
+async def alive(call: Call) -> None:
+    assert call.body == {"status": "alive"}
+
+
+async def ready(call: Call) -> None:
+    assert call.body == {"status": "ready"}
+
+
 async def swagger_ui(call: Call) -> None:
     assert call.response.headers["content-type"].startswith("text/html")
     assert "swagger-ui" in call.response.text
@@ -500,6 +508,8 @@ ENDPOINTS = [
     ),
     Endpoint("GET", "/", EVERYONE, openapi_document),
     Endpoint("GET", "/docs", EVERYONE, swagger_ui),
+    Endpoint("GET", "/healthz", EVERYONE, alive),
+    Endpoint("GET", "/readyz", EVERYONE, ready),
     Endpoint("GET", "/docs/assets/swagger-ui-bundle.js", EVERYONE, swagger_ui_script),
 ]
 
@@ -507,7 +517,7 @@ CELLS = [(endpoint, principal) for endpoint in ENDPOINTS for principal in PRINCI
 
 
 def test_the_matrix_covers_every_endpoint_of_the_issue() -> None:
-    assert len({endpoint.name for endpoint in ENDPOINTS}) == len(ENDPOINTS) == 23
+    assert len({endpoint.name for endpoint in ENDPOINTS}) == len(ENDPOINTS) == 25
     for endpoint in ENDPOINTS:
         assert set(endpoint.expect) == set(PRINCIPALS), endpoint.name
         if endpoint.method in ("POST", "PUT"):

@@ -41,6 +41,8 @@ class Scene:
 
     def caller(self, name: str) -> Person:
         people = {"staff": self.staff, "user": self.user, "admin": self.admin}
+        if name == "stranger":  # a token that is no one's
+            return Person(self.user.user, "zoo_not-a-token-of-anyone")
         return people[name]
 
     def path_args(self) -> dict[str, str]:
@@ -724,7 +726,54 @@ QUERY_CASES = [
     ),
 ]
 
+# --- reported calls out of bounds, bodies before a token, slashes (issue 7) ------------------
+
+
+def report_case(label: str, *mentions: str, **fields: Any) -> Bad:
+    call = {
+        "id": "6f1f5d4e-4a6f-4a8e-9a53-0f3f1f5d4e4a",
+        "user_id": "{user_id}",
+        "endpoint": "/modeling/run",
+        "method": "POST",
+        "started_at": "2026-01-15T12:00:00Z",
+        "completed_at": "2026-01-15T12:00:01Z",
+        **fields,
+    }
+    return Bad(f"report: {label}", "POST", "/api-calls", "staff", 400, mentions, body=call)
+
+
+def stranger_case(label: str, **request: Any) -> Bad:
+    """A body that would be refused, sent with a token that is no one's: 401 comes first."""
+    return Bad(
+        f"bad token with {label}",
+        "PUT",
+        "/users/{user}/payment/balance",
+        "stranger",
+        401,
+        ("token",),
+        **request,
+    )
+
+
+BOUNDS_CASES = [
+    report_case("started in 9999", "started_at", "2100", started_at="9999-01-01T00:00:00Z"),
+    report_case("completed in 9999", "completed_at", "2100", completed_at="9999-01-01T00:00:00Z"),
+    report_case("started in 1999", "started_at", "2000", started_at="1999-12-31T23:59:59Z"),
+    report_case("lasting 25 hours", "24 hours", completed_at="2026-01-16T13:00:00Z"),
+    report_case(
+        "lasting years at 1e9", "24 hours", price=10**9, completed_at="2029-01-01T00:00:00Z"
+    ),
+    report_case("priced over 10,000", "10000.00", price="10000.01"),
+    stranger_case("invalid JSON", content=b'{"name": ', headers=JSON),
+    stranger_case("a JSON list", body=[1]),
+    stranger_case("over 1 MiB", content=_padded(MIB + 1), headers=JSON),
+    stranger_case("text/plain", content=b"x", headers={"content-type": "text/plain"}),
+    Bad("trailing slash", "GET", "/users/{user}/payment/balance/", "staff", 404, ("not found",)),
+    Bad("trailing slash, hot", "POST", "/api-calls/", "staff", 404, ("not found",), body={}),
+]
+
 CASES = [
+    *BOUNDS_CASES,
     *amount_cases(),
     *enterprise_price_cases(),
     *body_cases(),
@@ -742,8 +791,12 @@ def test_case_ids_are_unique() -> None:
 
 
 def _fill(value: Any, scene: Scene) -> Any:
-    """Put the scene's ids and emails where a case says {user}, {member}, ..."""
-    emails = {"{user}": scene.user.email, "{member}": scene.member.email}
+    """Put the scene's ids and emails where a case says {user}, {member}, {user_id} ..."""
+    emails = {
+        "{user}": scene.user.email,
+        "{member}": scene.member.email,
+        "{user_id}": scene.user.id,
+    }
     if isinstance(value, dict):
         return {key: _fill(item, scene) for key, item in value.items()}
     if isinstance(value, str) and value in emails:

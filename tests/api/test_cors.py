@@ -166,7 +166,10 @@ async def test_a_preflight_for_what_the_api_does_not_allow_is_a_400(
 def assert_readable_by(response: httpx.Response, origin: str) -> None:
     """What lets the page on `origin` read the response and its request id."""
     assert response.headers["access-control-allow-origin"] == origin
-    assert listed(response.headers["access-control-expose-headers"]) == {"x-api-call-id"}
+    assert listed(response.headers["access-control-expose-headers"]) == {
+        "x-api-call-id",
+        "retry-after",
+    }
     assert "origin" in listed(response.headers["vary"])
     assert response.headers["x-api-call-id"]
 
@@ -200,13 +203,13 @@ async def test_an_allowed_origin_reads_errors_too(client: httpx.AsyncClient, wor
 
 
 async def test_an_allowed_origin_reads_the_413_of_an_oversized_body(
-    client: httpx.AsyncClient, app_settings: Settings
+    client: httpx.AsyncClient, app_settings: Settings, world: World
 ) -> None:
-    """The request context refuses it before the app: CORS must sit outside that too."""
-    headers = {**actual(ALLOWED), "content-type": "application/json"}
+    user = await world.user()
+    headers = {**actual(ALLOWED, user.token), "content-type": "application/json"}
     body = b"[" + b"0," * app_settings.max_body_bytes + b"0]"
 
-    response = await client.post("/api-calls", content=body, headers=headers)
+    response = await client.put("/user/payment/subscriptions", content=body, headers=headers)
 
     assert_error(response, 413)
     assert_readable_by(response, ALLOWED)

@@ -13,6 +13,7 @@ chain (two entries computed from the same starting value).
 
 import asyncio
 import random
+import uuid
 from collections import Counter
 from collections.abc import Awaitable, Iterator
 from contextlib import contextmanager
@@ -26,8 +27,9 @@ from sqlalchemy import event, func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tests.conftest import Clock, Person, World
+from zoopay.accounts import service as accounts
 from zoopay.db.engine import transaction
-from zoopay.db.tables import ledger_entries, org_members, subscriptions
+from zoopay.db.tables import ledger_entries, monthly_grants, org_members, subscriptions
 from zoopay.ledger.service import (
     Bucket,
     Customer,
@@ -251,11 +253,14 @@ async def test_concurrent_puts_plan_changes_and_reads_lose_no_update(
             )
             sent = Counter(getattr(p, bucket) for p in mine if getattr(p, bucket) is not None)
             assert written == sent, bucket
-        # A plan change lands on the new grant: up to a higher one, down to a lower one.
+        # A plan change moves towards the new grant: up to at most a higher one, by at most
+        # what it grants beyond the period's refresh in all; down to a lower one.
         for e in during:
             if e.reason == "plan_change":
                 assert e.bucket == "monthly"
-                assert (e.after, e.delta > 0) in ((up, True), (down, False)), e
+                assert (e.delta > 0 and e.after <= up) or (e.delta < 0 and e.after == down), e
+        topped_up = sum(e.delta for e in during if e.reason == "plan_change" and e.delta > 0)
+        assert topped_up <= up - grant_before
         assert {e.reason for e in during} <= {"refresh", "staff_change", "plan_change"}
         # Only staff write stable: it holds the target of the PUT that committed last.
         last_stable = [e for e in during if e.bucket == "stable"][-1]
@@ -326,6 +331,79 @@ async def test_concurrent_reads_after_a_boundary_refresh_once(
         entries = await assert_chains_are_continuous(engine, customer)
         refreshes = [e for e in entries if e.reason == "refresh"]
         assert [(e.bucket, e.delta, e.after) for e in refreshes] == [("monthly", grant - 1, grant)]
+
+
+async def granted_in_period(engine: AsyncEngine, customer: Customer) -> tuple[int, int, int]:
+    """What the ledger shows entering the monthly bucket by grants (all in one period here),
+    and the period's record of what it granted and the largest grant held."""
+    async with engine.connect() as conn:
+        entered = await conn.execute(
+            select(func.coalesce(func.sum(ledger_entries.c.delta_micros), 0)).where(
+                ledger_entries.c.customer_id == customer.id,
+                ledger_entries.c.bucket == "monthly",
+                ledger_entries.c.reason.in_(["grant", "plan_change", "refresh"]),
+                ledger_entries.c.delta_micros > 0,
+            )
+        )
+        [record] = (
+            await conn.execute(
+                select(
+                    monthly_grants.c.granted_micros, monthly_grants.c.largest_grant_micros
+                ).where(monthly_grants.c.customer_id == customer.id)
+            )
+        ).all()
+    return int(entered.scalar_one()), record[0], record[1]
+
+
+async def test_concurrent_plan_flips_after_spending_grant_one_largest_grant(
+    client: httpx.AsyncClient, world: World, clock: Clock, engine: AsyncEngine
+) -> None:
+    """Spent buckets, then many upgrades and downgrades at once, with calls drawing from the
+    org meanwhile: the period grants each customer its largest plan's grant, once."""
+    s = await scene(client, world)
+    async with transaction(engine) as conn:
+        service = await accounts.create_service_token(conn, "product", clock.now)
+    await do_put(client, s, Put(f"/users/{s.user.id}/payment/balance", s.user_customer, 0, None))
+    await do_put(client, s, Put(f"/orgs/{s.org_id}/payment/balance", s.org_customer, 0, None))
+    flips: list[Awaitable[httpx.Response]] = [
+        client.put("/user/payment/subscriptions", json={"modeling_app": t}, headers=s.user.headers)
+        for t in ["pro", "free"] * 8
+    ]
+    flips += [
+        client.put("/org/payment/subscriptions", json={"modeling_app": t}, headers=s.user.headers)
+        for t in ["enterprise", "team"] * 8
+    ]
+    random.Random(11).shuffle(flips)
+    calls = [
+        client.post(
+            "/api-calls",
+            json={
+                "id": str(uuid.uuid4()),
+                "user_id": s.user.id,
+                "endpoint": "/file/conversion",
+                "method": "POST",
+                "started_at": clock.now.isoformat(),
+                "completed_at": clock.now.isoformat(),
+                "price": "7.00",
+            },
+            headers={"Authorization": f"Bearer {service}"},
+        )
+        for _ in range(8)
+    ]
+    with watch_pool(engine) as pool:
+        responses = await asyncio.gather(*flips, *calls)
+    assert pool.most > 1
+    codes = Counter(r.status_code for r in responses)
+    assert codes == {200: len(flips), 201: len(calls)}, [r.text for r in responses]
+    for customer, largest in ((s.user_customer, GRANTS["pro"]), (s.org_customer, 1_000_000_000)):
+        await assert_chains_are_continuous(engine, customer)
+        assert await granted_in_period(engine, customer) == (largest, largest, largest)
+    async with engine.connect() as conn:
+        user = await get_balance(conn, s.user_customer)
+        org = await get_balance(conn, s.org_customer)
+    assert user.monthly_micros <= GRANTS["pro"] - GRANTS["free"]
+    # The org's calls drew 56.00 from at most the 750.00 enterprise added, or became due.
+    assert org.monthly_micros + 56_000_000 - org.total_due_micros <= 750_000_000
 
 
 async def bump(engine: AsyncEngine, customer: Customer, bucket: Bucket, clock: Clock) -> None:

@@ -1,8 +1,11 @@
 """Random histories of one user and one org against a simple model of the balance rules.
 
-Each example drives the HTTP API through a sequence of staff PUTs of the buckets, plan changes
-and clock advances, and after every step checks the balances read back against the model,
-the credits against floor(value / credit price), and the ledger against the balances.
+Each example drives the HTTP API through a sequence of staff PUTs of the buckets, plan changes,
+reported API calls and clock advances, and after every step checks the balances read back
+against the model, the credits against floor(value / credit price), the ledger against the
+balances, and that within each billing period the credits entering a monthly bucket by grant,
+plan change or refresh never exceed the largest grant of a plan held in that period (read from
+the ledger itself, whatever the model says).
 
 pytest-asyncio runs an `async def` test decorated with `@given` one example at a time in the
 session's event loop, so the function-scoped fixtures are shared by every example: each
@@ -11,6 +14,8 @@ example sets the clock itself and makes its own staff user, user and org.
 
 import calendar
 import json
+import uuid
+from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Literal
@@ -18,9 +23,13 @@ from typing import Literal
 import httpx
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from tests.conftest import Clock, Person, World
+from zoopay.accounts import service as accounts
+from zoopay.db.engine import transaction
+from zoopay.db.tables import ledger_entries, monthly_grants
 from zoopay.ledger.service import Bucket, Customer, get_balance, ledger_sums
 from zoopay.money import format_micros
 
@@ -54,33 +63,62 @@ class Account:
 
     monthly: int
     stable: int = 0
+    due: int = 0
     tier: str | None = None
     anchor: datetime | None = None
     period: int = 0  # periods granted so far, counted from the anchor
+    granted: int = 0  # what the current period granted the monthly bucket so far
+    held: dict[int, set[str]] = field(default_factory=dict)  # tiers held, by period
+
+    @classmethod
+    def on_free(cls, now: datetime) -> "Account":
+        free = GRANTS["free"]
+        return cls(monthly=free, tier="free", anchor=now, granted=free, held={0: {"free"}})
 
     def refresh(self, now: datetime) -> None:
         """Reset monthly to the grant when one or more period boundaries have passed."""
         if self.tier is None or self.anchor is None:
             return
-        period = self.period
-        while add_months(self.anchor, period + 1) <= now:
-            period += 1
+        period = self.period_of(now)
         if period > self.period:
             self.period = period
-            self.monthly = GRANTS[self.tier]
+            self.monthly = self.granted = GRANTS[self.tier]
+            self.held[period] = {self.tier}
+
+    def period_of(self, moment: datetime) -> int:
+        assert self.anchor is not None and moment >= self.anchor
+        period = 0
+        while add_months(self.anchor, period + 1) <= moment:
+            period += 1
+        return period
 
     def change_tier(self, tier: str, now: datetime) -> None:
+        """Up: towards the new grant by at most what it grants beyond this period's grants;
+        down: capped at the new grant."""
         self.refresh(now)
         if tier == self.tier:
             return
         grant = GRANTS[tier]
         if self.tier is None or RANK[tier] > RANK[self.tier]:
-            self.monthly = max(self.monthly, grant)
+            headroom = max(0, grant - self.granted)
+            target = max(self.monthly, min(grant, self.monthly + headroom))
+            self.granted += target - self.monthly
+            self.monthly = target
         else:
             self.monthly = min(self.monthly, grant)
         if self.tier is None:
             self.anchor, self.period = now, 0
         self.tier = tier
+        self.held.setdefault(self.period, set()).add(tier)
+
+    def spend(self, price: int, now: datetime) -> None:
+        """Monthly first, then stable; the rest becomes due."""
+        self.refresh(now)
+        from_monthly = min(price, self.monthly)
+        from_stable = min(price - from_monthly, self.stable)
+        self.monthly -= from_monthly
+        self.stable -= from_stable
+        self.due += price - from_monthly - from_stable
 
     def next_boundary(self) -> datetime | None:
         if self.tier is None or self.anchor is None:
@@ -114,6 +152,14 @@ class ChangePlan:
 
 
 @dataclass(frozen=True)
+class ReportCall:
+    """A call reported by the product, at an explicit price, charged to `who`."""
+
+    who: Who
+    price: int
+
+
+@dataclass(frozen=True)
 class Advance:
     days: int
     hours: int
@@ -126,7 +172,7 @@ class AdvanceToBoundary:
     who: Who
 
 
-Operation = PutBalance | ChangePlan | Advance | AdvanceToBoundary
+Operation = PutBalance | ChangePlan | ReportCall | Advance | AdvanceToBoundary
 
 whos: st.SearchStrategy[Who] = st.sampled_from(["user", "org"])
 amounts = st.one_of(
@@ -170,6 +216,11 @@ org_plans = st.builds(
     method=st.sampled_from(["PUT", "POST"]),
     by_staff=st.just(False),
 )
+prices = st.one_of(
+    st.integers(min_value=0, max_value=1_200_000_000),
+    st.sampled_from([1, 500_000, 10_000_000, 90_000_000, 100_000_000, 250_000_000]),
+)
+report_calls = st.builds(ReportCall, who=whos, price=prices)
 advances = st.builds(
     Advance,
     days=st.integers(min_value=0, max_value=75),
@@ -179,6 +230,8 @@ operations: st.SearchStrategy[Operation] = st.one_of(
     put_balances,
     user_plans,
     org_plans,
+    report_calls,
+    report_calls,
     advances,
     st.builds(AdvanceToBoundary, who=whos),
 )
@@ -205,11 +258,14 @@ start_times = st.one_of(
 
 @dataclass(frozen=True)
 class Cast:
-    """The people and org of one example; `user` is also the org's admin."""
+    """The people and org of one example: `user` is in no org (its calls are its own), `admin`
+    runs the org (its calls are the org's); `service_token` reports calls."""
 
     staff: Person
     user: Person
+    admin: Person
     org_id: str
+    service_token: str
 
     def customer(self, who: Who) -> Customer:
         return Customer("user", self.user.id) if who == "user" else Customer("org", self.org_id)
@@ -248,7 +304,26 @@ async def change_plan(client: httpx.AsyncClient, cast: Cast, op: ChangePlan) -> 
         path = f"/users/{cast.user.id}/payment/subscriptions"
         return await client.put(path, json=body, headers=cast.staff.headers)
     path = f"/{op.who}/payment/subscriptions"
-    return await client.request(op.method, path, json=body, headers=cast.user.headers)
+    caller = cast.user if op.who == "user" else cast.admin
+    return await client.request(op.method, path, json=body, headers=caller.headers)
+
+
+async def report_call(
+    client: httpx.AsyncClient, cast: Cast, op: ReportCall, now: datetime
+) -> httpx.Response:
+    caller = cast.user if op.who == "user" else cast.admin
+    call = {
+        "id": str(uuid.uuid4()),
+        "user_id": caller.id,
+        "endpoint": "/file/conversion",
+        "method": "POST",
+        "status_code": 200,
+        "started_at": now.isoformat(),
+        "completed_at": now.isoformat(),
+        "price": format_micros(op.price),
+    }
+    headers = {"Authorization": f"Bearer {cast.service_token}"}
+    return await client.post("/api-calls", json=call, headers=headers)
 
 
 def expected_plan_status(account: Account, op: ChangePlan) -> int:
@@ -280,6 +355,11 @@ async def apply(
         else:
             assert response.json()["error_code"] == "conflict"
             account.refresh(model.now)
+    elif isinstance(op, ReportCall):
+        response = await report_call(client, cast, op, model.now)
+        assert response.status_code == 201, response.text
+        assert response.json()["price"] == format_micros(op.price)
+        model.accounts[op.who].spend(op.price, model.now)
     elif isinstance(op, Advance):
         model.now = clock.advance(days=op.days, hours=op.hours)
     else:
@@ -296,7 +376,7 @@ def check_statement(body: dict[str, object], account: Account, cast: Cast, who: 
     assert body["stable_api_credits_remaining_monetary_value"] == format_micros(account.stable)
     assert body["monthly_api_credits_remaining"] == (account.monthly // price if price else 0)
     assert body["stable_api_credits_remaining"] == (account.stable // price if price else 0)
-    assert body["total_due"] == "0.00"
+    assert body["total_due"] == format_micros(account.due)
     details = body["subscription_details"]
     if account.tier is None:
         assert details is None
@@ -326,20 +406,54 @@ async def check_everything(
             sums = await ledger_sums(conn, customer)
             assert sums[Bucket.MONTHLY] == balance.monthly_micros == account.monthly
             assert sums[Bucket.STABLE] == balance.stable_micros == account.stable
-            assert sums[Bucket.TOTAL_DUE] == balance.total_due_micros == 0
+            assert sums[Bucket.TOTAL_DUE] == balance.total_due_micros == account.due
+            await check_grants(conn, customer, account)
+
+
+async def check_grants(conn: AsyncConnection, customer: Customer, account: Account) -> None:
+    """In each period, what entered the monthly bucket by grant, plan change or refresh is at
+    most the largest grant of a plan held then; the period's record says what the model says."""
+    query = select(ledger_entries.c.delta_micros, ledger_entries.c.created_at).where(
+        ledger_entries.c.customer_id == customer.id,
+        ledger_entries.c.bucket == "monthly",
+        ledger_entries.c.reason.in_(["grant", "plan_change", "refresh"]),
+        ledger_entries.c.delta_micros > 0,
+    )
+    entered: Counter[int] = Counter()
+    for delta, created_at in await conn.execute(query):
+        entered[account.period_of(created_at)] += delta
+    for period, total in entered.items():
+        assert total <= max(GRANTS[tier] for tier in account.held[period]), (period, total)
+    rows = (
+        await conn.execute(
+            select(monthly_grants).where(monthly_grants.c.customer_id == customer.id)
+        )
+    ).mappings()
+    recorded = {account.period_of(row["period_start"]): row for row in rows}
+    if account.anchor is None:
+        assert recorded == {}
+        return
+    current = recorded[account.period]
+    largest = max(GRANTS[tier] for tier in account.held[account.period])
+    assert (current["granted_micros"], current["largest_grant_micros"]) == (
+        account.granted,
+        largest,
+    )
 
 
 async def set_up(client: httpx.AsyncClient, world: World) -> Cast:
     staff = await world.user(staff=True)
-    user = await world.user()
-    org = await world.org(user)
+    user, admin = await world.user(), await world.user()
+    org = await world.org(admin)
     pricing = await client.put(
         f"/orgs/{org.id}/enterprise/pricing",
         json={"type": "flat", "interval": "month", "price": "5000.00"},
         headers=staff.headers,
     )
     assert pricing.status_code == 200, pricing.text
-    return Cast(staff, user, org.id)
+    async with transaction(world.engine) as conn:
+        service_token = await accounts.create_service_token(conn, "product", world.clock.now)
+    return Cast(staff, user, admin, org.id, service_token)
 
 
 @settings(
@@ -359,7 +473,7 @@ async def test_random_histories_match_the_model(
     clock.now = start
     cast = await set_up(client, world)
     model = Model(now=start)
-    model.accounts["user"] = Account(monthly=GRANTS["free"], tier="free", anchor=start)
+    model.accounts["user"] = Account.on_free(start)
     model.accounts["org"] = Account(monthly=0)
     await check_everything(client, engine, cast, model)
     for op in ops:
@@ -375,7 +489,7 @@ async def test_a_history_across_a_clamped_month_end(
     clock.now = datetime(2026, 1, 31, 12, tzinfo=UTC)
     cast = await set_up(client, world)
     model = Model(now=clock.now)
-    model.accounts["user"] = Account(monthly=GRANTS["free"], tier="free", anchor=clock.now)
+    model.accounts["user"] = Account.on_free(clock.now)
     model.accounts["org"] = Account(monthly=0)
     history: list[Operation] = [
         PutBalance("user", 3_250_001, 7, "string"),

@@ -13,6 +13,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tests.conftest import Clock, World
 from tests.metering.conftest import Meter
+from tests.support.database import dump
+from tests.support.errors import assert_error
 from zoopay.db.tables import ledger_entries
 
 ZOOPAY = str(Path(sys.executable).with_name("zoopay"))
@@ -157,9 +159,9 @@ async def test_one_call_is_visible_to_its_user_its_org_admin_and_staff(
     assert (
         await client.get(f"/user/api-calls/{call_id}", headers=alice.headers)
     ).status_code == 404
-    assert (
-        await client.get("/user/api-calls/not-a-uuid", headers=alice.headers)
-    ).status_code == 400
+    # An API call id in a path is a UUID: anything else names no call.
+    not_an_id = await client.get("/user/api-calls/not-a-uuid", headers=alice.headers)
+    assert_error(not_an_id, 404, "not_found")
     assert (
         await client.get("/user/api-calls?page_token=%%%", headers=alice.headers)
     ).status_code == 400
@@ -206,3 +208,24 @@ async def test_ledger_listings_name_each_cause_newest_first(
     assert (
         await client.get("/user/payment/ledger?page_token=abc", headers=alice.headers)
     ).status_code == 400
+
+
+async def test_billing_refresh_refuses_a_time_in_the_future_or_out_of_range(
+    world: World, meter: Meter, engine: AsyncEngine, database_url: str
+) -> None:
+    alice = await world.user()
+    await meter.report(meter.call(alice.id, price="4"))
+    before = await dump(engine)
+    env = {**os.environ, "ZOOPAY_DATABASE_URL": database_url}
+    for at, says in (
+        ("2099-01-01T00:00:00+0000", "future"),  # would grant every period up to 2099 now
+        ("1999-12-31T23:59:59+0000", "2000-01-01"),
+    ):
+        done = subprocess.run(
+            [ZOOPAY, "billing", "refresh", "--at", at], capture_output=True, text=True, env=env
+        )
+        assert done.returncode == 1, done.stdout
+        assert done.stdout == ""
+        error = json.loads(done.stderr)
+        assert error["error_code"] == "bad_request" and says in error["message"], error
+    assert await dump(engine) == before

@@ -1,5 +1,6 @@
 """Reporting calls: pricing, the debit order, idempotency, and who may report."""
 
+import json
 from typing import Any
 
 import httpx
@@ -337,3 +338,19 @@ async def test_a_batch_holds_at_most_1000_calls(
     assert (await _balance(client, alice.headers))[
         "monthly_api_credits_remaining_monetary_value"
     ] == "6.00"
+
+
+async def test_an_integer_written_with_a_zero_fraction_is_that_integer(
+    world: World, meter: Meter
+) -> None:
+    """JSON Schema calls 404.0 an integer, so the schema's `status_code` takes it; 404.5 is not."""
+    alice = await world.user()
+    call = meter.call(alice.id)
+    body = json.dumps(call).replace('"status_code": 200', '"status_code": 404.0')
+    response = await meter.client.post("/api-calls", content=body, headers=meter.headers)
+    assert response.status_code == 201, response.text
+    assert response.json()["status_code"] == 404
+    fraction = json.dumps(meter.call(alice.id)).replace('"status_code": 200', '"status_code": 4.5')
+    refused = await meter.client.post("/api-calls", content=fraction, headers=meter.headers)
+    assert refused.status_code == 400, refused.text
+    assert "status_code" in refused.json()["message"]

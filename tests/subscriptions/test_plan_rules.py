@@ -245,10 +245,14 @@ async def test_put_back_to_free_is_a_downgrade(
     await ok(await client.post(url, headers=alice.headers, json={"modeling_app": "pro"}))
 
 
-# Upgrade: max(remaining, new grant); downgrade: min(remaining, new grant); same tier: unchanged
+# Upgrade: up to the new grant, by at most what it grants beyond what the period granted
+# (free granted 10.00, so pro adds at most 90.00; team 250.00, so enterprise adds 750.00), and
+# never down; downgrade: min(remaining, new grant); same tier: unchanged
 
 USER_CHANGES = [
-    ("free", "4.00", "pro", "100.00"),
+    ("free", "4.00", "pro", "94.00"),
+    ("free", "0.00", "pro", "90.00"),
+    ("free", "95.00", "pro", "100.00"),
     ("free", "150.000001", "pro", "150.000001"),
     ("pro", "4.00", "free", "4.00"),
     ("pro", "150.000001", "free", "10.00"),
@@ -256,7 +260,9 @@ USER_CHANGES = [
     ("free", "0.00", "free", "0.00"),
 ]
 ORG_CHANGES = [
-    ("team", "100.00", "enterprise", "1000.00"),
+    ("team", "100.00", "enterprise", "850.00"),
+    ("team", "0.00", "enterprise", "750.00"),
+    ("team", "900.00", "enterprise", "1000.00"),
     ("team", "1500.50", "enterprise", "1500.50"),
     ("enterprise", "100.00", "team", "100.00"),
     ("enterprise", "300.00", "team", "250.00"),

@@ -10,6 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from zoopay.accounts.service import Principal, authenticate
 from zoopay.accounts.tokens import token_hash
+from zoopay.db.engine import reading
 
 
 class TokenCache:
@@ -24,7 +25,8 @@ class TokenCache:
         if principal is not None:
             self._principals.move_to_end(key)
             return principal
-        async with self._engine.connect() as conn:
+        # A read outside any transaction: on SQLite it never waits for the write lock.
+        async with reading(self._engine) as conn:
             principal = await authenticate(conn, token)
         if principal is not None:
             self._remember(key, principal)

@@ -14,7 +14,7 @@ from zoopay.accounts.tokens import new_token, token_hash
 from zoopay.catalog.service import Catalog
 from zoopay.db.keyset import ordered_after
 from zoopay.db.tables import api_tokens, org_members, orgs, users
-from zoopay.errors import BadRequest, Conflict, NotFound
+from zoopay.errors import BadRequest, Conflict, NotFound, quoted
 from zoopay.ledger.service import Customer, open_balance
 from zoopay.subscriptions.service import start_free_plan
 
@@ -86,7 +86,7 @@ class Membership:
 def normalize_email(email: str) -> str:
     email = email.strip().lower()
     if not _EMAIL.match(email) or len(email) > 320:
-        raise BadRequest(f"{email!r} is not an email address")
+        raise BadRequest(f"{quoted(email)} is not an email address")
     return email
 
 
@@ -94,7 +94,7 @@ def parse_uuid(value: str, what: str) -> str:
     try:
         return str(uuid.UUID(value))
     except ValueError:
-        raise BadRequest(f"{value!r} is not a valid {what} id (a UUID)") from None
+        raise BadRequest(f"{quoted(value)} is not a valid {what} id (a UUID)") from None
 
 
 async def create_user(
@@ -176,7 +176,7 @@ async def find_user(conn: AsyncConnection, id_or_email: str) -> User:
         condition = users.c.id == parse_uuid(id_or_email, "user")
     row = (await conn.execute(select(users).where(condition))).mappings().first()
     if row is None:
-        raise NotFound(f"no user {id_or_email}")
+        raise NotFound(f"no user {quoted(id_or_email)}")
     return User(**row)
 
 
@@ -252,7 +252,7 @@ async def remove_member(conn: AsyncConnection, org_id: str, user_id: str) -> Non
     )
     row = (await conn.execute(query.with_for_update())).mappings().first()
     if row is None:
-        raise NotFound(f"no member {user_id} in this org")
+        raise NotFound(f"no member {quoted(user_id)} in this org")
     if row["role"] == OrgRole.ADMIN and await _admin_count(conn, org_id) == 1:
         raise Conflict("an org must keep at least one admin")
     await conn.execute(org_members.delete().where(org_members.c.user_id == user_id))

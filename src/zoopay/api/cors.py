@@ -5,7 +5,8 @@ layers placed by app.py:
 - `CorsPreflight`, outside the hot paths and inside the request context, answers every
   preflight on every path (so the answer carries a request id, like every response);
 - `CorsHeaders`, outermost, adds `Access-Control-Allow-Origin` and `-Expose-Headers` to every
-  other response to an allowed origin, including the 413 and 500 the request context answers.
+  other response to an allowed origin, including the 500 and 503 the request context answers
+  itself.
 
 A request from any other origin gets no CORS header at all (only `Vary: Origin`); its
 preflight is refused with a 403 in the error shape.
@@ -33,7 +34,9 @@ class _Cors(CORSMiddleware):
             allow_origins=origins,
             allow_methods=CORS_METHODS,
             allow_headers=CORS_HEADERS,
-            expose_headers=(REQUEST_ID_HEADER.decode(),),
+            # A page reads only safelisted headers unless told: the request id, and when to
+            # retry a 503.
+            expose_headers=(REQUEST_ID_HEADER.decode(), "retry-after"),
             # Chrome asks before a public page calls a private address; an origin the operator
             # listed may (it must still hold a bearer token: no cookie is ever sent).
             allow_private_network=True,

@@ -7,14 +7,25 @@ from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends, Path, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from starlette.datastructures import Headers
+from starlette.types import Scope
 
 from zoopay.accounts.cache import TokenCache
-from zoopay.accounts.service import Membership, OrgRole, Principal, User, membership_of
+from zoopay.accounts.service import (
+    Membership,
+    Org,
+    OrgRole,
+    Principal,
+    User,
+    find_org,
+    find_user,
+    membership_of,
+)
 from zoopay.catalog.service import Catalog
-from zoopay.db.engine import transaction
+from zoopay.db.engine import reading, transaction
 from zoopay.errors import Forbidden, NotFound, Unauthorized
 
 _bearer = HTTPBearer(auto_error=False, description="An API token: `Authorization: Bearer TOKEN`")
@@ -40,10 +51,19 @@ async def get_now(request: Request) -> datetime:
     return clock()
 
 
+_READ_METHODS = frozenset({"GET", "HEAD"})
+
+
 async def get_conn(
-    engine: Annotated[AsyncEngine, Depends(get_engine)],
+    request: Request, engine: Annotated[AsyncEngine, Depends(get_engine)]
 ) -> AsyncIterator[AsyncConnection]:
-    """The request's unit of work, committed when the route returns."""
+    """The request's unit of work, committed when the route returns. A GET only reads: it
+    gets a connection outside any transaction, which on SQLite never waits for the write lock
+    (a GET that may write, such as a balance refresh, opens its own transaction)."""
+    if request.method in _READ_METHODS:
+        async with reading(engine) as conn:
+            yield conn
+        return
     async with transaction(engine) as conn:
         yield conn
 
@@ -54,10 +74,24 @@ async def get_token_cache(request: Request) -> TokenCache:
 
 
 async def current_principal(
-    cache: Annotated[TokenCache, Depends(get_token_cache)],
-    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+    request: Request,
+    _documented: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> Principal:
-    return await authenticate_bearer(cache, credentials.credentials if credentials else None)
+    # `_documented` only puts the bearer scheme in the OpenAPI document.
+    return await authenticate_request(request.scope)
+
+
+async def authenticate_request(scope: Scope) -> Principal:
+    """Who is calling: the one authentication of every route, hot or not, done before its body
+    is read and at most once a request (the answer is kept in the request's state)."""
+    state = scope.setdefault("state", {})
+    principal: Principal | None = state.get("principal")
+    if principal is None:
+        scheme, _, credentials = Headers(scope=scope).get("authorization", "").partition(" ")
+        token = credentials.strip() if scheme.lower() == "bearer" else None
+        principal = await authenticate_bearer(scope["app"].state.token_cache, token)
+        state["principal"] = principal
+    return principal
 
 
 async def authenticate_bearer(cache: TokenCache, token: str | None) -> Principal:
@@ -96,7 +130,7 @@ async def org_membership(
     engine: Annotated[AsyncEngine, Depends(get_engine)],
     user: Annotated[User, Depends(current_user)],
 ) -> Membership:
-    async with engine.connect() as conn:
+    async with reading(engine) as conn:
         membership = await membership_of(conn, user)
     if membership is None:
         raise NotFound("you do not belong to an org")
@@ -110,9 +144,37 @@ async def org_admin(membership: Annotated[Membership, Depends(org_membership)]) 
 
 
 Conn = Annotated[AsyncConnection, Depends(get_conn, scope="function")]
+Engine = Annotated[AsyncEngine, Depends(get_engine)]
 CatalogDep = Annotated[Catalog, Depends(get_catalog)]
 Now = Annotated[datetime, Depends(get_now)]
 CurrentUser = Annotated[User, Depends(current_user)]
 StaffUser = Annotated[User, Depends(staff_user)]
 OrgMember = Annotated[Membership, Depends(org_membership)]
 OrgAdmin = Annotated[Membership, Depends(org_admin)]
+
+# Ids in paths as the services accept them, said in the OpenAPI document (the services refuse
+# anything else with a message naming the id).
+_UUID = "[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
+_EMAIL = r"[^@\s\x00-\x1f\x7f]+@[^@\s\x00-\x1f\x7f]+"
+IdInPath = Annotated[str, Path(description="A UUID", json_schema_extra={"pattern": f"^{_UUID}$"})]
+UserInPath = Annotated[
+    str,
+    Path(
+        description="A user's id (a UUID) or email address",
+        json_schema_extra={"pattern": f"^({_UUID}|{_EMAIL})$", "maxLength": 320},
+    ),
+]
+
+
+async def any_user(staff: StaffUser, conn: Conn, id: UserInPath) -> User:
+    """Staff: the user a path names by id or email (staff is checked before the id)."""
+    return await find_user(conn, id)
+
+
+async def any_org(staff: StaffUser, conn: Conn, id: IdInPath) -> Org:
+    """Staff: the org a path names (staff is checked before the id)."""
+    return await find_org(conn, id)
+
+
+AnyUser = Annotated[User, Depends(any_user)]
+AnyOrg = Annotated[Org, Depends(any_org)]

@@ -1,6 +1,7 @@
 """Every error leaves as `{"error_code", "message", "request_id"}`, Zoo's error shape."""
 
 import logging
+import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -9,8 +10,9 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException
+from starlette.routing import compile_path
 
-from zoopay.errors import ZoopayError
+from zoopay.errors import QUOTE_LIMIT, ZoopayError, quoted
 
 log = logging.getLogger("zoopay")
 
@@ -23,6 +25,7 @@ _HTTP_ERROR_CODES = {
     409: "conflict",
     413: "payload_too_large",
     415: "unsupported_media_type",
+    503: "service_unavailable",
 }
 
 
@@ -47,7 +50,9 @@ def error_response(
 
 async def _zoopay_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, ZoopayError)
-    return error_response(exc.status_code, exc.error_code, exc.message, request_id_of(request))
+    response = error_response(exc.status_code, exc.error_code, exc.message, request_id_of(request))
+    response.headers.update(exc.headers)
+    return response
 
 
 async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
@@ -59,22 +64,59 @@ async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
 
 async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, HTTPException)
+    allowed = allowed_methods(request)
+    if exc.status_code in (404, 405) and allowed and request.method not in allowed:
+        # The path exists with other methods: 405, naming them all (the router would name only
+        # those of the first route on the path, and a hot path none).
+        message = f"{request.method} is not allowed here; use {', '.join(allowed)}"
+        response = error_response(405, "method_not_allowed", message, request_id_of(request))
+        response.headers["allow"] = ", ".join(allowed)
+        return response
     code = _HTTP_ERROR_CODES.get(exc.status_code, "error")
     response = error_response(exc.status_code, code, str(exc.detail), request_id_of(request))
     response.headers.update(exc.headers or {})
     return response
 
 
+def allowed_methods(request: Request) -> list[str]:
+    """The methods the OpenAPI document lists for the request's path: the server's own truth."""
+    paths: list[tuple[re.Pattern[str], list[str]]] | None = getattr(
+        request.app.state, "documented_paths", None
+    )
+    if paths is None:
+        # Fixed paths first: `/api-calls/batch` is not `/api-calls/{id}`.
+        documented = sorted(request.app.openapi()["paths"].items(), key=lambda item: "{" in item[0])
+        paths = [
+            (compile_path(path)[0], sorted(method.upper() for method in operations))
+            for path, operations in documented
+        ]
+        request.app.state.documented_paths = paths
+    for pattern, methods in paths:
+        if pattern.match(request.url.path):
+            return methods
+    return []
+
+
+_MOST_PROBLEMS = 5
+
+
 def describe_validation(errors: Sequence[Any]) -> str:
-    """One readable line per problem: where it is and what is wrong."""
+    """One readable line per problem, for the first few: where it is and what is wrong. Field
+    names come from the client, so they are cut like any other input they quote."""
     problems = []
-    for err in errors:
-        location = ".".join(str(part) for part in err.get("loc", ()) if part != "body")
+    for err in errors[:_MOST_PROBLEMS]:
+        location = ".".join(_part(part) for part in err.get("loc", ()) if part != "body")
         message = str(err.get("msg", "is invalid"))
         if err.get("type") == "extra_forbidden":
             message = "is not a known field"
         problems.append(f"{location or 'body'}: {message.removeprefix('Value error, ')}")
-    return "invalid request: " + "; ".join(problems)
+    more = len(errors) - _MOST_PROBLEMS
+    return "invalid request: " + "; ".join(problems) + (f"; and {more} more" if more > 0 else "")
+
+
+def _part(part: object) -> str:
+    text = str(part)
+    return text if len(text) <= QUOTE_LIMIT else quoted(text)
 
 
 def install_error_handlers(app: FastAPI) -> None:

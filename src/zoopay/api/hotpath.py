@@ -9,7 +9,7 @@ in the OpenAPI document. Measured in bench/RESULTS.md.
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 from urllib.parse import parse_qs
 
 from pydantic import BaseModel, ValidationError
@@ -18,11 +18,12 @@ from starlette.datastructures import State
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from zoopay.accounts.service import Principal
-from zoopay.api.deps import authenticate_bearer
+from zoopay.api.deps import authenticate_request
 from zoopay.api.errors import Error, describe_validation
-from zoopay.api.routing import is_json, parse_json
+from zoopay.api.openapi import AUTH_ERRORS, BODY_ERRORS, error_response
+from zoopay.api.routing import parse_json, require_json
 from zoopay.catalog.service import Catalog
-from zoopay.errors import BadRequest, UnsupportedMediaType, ZoopayError
+from zoopay.errors import BadRequest, ZoopayError
 
 JSON_HEADERS = [(b"content-type", b"application/json")]
 M = TypeVar("M", bound=BaseModel)
@@ -79,6 +80,8 @@ class HotRoute:
     status: int = 200
     tag: str = "api-calls"
     errors: dict[int, str] = field(default_factory=dict)
+    # Other successes, with the same response model: status -> what it means.
+    also: dict[int, str] = field(default_factory=dict)
     query: dict[str, str] = field(default_factory=dict)
 
 
@@ -94,13 +97,15 @@ class HotPaths:
         if scope["type"] != "http" or route is None:
             await self.app(scope, receive, send)
             return
+        extra: list[tuple[bytes, bytes]] = []
         try:
             status, body = await route.handler(await _hot_request(scope, receive))
         except ZoopayError as exc:
             status, body = exc.status_code, _error(scope, exc.error_code, exc.message)
+            extra = [(k.lower().encode(), v.encode()) for k, v in exc.headers.items()]
         except ValidationError as exc:
             status, body = 400, _error(scope, "bad_request", describe_validation(exc.errors()))
-        headers = [*JSON_HEADERS, (b"content-length", str(len(body)).encode())]
+        headers = [*JSON_HEADERS, (b"content-length", str(len(body)).encode()), *extra]
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
 
@@ -108,16 +113,9 @@ class HotPaths:
 async def _hot_request(scope: Scope, receive: Receive) -> HotRequest:
     headers = dict(scope["headers"])
     state: State = scope["app"].state
-    token = headers.get(b"authorization", b"").decode("latin-1")
-    scheme, _, credentials = token.partition(" ")
-    principal = await authenticate_bearer(
-        state.token_cache, credentials.strip() if scheme.lower() == "bearer" else None
-    )
+    principal = await authenticate_request(scope)
     body = await _read_body(receive) if scope["method"] != "GET" else b""
-    content_type = headers.get(b"content-type", b"").decode("latin-1")
-    # No content type is read as JSON: the kittycad SDK sends its bodies without one.
-    if body and content_type and not is_json(content_type):
-        raise UnsupportedMediaType(f"request bodies must be application/json, not {content_type}")
+    require_json(body, headers.get(b"content-type", b"").decode("latin-1"))
     query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
     request_id = str(scope.get("state", {}).get("request_id", ""))
     return HotRequest(request_id, principal, body, query, state)
@@ -149,15 +147,21 @@ def hot_openapi(document: dict[str, Any], routes: Sequence[HotRoute]) -> dict[st
             "responses": {
                 str(route.status): _response("Success", route.response, schemas),
                 **{
-                    str(code): _response(text, Error, schemas)
-                    for code, text in route.errors.items()
+                    str(status): _response(text, route.response, schemas)
+                    for status, text in route.also.items()
+                },
+                **{
+                    str(status): error_response(status, route.errors.get(status))
+                    for status in sorted(_error_statuses(route))
                 },
             },
         }
         if route.body is not None:
             operation["requestBody"] = {
                 "required": True,
-                "content": {"application/json": {"schema": _schema_ref(route.body, schemas)}},
+                "content": {
+                    "application/json": {"schema": _schema_ref(route.body, schemas, "validation")}
+                },
             }
         if route.query:
             operation["parameters"] = [
@@ -176,6 +180,16 @@ def hot_openapi(document: dict[str, Any], routes: Sequence[HotRoute]) -> dict[st
     return document
 
 
+def _error_statuses(route: HotRoute) -> set[int]:
+    """Every hot route takes a token; what else it can refuse follows from what it reads."""
+    statuses = set(route.errors) | AUTH_ERRORS
+    if route.body is not None:
+        statuses |= BODY_ERRORS
+    if route.query:
+        statuses.add(400)
+    return statuses
+
+
 def _response(description: str, model: type[BaseModel], schemas: dict[str, Any]) -> dict[str, Any]:
     return {
         "description": description,
@@ -183,10 +197,12 @@ def _response(description: str, model: type[BaseModel], schemas: dict[str, Any])
     }
 
 
-def _schema_ref(model: type[BaseModel], schemas: dict[str, Any]) -> dict[str, str]:
-    schema = model.model_json_schema(
-        ref_template="#/components/schemas/{model}", mode="serialization"
-    )
+def _schema_ref(
+    model: type[BaseModel],
+    schemas: dict[str, Any],
+    mode: Literal["validation", "serialization"] = "serialization",
+) -> dict[str, str]:
+    schema = model.model_json_schema(ref_template="#/components/schemas/{model}", mode=mode)
     for name, definition in schema.pop("$defs", {}).items():
         schemas.setdefault(name, definition)
     schemas.setdefault(model.__name__, schema)

@@ -1,5 +1,6 @@
 """ASGI middleware: a request id on every response, a cap on body size, and the last word on
-unexpected errors (a 500 in the API's error shape, with the id, and nothing else leaked)."""
+unexpected errors (in the API's error shape, with the id, and nothing else leaked): a database
+that is down or hung is a 503 to retry, anything else a 500."""
 
 import json
 import logging
@@ -7,7 +8,8 @@ import uuid
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from zoopay.errors import PayloadTooLarge
+from zoopay.db.engine import is_unavailable
+from zoopay.errors import PayloadTooLarge, ServiceUnavailable
 
 log = logging.getLogger("zoopay")
 
@@ -35,14 +37,20 @@ class RequestContextMiddleware:
                 message["headers"] = [*headers, (REQUEST_ID_HEADER, request_id.encode())]
             await send(message)
 
-        if self._declared_length(scope) > self.max_body_bytes:
-            await _send_error(send_with_id, 413, "payload_too_large", self._too_large(), request_id)
-            return
         try:
-            await self.app(scope, self._capped(receive), send_with_id)
-        except Exception:
-            log.exception("unhandled error in request %s", request_id)
-            if not started:
+            await self.app(scope, self._capped(scope, receive), send_with_id)
+        except Exception as exc:
+            if started:
+                log.exception("error after the response began, in request %s", request_id)
+            elif is_unavailable(exc):
+                # Every route and hot path passes here: the one place a database fault is a 503.
+                log.warning("database unavailable in request %s: %r", request_id, exc)
+                error = UNAVAILABLE
+                await _send_error(
+                    send_with_id, 503, error.error_code, error.message, request_id, error.headers
+                )
+            else:
+                log.exception("unhandled error in request %s", request_id)
                 message = "internal error; quote the request id when reporting it"
                 await _send_error(send_with_id, 500, "internal_error", message, request_id)
 
@@ -59,11 +67,15 @@ class RequestContextMiddleware:
                     return 0
         return 0
 
-    def _capped(self, receive: Receive) -> Receive:
-        received = 0
+    def _capped(self, scope: Scope, receive: Receive) -> Receive:
+        # Checked when the body is first read, not before: a route decides who is asking first,
+        # so that a caller without a token gets its 401 whatever it sent.
+        received = 0 if self._declared_length(scope) <= self.max_body_bytes else None
 
         async def capped_receive() -> Message:
             nonlocal received
+            if received is None:
+                raise PayloadTooLarge(self._too_large())
             message = await receive()
             received += len(message.get("body", b""))
             if received > self.max_body_bytes:
@@ -73,8 +85,19 @@ class RequestContextMiddleware:
         return capped_receive
 
 
-async def _send_error(send: Send, status: int, code: str, message: str, request_id: str) -> None:
+UNAVAILABLE = ServiceUnavailable("the database is not answering in time: try again shortly")
+
+
+async def _send_error(
+    send: Send,
+    status: int,
+    code: str,
+    message: str,
+    request_id: str,
+    extra_headers: dict[str, str] | None = None,
+) -> None:
     body = json.dumps({"error_code": code, "message": message, "request_id": request_id}).encode()
     headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    headers += [(k.lower().encode(), v.encode()) for k, v in (extra_headers or {}).items()]
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})

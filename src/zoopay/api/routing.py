@@ -6,9 +6,11 @@ from decimal import Decimal
 from typing import Any
 
 from fastapi import Request, Response
+from fastapi.dependencies.models import Dependant
 from fastapi.routing import APIRoute, APIRouter
 
-from zoopay.errors import BadRequest, UnsupportedMediaType
+from zoopay.api.deps import authenticate_request, current_principal
+from zoopay.errors import BadRequest, UnsupportedMediaType, quoted
 
 _BODY_METHODS = {"POST", "PUT", "PATCH"}
 
@@ -17,10 +19,19 @@ def _no_constants(name: str) -> object:
     raise BadRequest(f"{name} is not a number JSON allows")
 
 
+def _exact_number(text: str) -> Decimal | int:
+    # `405.0` is an integer to JSON Schema, so an integer field takes it. An exponent or a long
+    # literal stays a Decimal, so that `1e999999` never becomes a huge int.
+    number = Decimal(text)
+    if len(text) <= 40 and "e" not in text.lower() and number == number.to_integral_value():
+        return int(number)
+    return number
+
+
 def parse_json(body: bytes) -> Any:
     """JSON with every non-integer number as an exact Decimal, and no NaN or Infinity."""
     try:
-        return json.loads(body, parse_float=Decimal, parse_constant=_no_constants)
+        return json.loads(body, parse_float=_exact_number, parse_constant=_no_constants)
     # ValueError also covers bad UTF-8 and integers too long to convert; RecursionError, nesting
     # too deep to decode.
     except (ValueError, RecursionError) as exc:
@@ -39,21 +50,33 @@ def is_json(content_type: str) -> bool:
     return media_type == "application/json" or media_type.endswith("+json")
 
 
+def require_json(body: bytes, content_type: str | None) -> None:
+    # No content type is read as JSON: the kittycad SDK sends its bodies without one.
+    if body and content_type and not is_json(content_type):
+        raise UnsupportedMediaType(
+            f"request bodies must be application/json, not {quoted(content_type)}"
+        )
+
+
+def _depends_on(dependant: Dependant, call: Callable[..., Any]) -> bool:
+    return dependant.call is call or any(_depends_on(d, call) for d in dependant.dependencies)
+
+
 class JsonRoute(APIRoute):
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         handler = super().get_route_handler()
+        authenticated = _depends_on(self.dependant, current_principal)
 
         async def exact_json_handler(request: Request) -> Response:
             request = ExactJsonRequest(request.scope, request.receive)
+            if authenticated:
+                # Before the body is read: an anonymous caller costs no parsing, and learns
+                # nothing from a 400 or 413.
+                await authenticate_request(request.scope)
             if request.method in _BODY_METHODS:
                 # Read (and size-check) the body before FastAPI would turn any failure into a 400.
                 body = await request.body()
-                content_type = request.headers.get("content-type")
-                # No content type is read as JSON: the kittycad SDK sends its bodies without one.
-                if body and content_type and not is_json(content_type):
-                    raise UnsupportedMediaType(
-                        f"request bodies must be application/json, not {content_type}"
-                    )
+                require_json(body, request.headers.get("content-type"))
                 if body:
                     await request.json()
             return await handler(request)

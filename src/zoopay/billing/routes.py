@@ -1,10 +1,22 @@
+from datetime import datetime
 from typing import Annotated
 
 from fastapi import Query
+from sqlalchemy.ext.asyncio import AsyncEngine
 
-from zoopay.accounts.service import find_org, find_user
-from zoopay.api.deps import CatalogDep, Conn, Now, OrgMember, StaffUser, require_user
+from zoopay.api.deps import (
+    AnyOrg,
+    AnyUser,
+    CatalogDep,
+    Conn,
+    Engine,
+    Now,
+    OrgMember,
+    StaffUser,
+    require_user,
+)
 from zoopay.api.hotpath import HotRequest, HotRoute
+from zoopay.api.openapi import errors
 from zoopay.api.routing import json_router
 from zoopay.billing.schemas import CustomerBalance, UpdatePaymentBalance
 from zoopay.billing.service import (
@@ -13,6 +25,7 @@ from zoopay.billing.service import (
     balance_statement_if_current,
     set_balance,
 )
+from zoopay.catalog.service import Catalog
 from zoopay.db.engine import reading, transaction
 from zoopay.ledger.service import Customer
 from zoopay.money import credits_for, from_micros, to_micros
@@ -42,11 +55,23 @@ def customer_balance(statement: BalanceStatement, include_total_due: bool) -> Cu
     )
 
 
+async def current_statement(
+    engine: AsyncEngine, catalog: Catalog, customer: Customer, now: datetime
+) -> BalanceStatement:
+    """The balance now: read outside any transaction (on SQLite, without the write lock),
+    unless a new period began and it must be refreshed first, in a transaction."""
+    async with reading(engine) as conn:
+        statement = await balance_statement_if_current(conn, catalog, customer, now)
+    if statement is None:
+        async with transaction(engine) as conn:
+            statement = await balance_statement(conn, catalog, customer, now)
+    return statement
+
+
 async def _read(
-    conn: Conn, catalog: CatalogDep, customer: Customer, now: Now, include_total_due: bool
+    engine: AsyncEngine, catalog: Catalog, customer: Customer, now: datetime, include: bool
 ) -> CustomerBalance:
-    statement = await balance_statement(conn, catalog, customer, now)
-    return customer_balance(statement, include_total_due)
+    return customer_balance(await current_statement(engine, catalog, customer, now), include)
 
 
 async def _update(
@@ -76,13 +101,9 @@ async def get_payment_balance_for_user(request: HotRequest) -> tuple[int, bytes]
     """The caller's own balance."""
     user = require_user(request.principal)
     include_total_due = request.flag("include_total_due", True)
-    async with reading(request.engine) as conn:
-        statement = await balance_statement_if_current(
-            conn, request.catalog, user.customer, request.now()
-        )
-    if statement is None:  # a new period began: refresh first, in a transaction
-        async with transaction(request.engine) as conn:
-            statement = await balance_statement(conn, request.catalog, user.customer, request.now())
+    statement = await current_statement(
+        request.engine, request.catalog, user.customer, request.now()
+    )
     return 200, customer_balance(statement, include_total_due).model_dump_json().encode()
 
 
@@ -103,32 +124,30 @@ HOT_ROUTES = [
 @router.get("/org/payment/balance", response_model=CustomerBalance)
 async def get_payment_balance_for_org(
     member: OrgMember,
-    conn: Conn,
+    engine: Engine,
     catalog: CatalogDep,
     now: Now,
     include_total_due: IncludeTotalDue = True,
 ) -> CustomerBalance:
     """The balance of the caller's org."""
-    return await _read(conn, catalog, member.org, now, include_total_due)
+    return await _read(engine, catalog, member.org, now, include_total_due)
 
 
-@router.get("/users/{id}/payment/balance", response_model=CustomerBalance)
+@router.get("/users/{id}/payment/balance", response_model=CustomerBalance, responses=errors(404))
 async def get_payment_balance_for_any_user(
-    id: str,
-    staff: StaffUser,
-    conn: Conn,
+    user: AnyUser,
+    engine: Engine,
     catalog: CatalogDep,
     now: Now,
     include_total_due: IncludeTotalDue = True,
 ) -> CustomerBalance:
     """Staff: any user's balance; `id` is a user id or email address."""
-    user = await find_user(conn, id)
-    return await _read(conn, catalog, user.customer, now, include_total_due)
+    return await _read(engine, catalog, user.customer, now, include_total_due)
 
 
-@router.put("/users/{id}/payment/balance", response_model=CustomerBalance)
+@router.put("/users/{id}/payment/balance", response_model=CustomerBalance, responses=errors(404))
 async def update_payment_balance_for_any_user(
-    id: str,
+    user: AnyUser,
     body: UpdatePaymentBalance,
     staff: StaffUser,
     conn: Conn,
@@ -137,27 +156,24 @@ async def update_payment_balance_for_any_user(
     include_total_due: IncludeTotalDue = True,
 ) -> CustomerBalance:
     """Staff: set a user's monthly and/or stable credits to absolute amounts."""
-    user = await find_user(conn, id)
     return await _update(conn, catalog, user.customer, body, staff, now, include_total_due)
 
 
-@router.get("/orgs/{id}/payment/balance", response_model=CustomerBalance)
+@router.get("/orgs/{id}/payment/balance", response_model=CustomerBalance, responses=errors(404))
 async def get_payment_balance_for_any_org(
-    id: str,
-    staff: StaffUser,
-    conn: Conn,
+    org: AnyOrg,
+    engine: Engine,
     catalog: CatalogDep,
     now: Now,
     include_total_due: IncludeTotalDue = True,
 ) -> CustomerBalance:
     """Staff: any org's balance."""
-    org = await find_org(conn, id)
-    return await _read(conn, catalog, org.customer, now, include_total_due)
+    return await _read(engine, catalog, org.customer, now, include_total_due)
 
 
-@router.put("/orgs/{id}/payment/balance", response_model=CustomerBalance)
+@router.put("/orgs/{id}/payment/balance", response_model=CustomerBalance, responses=errors(404))
 async def update_payment_balance_for_any_org(
-    id: str,
+    org: AnyOrg,
     body: UpdatePaymentBalance,
     staff: StaffUser,
     conn: Conn,
@@ -166,5 +182,4 @@ async def update_payment_balance_for_any_org(
     include_total_due: IncludeTotalDue = True,
 ) -> CustomerBalance:
     """Staff: set an org's monthly and/or stable credits to absolute amounts."""
-    org = await find_org(conn, id)
     return await _update(conn, catalog, org.customer, body, staff, now, include_total_due)

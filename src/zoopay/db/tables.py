@@ -5,6 +5,7 @@ from datetime import UTC, datetime
 from sqlalchemy import (
     BigInteger,
     Boolean,
+    CheckConstraint,
     Column,
     DateTime,
     ForeignKey,
@@ -135,6 +136,22 @@ subscriptions = Table(
     Column("updated_at", Timestamp, nullable=False),
 )
 
+monthly_grants = Table(
+    "monthly_grants",
+    metadata,
+    # What one billing period of a customer granted to its monthly bucket (initial grant, plan
+    # changes, refresh): never more than the largest grant of a plan held in that period.
+    Column("customer_id", Id, primary_key=True),
+    Column("period_start", Timestamp, primary_key=True),
+    Column("granted_micros", BigInteger, nullable=False),
+    Column("largest_grant_micros", BigInteger, nullable=False),
+    Column("updated_at", Timestamp, nullable=False),
+    CheckConstraint(
+        "granted_micros >= 0 AND granted_micros <= largest_grant_micros",
+        name="ck_monthly_grants_bounded",
+    ),
+)
+
 api_calls = Table(
     "api_calls",
     metadata,
@@ -180,6 +197,7 @@ __all__ = [
     "enterprise_prices",
     "ledger_entries",
     "metadata",
+    "monthly_grants",
     "org_members",
     "orgs",
     "subscriptions",

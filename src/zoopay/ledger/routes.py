@@ -4,8 +4,8 @@ from typing import Annotated
 
 from fastapi import Depends
 
-from zoopay.accounts.service import find_org, find_user
-from zoopay.api.deps import Conn, CurrentUser, OrgAdmin, StaffUser
+from zoopay.api.deps import AnyOrg, AnyUser, Conn, CurrentUser, OrgAdmin
+from zoopay.api.openapi import errors
 from zoopay.api.pagination import Limit, PageToken
 from zoopay.api.routing import json_router
 from zoopay.errors import BadRequest
@@ -71,19 +71,17 @@ async def list_ledger_for_org(admin: OrgAdmin, conn: Conn, page: Page) -> Ledger
     return await _page(conn, admin.org, page)
 
 
-@router.get("/users/{id}/payment/ledger", response_model=LedgerEntryResultsPage)
-async def list_ledger_for_any_user(
-    id: str, staff: StaffUser, conn: Conn, page: Page
-) -> LedgerEntryResultsPage:
+@router.get(
+    "/users/{id}/payment/ledger", response_model=LedgerEntryResultsPage, responses=errors(404)
+)
+async def list_ledger_for_any_user(user: AnyUser, conn: Conn, page: Page) -> LedgerEntryResultsPage:
     """Staff: a user's ledger, newest first; `id` is a user id or email."""
-    user = await find_user(conn, id)
     return await _page(conn, user.customer, page)
 
 
-@router.get("/orgs/{id}/payment/ledger", response_model=LedgerEntryResultsPage)
-async def list_ledger_for_any_org(
-    id: str, staff: StaffUser, conn: Conn, page: Page
-) -> LedgerEntryResultsPage:
+@router.get(
+    "/orgs/{id}/payment/ledger", response_model=LedgerEntryResultsPage, responses=errors(404)
+)
+async def list_ledger_for_any_org(org: AnyOrg, conn: Conn, page: Page) -> LedgerEntryResultsPage:
     """Staff: an org's ledger, newest first."""
-    org = await find_org(conn, id)
     return await _page(conn, org.customer, page)

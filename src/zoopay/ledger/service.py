@@ -16,7 +16,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from zoopay.db.bulk import insert_all, update_all
 from zoopay.db.tables import balances, ledger_entries
-from zoopay.errors import NotFound
+from zoopay.errors import BadRequest, NotFound
+from zoopay.money import MAX_BALANCE_MICROS, format_micros
 
 CustomerKind = Literal["user", "org"]
 
@@ -182,6 +183,13 @@ def _apply(
             entries.append(_entry(balance.customer, bucket, delta, amounts[bucket], posting, now))
     if not entries:
         return balance, []
+    for bucket, amount in amounts.items():
+        if abs(amount) > MAX_BALANCE_MICROS:
+            raise BadRequest(
+                f"this would take the {bucket.value} balance of {balance.customer.kind}"
+                f" {balance.customer.id} past {format_micros(MAX_BALANCE_MICROS)} USD,"
+                " the most a balance holds"
+            )
     after = replace(
         balance,
         monthly_micros=amounts[Bucket.MONTHLY],

@@ -1,17 +1,26 @@
+from uuid import UUID
+
 from pydantic import ValidationError
 
 from zoopay.accounts.service import find_user
-from zoopay.api.deps import Conn, CurrentUser, OrgAdmin, StaffUser, require_metering
+from zoopay.api.deps import (
+    Conn,
+    CurrentUser,
+    OrgAdmin,
+    StaffUser,
+    UserInPath,
+    require_metering,
+)
 from zoopay.api.errors import Error, describe_validation
 from zoopay.api.hotpath import HotRequest, HotRoute
+from zoopay.api.openapi import errors
 from zoopay.api.pagination import Page, PageRequest, next_page_token
 from zoopay.api.routing import json_router
-from zoopay.db.engine import reading, transaction
+from zoopay.db.engine import reading
 from zoopay.errors import BadRequest, Forbidden
-from zoopay.metering.batcher import CallRecorder
+from zoopay.metering.batcher import CallRecorder, commit_calls
 from zoopay.metering.schemas import (
     ApiCallBatch,
-    ApiCallBatchEnvelope,
     ApiCallBatchResults,
     ApiCallReport,
     ApiCallResult,
@@ -27,7 +36,6 @@ from zoopay.metering.service import (
     Reported,
     get_call,
     list_calls,
-    record_calls,
     standing,
 )
 from zoopay.money import from_micros
@@ -109,7 +117,7 @@ async def report_api_call(request: HotRequest) -> tuple[int, bytes]:
 async def report_api_calls(request: HotRequest) -> tuple[int, bytes]:
     """Report up to 1,000 calls; one result per call, in request order, each on its own."""
     principal = require_metering(request.principal)
-    items = request.parse(ApiCallBatchEnvelope).calls
+    items = request.parse(ApiCallBatch).calls
     results: list[ApiCallResult | None] = [None] * len(items)
     valid: list[tuple[int, ApiCallReport]] = []
     for index, item in enumerate(items):
@@ -119,8 +127,7 @@ async def report_api_calls(request: HotRequest) -> tuple[int, bytes]:
             error = BadRequest(describe_validation(exc.errors()))
             results[index] = _result(_id_of(item), Outcome(400, error=error), request.request_id)
     reported = [Reported(report, principal.token_id) for _, report in valid]
-    async with transaction(request.engine) as conn:
-        outcomes = await record_calls(conn, request.catalog, reported, request.now())
+    outcomes = await commit_calls(request.engine, request.catalog, reported, request.now())
     for (index, report), outcome in zip(valid, outcomes, strict=True):
         results[index] = _result(str(report.id), outcome, request.request_id)
     body = ApiCallBatchResults(results=[r for r in results if r is not None])
@@ -158,6 +165,7 @@ _METERING_ERRORS = {
     400: "Bad input",
     401: "No token, or a bad one",
     403: "Neither a service token nor staff",
+    503: "The database is not answering, or too many reports wait: retry (Retry-After)",
 }
 HOT_ROUTES = [
     HotRoute(
@@ -168,6 +176,7 @@ HOT_ROUTES = [
         ApiCallWithPrice,
         body=ApiCallReport,
         status=201,
+        also={200: "Reported before with the same content: the original, nothing drawn again"},
         errors={
             **_METERING_ERRORS,
             404: "Unknown user",
@@ -181,6 +190,7 @@ HOT_ROUTES = [
         "Report up to 1,000 API calls (service or staff)",
         ApiCallBatchResults,
         body=ApiCallBatch,
+        errors=_METERING_ERRORS,
     ),
     HotRoute(
         "POST",
@@ -206,10 +216,10 @@ async def user_list_api_calls(
     return await _calls_page(conn, page, user_id=user.id)
 
 
-@router.get("/user/api-calls/{id}", response_model=ApiCallWithPrice)
-async def get_api_call_for_user(id: str, user: CurrentUser, conn: Conn) -> ApiCallWithPrice:
+@router.get("/user/api-calls/{id:uuid}", response_model=ApiCallWithPrice, responses=errors(404))
+async def get_api_call_for_user(id: UUID, user: CurrentUser, conn: Conn) -> ApiCallWithPrice:
     """One of the caller's API calls."""
-    return api_call_with_price(await get_call(conn, id, user_id=user.id))
+    return api_call_with_price(await get_call(conn, str(id), user_id=user.id))
 
 
 @router.get("/org/api-calls", response_model=ApiCallWithPriceResultsPage)
@@ -220,15 +230,19 @@ async def org_list_api_calls(
     return await _calls_page(conn, page, org_id=admin.org_id)
 
 
-@router.get("/org/api-calls/{id}", response_model=ApiCallWithPrice)
-async def get_api_call_for_org(id: str, admin: OrgAdmin, conn: Conn) -> ApiCallWithPrice:
+@router.get("/org/api-calls/{id:uuid}", response_model=ApiCallWithPrice, responses=errors(404))
+async def get_api_call_for_org(id: UUID, admin: OrgAdmin, conn: Conn) -> ApiCallWithPrice:
     """Org admin: one API call charged to the org."""
-    return api_call_with_price(await get_call(conn, id, org_id=admin.org_id))
+    return api_call_with_price(await get_call(conn, str(id), org_id=admin.org_id))
 
 
-@router.get("/users/{id}/api-calls", response_model=ApiCallWithPriceResultsPage)
+@router.get(
+    "/users/{id}/api-calls",
+    response_model=ApiCallWithPriceResultsPage,
+    responses=errors(403, 404),
+)
 async def list_api_calls_for_user(
-    id: str, user: CurrentUser, conn: Conn, page: Page
+    id: UserInPath, user: CurrentUser, conn: Conn, page: Page
 ) -> ApiCallWithPriceResultsPage:
     """The API calls of a user: yourself, or anyone for staff."""
     if not user.is_staff and id.lower() not in (user.id, user.email):
@@ -243,7 +257,7 @@ async def list_api_calls(staff: StaffUser, conn: Conn, page: Page) -> ApiCallWit
     return await _calls_page(conn, page)
 
 
-@router.get("/api-calls/{id}", response_model=ApiCallWithPrice)
-async def get_api_call(id: str, staff: StaffUser, conn: Conn) -> ApiCallWithPrice:
+@router.get("/api-calls/{id:uuid}", response_model=ApiCallWithPrice, responses=errors(404))
+async def get_api_call(id: UUID, staff: StaffUser, conn: Conn) -> ApiCallWithPrice:
     """Staff: any API call."""
-    return api_call_with_price(await get_call(conn, id))
+    return api_call_with_price(await get_call(conn, str(id)))

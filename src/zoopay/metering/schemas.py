@@ -6,10 +6,11 @@ from datetime import datetime
 from typing import Annotated, Any
 from uuid import UUID
 
-from pydantic import AwareDatetime, BaseModel, Field, StrictInt, StringConstraints
+from pydantic import BaseModel, Field, StrictInt, StringConstraints
 
 from zoopay.api.errors import Error
 from zoopay.catalog.schemas import StoredWireModel, WireModel
+from zoopay.instants import Instant
 from zoopay.money import Amount, Money
 
 MAX_BATCH = 1000
@@ -39,9 +40,11 @@ class ApiCallReport(StoredWireModel):
     endpoint: Annotated[str, StringConstraints(min_length=1, max_length=512)]
     method: Method
     status_code: Annotated[StrictInt, Field(ge=100, le=599)] | None = None
-    started_at: AwareDatetime
-    completed_at: AwareDatetime
-    price: Amount | None = Field(default=None, description="Overrides the price list")
+    started_at: Instant
+    completed_at: Instant = Field(description="At most 24 hours after started_at")
+    price: Amount | None = Field(
+        default=None, description="Overrides the price list; at most 10,000 USD"
+    )
     ip_address: Annotated[str, StringConstraints(max_length=64)] = ""
     user_agent: Annotated[str, StringConstraints(max_length=512)] = ""
     origin: Annotated[str, StringConstraints(max_length=512)] | None = None
@@ -51,13 +54,13 @@ class ApiCallReport(StoredWireModel):
 
 
 class ApiCallBatch(WireModel):
-    calls: Annotated[list[ApiCallReport], Field(max_length=MAX_BATCH)]
+    """Up to 1,000 calls, each read as an `ApiCallReport` on its own: one that is not valid
+    gets its error in the results and the others are recorded, so any item is accepted here."""
 
-
-class ApiCallBatchEnvelope(WireModel):
-    """A batch as first read: its calls are checked one by one, so each stands alone."""
-
-    calls: Annotated[list[Any], Field(max_length=MAX_BATCH)]
+    calls: Annotated[
+        list[Any],
+        Field(max_length=MAX_BATCH, description="`ApiCallReport` objects, each checked alone"),
+    ]
 
 
 class ApiCallWithPrice(BaseModel):

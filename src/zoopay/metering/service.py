@@ -30,7 +30,7 @@ from zoopay.ledger.service import (
     post_batch,
 )
 from zoopay.metering.schemas import ApiCallReport
-from zoopay.money import format_micros, to_micros
+from zoopay.money import MAX_CALL_PRICE_MICROS, format_micros, to_micros
 from zoopay.subscriptions.service import (
     PLAN_COLUMNS,
     balance_and_subscription_of_row,
@@ -162,6 +162,8 @@ def _customer_for(user_id: str, org_id: UUID | None, membership: _Membership) ->
 
 
 _MILLISECOND = timedelta(milliseconds=1)
+# The longest call zoopay prices: a longer one is a mistake in started_at or completed_at.
+MAX_CALL_DURATION = timedelta(hours=24)
 
 
 def _priced_call(
@@ -172,6 +174,8 @@ def _priced_call(
     customer = _customer_for(user_id, report.org_id, membership)
     if report.completed_at < report.started_at:
         raise BadRequest("completed_at is before started_at")
+    if report.completed_at - report.started_at > MAX_CALL_DURATION:
+        raise BadRequest("a call lasts at most 24 hours: completed_at is too long after started_at")
     # As stored, in UTC: a 201 shows what a 200 will.
     started_at, completed_at = (
         report.started_at.astimezone(UTC),
@@ -204,8 +208,15 @@ def _priced_call(
 
 def _price_micros(catalog: Catalog, report: ApiCallReport, minutes: int) -> int:
     if report.price is not None:
-        return to_micros(report.price)
-    return catalog.call_price(report.endpoint).of(minutes)
+        price = to_micros(report.price)
+    else:
+        price = catalog.call_price(report.endpoint).of(minutes)
+    if price > MAX_CALL_PRICE_MICROS:
+        raise BadRequest(
+            f"a call costs at most {format_micros(MAX_CALL_PRICE_MICROS)} USD;"
+            f" this one would cost {format_micros(price)} USD"
+        )
+    return price
 
 
 def _content_hash(

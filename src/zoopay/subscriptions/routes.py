@@ -1,5 +1,15 @@
-from zoopay.accounts.service import find_org, find_user
-from zoopay.api.deps import CatalogDep, Conn, CurrentUser, Now, OrgAdmin, OrgMember, StaffUser
+from zoopay.api.deps import (
+    AnyOrg,
+    AnyUser,
+    CatalogDep,
+    Conn,
+    CurrentUser,
+    Now,
+    OrgAdmin,
+    OrgMember,
+    StaffUser,
+)
+from zoopay.api.openapi import errors
 from zoopay.api.routing import json_router
 from zoopay.catalog.schemas import (
     EnterpriseSubscriptionTierPrice,
@@ -23,6 +33,9 @@ from zoopay.subscriptions.service import (
 )
 
 router = json_router(tags=["payments"])
+# Zoo files these two staff endpoints under other tags: the SDK's `users` and `orgs` clients.
+users_router = json_router(tags=["users"])
+orgs_router = json_router(tags=["orgs"])
 
 
 async def _details(conn: Conn, catalog: Catalog, customer: Customer) -> ZooProductSubscriptions:
@@ -64,7 +77,11 @@ async def get_user_subscription(
     return await _details(conn, catalog, user.customer)
 
 
-@router.post("/user/payment/subscriptions", response_model=ZooProductSubscriptions)
+@router.post(
+    "/user/payment/subscriptions",
+    response_model=ZooProductSubscriptions,
+    responses=errors(409),
+)
 async def create_user_subscription(
     body: ZooProductSubscriptionsUserRequest,
     user: CurrentUser,
@@ -92,7 +109,9 @@ async def update_user_subscription(
     )
 
 
-@router.get("/org/payment/subscriptions", response_model=ZooProductSubscriptions)
+@router.get(
+    "/org/payment/subscriptions", response_model=ZooProductSubscriptions, responses=errors(404)
+)
 async def get_org_subscription(
     member: OrgMember, conn: Conn, catalog: CatalogDep
 ) -> ZooProductSubscriptions:
@@ -100,7 +119,11 @@ async def get_org_subscription(
     return await _details(conn, catalog, member.org)
 
 
-@router.post("/org/payment/subscriptions", response_model=ZooProductSubscriptions)
+@router.post(
+    "/org/payment/subscriptions",
+    response_model=ZooProductSubscriptions,
+    responses=errors(402, 409),
+)
 async def create_org_subscription(
     body: ZooProductSubscriptionsOrgRequest,
     admin: OrgAdmin,
@@ -114,7 +137,11 @@ async def create_org_subscription(
     )
 
 
-@router.put("/org/payment/subscriptions", response_model=ZooProductSubscriptions)
+@router.put(
+    "/org/payment/subscriptions",
+    response_model=ZooProductSubscriptions,
+    responses=errors(402),
+)
 async def update_org_subscription(
     body: ZooProductSubscriptionsOrgRequest,
     admin: OrgAdmin,
@@ -128,9 +155,13 @@ async def update_org_subscription(
     )
 
 
-@router.put("/users/{id}/payment/subscriptions", response_model=ZooProductSubscriptions)
+@users_router.put(
+    "/users/{id}/payment/subscriptions",
+    response_model=ZooProductSubscriptions,
+    responses=errors(404),
+)
 async def update_subscription_for_user(
-    id: str,
+    user: AnyUser,
     body: ZooProductSubscriptionsUserRequest,
     staff: StaffUser,
     conn: Conn,
@@ -138,23 +169,24 @@ async def update_subscription_for_user(
     now: Now,
 ) -> ZooProductSubscriptions:
     """Staff: change any user's plan; `id` is a user id or email address."""
-    user = await find_user(conn, id)
     return await _subscribe(
         conn, catalog, user.customer, _user_tier(body), body.pay_annually, staff.id, now, False
     )
 
 
-@router.put("/orgs/{id}/enterprise/pricing", response_model=ZooProductSubscriptions)
+@orgs_router.put(
+    "/orgs/{id}/enterprise/pricing",
+    response_model=ZooProductSubscriptions,
+    responses=errors(404),
+)
 async def update_enterprise_pricing_for_org(
-    id: str,
+    org: AnyOrg,
     body: EnterpriseSubscriptionTierPrice,
-    staff: StaffUser,
     conn: Conn,
     catalog: CatalogDep,
     now: Now,
 ) -> ZooProductSubscriptions:
     """Staff: set the price sales agreed with an org; returns the enterprise tier at that price."""
-    org = await find_org(conn, id)
     enterprise = catalog.plan(TierName.ENTERPRISE)
     if enterprise is None:
         raise BadRequest("the catalog offers no enterprise tier")

@@ -22,15 +22,14 @@ from zoopay.db.tables import balances, enterprise_prices, subscriptions
 from zoopay.errors import BadRequest, Conflict, NotFound, PaymentRequired
 from zoopay.ledger.service import (
     Balance,
-    Bucket,
     Customer,
     Posting,
     Reason,
     balance_of_row,
     lock_balance,
-    post,
 )
 from zoopay.money import from_micros, to_micros
+from zoopay.subscriptions.grants import grant_new_period, grant_plan_change
 from zoopay.subscriptions.periods import period_start
 
 SYSTEM_ACTOR = "system"
@@ -125,8 +124,14 @@ async def start_free_plan(
     """Every new user starts on free, with the free monthly grant."""
     free = _required_plan(catalog, TierName.FREE)
     subscription = await _insert_subscription(conn, balance.customer, free, False, now)
-    posting = Posting(Reason.GRANT, actor, subscription.id)
-    await post(conn, balance, {Bucket.MONTHLY: free.monthly_grant_micros}, posting, now)
+    await grant_new_period(
+        conn,
+        balance=balance,
+        plan=free,
+        period_start=subscription.period_start,
+        posting=Posting(Reason.GRANT, actor, subscription.id),
+        now=now,
+    )
     return subscription
 
 
@@ -171,17 +176,16 @@ async def change_plan(
     else:
         subscription = await _update_subscription(conn, subscription, plan, annually, now)
     if old_plan is None or old_plan.name != plan.name:
-        target = _monthly_after_change(balance.monthly_micros, old_plan, plan)
-        posting = Posting(Reason.PLAN_CHANGE, actor, subscription.id)
-        await post(conn, balance, {Bucket.MONTHLY: target - balance.monthly_micros}, posting, now)
+        await grant_plan_change(
+            conn,
+            balance=balance,
+            old=old_plan,
+            new=plan,
+            period_start=subscription.period_start,
+            posting=Posting(Reason.PLAN_CHANGE, actor, subscription.id),
+            now=now,
+        )
     return subscription
-
-
-def _monthly_after_change(remaining: int, old: Plan | None, new: Plan) -> int:
-    """An upgrade tops the bucket up to the new grant; a downgrade caps it there."""
-    if old is None or new.rank > old.rank:
-        return max(remaining, new.monthly_grant_micros)
-    return min(remaining, new.monthly_grant_micros)
 
 
 async def refresh_if_due(
@@ -189,7 +193,8 @@ async def refresh_if_due(
 ) -> tuple[Balance, Subscription | None]:
     """On a locked balance: reset the monthly bucket to the grant once a new period began.
 
-    The period start is stored, so each customer is refreshed exactly once per period.
+    The period start is stored, so each customer is refreshed exactly once per period; every
+    path that refreshes (balance reads, metering, `zoopay billing refresh`) comes here.
     """
     subscription = await get_subscription(conn, balance.customer)
     plan = current_plan(catalog, subscription)
@@ -203,9 +208,14 @@ async def refresh_if_due(
         .where(subscriptions.c.id == subscription.id)
         .values(period_start=start, updated_at=now)
     )
-    posting = Posting(Reason.REFRESH, SYSTEM_ACTOR, subscription.id)
-    delta = plan.monthly_grant_micros - balance.monthly_micros
-    balance = await post(conn, balance, {Bucket.MONTHLY: delta}, posting, now)
+    balance = await grant_new_period(
+        conn,
+        balance=balance,
+        plan=plan,
+        period_start=start,
+        posting=Posting(Reason.REFRESH, SYSTEM_ACTOR, subscription.id),
+        now=now,
+    )
     return balance, Subscription(**{**subscription.__dict__, "period_start": start})
 
 

@@ -5,7 +5,7 @@ import asyncio
 from alembic import context
 from sqlalchemy.engine import Connection
 
-from zoopay.db.engine import create_engine
+from zoopay.db.engine import Timeouts, create_engine
 from zoopay.db.tables import metadata
 
 
@@ -16,7 +16,8 @@ def _run(connection: Connection) -> None:
 
 
 async def _run_online(url: str) -> None:
-    engine = create_engine(url)
+    # A migration may rewrite a large table: no request-sized statement timeout.
+    engine = create_engine(url, timeouts=Timeouts(statement=3600))
     try:
         async with engine.connect() as conn:
             await conn.run_sync(_run)

@@ -1,0 +1,97 @@
+"""The OpenAPI document, made to say exactly what the server answers.
+
+FastAPI declares a 422 that zoopay never sends (its validation errors are 400s in the API's error
+shape) and none of the errors a route does send. Here every operation's error statuses are
+derived from what it depends on — a token, a role, a body, parameters, the database — plus the
+domain errors its route declares with `errors(...)`.
+"""
+
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from fastapi.dependencies.models import Dependant
+from fastapi.routing import APIRoute
+
+from zoopay.api import deps
+from zoopay.api.errors import Error
+
+DESCRIPTIONS = {
+    400: "Bad input: the message names the problem",
+    401: "No API token, or one that is not valid",
+    402: "Payment required: the message says what to do",
+    403: "The caller may not do this",
+    404: "No such thing, or not the caller's",
+    405: "Method not allowed: the Allow header lists the methods of this path",
+    409: "Conflicts with the current state",
+    413: "The request body is too large",
+    415: "The request body is not JSON",
+    503: "The database is not answering in time (or, for reports, too many wait):"
+    " retry after `Retry-After` seconds",
+}
+
+# Every route with a token answers 401, and 503 when the database does not answer in time;
+# with a body, these.
+AUTH_ERRORS = frozenset({401, 503})
+BODY_ERRORS = frozenset({400, 413, 415})
+
+# What each dependency may refuse with, beside what the ones it depends on refuse with.
+_DEPENDENCY_ERRORS: dict[Callable[..., Any], set[int]] = {
+    deps.current_principal: set(AUTH_ERRORS),
+    deps.current_user: {403},
+    deps.staff_user: {403},
+    deps.org_membership: {404},
+    deps.org_admin: {403},
+}
+
+
+def errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """A route's domain errors, for its decorator's `responses=`."""
+    return {status: {"model": Error, "description": DESCRIPTIONS[status]} for status in statuses}
+
+
+def error_statuses(route: APIRoute) -> set[int]:
+    """Every error status `route` can answer."""
+    statuses = {int(status) for status in route.responses if int(status) >= 400}
+    statuses |= _dependency_errors(route.dependant)
+    if route.body_field is not None:
+        statuses |= BODY_ERRORS
+    if _has_parameters(route.dependant):
+        statuses.add(400)
+    return statuses
+
+
+def _dependency_errors(dependant: Dependant) -> set[int]:
+    found = set(_DEPENDENCY_ERRORS.get(dependant.call, set())) if dependant.call else set()
+    for sub in dependant.dependencies:
+        found |= _dependency_errors(sub)
+    return found
+
+
+def _has_parameters(dependant: Dependant) -> bool:
+    own = dependant.path_params or dependant.query_params or dependant.header_params
+    return bool(own) or any(_has_parameters(sub) for sub in dependant.dependencies)
+
+
+def declare_errors(document: dict[str, Any], routes: Iterable[Any]) -> dict[str, Any]:
+    """Replace FastAPI's 422s with the statuses each route really answers."""
+    schemas = document.setdefault("components", {}).setdefault("schemas", {})
+    for name in ("HTTPValidationError", "ValidationError"):
+        schemas.pop(name, None)
+    schemas.setdefault("Error", Error.model_json_schema())
+    for route in routes:
+        if not isinstance(route, APIRoute) or not route.include_in_schema:
+            continue
+        for method in route.methods or ():
+            operation = document["paths"][route.path_format][method.lower()]
+            responses = operation["responses"]
+            responses.pop("422", None)
+            for status in sorted(error_statuses(route)):
+                responses[str(status)] = error_response(status)
+    return document
+
+
+def error_response(status: int, description: str | None = None) -> dict[str, Any]:
+    return {
+        "description": description or DESCRIPTIONS[status],
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
+    }
