@@ -30,6 +30,7 @@ serve: $(STAMP)
 	$(BIN)/zoopay serve
 
 test: $(STAMP) $(LATEST_STAMP) lint
+	command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium)
 	ZOOPAY_TEST_DATABASE=sqlite $(BIN)/pytest
 	ZOOPAY_TEST_DATABASE=postgresql $(BIN)/pytest
 

@@ -9,12 +9,14 @@ import asyncio
 import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
 import pytest
+from fastapi import FastAPI
 from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -139,14 +141,21 @@ def app_settings(database_url: str) -> Settings:
     return Settings(database_url=database_url)
 
 
+@asynccontextmanager
+async def app_client(app: FastAPI, clock: Clock) -> AsyncIterator[httpx.AsyncClient]:
+    """HTTP to an app in this process, at the test clock's time."""
+    app.state.clock = lambda: clock.now
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://zoopay.test") as client:
+        yield client
+
+
 @pytest.fixture
 async def client(
     app_settings: Settings, engine: AsyncEngine, catalog: Catalog, clock: Clock
 ) -> AsyncIterator[httpx.AsyncClient]:
     app = create_app(app_settings, engine=engine, catalog=catalog)
-    app.state.clock = lambda: clock.now
-    transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://zoopay.test") as client:
+    async with app_client(app, clock) as client:
         yield client
 
 

@@ -12,7 +12,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from zoopay.accounts.cache import TokenCache
 from zoopay.accounts.routes import api_tokens_router, service_accounts_router
 from zoopay.accounts.routes import router as accounts_router
+from zoopay.api.cors import CorsHeaders, CorsPreflight
 from zoopay.api.deps import system_clock
+from zoopay.api.docs import install_docs
 from zoopay.api.errors import install_error_handlers
 from zoopay.api.health import router as health_router
 from zoopay.api.hotpath import HotPaths, hot_openapi
@@ -37,6 +39,7 @@ Payments and API credits, wire-compatible with the Payments part of Zoo's API:
 the official `kittycad` SDK works against it unchanged. Amounts are US dollars, sent as
 decimal strings and accepted as JSON numbers or decimal strings (at most 6 decimals).
 """
+OPENAPI_URL = "/openapi.json"
 
 
 def create_app(
@@ -64,8 +67,9 @@ def create_app(
         title="zoopay",
         version="0.1.0",
         description=DESCRIPTION,
-        openapi_url="/openapi.json",
-        docs_url="/docs",
+        openapi_url=OPENAPI_URL,
+        # /docs is ours (install_docs): FastAPI's page loads Swagger UI from a CDN.
+        docs_url=None,
         redoc_url=None,
         lifespan=lifespan,
         # No redirect from /path/ to /path: it would be built from the request's Host header.
@@ -96,11 +100,20 @@ def create_app(
     )
     for router in routers:
         app.include_router(router)
+    install_docs(app, title=app.title, openapi_url=OPENAPI_URL)
     install_error_handlers(app)
     hot_routes = [*billing_hot_routes, *metering_hot_routes]
     app.add_middleware(HotPaths, routes=hot_routes)
-    # Added last, so outermost: every response, hot or not, carries the request id.
+    if settings.cors_origins:
+        # Outside the hot paths, so that a preflight is answered on every path; inside the
+        # request context, so that its answer has a request id like every other.
+        app.add_middleware(CorsPreflight, origins=settings.cors_origins)
+    # Every response, hot or not, carries the request id.
     app.add_middleware(RequestContextMiddleware, max_body_bytes=settings.max_body_bytes)
+    if settings.cors_origins:
+        # Outermost: the 500 and 503 that the request context answers itself get
+        # Access-Control-Allow-Origin too, so a browser front-end can read them.
+        app.add_middleware(CorsHeaders, origins=settings.cors_origins)
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:

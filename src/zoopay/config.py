@@ -1,9 +1,12 @@
 import enum
+import json
 from functools import lru_cache
 from pathlib import Path
+from typing import Annotated, Any
+from urllib.parse import urlsplit
 
-from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from zoopay.db.engine import Timeouts
 
@@ -42,6 +45,48 @@ class Settings(BaseSettings):
         """How long a report waits for its group commit before a 503: a checkout and one
         statement's worth, about what any other request can take."""
         return self.db_pool_timeout + self.db_statement_timeout
+
+    # Origins whose pages may call the API from a browser (CORS): comma-separated or a JSON
+    # list, `*` for any. None by default: no CORS header is ever sent.
+    cors_origins: Annotated[list[str], NoDecode] = []
+
+    @field_validator("cors_origins", mode="before")
+    @classmethod
+    def _split_origins(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("["):
+                return json.loads(text)
+            return [part.strip() for part in text.split(",") if part.strip()]
+        return value
+
+    @field_validator("cors_origins")
+    @classmethod
+    def _check_origins(cls, origins: list[str]) -> list[str]:
+        return [_origin(origin) for origin in origins]
+
+
+def _origin(text: str) -> str:
+    """An origin as a browser sends it in `Origin` (scheme://host[:port], lower case), or `*`;
+    anything else (a path, a trailing slash) would silently never match, so it is refused."""
+    if text == "*":
+        return text
+    parts = urlsplit(text)
+    if (
+        parts.scheme not in ("http", "https")
+        or not parts.hostname
+        or parts.username is not None
+        or parts.password is not None
+        or parts.path
+        or parts.query
+        or parts.fragment
+    ):
+        raise ValueError(f"{text!r} is not an origin such as https://app.example.com")
+    port = parts.port  # a ValueError if it is not a port
+    # Browsers leave the scheme's own port out of `Origin`.
+    default = {"http": 80, "https": 443}[parts.scheme]
+    host = parts.hostname if ":" not in parts.hostname else f"[{parts.hostname}]"
+    return f"{parts.scheme}://{host}" + (f":{port}" if port not in (None, default) else "")
 
 
 @lru_cache

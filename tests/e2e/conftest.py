@@ -17,6 +17,7 @@ import sys
 import time
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -123,18 +124,17 @@ def stop(process: "subprocess.Popen[bytes]") -> None:
         process.wait()
 
 
-@pytest.fixture(scope="session")
-def server(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
-    """`zoopay serve` on a free port; stopped (killed if it must be) when the session ends, and
-    by the kernel if the test process dies first."""
-    empty_database(database_url)  # so that this is the server's first start
+@contextmanager
+def serving(database_url: str, log: Path, **settings: str) -> Iterator[LiveServer]:
+    """`zoopay serve` on a free port, with ZOOPAY_* `settings` beside the database; stopped
+    (killed if it must be) on leaving, and by the kernel if the test process dies first."""
     port = free_port()
     base_url = f"http://127.0.0.1:{port}"
-    log = tmp_path_factory.mktemp("server") / "zoopay-serve.log"
+    env = {**zoopay_env(database_url), **settings, "PYTHONUNBUFFERED": "1"}
     with log.open("wb") as out:
         process = subprocess.Popen(
             [str(ZOOPAY), "serve", "--host", "127.0.0.1", "--port", str(port)],
-            env={**zoopay_env(database_url), "PYTHONUNBUFFERED": "1"},
+            env=env,
             stdout=out,
             stderr=subprocess.STDOUT,
             preexec_fn=die_with_parent,
@@ -144,6 +144,15 @@ def server(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Itera
         yield LiveServer(base_url, log)
     finally:
         stop(process)
+
+
+@pytest.fixture(scope="session")
+def server(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    """The session's `zoopay serve`, on its first start."""
+    empty_database(database_url)  # so that this is the server's first start
+    log = tmp_path_factory.mktemp("server") / "zoopay-serve.log"
+    with serving(database_url, log) as live:
+        yield live
 
 
 @dataclass(frozen=True)
