@@ -81,3 +81,8 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(ZoopayError, _zoopay_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(HTTPException, _http_error)
+
+
+def error_responses(errors: dict[int, str]) -> dict[int | str, dict[str, Any]]:
+    """The error statuses a route answers, for its OpenAPI `responses`."""
+    return {status: {"model": Error, "description": text} for status, text in errors.items()}
