@@ -496,9 +496,12 @@ async def respond_to_invitation(
         org_invitations.c.id == parse_uuid(invitation_id, "invitation"),
         org_invitations.c.email == user.email,
     )
-    row = (await conn.execute(query.with_for_update(of=org_invitations))).mappings().first()
+    row = (await conn.execute(query)).mappings().first()
     if row is None:
         raise NotFound(f"no invitation {invitation_id} for you")
+    # The org first, then the invitation: the order revoking takes them in, so never a deadlock.
+    await _lock_org(conn, row["org_id"])
+    row = (await conn.execute(query.with_for_update(of=org_invitations))).mappings().one()
     invitation = _invitation(row)
     if invitation.status != InvitationStatus.PENDING:
         raise Conflict(f"this invitation was already {invitation.status.value}")
@@ -506,7 +509,6 @@ async def respond_to_invitation(
         raise Conflict(f"this invitation expired at {invitation.expires_at.isoformat()}")
     membership = None
     if accept:
-        await _lock_org(conn, invitation.org_id)
         membership = await add_member(conn, invitation.org_id, user, invitation.role, now)
     status = InvitationStatus.ACCEPTED if accept else InvitationStatus.DECLINED
     await _set_status(conn, invitation.id, status, now)
