@@ -1,4 +1,5 @@
-"""The authorization matrix: every endpoint of issue 2 x every kind of caller, one test per cell.
+"""The authorization matrix: every endpoint of issues 2 and 7 x every kind of caller, one test per
+cell.
 
 Callers: no token, a bad token, a plain user (in no org), a member of another org (that org's
 admin, so admin-only `/org/*` calls succeed on *its own* org and must never reach the org under
@@ -17,8 +18,18 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tests.conftest import Person, World
-from zoopay.accounts.service import Org
-from zoopay.db.tables import balances, ledger_entries, metadata, org_members, orgs, subscriptions
+from zoopay.accounts import service as accounts
+from zoopay.accounts.service import Org, OrgRole
+from zoopay.db.engine import transaction
+from zoopay.db.tables import (
+    balances,
+    ledger_entries,
+    metadata,
+    org_invitations,
+    org_members,
+    orgs,
+    subscriptions,
+)
 
 NO_TOKEN = "no_token"
 BAD_TOKEN = "bad_token"
@@ -55,10 +66,11 @@ class Scene:
     admin: Person
     other: Person
     target: Person  # the user staff endpoints act on; in no org, never a caller
-    newcomer: Person  # in no org, the one POST /org/members adds
+    newcomer: Person  # in no org, the one POST /org/members invites
     org: Org
     other_org: Org
     engine: AsyncEngine
+    invitation: str  # pending: Acme's admin invited the plain user
 
     def person(self, principal: str) -> Person | None:
         people = {
@@ -85,7 +97,12 @@ class Scene:
         return self.org if principal == OTHER else self.other_org
 
     def path_args(self) -> dict[str, str]:
-        return {"target": self.target.id, "org": self.org.id, "member": self.member.id}
+        return {
+            "target": self.target.id,
+            "org": self.org.id,
+            "member": self.member.id,
+            "invitation": self.invitation,
+        }
 
 
 async def build_scene(world: World, engine: AsyncEngine) -> Scene:
@@ -93,7 +110,13 @@ async def build_scene(world: World, engine: AsyncEngine) -> Scene:
     plain, member, admin, other, target, newcomer = [await world.user() for _ in range(6)]
     org = await world.org(admin, member, name="Acme")
     other_org = await world.org(other, name="Other Co")
-    return Scene(staff, plain, member, admin, other, target, newcomer, org, other_org, engine)
+    async with transaction(engine) as conn:
+        invitation = await accounts.invite(
+            conn, org.id, plain.email, role=OrgRole.MEMBER, actor=admin.user, now=world.clock.now
+        )
+    return Scene(
+        staff, plain, member, admin, other, target, newcomer, org, other_org, engine, invitation.id
+    )
 
 
 @dataclass(frozen=True)
@@ -393,15 +416,110 @@ async def own_org_members(call: Call) -> None:
     assert call.body["next_page"] is None
 
 
-async def member_added(call: Call) -> None:
-    newcomer = call.scene.newcomer
-    assert (call.body["id"], call.body["email"], call.body["role"]) == (
-        newcomer.id,
+async def invitation_of(engine: AsyncEngine, invitation_id: str) -> dict[str, Any] | None:
+    return await row_of(
+        engine, select(org_invitations).where(org_invitations.c.id == invitation_id)
+    )
+
+
+async def member_invited(call: Call) -> None:
+    """An invitation, never a membership: the newcomer stays in no org until they accept."""
+    newcomer, own = call.scene.newcomer, call.scene.own_org(call.principal)
+    body = call.body
+    assert (body["email"], body["role"]) == (newcomer.email, "member")
+    assert body["id"] != newcomer.id
+    assert await membership_of(call.scene.engine, newcomer.id) is None
+    invitation = await invitation_of(call.scene.engine, body["id"])
+    assert invitation is not None
+    assert (invitation["org_id"], invitation["email"], invitation["status"]) == (
+        own.id,
         newcomer.email,
+        "pending",
+    )
+
+
+async def org_updated(call: Call) -> None:
+    own, untouched = call.scene.own_org(call.principal), call.scene.untouched_org(call.principal)
+    assert (call.body["id"], call.body["name"]) == (own.id, "Renamed")
+    async with call.scene.engine.connect() as conn:
+        names = dict((await conn.execute(select(orgs.c.id, orgs.c.name))).all())
+    assert names == {own.id: "Renamed", untouched.id: untouched.name}
+
+
+async def org_deleted(call: Call) -> None:
+    """Only the other org's admin, its only member, gets here: Acme has a member left."""
+    assert call.response.content == b""
+    async with call.scene.engine.connect() as conn:
+        ids = (await conn.execute(select(orgs.c.id))).scalars().all()
+    assert ids == [call.scene.org.id]
+    assert await membership_of(call.scene.engine, call.caller.id) is None
+
+
+async def member_got(call: Call) -> None:
+    member = call.scene.member
+    assert (call.body["id"], call.body["email"], call.body["role"]) == (
+        member.id,
+        member.email,
         "member",
     )
-    own = call.scene.own_org(call.principal)
-    assert await membership_of(call.scene.engine, newcomer.id) == (own.id, "member")
+
+
+async def member_promoted(call: Call) -> None:
+    assert (call.body["id"], call.body["role"]) == (call.scene.member.id, "admin")
+    assert await membership_of(call.scene.engine, call.scene.member.id) == (
+        call.scene.org.id,
+        "admin",
+    )
+
+
+async def membership_left(call: Call) -> None:
+    assert call.response.content == b""
+    assert await membership_of(call.scene.engine, call.caller.id) is None
+
+
+async def org_invitations_listed(call: Call) -> None:
+    items = call.body["items"]
+    if call.principal == OTHER:
+        assert items == []
+        return
+    assert [(i["id"], i["email"], i["status"]) for i in items] == [
+        (call.scene.invitation, call.scene.plain.email, "pending")
+    ]
+
+
+async def invitation_revoked(call: Call) -> None:
+    assert call.response.content == b""
+    invitation = await invitation_of(call.scene.engine, call.scene.invitation)
+    assert invitation is not None and invitation["status"] == "revoked"
+
+
+async def own_invitations(call: Call) -> None:
+    items = call.body["items"]
+    if call.principal != PLAIN:
+        assert items == []
+        return
+    assert [(i["id"], i["org_id"], i["org_name"]) for i in items] == [
+        (call.scene.invitation, call.scene.org.id, "Acme")
+    ]
+
+
+async def invitation_accepted(call: Call) -> None:
+    plain = call.scene.plain
+    assert (call.body["id"], call.body["role"]) == (plain.id, "member")
+    assert await membership_of(call.scene.engine, plain.id) == (call.scene.org.id, "member")
+    invitation = await invitation_of(call.scene.engine, call.scene.invitation)
+    assert invitation is not None and invitation["status"] == "accepted"
+
+
+async def invitation_declined(call: Call) -> None:
+    assert (call.body["id"], call.body["status"]) == (call.scene.invitation, "declined")
+    assert await membership_of(call.scene.engine, call.scene.plain.id) is None
+
+
+async def member_added_by_staff(call: Call) -> None:
+    newcomer = call.scene.newcomer
+    assert (call.body["id"], call.body["role"]) == (newcomer.id, "member")
+    assert await membership_of(call.scene.engine, newcomer.id) == (call.scene.org.id, "member")
 
 
 async def member_removed(call: Call) -> None:
@@ -511,7 +629,7 @@ ENDPOINTS = [
         "POST",
         "/org/members",
         ORG_ADMIN_CREATES,
-        member_added,
+        member_invited,
         body={"email": "{newcomer}", "role": "member"},
     ),
     Endpoint(
@@ -521,6 +639,61 @@ ENDPOINTS = [
         statuses(204, plain_user=404, other_org_member=404, org_member=403, staff=404),
         member_removed,
     ),
+    Endpoint("PUT", "/org", ORG_ADMIN, org_updated, body={"name": "Renamed"}),
+    Endpoint(
+        "DELETE",
+        "/org",
+        # Acme still has a member; the other org's admin is alone in it.
+        statuses(204, plain_user=404, staff=404, org_member=403, org_admin=409),
+        org_deleted,
+    ),
+    Endpoint(
+        "GET",
+        "/org/members/{member}",
+        statuses(200, plain_user=404, other_org_member=404, org_member=403, staff=404),
+        member_got,
+    ),
+    Endpoint(
+        "PUT",
+        "/org/members/{member}",
+        statuses(200, plain_user=404, other_org_member=404, org_member=403, staff=404),
+        member_promoted,
+        body={"role": "admin"},
+    ),
+    Endpoint(
+        "DELETE",
+        "/org/membership",
+        # Acme's admin is its last admin, with a member left; the other org's is alone.
+        statuses(204, plain_user=404, staff=404, org_admin=409),
+        membership_left,
+    ),
+    Endpoint("GET", "/org/invitations", ORG_ADMIN, org_invitations_listed),
+    Endpoint(
+        "DELETE",
+        "/org/invitations/{invitation}",
+        statuses(204, plain_user=404, other_org_member=404, org_member=403, staff=404),
+        invitation_revoked,
+    ),
+    Endpoint("GET", "/user/org-invitations", ANY_USER, own_invitations),
+    Endpoint(
+        "POST",
+        "/user/org-invitations/{invitation}/accept",
+        statuses(404, plain_user=200),
+        invitation_accepted,
+    ),
+    Endpoint(
+        "POST",
+        "/user/org-invitations/{invitation}/decline",
+        statuses(404, plain_user=200),
+        invitation_declined,
+    ),
+    Endpoint(
+        "POST",
+        "/orgs/{org}/members",
+        statuses(403, staff=201),
+        member_added_by_staff,
+        body={"email": "{newcomer}", "role": "member"},
+    ),
     Endpoint("GET", "/", EVERYONE, openapi_document),
     Endpoint("GET", "/docs", EVERYONE, swagger_ui),
 ]
@@ -528,11 +701,15 @@ ENDPOINTS = [
 CELLS = [(endpoint, principal) for endpoint in ENDPOINTS for principal in PRINCIPALS]
 
 
+# Actions on an invitation take no body: the path says everything.
+NO_BODY = ("/accept", "/decline")
+
+
 def test_the_matrix_covers_every_endpoint_of_the_issue() -> None:
-    assert len({endpoint.name for endpoint in ENDPOINTS}) == len(ENDPOINTS) == 22
+    assert len({endpoint.name for endpoint in ENDPOINTS}) == len(ENDPOINTS) == 33
     for endpoint in ENDPOINTS:
         assert set(endpoint.expect) == set(PRINCIPALS), endpoint.name
-        if endpoint.method in ("POST", "PUT"):
+        if endpoint.method in ("POST", "PUT") and not endpoint.path.endswith(NO_BODY):
             assert endpoint.body is not None, endpoint.name
 
 
@@ -628,6 +805,14 @@ AUTH_BEFORE_INPUT = [
     (MEMBER, "POST", "/org/members", {"email": "nobody"}, 403),
     (PLAIN, "POST", "/org/members", {"email": "x", "role": "owner"}, 404),
     (STAFF, "PUT", "/org/payment/subscriptions", {"modeling_app": "free"}, 404),
+    (MEMBER, "PUT", "/org/members/not-a-uuid", {"role": "owner"}, 403),
+    (MEMBER, "GET", "/org/members/not-a-uuid", None, 403),
+    (PLAIN, "PUT", "/org", {"name": 5}, 404),
+    (MEMBER, "PUT", "/org", {"nmae": "x"}, 403),
+    (MEMBER, "DELETE", "/org/invitations/not-a-uuid", None, 403),
+    (ADMIN, "POST", "/orgs/not-a-uuid/members", {"email": "x"}, 403),
+    (NO_TOKEN, "POST", "/user/org-invitations/not-a-uuid/accept", None, 401),
+    (BAD_TOKEN, "GET", "/user/org-invitations", None, 401),
 ]
 
 
