@@ -150,17 +150,13 @@ class _Membership:
 async def _memberships(conn: AsyncConnection, user_ids: list[str]) -> dict[str, _Membership]:
     """For each user id: whether the user exists, and its org."""
     rows = await select_where_one_of(conn, _USERS_WITH_ORGS, users.c.id, user_ids)
-    found = {
-        row["id"]: _Membership(row["email"], row["org_id"], row["joined_at"]) for row in rows
-    }
+    found = {row["id"]: _Membership(row["email"], row["org_id"], row["joined_at"]) for row in rows}
     return {user_id: found.get(user_id, _Membership(None, None)) for user_id in user_ids}
 
 
 _USERS_WITH_ORGS = select(
     users.c.id, users.c.email, org_members.c.org_id, org_members.c.created_at.label("joined_at")
-).select_from(
-    users.outerjoin(org_members, org_members.c.user_id == users.c.id)
-)
+).select_from(users.outerjoin(org_members, org_members.c.user_id == users.c.id))
 
 
 def _customer_for(
