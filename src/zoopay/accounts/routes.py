@@ -38,13 +38,15 @@ async def get_org(member: Member, conn: Conn) -> Org:
 
 
 @router.put("/org", response_model=Org, responses=error_responses({**NOT_AN_ADMIN, **NO_ORG}))
-async def update_org(body: OrgDetails, admin: OrgAdmin, conn: Conn, now: Now) -> Org:
+async def update_org(
+    body: OrgDetails, admin: OrgAdmin, user: CurrentUser, conn: Conn, now: Now
+) -> Org:
     """Org admin: change the org's details. A field left out or null (and an empty phone, the
     SDK's default) stays as it was."""
     changes = body.model_dump(exclude_unset=True)
     if not changes.get("phone"):
         changes.pop("phone", None)
-    return Org.of(await service.update_org(conn, admin.org_id, changes, now=now))
+    return Org.of(await service.update_org(conn, admin.org_id, changes, actor=user, now=now))
 
 
 @router.delete(

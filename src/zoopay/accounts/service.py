@@ -345,10 +345,12 @@ async def _member_count(conn: AsyncConnection, org_id: str) -> int:
 
 
 async def update_org(
-    conn: AsyncConnection, org_id: str, changes: dict[str, object], *, now: datetime
+    conn: AsyncConnection, org_id: str, changes: dict[str, object], *, actor: User, now: datetime
 ) -> Org:
     """Set the fields an admin sent; a field left out, or sent as null, stays as it was (the
     SDK sends every field, null when unset)."""
+    await _lock_org(conn, org_id)
+    await _require_admin(conn, org_id, actor)
     values = {name: value for name, value in changes.items() if value is not None}
     if "billing_email" in values:
         values["billing_email"] = normalize_email(str(values["billing_email"]))
