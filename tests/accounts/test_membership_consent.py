@@ -558,3 +558,20 @@ async def _service_headers(engine: AsyncEngine, world: World) -> dict[str, str]:
     async with transaction(engine) as conn:
         token = await create_service_token(conn, "product", world.clock.now)
     return {"Authorization": f"Bearer {token}"}
+
+
+async def test_the_same_invitation_sent_at_once_is_one_invitation(
+    client: httpx.AsyncClient, world: World, engine: AsyncEngine
+) -> None:
+    admin = await world.user()
+    await world.org(admin)
+    address = f"twice-{uuid.uuid4().hex[:8]}@example.com"
+    body = {"email": address, "role": "member"}
+    answers = await asyncio.gather(
+        *(client.post("/org/members", headers=admin.headers, json=body) for _ in range(5))
+    )
+    assert [a.status_code for a in answers] == [201] * 5, [a.text for a in answers]
+    assert len({a.json()["id"] for a in answers}) == 1
+    async with engine.connect() as conn:
+        count = (await conn.execute(select(func.count()).select_from(org_invitations))).scalar()
+    assert count == 1
