@@ -254,11 +254,15 @@ async def _lock_org(conn: AsyncConnection, org_id: str, *, exclusive: bool = Fal
 
 
 async def _require_admin(conn: AsyncConnection, org_id: str, actor: User) -> None:
-    """Checked again inside the transaction, after the lock: a demotion counts at once."""
+    """Checked again inside the transaction, after the lock: a demotion or removal that
+    committed meanwhile counts at once (the same answers as the route's own check)."""
     query = select(org_members.c.role).where(
         org_members.c.org_id == org_id, org_members.c.user_id == actor.id
     )
-    if (await conn.execute(query)).scalar() != OrgRole.ADMIN.value:
+    role = (await conn.execute(query)).scalar()
+    if role is None:
+        raise NotFound("you do not belong to an org")
+    if role != OrgRole.ADMIN.value:
         raise Forbidden("only an admin of the org may do this")
 
 
