@@ -21,9 +21,9 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from tests.accounts.test_cli_and_orgs import bearer
-from tests.api.test_authorization import assert_error, shown
 from tests.conftest import BACKEND, Clock, World
+from tests.support.errors import assert_error
+from tests.support.http import bearer, shown
 from zoopay.accounts import schemas
 from zoopay.accounts import service as accounts
 from zoopay.accounts.cache import TokenCache

@@ -20,12 +20,15 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from tests.conftest import Person, World
 from tests.support.database import dump
 from tests.support.errors import assert_error
-from zoopay.accounts.service import Org, TokenOwner, create_owned_token
+from tests.support.http import shown
+from zoopay.accounts import service as accounts
+from zoopay.accounts.service import Org, OrgRole, TokenOwner, create_owned_token
 from zoopay.db.engine import transaction
 from zoopay.db.tables import (
     api_tokens,
     balances,
     ledger_entries,
+    org_invitations,
     org_members,
     orgs,
     subscriptions,
@@ -55,7 +58,7 @@ class Scene:
     admin: Person
     other: Person
     target: Person  # the user staff endpoints act on; in no org, never a caller
-    newcomer: Person  # in no org, the one POST /org/members adds
+    newcomer: Person  # in no org, the one POST /org/members invites
     org: Org
     other_org: Org
     engine: AsyncEngine
@@ -63,6 +66,7 @@ class Scene:
     service_account_id: str  # the org under test's service account
     other_service_account_id: str  # the other org's
     service_account_token: str  # the secret of the org under test's service account
+    invitation: str  # pending: Acme's admin invited the plain user
 
     def person(self, principal: str) -> Person | None:
         people = {
@@ -95,6 +99,7 @@ class Scene:
             "member": self.member.id,
             "member_token": self.member_token_id,
             "service_account": self.service_account_id,
+            "invitation": self.invitation,
         }
 
 
@@ -110,6 +115,9 @@ async def build_scene(world: World, engine: AsyncEngine) -> Scene:
             await create_owned_token(conn, TokenOwner.ORG, made.id, label="ci", now=world.clock.now)
             for made in (org, other_org)
         ]
+        invitation = await accounts.invite(
+            conn, org.id, plain.email, role=OrgRole.MEMBER, actor=admin.user, now=world.clock.now
+        )
     return Scene(
         staff,
         plain,
@@ -125,6 +133,7 @@ async def build_scene(world: World, engine: AsyncEngine) -> Scene:
         accounts_made[0][0].id,
         accounts_made[1][0].id,
         accounts_made[0][1],
+        invitation.id,
     )
 
 
@@ -406,15 +415,110 @@ async def own_org_members(call: Call) -> None:
     assert call.body["next_page"] is None
 
 
-async def member_added(call: Call) -> None:
-    newcomer = call.scene.newcomer
-    assert (call.body["id"], call.body["email"], call.body["role"]) == (
-        newcomer.id,
+async def invitation_of(engine: AsyncEngine, invitation_id: str) -> dict[str, Any] | None:
+    return await row_of(
+        engine, select(org_invitations).where(org_invitations.c.id == invitation_id)
+    )
+
+
+async def member_invited(call: Call) -> None:
+    """An invitation, never a membership: the newcomer stays in no org until they accept."""
+    newcomer, own = call.scene.newcomer, call.scene.own_org(call.principal)
+    body = call.body
+    assert (body["email"], body["role"]) == (newcomer.email, "member")
+    assert body["id"] != newcomer.id
+    assert await membership_of(call.scene.engine, newcomer.id) is None
+    invitation = await invitation_of(call.scene.engine, body["id"])
+    assert invitation is not None
+    assert (invitation["org_id"], invitation["email"], invitation["status"]) == (
+        own.id,
         newcomer.email,
+        "pending",
+    )
+
+
+async def org_updated(call: Call) -> None:
+    own, untouched = call.scene.own_org(call.principal), call.scene.untouched_org(call.principal)
+    assert (call.body["id"], call.body["name"]) == (own.id, "Renamed")
+    async with call.scene.engine.connect() as conn:
+        names = dict((await conn.execute(select(orgs.c.id, orgs.c.name))).all())
+    assert names == {own.id: "Renamed", untouched.id: untouched.name}
+
+
+async def org_deleted(call: Call) -> None:
+    """Only the other org's admin, its only member, gets here: Acme has a member left."""
+    assert call.response.content == b""
+    async with call.scene.engine.connect() as conn:
+        ids = (await conn.execute(select(orgs.c.id))).scalars().all()
+    assert ids == [call.scene.org.id]
+    assert await membership_of(call.scene.engine, call.caller.id) is None
+
+
+async def member_got(call: Call) -> None:
+    member = call.scene.member
+    assert (call.body["id"], call.body["email"], call.body["role"]) == (
+        member.id,
+        member.email,
         "member",
     )
-    own = call.scene.own_org(call.principal)
-    assert await membership_of(call.scene.engine, newcomer.id) == (own.id, "member")
+
+
+async def member_promoted(call: Call) -> None:
+    assert (call.body["id"], call.body["role"]) == (call.scene.member.id, "admin")
+    assert await membership_of(call.scene.engine, call.scene.member.id) == (
+        call.scene.org.id,
+        "admin",
+    )
+
+
+async def membership_left(call: Call) -> None:
+    assert call.response.content == b""
+    assert await membership_of(call.scene.engine, call.caller.id) is None
+
+
+async def org_invitations_listed(call: Call) -> None:
+    items = call.body["items"]
+    if call.principal == OTHER:
+        assert items == []
+        return
+    assert [(i["id"], i["email"], i["status"]) for i in items] == [
+        (call.scene.invitation, call.scene.plain.email, "pending")
+    ]
+
+
+async def invitation_revoked(call: Call) -> None:
+    assert call.response.content == b""
+    invitation = await invitation_of(call.scene.engine, call.scene.invitation)
+    assert invitation is not None and invitation["status"] == "revoked"
+
+
+async def own_invitations(call: Call) -> None:
+    items = call.body["items"]
+    if call.principal != PLAIN:
+        assert items == []
+        return
+    assert [(i["id"], i["org_id"], i["org_name"]) for i in items] == [
+        (call.scene.invitation, call.scene.org.id, "Acme")
+    ]
+
+
+async def invitation_accepted(call: Call) -> None:
+    plain = call.scene.plain
+    assert (call.body["id"], call.body["role"]) == (plain.id, "member")
+    assert await membership_of(call.scene.engine, plain.id) == (call.scene.org.id, "member")
+    invitation = await invitation_of(call.scene.engine, call.scene.invitation)
+    assert invitation is not None and invitation["status"] == "accepted"
+
+
+async def invitation_declined(call: Call) -> None:
+    assert (call.body["id"], call.body["status"]) == (call.scene.invitation, "declined")
+    assert await membership_of(call.scene.engine, call.scene.plain.id) is None
+
+
+async def member_added_by_staff(call: Call) -> None:
+    newcomer = call.scene.newcomer
+    assert (call.body["id"], call.body["role"]) == (newcomer.id, "member")
+    assert await membership_of(call.scene.engine, newcomer.id) == (call.scene.org.id, "member")
 
 
 async def member_removed(call: Call) -> None:
@@ -424,11 +528,6 @@ async def member_removed(call: Call) -> None:
         call.scene.org.id,
         "admin",
     )
-
-
-def shown(secret: str) -> str:
-    """How every answer but its creation shows a token."""
-    return f"zoo_...{secret[-4:]}"
 
 
 async def token_revoked_at(engine: AsyncEngine, token_id: str) -> Any:
@@ -611,7 +710,7 @@ ENDPOINTS = [
         "POST",
         "/org/members",
         ORG_ADMIN_CREATES,
-        member_added,
+        member_invited,
         body={"email": "{newcomer}", "role": "member"},
     ),
     Endpoint(
@@ -651,6 +750,61 @@ ENDPOINTS = [
         statuses(404, org_member=403, org_admin=204),
         service_account_revoked,
     ),
+    Endpoint("PUT", "/org", ORG_ADMIN, org_updated, body={"name": "Renamed"}),
+    Endpoint(
+        "DELETE",
+        "/org",
+        # Acme still has a member; the other org's admin is alone in it.
+        statuses(204, plain_user=404, staff=404, org_member=403, org_admin=409),
+        org_deleted,
+    ),
+    Endpoint(
+        "GET",
+        "/org/members/{member}",
+        statuses(200, plain_user=404, other_org_member=404, org_member=403, staff=404),
+        member_got,
+    ),
+    Endpoint(
+        "PUT",
+        "/org/members/{member}",
+        statuses(200, plain_user=404, other_org_member=404, org_member=403, staff=404),
+        member_promoted,
+        body={"role": "admin"},
+    ),
+    Endpoint(
+        "DELETE",
+        "/org/membership",
+        # Acme's admin is its last admin, with a member left; the other org's is alone.
+        statuses(204, plain_user=404, staff=404, org_admin=409),
+        membership_left,
+    ),
+    Endpoint("GET", "/org/invitations", ORG_ADMIN, org_invitations_listed),
+    Endpoint(
+        "DELETE",
+        "/org/invitations/{invitation}",
+        statuses(204, plain_user=404, other_org_member=404, org_member=403, staff=404),
+        invitation_revoked,
+    ),
+    Endpoint("GET", "/user/org-invitations", ANY_USER, own_invitations),
+    Endpoint(
+        "POST",
+        "/user/org-invitations/{invitation}/accept",
+        statuses(404, plain_user=200),
+        invitation_accepted,
+    ),
+    Endpoint(
+        "POST",
+        "/user/org-invitations/{invitation}/decline",
+        statuses(404, plain_user=200),
+        invitation_declined,
+    ),
+    Endpoint(
+        "POST",
+        "/orgs/{org}/members",
+        statuses(403, staff=201),
+        member_added_by_staff,
+        body={"email": "{newcomer}", "role": "member"},
+    ),
     Endpoint("GET", "/", EVERYONE, openapi_document),
     Endpoint("GET", "/docs", EVERYONE, swagger_ui),
     Endpoint("GET", "/healthz", EVERYONE, alive),
@@ -661,11 +815,19 @@ ENDPOINTS = [
 CELLS = [(endpoint, principal) for endpoint in ENDPOINTS for principal in PRINCIPALS]
 
 
+# Actions on an invitation take no body: the path says everything.
+NO_BODY = ("/accept", "/decline")
+
+
 def test_the_matrix_covers_every_endpoint_of_the_issue() -> None:
-    assert len({endpoint.name for endpoint in ENDPOINTS}) == len(ENDPOINTS) == 33
+    assert len({endpoint.name for endpoint in ENDPOINTS}) == len(ENDPOINTS) == 44
     for endpoint in ENDPOINTS:
         assert set(endpoint.expect) == set(PRINCIPALS), endpoint.name
-        if endpoint.method in ("POST", "PUT") and endpoint.params is None:
+        if (
+            endpoint.method in ("POST", "PUT")
+            and endpoint.params is None
+            and not endpoint.path.endswith(NO_BODY)
+        ):
             assert endpoint.body is not None, endpoint.name
 
 
@@ -809,6 +971,14 @@ AUTH_BEFORE_INPUT = [
     (MEMBER, "DELETE", "/org/service-accounts/not-a-uuid", None, 403),
     (MEMBER, "POST", "/org/service-accounts?limit=0&label=" + "x" * 201, None, 403),
     (PLAIN, "GET", "/org/service-accounts/not-a-uuid", None, 404),
+    (MEMBER, "PUT", "/org/members/not-a-uuid", {"role": "owner"}, 403),
+    (MEMBER, "GET", "/org/members/not-a-uuid", None, 403),
+    (PLAIN, "PUT", "/org", {"name": 5}, 404),
+    (MEMBER, "PUT", "/org", {"nmae": "x"}, 403),
+    (MEMBER, "DELETE", "/org/invitations/not-a-uuid", None, 403),
+    (ADMIN, "POST", "/orgs/not-a-uuid/members", {"email": "x"}, 403),
+    (NO_TOKEN, "POST", "/user/org-invitations/not-a-uuid/accept", None, 401),
+    (BAD_TOKEN, "GET", "/user/org-invitations", None, 401),
 ]
 
 

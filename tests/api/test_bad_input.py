@@ -1,4 +1,4 @@
-"""The bad-input table: every rule of issue 2 about input, each case one test.
+"""The bad-input table: every rule of issues 2 and 7 about input, each case one test.
 
 A bad case asserts its status, the error shape and code, a message that says what is wrong
 (naming the field where there is one), and that nothing changed: the customer's balance as
@@ -50,6 +50,7 @@ class Scene:
             "user": self.user.id,
             "org": self.org.id,
             "member": self.member.id,
+            "admin": self.admin.id,
             "staff": self.staff.id,
             "new": str(uuid.uuid4()),
         }
@@ -282,6 +283,16 @@ WRITES = [
     ),
     ("new org", "POST", "/org", "user", "user", {"name": "Mistyped Co"}),
     ("new member", "POST", "/org/members", "admin", "org", {"email": "{user}", "role": "member"}),
+    ("org details", "PUT", "/org", "admin", "org", {"name": "Renamed"}),
+    ("member role", "PUT", "/org/members/{member}", "admin", "org", {"role": "admin"}),
+    (
+        "staff adds a member",
+        "POST",
+        "/orgs/{org}/members",
+        "staff",
+        "org",
+        {"email": "{user}", "role": "member"},
+    ),
 ]
 
 
@@ -444,6 +455,7 @@ ORG_PATHS = [
     ("GET", "/orgs/{id}/payment/balance", ABSENT),
     ("PUT", "/orgs/{id}/payment/balance", {STABLE: "1"}),
     ("PUT", "/orgs/{id}/enterprise/pricing", {"type": "flat", "interval": "month", "price": 1}),
+    ("POST", "/orgs/{id}/members", {"email": "{user}", "role": "member"}),
 ]
 USER_PATHS = [
     ("GET", "/users/{id}/payment/balance", ABSENT),
@@ -499,17 +511,62 @@ def member_case(label: str, method: str, path: str, status: int, *mentions: str,
 
 
 MEMBER_CASES = [
+    member_case("get malformed id", "GET", "/org/members/not-a-uuid", 400, "user id"),
+    member_case("get unknown user", "GET", "/org/members/{new}", 404, "no member"),
+    member_case("get a user of no org", "GET", "/org/members/{user}", 404, "no member"),
+    member_case(
+        "role of malformed id",
+        "PUT",
+        "/org/members/not-a-uuid",
+        400,
+        "user id",
+        body={"role": "admin"},
+    ),
+    member_case(
+        "role of a user of no org",
+        "PUT",
+        "/org/members/{user}",
+        404,
+        "no member",
+        body={"role": "admin"},
+    ),
+    member_case("role owner", "PUT", "/org/members/{member}", 400, "role", body={"role": "owner"}),
+    member_case("role missing", "PUT", "/org/members/{member}", 400, "role", body={}),
+    member_case("role null", "PUT", "/org/members/{member}", 400, "role", body={"role": None}),
+    member_case(
+        "demote the last admin",
+        "PUT",
+        "/org/members/{admin}",
+        409,
+        "at least one admin",
+        body={"role": "member"},
+    ),
+    member_case("the last admin leaves", "DELETE", "/org/membership", 409, "admin"),
+    member_case("delete the org with a member", "DELETE", "/org", 409, "1 other member"),
+    member_case(
+        "revoke malformed invitation id", "DELETE", "/org/invitations/x", 400, "invitation id"
+    ),
+    member_case(
+        "revoke unknown invitation", "DELETE", "/org/invitations/{new}", 404, "no invitation"
+    ),
+    *(
+        Bad(
+            f"{action} {label}",
+            "POST",
+            f"/user/org-invitations/{invitation}/{action}",
+            "user",
+            status,
+            (says,),
+        )
+        for action in ("accept", "decline")
+        for label, invitation, status, says in (
+            ("malformed invitation id", "not-a-uuid", 400, "invitation id"),
+            ("unknown invitation", "{new}", 404, "no invitation"),
+        )
+    ),
     member_case("remove malformed id", "DELETE", "/org/members/not-a-uuid", 400, "user id"),
     member_case("remove unknown user", "DELETE", "/org/members/{new}", 404, "no member"),
     member_case("remove a user of no org", "DELETE", "/org/members/{user}", 404, "no member"),
-    member_case(
-        "add unknown email",
-        "POST",
-        "/org/members",
-        404,
-        "nobody@example.com",
-        body={"email": "nobody@example.com", "role": "member"},
-    ),
     member_case(
         "add malformed email",
         "POST",
@@ -633,7 +690,7 @@ def org_case(label: str, body: Any, *mentions: str) -> Bad:
     return Bad(f"new org: {label}", "POST", "/org", "user", 400, mentions, body)
 
 
-ORG_CASES = [
+NEW_ORG_CASES = [
     org_case("name over 200 characters", {"name": "n" * 201}, "name", "200"),
     org_case("name with NUL", {"name": "Acme\u0000"}, "name", "NUL"),
     org_case("name a number", {"name": 5}, "name"),
@@ -643,6 +700,22 @@ ORG_CASES = [
     org_case("billing email malformed", {"billing_email": "nope"}, "email address"),
     org_case("auto-join as a string", {"allow_users_in_domain_to_auto_join": "yes"}, "auto_join"),
     org_case("mistyped field", {"nmae": "Acme"}, "nmae", "not a known field"),
+]
+ORG_CASES = [
+    *NEW_ORG_CASES,
+    *(
+        Bad(
+            f"org details: {case.id.removeprefix('new org: ')}",
+            "PUT",
+            "/org",
+            "admin",
+            400,
+            case.mentions,
+            case.body,
+            customer="org",
+        )
+        for case in NEW_ORG_CASES
+    ),
 ]
 
 
@@ -678,7 +751,21 @@ def ledger_query(label: str, page_token: str) -> Bad:
     )
 
 
+def invitations_query(path: str, caller: str, params: dict[str, str], *mentions: str) -> Bad:
+    label = f"invitations page {path}: {params}"
+    return Bad(label, "GET", path, caller, 400, mentions, params=params)
+
+
 QUERY_CASES = [
+    *(
+        invitations_query(path, caller, params, mention)
+        for path, caller in (("/org/invitations", "admin"), ("/user/org-invitations", "user"))
+        for params, mention in (
+            ({"limit": "0"}, "limit"),
+            ({"page_token": "garbage!!!"}, "page_token"),
+            ({"sort_by": "sideways"}, "sort_by"),
+        )
+    ),
     ledger_query("page_token not a number", "abc"),
     ledger_query("page_token a non-ASCII digit", "\u00b2"),
     ledger_query("page_token past any entry id", "9" * 30),
@@ -1078,6 +1165,9 @@ async def test_member_pages_walk_with_good_limits_and_tokens(
             headers=scene.admin.headers,
         )
         assert added.status_code == 201, added.text
+        path = f"/user/org-invitations/{added.json()['id']}/accept"
+        accepted = await client.post(path, headers=newcomer.headers)
+        assert accepted.status_code == 200, accepted.text
     everyone = await client.get(
         "/org/members", params={"limit": "1000"}, headers=scene.admin.headers
     )

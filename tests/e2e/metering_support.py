@@ -160,12 +160,15 @@ def make_org(base_url: str, admin: Account, *members: Account, tier: str | None 
         created = http.post("/org", json={"name": "Metered"}, headers=admin.headers)
         assert created.status_code == 201, created.text
         for member in members:
-            added = http.post(
+            invited = http.post(
                 "/org/members",
                 json={"email": member.email, "role": "member"},
                 headers=admin.headers,
             )
-            assert added.status_code == 201, added.text
+            assert invited.status_code == 201, invited.text
+            path = f"/user/org-invitations/{invited.json()['id']}/accept"
+            accepted = http.post(path, headers=member.headers)
+            assert accepted.status_code == 200, accepted.text
         if tier is not None:
             subscribed = http.put(
                 "/org/payment/subscriptions", json={"modeling_app": tier}, headers=admin.headers

@@ -97,8 +97,9 @@ def random_calls(
     rng: random.Random, users: list[Account], count: int, max_price: int, org_id: str | None
 ) -> list[Call]:
     """Calls spread over the users, with explicit prices of 1 to `max_price` micro-dollars;
-    every third names the org explicitly, the others leave it to the user's membership."""
-    start = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=1)
+    every third names the org explicitly, the others leave it to the user's membership. They
+    start from now on: an org pays only for calls that started once the user was its member."""
+    start = datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=1)
     return [
         Call(
             user_id=users[i % len(users)].id,
@@ -258,7 +259,8 @@ async def stream_calls(
     def new_call() -> Call:
         call = Call(
             user_id=rng.choice(users).id,
-            started_at=datetime.now(UTC).replace(microsecond=0),
+            # Not truncated to the second: that could put it before the members joined.
+            started_at=datetime.now(UTC),
             duration=timedelta(milliseconds=rng.randrange(0, 5000)),
             price_micros=rng.randint(1, 5000),
             endpoint=rng.choice(ENDPOINTS),
@@ -585,7 +587,8 @@ def test_listings_through_kittycad(people: People, zoopay: Zoopay, server: LiveS
     admin, alice, bob, outsider = people.users(4)
     org_id = make_org(server.base_url, admin, alice, bob)
     token = service_token(zoopay, "product")
-    start = datetime(2026, 3, 1, 9, 30, 15, 250_000, tzinfo=UTC)
+    # After the members joined (the org lists only calls started while they were members).
+    start = datetime.now(UTC).replace(microsecond=250_000) + timedelta(seconds=1)
     authors = [alice, bob, alice, alice, outsider, alice, bob, alice, alice, outsider, alice, bob]
     authors.append(alice)
     calls = [

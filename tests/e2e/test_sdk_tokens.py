@@ -17,10 +17,10 @@ from typing import Any
 import httpx
 from kittycad.models import OrgDetails
 
-from tests.api.test_authorization import shown
 from tests.e2e.conftest import LiveServer, People, Zoopay
 from tests.e2e.metering_support import bearer
 from tests.e2e.test_latest_sdk import LATEST_SDK
+from tests.support.http import shown
 
 DEADLINE_SECONDS = 20  # far past the token cache's half second
 

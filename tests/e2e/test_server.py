@@ -17,9 +17,25 @@ ENDPOINTS = {
     "/users/{id}/payment/subscriptions": {"put"},
     "/orgs/{id}/enterprise/pricing": {"put"},
     "/pricing/subscriptions": {"get"},
-    "/org": {"get", "post"},
+    "/org": {"get", "post", "put", "delete"},
     "/org/members": {"get", "post"},
-    "/org/members/{user_id}": {"delete"},
+    "/org/members/{user_id}": {"get", "put", "delete"},
+    "/org/membership": {"delete"},
+    "/org/invitations": {"get"},
+    "/org/invitations/{id}": {"delete"},
+    "/user/org-invitations": {"get"},
+    "/user/org-invitations/{id}/accept": {"post"},
+    "/user/org-invitations/{id}/decline": {"post"},
+    "/orgs/{id}/members": {"post"},
+}
+# The refusals the org endpoints declare, so that a client knows them from the document.
+DECLARED_ERRORS = {
+    ("/org", "delete"): {"403", "404", "409"},
+    ("/org/members", "post"): {"403", "404", "409"},
+    ("/org/members/{user_id}", "put"): {"403", "404", "409"},
+    ("/org/membership", "delete"): {"404", "409"},
+    ("/user/org-invitations/{id}/accept", "post"): {"404", "409"},
+    ("/orgs/{id}/members", "post"): {"403", "404", "409"},
 }
 
 
@@ -74,6 +90,12 @@ def test_root_serves_the_openapi_document_of_every_endpoint(http: httpx.Client) 
     for path, methods in ENDPOINTS.items():
         assert path in paths, path
         assert methods <= set(paths[path]), (path, set(paths[path]))
+    for (path, method), statuses in DECLARED_ERRORS.items():
+        responses = paths[path][method]["responses"]
+        assert statuses <= set(responses), (path, method, set(responses))
+        for status in statuses:
+            schema = responses[status]["content"]["application/json"]["schema"]
+            assert schema == {"$ref": "#/components/schemas/Error"}, (path, status)
     assert http.get("/openapi.json").json() == document
 
 

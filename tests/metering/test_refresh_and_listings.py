@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tests.conftest import Clock, World
 from tests.metering.conftest import Meter
+from tests.support.cli import zoopay_json
 from tests.support.database import dump
 from tests.support.errors import assert_error
 from zoopay.db.tables import ledger_entries
@@ -55,26 +56,19 @@ async def test_authorize_sees_a_due_refresh_without_writing_it(
     assert await _refresh_entries(engine, alice.id) == 0
 
 
-def _cli(database_url: str, *args: str) -> dict[str, Any]:
-    env = {**os.environ, "ZOOPAY_DATABASE_URL": database_url}
-    done = subprocess.run([ZOOPAY, *args], capture_output=True, text=True, env=env, check=True)
-    result: dict[str, Any] = json.loads(done.stdout)
-    return result
-
-
 async def test_billing_refresh_refreshes_everyone_due_exactly_once(
     client: httpx.AsyncClient, world: World, meter: Meter, engine: AsyncEngine, database_url: str
 ) -> None:
     alice, bob = await world.user(), await world.user()
     await meter.report(meter.call(alice.id, price="4"))
     await meter.report(meter.call(bob.id, price="6"))
-    assert _cli(database_url, "billing", "refresh", "--at", "2026-02-01T00:00:00+0000") == {
+    assert zoopay_json(database_url, "billing", "refresh", "--at", "2026-02-01T00:00:00+0000") == {
         "refreshed": 0
     }
-    assert _cli(database_url, "billing", "refresh", "--at", "2026-02-16T00:00:00+0000") == {
+    assert zoopay_json(database_url, "billing", "refresh", "--at", "2026-02-16T00:00:00+0000") == {
         "refreshed": 2
     }
-    assert _cli(database_url, "billing", "refresh", "--at", "2026-02-16T00:00:00+0000") == {
+    assert zoopay_json(database_url, "billing", "refresh", "--at", "2026-02-16T00:00:00+0000") == {
         "refreshed": 0
     }
     for person in (alice, bob):

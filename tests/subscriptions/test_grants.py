@@ -16,8 +16,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tests.conftest import START, Clock, Person, World
 from tests.metering.conftest import Meter
-from tests.metering.test_refresh_and_listings import _cli
-from tests.subscriptions.test_plan_rules import ENTERPRISE_PRICE, set_enterprise_price, set_monthly
+from tests.support.cli import zoopay_json
+from tests.support.plans import ENTERPRISE_PRICE, set_enterprise_price, set_monthly
 from zoopay.accounts import service as accounts
 from zoopay.db.engine import transaction
 from zoopay.db.tables import ledger_entries, monthly_grants
@@ -185,7 +185,7 @@ async def test_every_refresh_path_starts_the_period_with_its_grant_and_no_more(
     await flip(client, alice, "user", "pro", GRANTS["pro"])
     await spend(meter, alice, GRANTS["pro"])
 
-    assert _cli(database_url, "billing", "refresh", "--at", "2026-02-16T00:00:00+0000") == {
+    assert zoopay_json(database_url, "billing", "refresh", "--at", "2026-02-16T00:00:00+0000") == {
         "refreshed": 1
     }
     clock.now = datetime(2026, 2, 16, tzinfo=UTC)

@@ -12,9 +12,10 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tests.conftest import START, Clock, Person, World
 from tests.support.errors import assert_error
+from tests.support.http import ok
+from tests.support.plans import ENTERPRISE_PRICE, set_enterprise_price, set_monthly
 from zoopay.db.tables import ledger_entries, subscriptions
 
-ENTERPRISE_PRICE = {"type": "per_user", "interval": "month", "price": "1234.56"}
 FREE_PRICE = {"type": "flat", "interval": "month", "price": "0.00"}
 PRO_PRICE = {"type": "flat", "interval": "month", "price": "49.00"}
 TEAM_PRICE = {"type": "per_user", "interval": "month", "price": "99.00"}
@@ -47,31 +48,12 @@ async def subscription_row(engine: AsyncEngine, customer_id: str) -> dict[str, A
     return dict(row) if row else None
 
 
-async def ok(response: httpx.Response, status: int = 200) -> dict[str, Any]:
-    assert response.status_code == status, response.text
-    body: dict[str, Any] = response.json()
-    return body
-
-
 async def user_balance(client: httpx.AsyncClient, person: Person) -> dict[str, Any]:
     return await ok(await client.get("/user/payment/balance", headers=person.headers))
 
 
 async def org_balance(client: httpx.AsyncClient, member: Person) -> dict[str, Any]:
     return await ok(await client.get("/org/payment/balance", headers=member.headers))
-
-
-async def set_monthly(client: httpx.AsyncClient, staff: Person, path: str, amount: str) -> None:
-    body = {"monthly_api_credits_remaining_monetary_value": amount}
-    put = await ok(await client.put(f"{path}/payment/balance", headers=staff.headers, json=body))
-    assert put["monthly_api_credits_remaining_monetary_value"] == amount
-
-
-async def set_enterprise_price(
-    client: httpx.AsyncClient, staff: Person, org_id: str, price: dict[str, str]
-) -> dict[str, Any]:
-    url = f"/orgs/{org_id}/enterprise/pricing"
-    return await ok(await client.put(url, headers=staff.headers, json=price))
 
 
 # Where customers start

@@ -9,16 +9,19 @@ from zoopay.accounts.schemas import (
     ApiTokenResultsPage,
     Org,
     OrgDetails,
+    OrgInvitation,
+    OrgInvitationResultsPage,
     OrgMember,
     OrgMemberResultsPage,
     ServiceAccount,
     ServiceAccountResultsPage,
+    UpdateMemberToOrgBody,
 )
 from zoopay.accounts.service import TokenOwner
-from zoopay.api.deps import Conn, CurrentUser, Now, OrgAdmin
+from zoopay.api.deps import AnyOrg, Conn, CurrentUser, IdInPath, Now, OrgAdmin
 from zoopay.api.deps import OrgMember as Member
 from zoopay.api.openapi import errors
-from zoopay.api.pagination import Page, next_page_token
+from zoopay.api.pagination import Page, PageRequest, next_page_token
 from zoopay.api.routing import json_router
 
 router = json_router(tags=["orgs"])
@@ -27,7 +30,7 @@ api_tokens_router = json_router(tags=["api-tokens"])
 service_accounts_router = json_router(tags=["service-accounts"])
 
 
-@router.post("/org", response_model=Org, status_code=201)
+@router.post("/org", response_model=Org, status_code=201, responses=errors(409))
 async def create_org(body: OrgDetails, user: CurrentUser, conn: Conn, now: Now) -> Org:
     """Create an org; the caller, who must belong to no org, becomes its admin."""
     details = service.OrgDetails(**{**body.model_dump(), "phone": body.phone or ""})
@@ -40,7 +43,35 @@ async def get_org(member: Member, conn: Conn) -> Org:
     return Org.of(await service.find_org(conn, member.org_id))
 
 
-@router.get("/org/members", response_model=OrgMemberResultsPage)
+@router.put("/org", response_model=Org)
+async def update_org(
+    body: OrgDetails, admin: OrgAdmin, user: CurrentUser, conn: Conn, now: Now
+) -> Org:
+    """Org admin: change the org's details. A field left out or null (and an empty phone, the
+    SDK's default) stays as it was."""
+    changes = body.model_dump(exclude_unset=True)
+    if not changes.get("phone"):
+        changes.pop("phone", None)
+    return Org.of(await service.update_org(conn, admin.org_id, changes, actor=user, now=now))
+
+
+@router.delete(
+    "/org",
+    status_code=204,
+    response_class=Response,
+    responses=errors(409),
+)
+async def delete_org(admin: OrgAdmin, user: CurrentUser, conn: Conn) -> Response:
+    """Org admin: delete the org, once the caller is its only member and it neither owes money
+    nor holds stable credits. Its plan ends; its balance and ledger are kept as the record."""
+    await service.delete_org(conn, admin.org_id, actor=user)
+    return Response(status_code=204)
+
+
+@router.get(
+    "/org/members",
+    response_model=OrgMemberResultsPage,
+)
 async def list_org_members(admin: OrgAdmin, conn: Conn, page: Page) -> OrgMemberResultsPage:
     """Org admin: the org's members, oldest first by default."""
     rows = await service.list_members(
@@ -51,21 +82,183 @@ async def list_org_members(admin: OrgAdmin, conn: Conn, page: Page) -> OrgMember
     return OrgMemberResultsPage(items=items, next_page=next_page)
 
 
-@router.post("/org/members", response_model=OrgMember, status_code=201)
-async def create_org_member(body: AddOrgMember, admin: OrgAdmin, conn: Conn, now: Now) -> OrgMember:
-    """Org admin: add an existing user to the org."""
-    # `find_user` also takes a user id; this field is an email address and nothing else.
-    user = await service.find_user(conn, service.normalize_email(body.email))
+@router.post(
+    "/org/members",
+    response_model=OrgMember,
+    status_code=201,
+    responses=errors(409),
+)
+async def create_org_member(
+    body: AddOrgMember, admin: OrgAdmin, user: CurrentUser, conn: Conn, now: Now
+) -> OrgMember:
+    """Org admin: invite an email address to the org. No one is added: the invited user joins
+    by accepting (POST /user/org-invitations/{id}/accept). The answer is the invitation in
+    OrgMember's shape (`id` is the invitation's), the same whether or not a user has the email
+    address; inviting it again while pending renews the invitation."""
     role = service.OrgRole(body.role.value)
-    membership = await service.add_member(conn, admin.org_id, user, role, now)
+    invitation = await service.invite(
+        conn, admin.org_id, body.email, role=role, actor=user, now=now
+    )
+    return OrgMember.of_invitation(invitation)
+
+
+@router.get(
+    "/org/members/{user_id}",
+    response_model=OrgMember,
+)
+async def get_org_member(user_id: IdInPath, admin: OrgAdmin, conn: Conn) -> OrgMember:
+    """Org admin: one member of the org."""
+    membership, member = await service.get_member(conn, admin.org_id, user_id)
+    return OrgMember.of(membership, member)
+
+
+@router.put(
+    "/org/members/{user_id}",
+    response_model=OrgMember,
+    responses=errors(404, 409),
+)
+async def update_org_member(
+    user_id: IdInPath,
+    body: UpdateMemberToOrgBody,
+    admin: OrgAdmin,
+    user: CurrentUser,
+    conn: Conn,
+    now: Now,
+) -> OrgMember:
+    """Org admin: change a member's role, effective from the next request. The last admin
+    cannot be demoted."""
+    role = service.OrgRole(body.role.value)
+    membership, member = await service.set_role(
+        conn, admin.org_id, user_id, role=role, actor=user, now=now
+    )
+    return OrgMember.of(membership, member)
+
+
+@router.delete(
+    "/org/members/{user_id}",
+    status_code=204,
+    response_class=Response,
+    responses=errors(404, 409),
+)
+async def delete_org_member(
+    user_id: IdInPath, admin: OrgAdmin, user: CurrentUser, conn: Conn
+) -> Response:
+    """Org admin: remove a member; the last admin cannot be removed while others remain."""
+    await service.remove_member(conn, admin.org_id, user_id, actor=user)
+    return Response(status_code=204)
+
+
+@router.delete(
+    "/org/membership",
+    status_code=204,
+    response_class=Response,
+    responses=errors(404, 409),
+)
+async def leave_org(user: CurrentUser, conn: Conn) -> Response:
+    """Leave your org (a zoopay extension). Calls you make from then on are your own. The last
+    admin cannot leave while anyone else is in the org."""
+    await service.leave_org(conn, user=user)
+    return Response(status_code=204)
+
+
+async def _invitations_page(
+    conn: Conn,
+    page: PageRequest,
+    *,
+    now: Now,
+    org_id: str | None = None,
+    email: str | None = None,
+) -> OrgInvitationResultsPage:
+    rows = await service.list_invitations(
+        conn,
+        page.limit + 1,
+        page.after,
+        descending=page.descending,
+        org_id=org_id,
+        email=email,
+        now=now,
+    )
+    return OrgInvitationResultsPage(
+        items=[OrgInvitation.of(row) for row in rows[: page.limit]],
+        next_page=next_page_token(rows, page.limit, lambda row: (row.created_at, row.id)),
+    )
+
+
+@router.get(
+    "/org/invitations",
+    response_model=OrgInvitationResultsPage,
+)
+async def list_org_invitations(
+    admin: OrgAdmin, conn: Conn, page: Page, now: Now
+) -> OrgInvitationResultsPage:
+    """Org admin: the org's pending invitations, expired ones included (invite again to renew).
+    A zoopay extension."""
+    return await _invitations_page(conn, page, now=now, org_id=admin.org_id)
+
+
+@router.delete(
+    "/org/invitations/{id}",
+    status_code=204,
+    response_class=Response,
+    responses=errors(404, 409),
+)
+async def revoke_org_invitation(
+    id: IdInPath, admin: OrgAdmin, user: CurrentUser, conn: Conn, now: Now
+) -> Response:
+    """Org admin: revoke a pending invitation. A zoopay extension."""
+    await service.revoke_invitation(conn, admin.org_id, id, actor=user, now=now)
+    return Response(status_code=204)
+
+
+@router.get("/user/org-invitations", response_model=OrgInvitationResultsPage)
+async def list_my_org_invitations(
+    user: CurrentUser, conn: Conn, page: Page, now: Now
+) -> OrgInvitationResultsPage:
+    """The invitations to the caller's email address that they can still accept. A zoopay
+    extension."""
+    return await _invitations_page(conn, page, now=now, email=user.email)
+
+
+@router.post(
+    "/user/org-invitations/{id}/accept",
+    response_model=OrgMember,
+    responses=errors(404, 409),
+)
+async def accept_org_invitation(id: IdInPath, user: CurrentUser, conn: Conn, now: Now) -> OrgMember:
+    """Accept an invitation and join its org with its role; a user already in an org must leave
+    it first (409). A zoopay extension."""
+    _, membership = await service.respond_to_invitation(conn, id, user=user, accept=True, now=now)
+    assert membership is not None
     return OrgMember.of(membership, user)
 
 
-@router.delete("/org/members/{user_id}", status_code=204, response_class=Response)
-async def delete_org_member(user_id: str, admin: OrgAdmin, conn: Conn) -> Response:
-    """Org admin: remove a member; the last admin cannot be removed."""
-    await service.remove_member(conn, admin.org_id, user_id)
-    return Response(status_code=204)
+@router.post(
+    "/user/org-invitations/{id}/decline",
+    response_model=OrgInvitation,
+    responses=errors(404, 409),
+)
+async def decline_org_invitation(
+    id: IdInPath, user: CurrentUser, conn: Conn, now: Now
+) -> OrgInvitation:
+    """Decline an invitation. A zoopay extension."""
+    invitation, _ = await service.respond_to_invitation(conn, id, user=user, accept=False, now=now)
+    return OrgInvitation.of(invitation)
+
+
+@router.post(
+    "/orgs/{id}/members",
+    response_model=OrgMember,
+    status_code=201,
+    responses=errors(404, 409),
+)
+async def add_member_to_any_org(org: AnyOrg, body: AddOrgMember, conn: Conn, now: Now) -> OrgMember:
+    """Staff: add an existing user to an org at once, as `zoopay orgs add-member` does. A zoopay
+    extension."""
+    member = await service.find_user(conn, service.normalize_email(body.email))
+    membership = await service.add_member(
+        conn, org.id, member, service.OrgRole(body.role.value), now
+    )
+    return OrgMember.of(membership, member)
 
 
 # --- tokens: a user's own, and an org's service accounts -------------------------------------

@@ -7,7 +7,7 @@ from typing import Any
 from pydantic import BaseModel, Field, StrictBool
 
 from zoopay.accounts.service import ApiToken as ApiTokenRecord
-from zoopay.accounts.service import Membership, OrgRole, User
+from zoopay.accounts.service import Invitation, InvitationStatus, Membership, OrgRole, User
 from zoopay.accounts.service import Org as OrgRecord
 from zoopay.accounts.tokens import obfuscated
 from zoopay.catalog.schemas import StoredWireModel, WireModel
@@ -101,6 +101,54 @@ class OrgMember(BaseModel):
             role=membership.role,
             updated_at=membership.updated_at,
         )
+
+    @classmethod
+    def of_invitation(cls, invitation: Invitation) -> "OrgMember":
+        """What POST /org/members answers: the invitation, in the shape the SDK accepts. Built
+        only from what the admin sent and the invitation itself, so that it reads the same
+        whether or not a user has the email address."""
+        return cls(
+            created_at=invitation.created_at,
+            email=invitation.email,
+            id=invitation.id,
+            image="",
+            role=invitation.role,
+            updated_at=invitation.updated_at,
+        )
+
+
+class UpdateMemberToOrgBody(WireModel):
+    """Data for updating a member of an org."""
+
+    role: UserOrgRole
+
+
+class OrgInvitation(BaseModel):
+    """An invitation to join an org (a zoopay extension): the invited user accepts or declines
+    it; until then they are not a member."""
+
+    id: str
+    org_id: str
+    org_name: str | None
+    email: str
+    role: OrgRole
+    status: InvitationStatus
+    created_at: datetime
+    updated_at: datetime
+    expires_at: datetime
+
+    @classmethod
+    def of(cls, invitation: Invitation) -> "OrgInvitation":
+        return cls(
+            **{name: getattr(invitation, name) for name in cls.model_fields},
+        )
+
+
+class OrgInvitationResultsPage(BaseModel):
+    """A single page of invitations."""
+
+    items: list[OrgInvitation]
+    next_page: str | None = None
 
 
 class OrgMemberResultsPage(BaseModel):

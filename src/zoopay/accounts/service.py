@@ -3,20 +3,22 @@
 import enum
 import re
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 
-from sqlalchemy import ColumnElement, RowMapping, func, insert, select
+from sqlalchemy import ColumnElement, RowMapping, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from zoopay.accounts.tokens import new_token, token_hash, token_hint
 from zoopay.catalog.service import Catalog
 from zoopay.db.keyset import ordered_after
-from zoopay.db.tables import api_tokens, org_members, orgs, users
-from zoopay.errors import BadRequest, Conflict, NotFound, quoted
-from zoopay.ledger.service import Customer, open_balance
-from zoopay.subscriptions.service import start_free_plan
+from zoopay.db.tables import api_tokens, org_invitations, org_members, orgs, users
+from zoopay.errors import BadRequest, Conflict, Forbidden, NotFound, quoted
+from zoopay.ledger.service import Customer, lock_balance, open_balance
+from zoopay.money import format_micros
+from zoopay.subscriptions.service import end_subscription, start_free_plan
 
 # No spaces or control characters (PostgreSQL text cannot even hold NUL).
 _EMAIL = re.compile(r"^[^@\s\x00-\x1f\x7f]+@[^@\s\x00-\x1f\x7f]+$")
@@ -395,6 +397,7 @@ async def create_org(conn: AsyncConnection, admin: User, details: OrgDetails, no
 async def add_member(
     conn: AsyncConnection, org_id: str, user: User, role: OrgRole, now: datetime
 ) -> Membership:
+    """Put a user in an org at once: an operator's or staff's action, or an accepted invitation."""
     existing = await membership_of(conn, user)
     if existing is not None:
         where = "this org" if existing.org_id == org_id else "another org"
@@ -414,21 +417,94 @@ async def _insert_member(
     return member
 
 
-async def remove_member(conn: AsyncConnection, org_id: str, user_id: str) -> None:
-    """Remove a member; the last admin cannot leave an org without an admin."""
-    user_id = parse_uuid(user_id, "user")
-    # Removals from one org take turns: two admins removing each other at once would each
-    # count the other still there (write skew on PostgreSQL) and leave the org with none.
-    await conn.execute(select(orgs.c.id).where(orgs.c.id == org_id).with_for_update(key_share=True))
+async def _lock_org(conn: AsyncConnection, org_id: str, *, exclusive: bool = False) -> None:
+    """Membership changes of one org take turns: two admins removing or demoting each other at
+    once would each count the other still there (write skew on PostgreSQL) and leave none."""
+    query = select(orgs.c.id).where(orgs.c.id == org_id)
+    found = (await conn.execute(query.with_for_update(key_share=not exclusive))).first()
+    if found is None:
+        raise NotFound(f"no org {org_id}")
+
+
+async def _require_admin(conn: AsyncConnection, org_id: str, actor: User) -> None:
+    """Checked again inside the transaction, after the lock: a demotion or removal that
+    committed meanwhile counts at once (the same answers as the route's own check)."""
+    query = select(org_members.c.role).where(
+        org_members.c.org_id == org_id, org_members.c.user_id == actor.id
+    )
+    role = (await conn.execute(query)).scalar()
+    if role is None:
+        raise NotFound("you do not belong to an org")
+    if role != OrgRole.ADMIN.value:
+        raise Forbidden("only an admin of the org may do this")
+
+
+async def _locked_member(conn: AsyncConnection, org_id: str, user_id: str) -> Membership:
     query = select(org_members).where(
-        org_members.c.org_id == org_id, org_members.c.user_id == user_id
+        org_members.c.org_id == org_id, org_members.c.user_id == parse_uuid(user_id, "user")
     )
     row = (await conn.execute(query.with_for_update())).mappings().first()
     if row is None:
         raise NotFound(f"no member {quoted(user_id)} in this org")
-    if row["role"] == OrgRole.ADMIN and await _admin_count(conn, org_id) == 1:
-        raise Conflict("an org must keep at least one admin")
-    await conn.execute(org_members.delete().where(org_members.c.user_id == user_id))
+    return Membership(**{**row, "role": OrgRole(row["role"])})
+
+
+async def remove_member(conn: AsyncConnection, org_id: str, user_id: str, *, actor: User) -> None:
+    """An admin removes a member (or themselves)."""
+    await _lock_org(conn, org_id)
+    await _require_admin(conn, org_id, actor)
+    await _remove(conn, await _locked_member(conn, org_id, user_id))
+
+
+async def leave_org(conn: AsyncConnection, *, user: User) -> None:
+    """A member leaves their org: their calls from now on are their own."""
+    membership = await membership_of(conn, user)
+    if membership is None:
+        raise NotFound("you do not belong to an org")
+    await _lock_org(conn, membership.org_id)
+    await _remove(conn, await _locked_member(conn, membership.org_id, user.id))
+
+
+async def _remove(conn: AsyncConnection, member: Membership) -> None:
+    """The last admin stays while anyone else is in the org: it would be left with no admin."""
+    last_admin = member.role == OrgRole.ADMIN and await _admin_count(conn, member.org_id) == 1
+    if last_admin and await _member_count(conn, member.org_id) > 1:
+        raise Conflict(
+            "an org must keep at least one admin while it has members: make another member"
+            " admin first"
+        )
+    await conn.execute(org_members.delete().where(org_members.c.user_id == member.user_id))
+
+
+async def set_role(
+    conn: AsyncConnection, org_id: str, user_id: str, *, role: OrgRole, actor: User, now: datetime
+) -> tuple[Membership, User]:
+    """An admin changes a member's role; it counts from the next request (roles are never
+    cached). The last admin cannot be demoted."""
+    await _lock_org(conn, org_id)
+    await _require_admin(conn, org_id, actor)
+    member = await _locked_member(conn, org_id, user_id)
+    demoted = member.role == OrgRole.ADMIN and role != OrgRole.ADMIN
+    if demoted and await _admin_count(conn, org_id) == 1:
+        raise Conflict("an org must keep at least one admin: make another member admin first")
+    if member.role != role:
+        await conn.execute(
+            update(org_members)
+            .where(org_members.c.user_id == member.user_id)
+            .values(role=role.value, updated_at=now)
+        )
+        member = Membership(member.org_id, member.user_id, role, member.created_at, now)
+    return member, await find_user(conn, member.user_id)
+
+
+async def get_member(conn: AsyncConnection, org_id: str, user_id: str) -> tuple[Membership, User]:
+    query = select(org_members).where(
+        org_members.c.org_id == org_id, org_members.c.user_id == parse_uuid(user_id, "user")
+    )
+    row = (await conn.execute(query)).mappings().first()
+    if row is None:
+        raise NotFound(f"no member {quoted(user_id)} in this org")
+    return Membership(**{**row, "role": OrgRole(row["role"])}), await find_user(conn, user_id)
 
 
 async def _admin_count(conn: AsyncConnection, org_id: str) -> int:
@@ -438,6 +514,215 @@ async def _admin_count(conn: AsyncConnection, org_id: str) -> int:
         .where(org_members.c.org_id == org_id, org_members.c.role == OrgRole.ADMIN.value)
     )
     return int((await conn.execute(query)).scalar_one())
+
+
+async def _member_count(conn: AsyncConnection, org_id: str) -> int:
+    query = select(func.count()).select_from(org_members).where(org_members.c.org_id == org_id)
+    return int((await conn.execute(query)).scalar_one())
+
+
+async def update_org(
+    conn: AsyncConnection, org_id: str, changes: dict[str, object], *, actor: User, now: datetime
+) -> Org:
+    """Set the fields an admin sent; a field left out, or sent as null, stays as it was (the
+    SDK sends every field, null when unset)."""
+    await _lock_org(conn, org_id)
+    await _require_admin(conn, org_id, actor)
+    values = {name: value for name, value in changes.items() if value is not None}
+    if "billing_email" in values:
+        values["billing_email"] = normalize_email(str(values["billing_email"]))
+    await conn.execute(update(orgs).where(orgs.c.id == org_id).values(**values, updated_at=now))
+    return await find_org(conn, org_id)
+
+
+async def delete_org(conn: AsyncConnection, org_id: str, *, actor: User) -> None:
+    """An admin deletes their org once they are its only member and it holds no money either
+    way: nothing due, no stable credits (paid for) that would be lost. Its plan ends; its
+    balance and ledger stay, as the record. Unspent monthly credits (a grant) lapse."""
+    await _lock_org(conn, org_id, exclusive=True)
+    await _require_admin(conn, org_id, actor)
+    others = await _member_count(conn, org_id) - 1
+    if others > 0:
+        raise Conflict(f"the org still has {others} other member(s): remove them first")
+    customer = Customer("org", org_id)
+    balance = await lock_balance(conn, customer)
+    if balance.total_due_micros > 0:
+        due = format_micros(balance.total_due_micros)
+        raise Conflict(f"the org owes ${due}: pay it before deleting the org")
+    if balance.stable_micros > 0:
+        stable = format_micros(balance.stable_micros)
+        raise Conflict(f"the org holds ${stable} of stable credits: spend them or ask staff first")
+    await end_subscription(conn, customer)
+    await conn.execute(orgs.delete().where(orgs.c.id == org_id))
+
+
+# --- invitations: how a user joins an org by their own consent ----------------------------------
+
+INVITATION_LIFETIME = timedelta(days=14)
+
+
+class InvitationStatus(enum.StrEnum):
+    PENDING = "pending"
+    ACCEPTED = "accepted"
+    DECLINED = "declined"
+    REVOKED = "revoked"
+
+
+@dataclass(frozen=True)
+class Invitation:
+    id: str
+    org_id: str
+    email: str
+    role: OrgRole
+    status: InvitationStatus
+    invited_by: str
+    created_at: datetime
+    updated_at: datetime
+    expires_at: datetime
+    org_name: str | None = None
+
+    def expired(self, now: datetime) -> bool:
+        return self.expires_at <= now
+
+
+def _invitation(row: RowMapping) -> Invitation:
+    return Invitation(
+        **{**row, "role": OrgRole(row["role"]), "status": InvitationStatus(row["status"])}
+    )
+
+
+_INVITATIONS = select(org_invitations, orgs.c.name.label("org_name")).join(
+    orgs, orgs.c.id == org_invitations.c.org_id
+)
+
+
+async def invite(
+    conn: AsyncConnection, org_id: str, email: str, *, role: OrgRole, actor: User, now: datetime
+) -> Invitation:
+    """Invite an email address to the org: whether a user has it or not, the answer is the same
+    (no enumeration). Inviting it again while pending renews the invitation."""
+    email = normalize_email(email)
+    await _lock_org(conn, org_id)
+    await _require_admin(conn, org_id, actor)
+    members = select(org_members.c.user_id).join(users, users.c.id == org_members.c.user_id)
+    in_org = members.where(org_members.c.org_id == org_id, users.c.email == email)
+    if (await conn.execute(in_org)).first() is not None:
+        # Only a member of this very org, whom the admin can list anyway.
+        raise Conflict(f"{email} already belongs to this org")
+    renewal: dict[str, object] = {"role": role.value, "invited_by": actor.id, "updated_at": now}
+    renewal["expires_at"] = now + INVITATION_LIFETIME
+    if not await _renew(conn, org_id, email, renewal):
+        fresh = {"id": str(uuid.uuid4()), "org_id": org_id, "email": email, "created_at": now}
+        try:
+            async with conn.begin_nested():
+                await conn.execute(
+                    insert(org_invitations).values(
+                        **fresh, **renewal, status=InvitationStatus.PENDING.value
+                    )
+                )
+        except IntegrityError:  # invited at the same moment by another request
+            await _renew(conn, org_id, email, renewal)
+    query = _INVITATIONS.where(
+        org_invitations.c.org_id == org_id,
+        org_invitations.c.email == email,
+        org_invitations.c.status == InvitationStatus.PENDING.value,
+    )
+    return _invitation((await conn.execute(query)).mappings().one())
+
+
+async def _renew(
+    conn: AsyncConnection, org_id: str, email: str, values: Mapping[str, object]
+) -> bool:
+    result = await conn.execute(
+        update(org_invitations)
+        .where(
+            org_invitations.c.org_id == org_id,
+            org_invitations.c.email == email,
+            org_invitations.c.status == InvitationStatus.PENDING.value,
+        )
+        .values(**values)
+    )
+    return result.rowcount > 0
+
+
+async def list_invitations(
+    conn: AsyncConnection,
+    limit: int,
+    after: tuple[datetime, str] | None,
+    *,
+    descending: bool = False,
+    org_id: str | None = None,
+    email: str | None = None,
+    now: datetime,
+) -> list[Invitation]:
+    """Pending invitations, of one org (expired ones too, to renew) or to one email address
+    (only those it can still accept), in (created_at, id) order."""
+    query = _INVITATIONS.where(org_invitations.c.status == InvitationStatus.PENDING.value)
+    if org_id is not None:
+        query = query.where(org_invitations.c.org_id == org_id)
+    if email is not None:
+        query = query.where(org_invitations.c.email == email, org_invitations.c.expires_at > now)
+    key = (org_invitations.c.created_at, org_invitations.c.id)
+    query = ordered_after(query.limit(limit), key, after, descending=descending)
+    return [_invitation(row) for row in (await conn.execute(query)).mappings()]
+
+
+async def respond_to_invitation(
+    conn: AsyncConnection, invitation_id: str, *, user: User, accept: bool, now: datetime
+) -> tuple[Invitation, Membership | None]:
+    """The invited user accepts (and joins, if in no org) or declines."""
+    query = _INVITATIONS.where(
+        org_invitations.c.id == parse_uuid(invitation_id, "invitation"),
+        org_invitations.c.email == user.email,
+    )
+    row = (await conn.execute(query)).mappings().first()
+    if row is None:
+        raise NotFound(f"no invitation {invitation_id} for you")
+    # The org first, then the invitation: the order revoking takes them in, so never a deadlock.
+    await _lock_org(conn, row["org_id"])
+    row = (await conn.execute(query.with_for_update(of=org_invitations))).mappings().one()
+    invitation = _invitation(row)
+    if invitation.status != InvitationStatus.PENDING:
+        raise Conflict(f"this invitation was already {invitation.status.value}")
+    if invitation.expired(now):
+        raise Conflict(f"this invitation expired at {invitation.expires_at.isoformat()}")
+    membership = None
+    if accept:
+        membership = await add_member(conn, invitation.org_id, user, invitation.role, now)
+    status = InvitationStatus.ACCEPTED if accept else InvitationStatus.DECLINED
+    await _set_status(conn, invitation.id, status, now)
+    return _with_status(invitation, status, now), membership
+
+
+async def revoke_invitation(
+    conn: AsyncConnection, org_id: str, invitation_id: str, *, actor: User, now: datetime
+) -> None:
+    await _lock_org(conn, org_id)
+    await _require_admin(conn, org_id, actor)
+    query = select(org_invitations.c.status).where(
+        org_invitations.c.id == parse_uuid(invitation_id, "invitation"),
+        org_invitations.c.org_id == org_id,
+    )
+    status = (await conn.execute(query.with_for_update())).scalar()
+    if status is None:
+        raise NotFound(f"no invitation {invitation_id} in this org")
+    if status != InvitationStatus.PENDING.value:
+        raise Conflict(f"this invitation was already {status}")
+    await _set_status(conn, invitation_id, InvitationStatus.REVOKED, now)
+
+
+async def _set_status(
+    conn: AsyncConnection, invitation_id: str, status: InvitationStatus, now: datetime
+) -> None:
+    await conn.execute(
+        update(org_invitations)
+        .where(org_invitations.c.id == invitation_id)
+        .values(status=status.value, updated_at=now)
+    )
+
+
+def _with_status(invitation: Invitation, status: InvitationStatus, now: datetime) -> Invitation:
+    return Invitation(**{**invitation.__dict__, "status": status, "updated_at": now})
 
 
 async def list_members(

@@ -15,6 +15,7 @@ from sqlalchemy import (
     String,
     Table,
     TypeDecorator,
+    text,
 )
 from sqlalchemy.engine import Dialect
 
@@ -101,6 +102,33 @@ org_members = Table(
     Column("created_at", Timestamp, nullable=False),
     Column("updated_at", Timestamp, nullable=False),
     Index("ix_org_members_org", "org_id", "created_at"),
+)
+
+org_invitations = Table(
+    "org_invitations",
+    metadata,
+    Column("id", Id, primary_key=True),
+    Column("org_id", Id, ForeignKey("orgs.id", ondelete="CASCADE"), nullable=False),
+    # Normalized; no user need have it yet: whoever signs up with it later sees the invitation.
+    Column("email", String(320), nullable=False),
+    Column("role", String(16), nullable=False),
+    # pending, accepted, declined or revoked; decided invitations stay as the record.
+    Column("status", String(16), nullable=False),
+    Column("invited_by", Id, nullable=False),
+    Column("created_at", Timestamp, nullable=False),
+    Column("updated_at", Timestamp, nullable=False),
+    Column("expires_at", Timestamp, nullable=False),
+    # One pending invitation per org and email: inviting again renews it.
+    Index(
+        "ux_org_invitations_pending",
+        "org_id",
+        "email",
+        unique=True,
+        sqlite_where=text("status = 'pending'"),
+        postgresql_where=text("status = 'pending'"),
+    ),
+    Index("ix_org_invitations_email", "email", "created_at", "id"),
+    Index("ix_org_invitations_org", "org_id", "created_at", "id"),
 )
 
 balances = Table(
@@ -210,6 +238,7 @@ __all__ = [
     "ledger_entries",
     "metadata",
     "monthly_grants",
+    "org_invitations",
     "org_members",
     "orgs",
     "subscriptions",

@@ -136,28 +136,45 @@ def _replay(original: CallRecord, again: CallRecord) -> Outcome:
 class _Membership:
     email: str | None  # None: no such user
     org_id: str | None
+    joined_at: datetime | None = None
+
+    def org_at(self, started_at: datetime | None) -> str | None:
+        """The org a call belongs to: the user's, if it started while they were a member (a
+        call made before joining stays the user's, however late it is reported; one made
+        after leaving finds no membership)."""
+        if started_at is not None and self.joined_at is not None and started_at < self.joined_at:
+            return None
+        return self.org_id
 
 
 async def _memberships(conn: AsyncConnection, user_ids: list[str]) -> dict[str, _Membership]:
     """For each user id: whether the user exists, and its org."""
     rows = await select_where_one_of(conn, _USERS_WITH_ORGS, users.c.id, user_ids)
-    found = {row["id"]: _Membership(row["email"], row["org_id"]) for row in rows}
+    found = {row["id"]: _Membership(row["email"], row["org_id"], row["joined_at"]) for row in rows}
     return {user_id: found.get(user_id, _Membership(None, None)) for user_id in user_ids}
 
 
-_USERS_WITH_ORGS = select(users.c.id, users.c.email, org_members.c.org_id).select_from(
-    users.outerjoin(org_members, org_members.c.user_id == users.c.id)
-)
+_USERS_WITH_ORGS = select(
+    users.c.id, users.c.email, org_members.c.org_id, org_members.c.created_at.label("joined_at")
+).select_from(users.outerjoin(org_members, org_members.c.user_id == users.c.id))
 
 
-def _customer_for(user_id: str, org_id: UUID | None, membership: _Membership) -> Customer:
-    """The org when the user belongs to one (or names it), else the user."""
+def _customer_for(
+    user_id: str,
+    org_id: UUID | None,
+    membership: _Membership,
+    started_at: datetime | None = None,
+) -> Customer:
+    """The org when the user belonged to one when the call started (or names it), else the
+    user; without `started_at`, for a call about to start."""
     if membership.email is None:
         raise NotFound(f"no user {user_id}")
-    if org_id is not None and str(org_id) != membership.org_id:
-        raise BadRequest(f"user {user_id} is not a member of org {org_id}")
-    if membership.org_id is not None:
-        return Customer("org", membership.org_id)
+    member_of = membership.org_at(started_at)
+    if org_id is not None and str(org_id) != member_of:
+        when = "when the call started" if started_at is not None else "now"
+        raise BadRequest(f"user {user_id} was not a member of org {org_id} {when}")
+    if member_of is not None:
+        return Customer("org", member_of)
     return Customer("user", user_id)
 
 
@@ -171,7 +188,7 @@ def _priced_call(
 ) -> CallRecord:
     report = item.report
     call_id, user_id = str(report.id), str(report.user_id)
-    customer = _customer_for(user_id, report.org_id, membership)
+    customer = _customer_for(user_id, report.org_id, membership, report.started_at)
     if report.completed_at < report.started_at:
         raise BadRequest("completed_at is before started_at")
     if report.completed_at - report.started_at > MAX_CALL_DURATION:

@@ -338,3 +338,8 @@ async def _update_subscription(
         subscription.anchor_at,
         subscription.period_start,
     )
+
+
+async def end_subscription(conn: AsyncConnection, customer: Customer) -> None:
+    """No plan from now on: no more grants or refreshes (the balance and its ledger stay)."""
+    await conn.execute(subscriptions.delete().where(subscriptions.c.customer_id == customer.id))
