@@ -32,7 +32,7 @@ app.add_typer(tokens_app, name="tokens")
 app.add_typer(billing_app, name="billing")
 
 T = TypeVar("T")
-COMMAND_TIMEOUTS = Timeouts(connect=30, statement=30, pool=30)
+COMMAND_TIMEOUTS = Timeouts(connect=30, statement=30, pool=30, sqlite_lock=30)
 
 
 def _catalog() -> Catalog:
