@@ -14,7 +14,7 @@ from zoopay.accounts import service as accounts
 from zoopay.catalog.service import Catalog, CatalogError, load_catalog
 from zoopay.config import HttpServer, get_settings
 from zoopay.db import migrate
-from zoopay.db.engine import create_engine, transaction
+from zoopay.db.engine import Timeouts, create_engine, transaction
 from zoopay.errors import BadRequest, ZoopayError
 from zoopay.instants import InstantOutOfRange, check_instant
 from zoopay.subscriptions import service as subscriptions
@@ -32,6 +32,7 @@ app.add_typer(tokens_app, name="tokens")
 app.add_typer(billing_app, name="billing")
 
 T = TypeVar("T")
+COMMAND_TIMEOUTS = Timeouts(connect=30, statement=30, pool=30, sqlite_lock=30)
 
 
 def _catalog() -> Catalog:
@@ -54,8 +55,8 @@ def _run(work: Callable[[AsyncConnection, datetime], Awaitable[T]]) -> T:
 
 def _run_with_engine(work: Callable[[AsyncEngine, datetime], Awaitable[T]]) -> T:
     async def main() -> T:
-        settings = get_settings()
-        engine = create_engine(settings.database_url, timeouts=settings.timeouts())
+        # An operator's command may wait for a busy database longer than a request should.
+        engine = create_engine(get_settings().database_url, timeouts=COMMAND_TIMEOUTS)
         try:
             return await work(engine, datetime.now(UTC))
         finally:

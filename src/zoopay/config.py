@@ -35,11 +35,17 @@ class Settings(BaseSettings):
     db_connect_timeout: float = Field(default=Timeouts.connect, gt=0)
     db_statement_timeout: float = Field(default=Timeouts.statement, gt=0)
     db_pool_timeout: float = Field(default=Timeouts.pool, gt=0)
+    sqlite_lock_timeout: float = Field(default=Timeouts.sqlite_lock, gt=0)
     # Reports waiting for the group commit; more get 503 with Retry-After.
     report_queue_limit: int = Field(default=2000, gt=0)
 
     def timeouts(self) -> Timeouts:
-        return Timeouts(self.db_connect_timeout, self.db_statement_timeout, self.db_pool_timeout)
+        return Timeouts(
+            self.db_connect_timeout,
+            self.db_statement_timeout,
+            self.db_pool_timeout,
+            self.sqlite_lock_timeout,
+        )
 
     def report_wait_seconds(self) -> float:
         """How long a report waits for its group commit before a 503: a checkout and one
