@@ -40,6 +40,17 @@ def pytest_report_header() -> str:
     return f"zoopay test database: {BACKEND}"
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """`postgres_only` tests belong to the PostgreSQL run: elsewhere they are deselected, not
+    skipped, so that no run reports a test it did not run."""
+    if BACKEND == "postgresql":
+        return
+    deselected = [item for item in items if item.get_closest_marker("postgres_only")]
+    if deselected:
+        config.hook.pytest_deselected(items=deselected)
+        items[:] = [item for item in items if not item.get_closest_marker("postgres_only")]
+
+
 async def _postgres_admin(sql: str) -> None:
     import asyncpg
 
