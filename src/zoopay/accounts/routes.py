@@ -1,6 +1,6 @@
 from typing import Annotated
 
-from fastapi import Path, Query, Response
+from fastapi import Query, Response
 
 from zoopay.accounts import service
 from zoopay.accounts.schemas import (
@@ -47,11 +47,12 @@ async def get_org(member: Member, conn: Conn) -> Org:
 async def update_org(
     body: OrgDetails, admin: OrgAdmin, user: CurrentUser, conn: Conn, now: Now
 ) -> Org:
-    """Org admin: change the org's details. A field left out or null (and an empty phone, the
-    SDK's default) stays as it was."""
+    """Org admin: change the org's details. A field left out or null (and an empty phone or
+    billing email, as the SDK sends them) stays as it was."""
     changes = body.model_dump(exclude_unset=True)
-    if not changes.get("phone"):
-        changes.pop("phone", None)
+    for sent_empty in ("phone", "billing_email"):
+        if not changes.get(sent_empty):
+            changes.pop(sent_empty, None)
     return Org.of(await service.update_org(conn, admin.org_id, changes, actor=user, now=now))
 
 
@@ -266,7 +267,7 @@ async def add_member_to_any_org(org: AnyOrg, body: AddOrgMember, conn: Conn, now
 Label = Annotated[
     str | None, Query(max_length=service.MAX_LABEL, description="A name to tell it apart")
 ]
-TokenId = Annotated[str, Path(description="The token's `id` (a UUID); never the secret")]
+TokenId = IdInPath  # the token's `id`, never the secret
 # An answer that carries a secret: no cache on the way may keep it.
 SHOWN_ONCE = "no-store"
 # The errors these answer beyond what their dependencies say (api/openapi.py).

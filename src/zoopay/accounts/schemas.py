@@ -2,12 +2,20 @@
 
 import enum
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import BaseModel, Field, StrictBool
 
+from zoopay.accounts.service import (
+    EMAIL_PATTERN,
+    MAX_EMAIL,
+    Invitation,
+    InvitationStatus,
+    Membership,
+    OrgRole,
+    User,
+)
 from zoopay.accounts.service import ApiToken as ApiTokenRecord
-from zoopay.accounts.service import Invitation, InvitationStatus, Membership, OrgRole, User
 from zoopay.accounts.service import Org as OrgRecord
 from zoopay.accounts.tokens import obfuscated
 from zoopay.catalog.schemas import StoredWireModel, WireModel
@@ -16,6 +24,16 @@ from zoopay.catalog.schemas import StoredWireModel, WireModel
 class UserOrgRole(enum.StrEnum):
     ADMIN = "admin"
     MEMBER = "member"
+
+
+# An email address as `normalize_email` accepts it, said in the OpenAPI document; where it is
+# optional, "" means not given, as the SDK sends it.
+Email = Annotated[
+    str, Field(json_schema_extra={"pattern": f"^{EMAIL_PATTERN}$", "maxLength": MAX_EMAIL})
+]
+EmailOrEmpty = Annotated[
+    str, Field(json_schema_extra={"pattern": f"^({EMAIL_PATTERN})?$", "maxLength": MAX_EMAIL})
+]
 
 
 class BlockReason(enum.StrEnum):
@@ -27,7 +45,7 @@ class OrgDetails(StoredWireModel):
     """The parts of an org its admin may set."""
 
     allow_users_in_domain_to_auto_join: StrictBool | None = None
-    billing_email: str | None = None
+    billing_email: EmailOrEmpty | None = None
     # The lengths are those of the orgs table's columns.
     domain: str | None = Field(default=None, max_length=255)
     image: str | None = Field(default=None, max_length=2048)
@@ -68,7 +86,7 @@ class Org(BaseModel):
 
 
 class AddOrgMember(WireModel):
-    email: str
+    email: Email
     role: UserOrgRole
 
 

@@ -21,7 +21,9 @@ from zoopay.money import format_micros
 from zoopay.subscriptions.service import end_subscription, start_free_plan
 
 # No spaces or control characters (PostgreSQL text cannot even hold NUL).
-_EMAIL = re.compile(r"^[^@\s\x00-\x1f\x7f]+@[^@\s\x00-\x1f\x7f]+$")
+EMAIL_PATTERN = r"[^@\s\x00-\x1f\x7f]+@[^@\s\x00-\x1f\x7f]+"
+MAX_EMAIL = 320
+_EMAIL = re.compile(f"^{EMAIL_PATTERN}$")
 
 
 class OrgRole(enum.StrEnum):
@@ -88,7 +90,7 @@ class Membership:
 
 def normalize_email(email: str) -> str:
     email = email.strip().lower()
-    if not _EMAIL.match(email) or len(email) > 320:
+    if not _EMAIL.match(email) or len(email) > MAX_EMAIL:
         raise BadRequest(f"{quoted(email)} is not an email address")
     return email
 

@@ -15,6 +15,8 @@ from starlette.types import Scope
 
 from zoopay.accounts.cache import TokenCache
 from zoopay.accounts.service import (
+    EMAIL_PATTERN,
+    MAX_EMAIL,
     Membership,
     Org,
     OrgRole,
@@ -26,7 +28,7 @@ from zoopay.accounts.service import (
 )
 from zoopay.catalog.service import Catalog
 from zoopay.db.engine import reading, transaction
-from zoopay.errors import Forbidden, NotFound, Unauthorized
+from zoopay.errors import BadRequest, Forbidden, NotFound, Unauthorized
 from zoopay.ledger.service import Customer
 
 _bearer = HTTPBearer(auto_error=False, description="An API token: `Authorization: Bearer TOKEN`")
@@ -158,6 +160,23 @@ async def org_admin(membership: Annotated[Membership, Depends(org_membership)]) 
     return membership
 
 
+def strict_flag(value: object) -> bool:
+    """A boolean in a query string is `true` or `false`, as the SDK sends it; nothing else
+    (not "", "1", "yes" or "False", which a looser parser would take)."""
+    if isinstance(value, bool):
+        return value
+    if value not in ("true", "false"):
+        raise ValueError("must be true or false")
+    return value == "true"
+
+
+def query_flag(name: str, value: str) -> bool:
+    try:
+        return strict_flag(value)
+    except ValueError as exc:
+        raise BadRequest(f"{name} {exc}") from None
+
+
 Conn = Annotated[AsyncConnection, Depends(get_conn, scope="function")]
 Engine = Annotated[AsyncEngine, Depends(get_engine)]
 CatalogDep = Annotated[Catalog, Depends(get_catalog)]
@@ -171,13 +190,12 @@ OrgAdmin = Annotated[Membership, Depends(org_admin)]
 # Ids in paths as the services accept them, said in the OpenAPI document (the services refuse
 # anything else with a message naming the id).
 _UUID = "[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
-_EMAIL = r"[^@\s\x00-\x1f\x7f]+@[^@\s\x00-\x1f\x7f]+"
 IdInPath = Annotated[str, Path(description="A UUID", json_schema_extra={"pattern": f"^{_UUID}$"})]
 UserInPath = Annotated[
     str,
     Path(
         description="A user's id (a UUID) or email address",
-        json_schema_extra={"pattern": f"^({_UUID}|{_EMAIL})$", "maxLength": 320},
+        json_schema_extra={"pattern": f"^({_UUID}|{EMAIL_PATTERN})$", "maxLength": MAX_EMAIL},
     ),
 ]
 

@@ -18,7 +18,7 @@ from starlette.datastructures import State
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from zoopay.accounts.service import Principal
-from zoopay.api.deps import authenticate_request
+from zoopay.api.deps import authenticate_request, query_flag
 from zoopay.api.errors import Error, describe_validation
 from zoopay.api.openapi import AUTH_ERRORS, BODY_ERRORS, error_response
 from zoopay.api.routing import parse_json, require_json
@@ -58,11 +58,7 @@ class HotRequest:
 
     def flag(self, name: str, default: bool) -> bool:
         values = self.query.get(name)
-        if not values:
-            return default
-        if values[-1] not in ("true", "false"):
-            raise BadRequest(f"{name} must be true or false")
-        return values[-1] == "true"
+        return default if values is None else query_flag(name, values[-1])
 
 
 # A handler answers (status, JSON body).
@@ -116,7 +112,7 @@ async def _hot_request(scope: Scope, receive: Receive) -> HotRequest:
     principal = await authenticate_request(scope)
     body = await _read_body(receive) if scope["method"] != "GET" else b""
     require_json(body, headers.get(b"content-type", b"").decode("latin-1"))
-    query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
+    query = parse_qs(scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True)
     request_id = str(scope.get("state", {}).get("request_id", ""))
     return HotRequest(request_id, principal, body, query, state)
 

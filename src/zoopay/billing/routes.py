@@ -2,6 +2,7 @@ from datetime import datetime
 from typing import Annotated
 
 from fastapi import Query
+from pydantic import BeforeValidator
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from zoopay.api.deps import (
@@ -14,6 +15,7 @@ from zoopay.api.deps import (
     OrgReader,
     StaffUser,
     require_user,
+    strict_flag,
 )
 from zoopay.api.hotpath import HotRequest, HotRoute
 from zoopay.api.openapi import errors
@@ -33,7 +35,9 @@ from zoopay.money import credits_for, from_micros, to_micros
 router = json_router(tags=["payments"])
 
 IncludeTotalDue = Annotated[
-    bool, Query(description="Whether to include `total_due` (null when false)")
+    bool,
+    BeforeValidator(strict_flag),
+    Query(description="Whether to include `total_due` (null when false)"),
 ]
 
 
