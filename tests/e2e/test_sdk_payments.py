@@ -80,7 +80,8 @@ def test_user_subscribes_upgrades_and_downgrades(people: People, http: httpx.Cli
     assert pro.modeling_app.support_tier == "standard_email"
     assert _price(pro) == {"interval": "month", "price": 49.0, "type": "flat"}
     assert payments.get_user_subscription().modeling_app.name == "pro"
-    # An upgrade tops the monthly bucket up to the new grant: 200 credits of $0.50.
+    # An upgrade tops the monthly bucket up to the new grant (free's $10 was not spent, pro
+    # adds the $90 it grants beyond it): 200 credits of $0.50.
     assert _buckets(payments.get_payment_balance_for_user()) == (100.0, 200, 0.0, 0)
 
     again = http.post(
@@ -102,7 +103,8 @@ def test_user_subscribes_upgrades_and_downgrades(people: People, http: httpx.Cli
         body=ZooProductSubscriptionsUserRequest(modeling_app="pro")
     )
     assert back.modeling_app.name == "pro"
-    assert _buckets(payments.get_payment_balance_for_user()) == (100.0, 200, 0.0, 0)
+    # Switching back grants nothing more this period: pro's grant was already given.
+    assert _buckets(payments.get_payment_balance_for_user()) == (10.0, 20, 0.0, 0)
 
 
 def test_staff_reads_and_sets_any_users_balance(people: People, http: httpx.Client) -> None:
