@@ -136,7 +136,7 @@ async def test_accepted_amounts_are_exactly_what_the_schema_allows(
     ("method", "path", "allowed"),
     [
         # Two routes share the path: the router alone would name only the first one's method.
-        ("OPTIONS", "/org", "GET, POST"),
+        ("OPTIONS", "/org", "DELETE, GET, POST, PUT"),
         ("DELETE", "/org/members", "GET, POST"),
         # A hot path, served outside the router, and a path with an id in it.
         ("TRACE", "/user/payment/balance", "GET"),

@@ -766,9 +766,8 @@ async def test_bad_reports_are_refused_clearly_and_change_nothing(
             await http.post("/api-calls", json=fields, headers=alice.headers), 403, "forbidden"
         )
         error_of(await http.post("/api-calls", json=fields), 401, "unauthorized")
-        error_of(
-            await http.get("/user/api-calls/call-1", headers=alice.headers), 400, "bad_request"
-        )
+        # An API call id in a path is a UUID: anything else names no call.
+        error_of(await http.get("/user/api-calls/call-1", headers=alice.headers), 404, "not_found")
 
         assert await balance_rows(engine) == balances_before
         assert (await count(engine, api_calls), await count(engine, ledger_entries)) == (
