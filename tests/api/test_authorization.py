@@ -853,17 +853,7 @@ async def test_authorization_cell(
     principal: str,
 ) -> None:
     scene = await build_scene(world, engine)
-    if endpoint.prepare is not None:
-        await endpoint.prepare(scene, client)
-    before = await dump(engine)
-
-    response = await client.request(
-        endpoint.method,
-        endpoint.path.format(**scene.path_args()),
-        json=_body(endpoint, scene),
-        params=endpoint.params,
-        headers=scene.headers(principal),
-    )
+    before, response = await call_prepared(client, scene, endpoint, scene.headers(principal))
 
     expected = endpoint.expect[principal]
     assert response.status_code == expected, response.text
@@ -875,6 +865,24 @@ async def test_authorization_cell(
     if endpoint.method == "GET":
         assert await dump(engine) == before, "a read changed the database"
     await endpoint.check(Call(scene, principal, response, client))
+
+
+async def call_prepared(
+    client: httpx.AsyncClient, scene: Scene, endpoint: Endpoint, headers: dict[str, str]
+) -> tuple[dict[str, list[dict[str, Any]]], httpx.Response]:
+    """Prepare the scene for `endpoint`, then call it: the database as it was just before the
+    call, and the answer."""
+    if endpoint.prepare is not None:
+        await endpoint.prepare(scene, client)
+    before = await dump(engine=scene.engine)
+    response = await client.request(
+        endpoint.method,
+        endpoint.path.format(**scene.path_args()),
+        json=_body(endpoint, scene),
+        params=endpoint.params,
+        headers=headers,
+    )
+    return before, response
 
 
 # What an org's service account may do: read its org's balance and plan, and what anyone may.
@@ -895,16 +903,8 @@ async def test_an_org_service_account_may_only_read_its_orgs_balance_and_plan(
     client: httpx.AsyncClient, world: World, engine: AsyncEngine, endpoint: Endpoint
 ) -> None:
     scene = await build_scene(world, engine)
-    if endpoint.prepare is not None:
-        await endpoint.prepare(scene, client)
-    before = await dump(engine)
-    response = await client.request(
-        endpoint.method,
-        endpoint.path.format(**scene.path_args()),
-        json=_body(endpoint, scene),
-        params=endpoint.params,
-        headers={"Authorization": f"Bearer {scene.service_account_token}"},
-    )
+    account = {"Authorization": f"Bearer {scene.service_account_token}"}
+    before, response = await call_prepared(client, scene, endpoint, account)
     assert await dump(engine) == before
     if endpoint.name not in SERVICE_ACCOUNT_MAY:
         assert_error(response, 403)
