@@ -1,0 +1,1 @@
+"""Payment processors: where money is actually taken (embedded, or Stripe)."""

@@ -1,0 +1,137 @@
+"""The boundary between zoopay and whoever holds cards and moves money.
+
+zoopay owns plans, invoices and the ledgers; a processor holds customers, payment methods,
+setup intents, charges (payment intents) and refunds. Every call is the processor's own
+transaction: once it answers, what it did stands whatever zoopay's database does next, as
+with an outside service. That is why every charge and refund carries an idempotency key that
+zoopay derives from what it pays for, and why `find_charge` exists: a crash between the
+processor's answer and zoopay's commit is repaired by asking again, never by charging again.
+
+Amounts cross this boundary in whole cents (as Stripe takes them); zoopay rounds an invoice
+to cents before it charges it.
+"""
+
+import enum
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Protocol
+
+
+class ChargeStatus(enum.StrEnum):
+    SUCCEEDED = "succeeded"
+    # Refused by the card's issuer: the invoice stays open and dunning retries it.
+    FAILED = "failed"
+    # The customer must act (3-D Secure): nothing was taken yet.
+    REQUIRES_ACTION = "requires_action"
+
+
+@dataclass(frozen=True)
+class SetupIntent:
+    id: str
+    client_secret: str
+
+
+@dataclass(frozen=True)
+class Card:
+    """A payment method as zoopay shows it (PaymentMethod in Zoo's API)."""
+
+    id: str
+    brand: str
+    last4: str
+    exp_month: int
+    exp_year: int
+    country: str | None
+    funding: str | None
+    fingerprint: str | None
+    created_at: datetime
+    is_default: bool
+
+
+@dataclass(frozen=True)
+class Charge:
+    id: str
+    idempotency_key: str
+    status: ChargeStatus
+    amount_cents: int
+    currency: str
+    payment_method_id: str | None
+    failure_code: str | None = None
+    failure_message: str | None = None
+
+
+@dataclass(frozen=True)
+class Refund:
+    id: str
+    charge_id: str
+    idempotency_key: str
+    amount_cents: int
+    status: str
+
+
+class ProcessorError(Exception):
+    """The processor refused a request for a reason a person can act on (a declined card on
+    attach, an unknown payment method). Carries the processor's code, e.g. `card_declined`."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+class ProcessorUnavailable(Exception):
+    """The processor did not answer: whether it acted is unknown until asked again."""
+
+
+class PaymentProcessor(Protocol):
+    name: str
+
+    async def create_customer(
+        self, *, email: str, name: str | None, metadata: dict[str, str]
+    ) -> str:
+        """A new processor customer; answers its id."""
+        ...
+
+    async def update_customer(self, customer_id: str, *, email: str, name: str | None) -> None: ...
+
+    async def create_setup_intent(self, customer_id: str) -> SetupIntent: ...
+
+    async def list_payment_methods(self, customer_id: str) -> list[Card]:
+        """The customer's cards, the default first, then newest first."""
+        ...
+
+    async def default_payment_method(self, customer_id: str) -> str | None: ...
+
+    async def set_default_payment_method(self, customer_id: str, payment_method_id: str) -> None:
+        """ProcessorError(`resource_missing`) if the method is not this customer's."""
+        ...
+
+    async def detach_payment_method(self, customer_id: str, payment_method_id: str) -> None:
+        """ProcessorError(`resource_missing`) if the method is not this customer's."""
+        ...
+
+    async def charge(
+        self,
+        customer_id: str,
+        *,
+        amount_cents: int,
+        currency: str,
+        idempotency_key: str,
+        description: str,
+        payment_method_id: str | None = None,
+    ) -> Charge:
+        """Charge the given method, or the customer's default. A decline is a Charge with
+        status FAILED, not an exception. The same idempotency key answers the same Charge and
+        takes nothing more. ProcessorError(`no_payment_method`) when there is none."""
+        ...
+
+    async def find_charge(self, idempotency_key: str) -> Charge | None:
+        """The charge made with this key, if any: how reconciliation learns what happened."""
+        ...
+
+    async def refund(self, charge_id: str, *, amount_cents: int, idempotency_key: str) -> Refund:
+        """Refund part or all of a succeeded charge; the same key answers the same Refund."""
+        ...
+
+    async def portal_url(self, customer_id: str, *, return_url: str) -> str:
+        """Where the customer manages their cards."""
+        ...
