@@ -13,7 +13,6 @@ from zoopay.accounts.schemas import (
     OrgMember,
     OrgMemberResultsPage,
 )
-from zoopay.api.errors import Error
 from zoopay.billing.schemas import CustomerBalance, UpdatePaymentBalance
 from zoopay.catalog.schemas import (
     EnterpriseSubscriptionTierPrice,
@@ -27,6 +26,7 @@ from zoopay.subscriptions.schemas import (
     ZooProductSubscriptionsOrgRequest,
     ZooProductSubscriptionsUserRequest,
 )
+from zoopay.wire import Error
 
 MODELS: list[tuple[str, type[BaseModel]]] = [
     ("CustomerBalance", CustomerBalance),

@@ -18,7 +18,7 @@ from zoopay.accounts.service import (
 from zoopay.accounts.service import ApiToken as ApiTokenRecord
 from zoopay.accounts.service import Org as OrgRecord
 from zoopay.accounts.tokens import obfuscated
-from zoopay.catalog.schemas import StoredWireModel, WireModel
+from zoopay.wire import StoredWireModel, WireModel
 
 
 class UserOrgRole(enum.StrEnum):

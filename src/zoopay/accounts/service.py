@@ -19,6 +19,7 @@ from zoopay.errors import BadRequest, Conflict, Forbidden, NotFound, quoted
 from zoopay.ledger.service import Customer, lock_balance, open_balance
 from zoopay.money import format_micros
 from zoopay.subscriptions.service import end_subscription, start_free_plan
+from zoopay.wire import parse_uuid
 
 # No spaces or control characters (PostgreSQL text cannot even hold NUL).
 EMAIL_PATTERN = r"[^@\s\x00-\x1f\x7f]+@[^@\s\x00-\x1f\x7f]+"
@@ -93,13 +94,6 @@ def normalize_email(email: str) -> str:
     if not _EMAIL.match(email) or len(email) > MAX_EMAIL:
         raise BadRequest(f"{quoted(email)} is not an email address")
     return email
-
-
-def parse_uuid(value: str, what: str) -> str:
-    try:
-        return str(uuid.UUID(value))
-    except ValueError:
-        raise BadRequest(f"{quoted(value)} is not a valid {what} id (a UUID)") from None
 
 
 async def create_user(

@@ -30,6 +30,7 @@ from zoopay.catalog.service import Catalog
 from zoopay.db.engine import reading, transaction
 from zoopay.errors import BadRequest, Forbidden, NotFound, Unauthorized
 from zoopay.ledger.service import Customer
+from zoopay.wire import UUID_PATTERN
 
 _bearer = HTTPBearer(auto_error=False, description="An API token: `Authorization: Bearer TOKEN`")
 
@@ -189,13 +190,17 @@ OrgAdmin = Annotated[Membership, Depends(org_admin)]
 
 # Ids in paths as the services accept them, said in the OpenAPI document (the services refuse
 # anything else with a message naming the id).
-_UUID = "[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
-IdInPath = Annotated[str, Path(description="A UUID", json_schema_extra={"pattern": f"^{_UUID}$"})]
+IdInPath = Annotated[
+    str, Path(description="A UUID", json_schema_extra={"pattern": f"^{UUID_PATTERN}$"})
+]
 UserInPath = Annotated[
     str,
     Path(
         description="A user's id (a UUID) or email address",
-        json_schema_extra={"pattern": f"^({_UUID}|{EMAIL_PATTERN})$", "maxLength": MAX_EMAIL},
+        json_schema_extra={
+            "pattern": f"^({UUID_PATTERN}|{EMAIL_PATTERN})$",
+            "maxLength": MAX_EMAIL,
+        },
     ),
 ]
 

@@ -8,11 +8,11 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel
 from starlette.exceptions import HTTPException
 from starlette.routing import compile_path
 
 from zoopay.errors import QUOTE_LIMIT, ZoopayError, quoted
+from zoopay.wire import Error
 
 log = logging.getLogger("zoopay")
 
@@ -27,14 +27,6 @@ _HTTP_ERROR_CODES = {
     415: "unsupported_media_type",
     503: "service_unavailable",
 }
-
-
-class Error(BaseModel):
-    """Error information from a response."""
-
-    error_code: str | None = None
-    message: str
-    request_id: str
 
 
 def request_id_of(request: Request) -> str:

@@ -19,11 +19,12 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from zoopay.accounts.service import Principal
 from zoopay.api.deps import authenticate_request, query_flag
-from zoopay.api.errors import Error, describe_validation
+from zoopay.api.errors import describe_validation
 from zoopay.api.openapi import AUTH_ERRORS, BODY_ERRORS, error_response
 from zoopay.api.routing import parse_json, require_json
 from zoopay.catalog.service import Catalog
 from zoopay.errors import BadRequest, ZoopayError
+from zoopay.wire import Error
 
 JSON_HEADERS = [(b"content-type", b"application/json")]
 M = TypeVar("M", bound=BaseModel)

@@ -13,7 +13,7 @@ from fastapi.dependencies.models import Dependant
 from fastapi.routing import APIRoute
 
 from zoopay.api import deps
-from zoopay.api.errors import Error
+from zoopay.wire import Error
 
 DESCRIPTIONS = {
     400: "Bad input: the message names the problem",

@@ -2,8 +2,9 @@
 
 from datetime import datetime
 
-from zoopay.catalog.schemas import SubscriptionTierPrice, WireModel, ZooProductSubscriptions
+from zoopay.catalog.schemas import SubscriptionTierPrice, ZooProductSubscriptions
 from zoopay.money import Amount, Money
+from zoopay.wire import WireModel
 
 
 class CustomerBalance(WireModel):

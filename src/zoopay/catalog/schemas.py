@@ -2,42 +2,12 @@
 
 import enum
 from decimal import Decimal
-from typing import Annotated, Any, Literal, Self
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, model_validator
+from pydantic import Field, StrictBool
 
 from zoopay.money import Amount
-
-
-class WireModel(BaseModel):
-    """Unknown fields are refused: a mistyped field must never be silently ignored."""
-
-    model_config = ConfigDict(extra="forbid")
-
-
-_NO_NUL = r"^[^\x00]*$"
-
-
-def _declare_no_nul(schema: dict[str, Any]) -> None:
-    """Say in the JSON Schema what `_no_nul_characters` refuses."""
-    for field in schema.get("properties", {}).values():
-        for option in [field, *field.get("anyOf", [])]:
-            if option.get("type") == "string" and "pattern" not in option:
-                option["pattern"] = _NO_NUL
-
-
-class StoredWireModel(WireModel):
-    """A request whose text is stored: NUL is refused here, since PostgreSQL text cannot hold
-    it (SQLite could, so without this the two backends would disagree)."""
-
-    model_config = ConfigDict(extra="forbid", json_schema_extra=_declare_no_nul)
-
-    @model_validator(mode="after")
-    def _no_nul_characters(self) -> Self:
-        for field, value in self:
-            if isinstance(value, str) and "\x00" in value:
-                raise ValueError(f"{field} must not contain NUL characters")
-        return self
+from zoopay.wire import WireModel
 
 
 class PlanInterval(enum.StrEnum):

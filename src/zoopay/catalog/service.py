@@ -20,9 +20,9 @@ from zoopay.catalog.schemas import (
     PricingSubscriptions,
     TierName,
     TierTerms,
-    WireModel,
 )
 from zoopay.money import to_micros
+from zoopay.wire import WireModel
 
 DEFAULT_CATALOG = Path(__file__).with_name("default_catalog.json")
 

@@ -11,7 +11,7 @@ from zoopay.api.deps import (
     UserInPath,
     require_metering,
 )
-from zoopay.api.errors import Error, describe_validation
+from zoopay.api.errors import describe_validation
 from zoopay.api.hotpath import HotRequest, HotRoute
 from zoopay.api.openapi import errors
 from zoopay.api.pagination import Page, PageRequest, next_page_token
@@ -39,6 +39,7 @@ from zoopay.metering.service import (
     standing,
 )
 from zoopay.money import from_micros
+from zoopay.wire import Error
 
 router = json_router(tags=["api-calls"])
 

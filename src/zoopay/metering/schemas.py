@@ -8,10 +8,9 @@ from uuid import UUID
 
 from pydantic import BaseModel, Field, StrictInt, StringConstraints
 
-from zoopay.api.errors import Error
-from zoopay.catalog.schemas import StoredWireModel, WireModel
 from zoopay.instants import Instant
 from zoopay.money import Amount, Money
+from zoopay.wire import Error, StoredWireModel, WireModel
 
 MAX_BATCH = 1000
 

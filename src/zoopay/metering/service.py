@@ -15,7 +15,6 @@ from uuid import UUID
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from zoopay.accounts.service import parse_uuid
 from zoopay.catalog.service import Catalog, Plan
 from zoopay.db.bulk import insert_new, select_where_one_of
 from zoopay.db.keyset import ordered_after
@@ -39,6 +38,7 @@ from zoopay.subscriptions.service import (
     refresh_due,
     refresh_if_due,
 )
+from zoopay.wire import parse_uuid
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,8 @@
 
 from pydantic import StrictBool
 
-from zoopay.catalog.schemas import IndividualTierName, OrganizationTierName, WireModel
+from zoopay.catalog.schemas import IndividualTierName, OrganizationTierName
+from zoopay.wire import WireModel
 
 
 class ZooProductSubscriptionsUserRequest(WireModel):
