@@ -17,9 +17,8 @@ from zoopay.api.deps import system_clock
 from zoopay.api.docs import install_docs
 from zoopay.api.errors import install_error_handlers
 from zoopay.api.health import router as health_router
-from zoopay.api.hotpath import HotPaths, hot_openapi
 from zoopay.api.middleware import RequestContextMiddleware
-from zoopay.api.openapi import declare_errors
+from zoopay.api.openapi import declare_errors, declare_hot_routes
 from zoopay.billing.routes import HOT_ROUTES as billing_hot_routes
 from zoopay.billing.routes import router as billing_router
 from zoopay.catalog.routes import router as catalog_router
@@ -98,14 +97,16 @@ def create_app(
         ledger_router,
         health_router,
     )
+    hot_routes = [*billing_hot_routes, *metering_hot_routes]
+    # Ahead of the FastAPI routes: the router tries them first, and a hot path's other methods
+    # (GET /api-calls) still reach their FastAPI routes.
+    app.router.routes.extend(hot_routes)
     for router in routers:
         app.include_router(router)
     install_docs(app, title=app.title, openapi_url=OPENAPI_URL)
     install_error_handlers(app)
-    hot_routes = [*billing_hot_routes, *metering_hot_routes]
-    app.add_middleware(HotPaths, routes=hot_routes)
     if settings.cors_origins:
-        # Outside the hot paths, so that a preflight is answered on every path; inside the
+        # Ahead of the router, so that a preflight is answered on every path; inside the
         # request context, so that its answer has a request id like every other.
         app.add_middleware(CorsPreflight, origins=settings.cors_origins)
     # Every response, hot or not, carries the request id.
@@ -119,7 +120,7 @@ def create_app(
         if app.openapi_schema is None:
             routes = [route for router in routers for route in router.routes]
             document = declare_errors(FastAPI.openapi(app), routes)
-            app.openapi_schema = hot_openapi(document, hot_routes)
+            app.openapi_schema = declare_hot_routes(document, hot_routes)
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]

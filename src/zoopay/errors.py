@@ -80,3 +80,10 @@ class ServiceUnavailable(ZoopayError):
     @property
     def headers(self) -> dict[str, str]:
         return {"Retry-After": str(self.retry_after_seconds)}
+
+
+class MethodNotAllowed(ZoopayError):
+    """The path exists, with other methods (the response's Allow header names them)."""
+
+    status_code = 405
+    error_code = "method_not_allowed"

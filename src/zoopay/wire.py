@@ -5,7 +5,20 @@ from typing import Any, Self
 
 from pydantic import BaseModel, ConfigDict, model_validator
 
-from zoopay.errors import BadRequest, quoted
+from zoopay.errors import (
+    BadRequest,
+    Conflict,
+    Forbidden,
+    MethodNotAllowed,
+    NotFound,
+    PayloadTooLarge,
+    PaymentRequired,
+    ServiceUnavailable,
+    Unauthorized,
+    UnsupportedMediaType,
+    ZoopayError,
+    quoted,
+)
 
 
 class WireModel(BaseModel):
@@ -45,6 +58,33 @@ class Error(BaseModel):
     error_code: str | None = None
     message: str
     request_id: str
+
+
+# The one table from error class to status and code: the API answers by it (a domain error, a
+# 404 or 405 from the router, the 500 and 503 of the request context), and the tests check by it.
+ERROR_CLASSES: dict[int, type[ZoopayError]] = {
+    cls.status_code: cls
+    for cls in (
+        BadRequest,
+        Unauthorized,
+        PaymentRequired,
+        Forbidden,
+        NotFound,
+        MethodNotAllowed,
+        Conflict,
+        PayloadTooLarge,
+        UnsupportedMediaType,
+        ZoopayError,
+        ServiceUnavailable,
+    )
+}
+ERROR_CODES: dict[int, str] = {status: cls.error_code for status, cls in ERROR_CLASSES.items()}
+
+
+def error_body(error_code: str | None, message: str, request_id: str) -> bytes:
+    """The one builder of an error response's body, Zoo's error shape."""
+    error = Error(error_code=error_code, message=message, request_id=request_id)
+    return error.model_dump_json().encode()
 
 
 # Ids as the services accept them; the OpenAPI document states the same pattern.

@@ -2,10 +2,7 @@
 
 import httpx
 
-from zoopay.errors import ZoopayError
-
-# Status -> error code, from the error classes themselves: the one table the API answers by.
-ERROR_CODES = {cls.status_code: cls.error_code for cls in ZoopayError.__subclasses__()}
+from zoopay.wire import ERROR_CODES
 
 
 def assert_error(response: httpx.Response, status: int, error_code: str | None = None) -> str:

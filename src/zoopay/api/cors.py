@@ -20,8 +20,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from zoopay.api.errors import error_response, request_id_of
+from zoopay.api.errors import domain_error_response, request_id_of
 from zoopay.api.middleware import REQUEST_ID_HEADER
+from zoopay.errors import BadRequest, Forbidden
 
 CORS_METHODS = ("GET", "POST", "PUT", "DELETE")
 CORS_HEADERS = ("Authorization", "Content-Type")
@@ -74,7 +75,7 @@ class CorsPreflight(_Cors):
         origin = request.headers["origin"]
         if not self.is_allowed_origin(origin):
             message = f"the origin {origin} may not call this API from a browser"
-            return error_response(403, "forbidden", message, request_id_of(request))
+            return domain_error_response(Forbidden(message), request_id_of(request))
         response = self.preflight_response(request_headers=request.headers)
         if response.status_code == 200:
             return response
@@ -84,7 +85,7 @@ class CorsPreflight(_Cors):
             f"{refused}: the allowed methods are {', '.join(CORS_METHODS)}, "
             f"the allowed headers {', '.join(CORS_HEADERS)}"
         )
-        return error_response(400, "bad_request", message, request_id_of(request))
+        return domain_error_response(BadRequest(message), request_id_of(request))
 
 
 class CorsHeaders(_Cors):

@@ -2,31 +2,19 @@
 
 import logging
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
+from starlette.responses import Response
 from starlette.routing import compile_path
 
-from zoopay.errors import QUOTE_LIMIT, ZoopayError, quoted
-from zoopay.wire import Error
+from zoopay.errors import QUOTE_LIMIT, BadRequest, MethodNotAllowed, ZoopayError, quoted
+from zoopay.wire import ERROR_CODES, error_body
 
 log = logging.getLogger("zoopay")
-
-_HTTP_ERROR_CODES = {
-    400: "bad_request",
-    401: "unauthorized",
-    403: "forbidden",
-    404: "not_found",
-    405: "method_not_allowed",
-    409: "conflict",
-    413: "payload_too_large",
-    415: "unsupported_media_type",
-    503: "service_unavailable",
-}
 
 
 def request_id_of(request: Request) -> str:
@@ -34,40 +22,47 @@ def request_id_of(request: Request) -> str:
 
 
 def error_response(
-    status_code: int, error_code: str, message: str, request_id: str
-) -> JSONResponse:
-    body = Error(error_code=error_code, message=message, request_id=request_id)
-    return JSONResponse(body.model_dump(), status_code=status_code)
+    status_code: int,
+    error_code: str | None,
+    message: str,
+    request_id: str,
+    headers: Mapping[str, str] | None = None,
+) -> Response:
+    """Every error response: a domain error, a router's 404 or 405, a refused preflight, the
+    request context's 500 and 503."""
+    body = error_body(error_code, message, request_id)
+    return Response(body, status_code, headers=headers, media_type="application/json")
 
 
-async def _zoopay_error(request: Request, exc: Exception) -> JSONResponse:
+def domain_error_response(exc: ZoopayError, request_id: str) -> Response:
+    return error_response(exc.status_code, exc.error_code, exc.message, request_id, exc.headers)
+
+
+async def _zoopay_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, ZoopayError)
-    response = error_response(exc.status_code, exc.error_code, exc.message, request_id_of(request))
-    response.headers.update(exc.headers)
-    return response
+    return domain_error_response(exc, request_id_of(request))
 
 
-async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
+async def _validation_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, RequestValidationError)
-    return error_response(
-        400, "bad_request", describe_validation(exc.errors()), request_id_of(request)
-    )
+    error = BadRequest(describe_validation(exc.errors()))
+    return domain_error_response(error, request_id_of(request))
 
 
-async def _http_error(request: Request, exc: Exception) -> JSONResponse:
+async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
     allowed = allowed_methods(request)
     if exc.status_code in (404, 405) and allowed and request.method not in allowed:
         # The path exists with other methods: 405, naming them all (the router would name only
-        # those of the first route on the path, and a hot path none).
+        # those of the first route on the path).
         message = f"{request.method} is not allowed here; use {', '.join(allowed)}"
-        response = error_response(405, "method_not_allowed", message, request_id_of(request))
-        response.headers["allow"] = ", ".join(allowed)
-        return response
-    code = _HTTP_ERROR_CODES.get(exc.status_code, "error")
-    response = error_response(exc.status_code, code, str(exc.detail), request_id_of(request))
-    response.headers.update(exc.headers or {})
-    return response
+        error = MethodNotAllowed(message)
+        headers = {"allow": ", ".join(allowed)}
+        return error_response(405, error.error_code, message, request_id_of(request), headers)
+    code = ERROR_CODES.get(exc.status_code, "error")
+    return error_response(
+        exc.status_code, code, str(exc.detail), request_id_of(request), exc.headers
+    )
 
 
 def allowed_methods(request: Request) -> list[str]:

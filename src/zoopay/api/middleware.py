@@ -2,14 +2,14 @@
 unexpected errors (in the API's error shape, with the id, and nothing else leaked): a database
 that is down or hung is a 503 to retry, anything else a 500."""
 
-import json
 import logging
 import uuid
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from zoopay.api.errors import domain_error_response
 from zoopay.db.engine import is_unavailable
-from zoopay.errors import PayloadTooLarge, ServiceUnavailable
+from zoopay.errors import PayloadTooLarge, ServiceUnavailable, ZoopayError
 
 log = logging.getLogger("zoopay")
 
@@ -45,14 +45,11 @@ class RequestContextMiddleware:
             elif is_unavailable(exc):
                 # Every route and hot path passes here: the one place a database fault is a 503.
                 log.warning("database unavailable in request %s: %r", request_id, exc)
-                error = UNAVAILABLE
-                await _send_error(
-                    send_with_id, 503, error.error_code, error.message, request_id, error.headers
-                )
+                await domain_error_response(UNAVAILABLE, request_id)(scope, receive, send_with_id)
             else:
                 log.exception("unhandled error in request %s", request_id)
-                message = "internal error; quote the request id when reporting it"
-                await _send_error(send_with_id, 500, "internal_error", message, request_id)
+                error = INTERNAL_ERROR
+                await domain_error_response(error, request_id)(scope, receive, send_with_id)
 
     def _too_large(self) -> str:
         return f"the request body is larger than {self.max_body_bytes} bytes"
@@ -86,18 +83,4 @@ class RequestContextMiddleware:
 
 
 UNAVAILABLE = ServiceUnavailable("the database is not answering in time: try again shortly")
-
-
-async def _send_error(
-    send: Send,
-    status: int,
-    code: str,
-    message: str,
-    request_id: str,
-    extra_headers: dict[str, str] | None = None,
-) -> None:
-    body = json.dumps({"error_code": code, "message": message, "request_id": request_id}).encode()
-    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
-    headers += [(k.lower().encode(), v.encode()) for k, v in (extra_headers or {}).items()]
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
+INTERNAL_ERROR = ZoopayError("internal error; quote the request id when reporting it")

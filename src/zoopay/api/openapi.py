@@ -7,12 +7,14 @@ domain errors its route declares with `errors(...)`.
 """
 
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, Literal
 
 from fastapi.dependencies.models import Dependant
 from fastapi.routing import APIRoute
+from pydantic import BaseModel
 
 from zoopay.api import deps
+from zoopay.api.hotpath import HotRoute
 from zoopay.wire import Error
 
 DESCRIPTIONS = {
@@ -50,15 +52,18 @@ def errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
     return {status: {"model": Error, "description": DESCRIPTIONS[status]} for status in statuses}
 
 
-def error_statuses(route: APIRoute) -> set[int]:
-    """Every error status `route` can answer."""
-    statuses = {int(status) for status in route.responses if int(status) >= 400}
-    statuses |= _dependency_errors(route.dependant)
-    if route.body_field is not None:
-        statuses |= BODY_ERRORS
-    if _has_parameters(route.dependant):
-        statuses.add(400)
-    return statuses
+def error_statuses(route: APIRoute | HotRoute) -> set[int]:
+    """Every error status `route` can answer: what it declares, what it depends on refuses
+    (every hot route takes a token), and what follows from what it reads."""
+    if isinstance(route, HotRoute):
+        declared = set(route.errors) | AUTH_ERRORS
+        has_body, has_parameters = route.body is not None, bool(route.query)
+    else:
+        declared = {int(status) for status in route.responses if int(status) >= 400}
+        declared |= _dependency_errors(route.dependant)
+        has_body, has_parameters = route.body_field is not None, _has_parameters(route.dependant)
+    statuses = declared | (BODY_ERRORS if has_body else set())
+    return statuses | ({400} if has_parameters else set())
 
 
 def _dependency_errors(dependant: Dependant) -> set[int]:
@@ -89,6 +94,70 @@ def declare_errors(document: dict[str, Any], routes: Iterable[Any]) -> dict[str,
             for status in sorted(error_statuses(route)):
                 responses[str(status)] = error_response(status)
     return document
+
+
+def declare_hot_routes(document: dict[str, Any], routes: Iterable[HotRoute]) -> dict[str, Any]:
+    """Add the hot routes, which FastAPI's generator does not see, to its document."""
+    schemas = document.setdefault("components", {}).setdefault("schemas", {})
+    for route in routes:
+        operation: dict[str, Any] = {
+            "tags": [route.tag],
+            "summary": route.summary,
+            "operationId": route.name,
+            "security": [{"HTTPBearer": []}],
+            "responses": {
+                str(route.status): _response("Success", route.response, schemas),
+                **{
+                    str(status): _response(text, route.response, schemas)
+                    for status, text in route.also.items()
+                },
+                **{
+                    str(status): error_response(status, route.errors.get(status))
+                    for status in sorted(error_statuses(route))
+                },
+            },
+        }
+        if route.body is not None:
+            operation["requestBody"] = {
+                "required": True,
+                "content": {
+                    "application/json": {"schema": _schema_ref(route.body, schemas, "validation")}
+                },
+            }
+        if route.query:
+            operation["parameters"] = [
+                {
+                    "name": name,
+                    "in": "query",
+                    "required": False,
+                    "description": text,
+                    "schema": {"type": "boolean", "default": True},
+                }
+                for name, text in route.query.items()
+            ]
+        document.setdefault("paths", {}).setdefault(route.path, {})[route.method.lower()] = (
+            operation
+        )
+    return document
+
+
+def _response(description: str, model: type[BaseModel], schemas: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "description": description,
+        "content": {"application/json": {"schema": _schema_ref(model, schemas)}},
+    }
+
+
+def _schema_ref(
+    model: type[BaseModel],
+    schemas: dict[str, Any],
+    mode: Literal["validation", "serialization"] = "serialization",
+) -> dict[str, str]:
+    schema = model.model_json_schema(ref_template="#/components/schemas/{model}", mode=mode)
+    for name, definition in schema.pop("$defs", {}).items():
+        schemas.setdefault(name, definition)
+    schemas.setdefault(model.__name__, schema)
+    return {"$ref": f"#/components/schemas/{model.__name__}"}
 
 
 def error_response(status: int, description: str | None = None) -> dict[str, Any]:
