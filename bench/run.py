@@ -88,11 +88,14 @@ async def seed(url: str, customers: int, workdir: Path) -> str:
 
 
 class Server:
-    def __init__(self, url: str, port: int, workers: int, server: str) -> None:
+    """`zoopay serve` (by default this venv's; `zoopay` names another build's, to compare)."""
+
+    def __init__(
+        self, url: str, port: int, workers: int, server: str, zoopay: Path | None = None
+    ) -> None:
         env = {**os.environ, "ZOOPAY_DATABASE_URL": url, "ZOOPAY_LOG_LEVEL": "warning"}
-        venv = Path(sys.executable).parent
         command = [
-            str(venv / "zoopay"),
+            str(zoopay or Path(sys.executable).parent / "zoopay"),
             "serve",
             "--port",
             str(port),
@@ -101,16 +104,20 @@ class Server:
             "--server",
             server,
         ]
+        self._start(command, env, port, "/ping")
+
+    def _start(self, command: list[str], env: dict[str, str], port: int, probe: str) -> None:
         self.process = subprocess.Popen(command, env=env, start_new_session=True)
         self.base = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             try:
-                if httpx.get(self.base + "/ping").status_code == 200:
+                if httpx.get(self.base + probe).status_code == 200:
                     return
             except httpx.HTTPError:
                 time.sleep(0.2)
-        raise RuntimeError("the server did not start")
+        self.stop()
+        raise RuntimeError(f"{command[0]} did not start")
 
     def rss_mb(self) -> tuple[float, float]:
         """(largest process, whole tree) resident memory in MB."""
@@ -124,6 +131,14 @@ class Server:
             self.process.wait(15)
         except subprocess.TimeoutExpired:
             os.killpg(self.process.pid, signal.SIGKILL)
+
+
+class FloorServer(Server):
+    """bench/floor.py under the same HTTP server and workers: the floor of the hot paths."""
+
+    def __init__(self, port: int, workers: int, server: str) -> None:
+        command = [sys.executable, str(HERE / "floor.py"), str(port), str(workers), server]
+        self._start(command, dict(os.environ), port, "/")
 
 
 def _children(pid: int) -> list[int]:
@@ -234,32 +249,44 @@ def main() -> None:
     name = f"zoopay_bench_{uuid.uuid4().hex[:8]}"
     asyncio.run(admin(f'CREATE DATABASE "{name}"'))
     url = ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
-    server = None
+    server = floor = None
     try:
         migrate.upgrade(url)
         workdir = Path(tempfile.mkdtemp(prefix="zoopay-bench-"))
         service_token = asyncio.run(seed(url, options.customers, workdir))
         users, tokens = str(workdir / "users.txt"), str(workdir / "tokens.txt")
         server = Server(url, options.port, options.workers, options.server)
-        figures = measure(options, url, server, service_token, users, tokens)
+        floor = FloorServer(options.port + 1, options.workers, options.server)
+        figures = measure(options, url, server, floor, service_token, users, tokens)
     finally:
-        if server is not None:
-            server.stop()
+        for running in (server, floor):
+            if running is not None:
+                running.stop()
         asyncio.run(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
     report(options, figures)
 
 
 def measure(
-    options: argparse.Namespace, url: str, server: Server, service: str, users: str, tokens: str
+    options: argparse.Namespace,
+    url: str,
+    server: Server,
+    floor: Server,
+    service: str,
+    users: str,
+    tokens: str,
 ) -> list[Figure]:
     d, c = options.duration, options.connections
     runs: dict[str, list[WrkResult | float]] = {
-        k: [] for k in ("pgbench", "report", "batch", "ping", "authorize", "balance")
+        k: [] for k in ("pgbench", "floor", "report", "batch", "ping", "authorize", "balance")
     }
     reported = 0
     for run in range(options.runs):
         print(f"run {run + 1}/{options.runs}", file=sys.stderr, flush=True)
         runs["pgbench"].append(pgbench(url, d, c, options.customers))
+        # The report's own requests, answered by the bare app: the floor of every hot path.
+        runs["floor"].append(
+            wrk(floor.base, "report.lua", [service, users, secrets.token_hex(4)], d, c)
+        )
         result = wrk(server.base, "report.lua", [service, users, secrets.token_hex(4)], d, c)
         runs["report"].append(result)
         reported += result.answered - result.errors
@@ -299,8 +326,31 @@ def figures_of(
         return median([r.p99_ms for r in runs[key] if isinstance(r, WrkResult)])
 
     naive = median([r for r in runs["pgbench"] if isinstance(r, float)])
-    ping = rps("ping")
+    ping, floor = rps("ping"), rps("floor")
+
+    def of_floor(name: str, key: str) -> Figure:
+        # The time a request costs beyond the floor's, in µs of the whole machine's wall clock.
+        beyond = 1e6 * (1 / rps(key) - 1 / floor)
+        return Figure(
+            f"  {name} / floor; µs a request beyond it",
+            rps(key) / floor,
+            "x",
+            f"{beyond:,.0f} µs",
+            None,
+            "",
+            True,
+        )
+
     figures = [
+        Figure(
+            "bare ASGI floor: report body read, JSON parsed, small JSON answered (req/s)",
+            floor,
+            "/s",
+            "",
+            None,
+            "",
+            True,
+        ),
         Figure(
             "POST /api-calls (calls/s)",
             rps("report"),
@@ -310,6 +360,7 @@ def figures_of(
             ">= 1.0x",
             rps("report") >= naive,
         ),
+        of_floor("POST /api-calls", "report"),
         Figure(
             "POST /api-calls/batch (calls/s)",
             rps("batch") * 1000,
@@ -319,6 +370,7 @@ def figures_of(
             ">= 20,000/s",
             rps("batch") * 1000 >= 20_000,
         ),
+        of_floor("POST /api-calls/batch (requests of 1,000)", "batch"),
         Figure(
             "POST /api-calls/authorize (req/s)",
             rps("authorize"),
@@ -328,6 +380,7 @@ def figures_of(
             ">= 0.5x",
             rps("authorize") >= ping / 2,
         ),
+        of_floor("POST /api-calls/authorize", "authorize"),
         Figure(
             "  its p99 (ms)", p99("authorize"), "ms", "", None, "<= 20 ms", p99("authorize") <= 20
         ),
@@ -340,6 +393,8 @@ def figures_of(
             ">= 0.5x",
             rps("balance") >= ping / 2,
         ),
+        of_floor("GET /user/payment/balance", "balance"),
+        of_floor("GET /ping", "ping"),
         Figure("  its p99 (ms)", p99("balance"), "ms", "", None, "<= 20 ms", p99("balance") <= 20),
         Figure(
             f"RSS after {reported:,} calls, largest process (MB)",
@@ -369,8 +424,9 @@ def report(options: argparse.Namespace, figures: list[Figure]) -> None:
     for f in figures:
         ratio = f"{f.value / f.baseline:.2f}x" if f.baseline else ""
         baseline = f"{f.baseline_name} {f.baseline:,.0f}" if f.baseline else f.baseline_name
-        met = "yes" if f.met else "NO"
-        lines.append(f"| {f.name} | {f.value:,.1f} | {baseline} | {ratio} | {f.target} | {met} |")
+        met = ("yes" if f.met else "NO") if f.target else ""
+        value = f"{f.value:.3f}x" if f.unit == "x" else f"{f.value:,.1f}"
+        lines.append(f"| {f.name} | {value} | {baseline} | {ratio} | {f.target} | {met} |")
     text = "\n".join(lines)
     print(text)
     options.out.parent.mkdir(parents=True, exist_ok=True)

@@ -124,7 +124,8 @@ async def _hot_request(scope: Scope, receive: Receive) -> HotRequest:
     if scope["method"] != "GET":
         body = await _read_body(receive)
         require_json(body, _header(scope, b"content-type"))
-    query = parse_qs(scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True)
+    query_string: bytes = scope.get("query_string", b"")
+    query = parse_qs(query_string.decode("latin-1"), keep_blank_values=True) if query_string else {}
     request_id = str(scope["state"].get("request_id", ""))
     return HotRequest(request_id, principal, body, query, state)
 
