@@ -56,14 +56,19 @@ def main() -> None:
             )
             print(f"round {round_ + 1}: CPU new/old {line}", flush=True)
         print(f"load after: {_uptime()}")
-        print("| path | old µs CPU/request (median) | new | new/old | pairwise new/old |")
+        # The least is the estimate least disturbed by other work on the machine.
+        print(
+            "| path | old µs CPU/request (median; least) | new (median; least) | new/old "
+            "(medians; least) | pairwise new/old |"
+        )
         print("|---|---|---|---|---|")
         for path in REQUESTS:
             olds, news = found[(path, "old")], found[(path, "new")]
             pairs = sorted(n / o for n, o in zip(news, olds, strict=True))
             o, n = statistics.median(olds), statistics.median(news)
             print(
-                f"| {path} | {o:,.1f} | {n:,.1f} | {n / o:.3f} | "
+                f"| {path} | {o:,.1f}; {min(olds):,.1f} | {n:,.1f}; {min(news):,.1f} | "
+                f"{n / o:.3f}; {min(news) / min(olds):.3f} | "
                 f"{' '.join(f'{p:.3f}' for p in pairs)} |"
             )
     finally:

@@ -1,6 +1,6 @@
 """Where a hot path spends its time: py-spy samples one server worker under wrk load.
 
-`python bench/profile.py [report|batch|authorize|balance|ping]` prints the functions with the
+`python bench/profile.py [report|batch|authorize|balance|ping|floor]` prints the functions with the
 most samples (self and total) and leaves the raw stacks in bench/out/profile-NAME.txt.
 """
 
@@ -15,7 +15,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from run import ADMIN_URL, HERE, LUA, Server, admin, seed
+from run import ADMIN_URL, HERE, LUA, FloorServer, Server, admin, seed
 
 from zoopay.db import migrate
 
@@ -25,6 +25,8 @@ SCRIPTS = {
     "authorize": ("authorize.lua", 32),
     "balance": ("balance.lua", 32),
     "ping": ("ping.lua", 32),
+    # bench/floor.py answering the report's requests: what the HTTP server itself costs.
+    "floor": ("report.lua", 32),
 }
 
 
@@ -42,9 +44,13 @@ def main() -> None:
         migrate.upgrade(url)
         workdir = Path(tempfile.mkdtemp())
         service = asyncio.run(seed(url, 200, workdir))
-        server = Server(url, 8766, 1, server_kind)
+        if name == "floor":
+            server = FloorServer(8766, 1, server_kind)
+        else:
+            server = Server(url, 8766, 1, server_kind)
         args = {
             "report": [service, str(workdir / "users.txt"), secrets.token_hex(4)],
+            "floor": [service, str(workdir / "users.txt"), secrets.token_hex(4)],
             "batch": [service, str(workdir / "users.txt"), secrets.token_hex(4)],
             "authorize": [service, str(workdir / "users.txt")],
             "balance": [str(workdir / "tokens.txt")],
