@@ -15,6 +15,8 @@ from tests.support.errors import assert_error
 from zoopay.app import create_app
 from zoopay.catalog.service import Catalog
 from zoopay.config import Settings
+from zoopay.errors import ZoopayError
+from zoopay.wire import ERROR_CLASSES, ERROR_CODES
 
 MIB = 1024 * 1024
 
@@ -192,3 +194,30 @@ async def test_the_openapi_document_declares_the_probes_and_the_503s(
         for method, operation in operations.items():
             declared = "503" in operation["responses"]
             assert declared == bool(operation.get("security")) or path == "/readyz", (path, method)
+
+
+def _error_classes(cls: type[ZoopayError]) -> list[type[ZoopayError]]:
+    return [cls, *(sub for child in cls.__subclasses__() for sub in _error_classes(child))]
+
+
+def test_every_error_class_is_in_the_one_table_of_statuses_and_codes() -> None:
+    for cls in _error_classes(ZoopayError):
+        assert ERROR_CLASSES[cls.status_code] is cls, cls
+        assert ERROR_CODES[cls.status_code] == cls.error_code
+
+
+async def test_a_hot_path_error_is_answered_by_the_app_s_handlers_in_the_error_shape(
+    client: httpx.AsyncClient, world: World, engine: AsyncEngine
+) -> None:
+    """The hot routes raise; the handlers every route has answer (one error body)."""
+    user = await world.user()
+    before = await dump(engine)
+    response = await client.post("/api-calls", headers=user.headers, json={})
+    assert "service token or staff" in assert_error(response, 403, "forbidden")
+    response = await client.get(
+        "/user/payment/balance", headers=user.headers, params={"include_total_due": "1"}
+    )
+    assert assert_error(response, 400, "bad_request") == "include_total_due must be true or false"
+    assert response.headers["content-type"] == "application/json"
+    assert int(response.headers["content-length"]) == len(response.content)
+    assert await dump(engine) == before
