@@ -202,8 +202,10 @@ async def test_a_replacement_catalog_from_zoopay_catalog_is_served(
 
     # Plans follow the replacement: users start on its free grant, its tiers are the offer.
     async with transaction(engine) as conn:
-        user = await accounts.create_user(conn, catalog, "custom@example.com", clock.now)
-        token = await accounts.create_token(conn, user, clock.now)
+        user = await accounts.create_user(
+            conn, catalog=catalog, email="custom@example.com", now=clock.now
+        )
+        token = await accounts.create_token(conn, user=user, now=clock.now)
     headers = {"Authorization": f"Bearer {token}"}
     client = make_client(settings, catalog)
     balance = (await client.get("/user/payment/balance", headers=headers)).json()

@@ -34,13 +34,13 @@ service_accounts_router = json_router(tags=["service-accounts"])
 async def create_org(body: OrgDetails, user: CurrentUser, conn: Conn, now: Now) -> Org:
     """Create an org; the caller, who must belong to no org, becomes its admin."""
     details = service.OrgDetails(**{**body.model_dump(), "phone": body.phone or ""})
-    return Org.of(await service.create_org(conn, user, details, now))
+    return Org.of(await service.create_org(conn, admin=user, details=details, now=now))
 
 
 @router.get("/org", response_model=Org)
 async def get_org(member: Member, conn: Conn) -> Org:
     """The caller's org."""
-    return Org.of(await service.find_org(conn, member.org_id))
+    return Org.of(await service.find_org(conn, org_id=member.org_id))
 
 
 @router.put("/org", response_model=Org)
@@ -53,7 +53,9 @@ async def update_org(
     for sent_empty in ("phone", "billing_email"):
         if not changes.get(sent_empty):
             changes.pop(sent_empty, None)
-    return Org.of(await service.update_org(conn, admin.org_id, changes, actor=user, now=now))
+    return Org.of(
+        await service.update_org(conn, org_id=admin.org_id, changes=changes, actor=user, now=now)
+    )
 
 
 @router.delete(
@@ -65,7 +67,7 @@ async def update_org(
 async def delete_org(admin: OrgAdmin, user: CurrentUser, conn: Conn) -> Response:
     """Org admin: delete the org, once the caller is its only member and it neither owes money
     nor holds stable credits. Its plan ends; its balance and ledger are kept as the record."""
-    await service.delete_org(conn, admin.org_id, actor=user)
+    await service.delete_org(conn, org_id=admin.org_id, actor=user)
     return Response(status_code=204)
 
 
@@ -76,7 +78,11 @@ async def delete_org(admin: OrgAdmin, user: CurrentUser, conn: Conn) -> Response
 async def list_org_members(admin: OrgAdmin, conn: Conn, page: Page) -> OrgMemberResultsPage:
     """Org admin: the org's members, oldest first by default."""
     rows = await service.list_members(
-        conn, admin.org_id, page.limit + 1, page.after, descending=page.descending
+        conn,
+        org_id=admin.org_id,
+        limit=page.limit + 1,
+        after=page.after,
+        descending=page.descending,
     )
     items = [OrgMember.of(membership, user) for membership, user in rows[: page.limit]]
     next_page = next_page_token(rows, page.limit, lambda row: (row[0].created_at, row[0].user_id))
@@ -98,7 +104,7 @@ async def create_org_member(
     address; inviting it again while pending renews the invitation."""
     role = service.OrgRole(body.role.value)
     invitation = await service.invite(
-        conn, admin.org_id, body.email, role=role, actor=user, now=now
+        conn, org_id=admin.org_id, email=body.email, role=role, actor=user, now=now
     )
     return OrgMember.of_invitation(invitation)
 
@@ -109,7 +115,7 @@ async def create_org_member(
 )
 async def get_org_member(user_id: IdInPath, admin: OrgAdmin, conn: Conn) -> OrgMember:
     """Org admin: one member of the org."""
-    membership, member = await service.get_member(conn, admin.org_id, user_id)
+    membership, member = await service.get_member(conn, org_id=admin.org_id, user_id=user_id)
     return OrgMember.of(membership, member)
 
 
@@ -130,7 +136,7 @@ async def update_org_member(
     cannot be demoted."""
     role = service.OrgRole(body.role.value)
     membership, member = await service.set_role(
-        conn, admin.org_id, user_id, role=role, actor=user, now=now
+        conn, org_id=admin.org_id, user_id=user_id, role=role, actor=user, now=now
     )
     return OrgMember.of(membership, member)
 
@@ -145,7 +151,7 @@ async def delete_org_member(
     user_id: IdInPath, admin: OrgAdmin, user: CurrentUser, conn: Conn
 ) -> Response:
     """Org admin: remove a member; the last admin cannot be removed while others remain."""
-    await service.remove_member(conn, admin.org_id, user_id, actor=user)
+    await service.remove_member(conn, org_id=admin.org_id, user_id=user_id, actor=user)
     return Response(status_code=204)
 
 
@@ -172,8 +178,8 @@ async def _invitations_page(
 ) -> OrgInvitationResultsPage:
     rows = await service.list_invitations(
         conn,
-        page.limit + 1,
-        page.after,
+        limit=page.limit + 1,
+        after=page.after,
         descending=page.descending,
         org_id=org_id,
         email=email,
@@ -207,7 +213,9 @@ async def revoke_org_invitation(
     id: IdInPath, admin: OrgAdmin, user: CurrentUser, conn: Conn, now: Now
 ) -> Response:
     """Org admin: revoke a pending invitation. A zoopay extension."""
-    await service.revoke_invitation(conn, admin.org_id, id, actor=user, now=now)
+    await service.revoke_invitation(
+        conn, org_id=admin.org_id, invitation_id=id, actor=user, now=now
+    )
     return Response(status_code=204)
 
 
@@ -228,7 +236,9 @@ async def list_my_org_invitations(
 async def accept_org_invitation(id: IdInPath, user: CurrentUser, conn: Conn, now: Now) -> OrgMember:
     """Accept an invitation and join its org with its role; a user already in an org must leave
     it first (409). A zoopay extension."""
-    _, membership = await service.respond_to_invitation(conn, id, user=user, accept=True, now=now)
+    _, membership = await service.respond_to_invitation(
+        conn, invitation_id=id, user=user, accept=True, now=now
+    )
     assert membership is not None
     return OrgMember.of(membership, user)
 
@@ -242,7 +252,9 @@ async def decline_org_invitation(
     id: IdInPath, user: CurrentUser, conn: Conn, now: Now
 ) -> OrgInvitation:
     """Decline an invitation. A zoopay extension."""
-    invitation, _ = await service.respond_to_invitation(conn, id, user=user, accept=False, now=now)
+    invitation, _ = await service.respond_to_invitation(
+        conn, invitation_id=id, user=user, accept=False, now=now
+    )
     return OrgInvitation.of(invitation)
 
 
@@ -255,9 +267,9 @@ async def decline_org_invitation(
 async def add_member_to_any_org(org: AnyOrg, body: AddOrgMember, conn: Conn, now: Now) -> OrgMember:
     """Staff: add an existing user to an org at once, as `zoopay orgs add-member` does. A zoopay
     extension."""
-    member = await service.find_user(conn, service.normalize_email(body.email))
+    member = await service.find_user(conn, id_or_email=service.normalize_email(body.email))
     membership = await service.add_member(
-        conn, org.id, member, service.OrgRole(body.role.value), now
+        conn, org_id=org.id, user=member, role=service.OrgRole(body.role.value), now=now
     )
     return OrgMember.of(membership, member)
 
@@ -280,8 +292,8 @@ async def _tokens_page(
 ) -> list[service.ApiToken]:
     return await service.list_tokens(
         conn,
-        owner,
-        owner_id,
+        owner=owner,
+        owner_id=owner_id,
         limit=page.limit + 1,
         after=page.after,
         descending=page.descending,
@@ -315,14 +327,16 @@ async def create_api_token_for_user(
 ) -> ApiToken:
     """A new API token for the caller: the full token is in this answer and nowhere else."""
     response.headers["Cache-Control"] = SHOWN_ONCE
-    record, secret = await service.create_user_token(conn, user, label=label, now=now)
+    record, secret = await service.create_user_token(conn, user=user, label=label, now=now)
     return ApiToken.of(record, secret)
 
 
 @api_tokens_router.get("/user/api-tokens/{token}", response_model=ApiToken, responses=USER_TOKEN)
 async def get_api_token_for_user(token: TokenId, user: CurrentUser, conn: Conn) -> ApiToken:
     """One of the caller's API tokens, by its id; another user's is a 404."""
-    return ApiToken.of(await service.get_token(conn, TokenOwner.USER, user.id, token_id=token))
+    return ApiToken.of(
+        await service.get_token(conn, owner=TokenOwner.USER, owner_id=user.id, token_id=token)
+    )
 
 
 @api_tokens_router.delete(
@@ -336,7 +350,9 @@ async def delete_api_token_for_user(
 ) -> Response:
     """Revoke one of the caller's API tokens: every server refuses it within a second. It stays
     listed, with `is_valid: false`, for the calls that name it."""
-    await service.revoke_owned_token(conn, TokenOwner.USER, user.id, token_id=token, now=now)
+    await service.revoke_owned_token(
+        conn, owner=TokenOwner.USER, owner_id=user.id, token_id=token, now=now
+    )
     return Response(status_code=204)
 
 
@@ -365,7 +381,7 @@ async def create_service_account_for_org(
     nothing else. The full token is in this answer and nowhere else."""
     response.headers["Cache-Control"] = SHOWN_ONCE
     record, secret = await service.create_owned_token(
-        conn, TokenOwner.ORG, admin.org_id, label=label, now=now
+        conn, owner=TokenOwner.ORG, owner_id=admin.org_id, label=label, now=now
     )
     return ServiceAccount.of(record, secret)
 
@@ -379,7 +395,9 @@ async def get_service_account_for_org(
     token: TokenId, admin: OrgAdmin, conn: Conn
 ) -> ServiceAccount:
     """Org admin: one of the org's service accounts, by its id; another org's is a 404."""
-    record = await service.get_token(conn, TokenOwner.ORG, admin.org_id, token_id=token)
+    record = await service.get_token(
+        conn, owner=TokenOwner.ORG, owner_id=admin.org_id, token_id=token
+    )
     return ServiceAccount.of(record)
 
 
@@ -393,5 +411,7 @@ async def delete_service_account_for_org(
     token: TokenId, admin: OrgAdmin, conn: Conn, now: Now
 ) -> Response:
     """Org admin: revoke a service account; every server refuses it within a second."""
-    await service.revoke_owned_token(conn, TokenOwner.ORG, admin.org_id, token_id=token, now=now)
+    await service.revoke_owned_token(
+        conn, owner=TokenOwner.ORG, owner_id=admin.org_id, token_id=token, now=now
+    )
     return Response(status_code=204)

@@ -65,10 +65,12 @@ async def current_statement(
     """The balance now: read outside any transaction (on SQLite, without the write lock),
     unless a new period began and it must be refreshed first, in a transaction."""
     async with reading(engine) as conn:
-        statement = await balance_statement_if_current(conn, catalog, customer, now)
+        statement = await balance_statement_if_current(
+            conn, catalog=catalog, customer=customer, now=now
+        )
     if statement is None:
         async with transaction(engine) as conn:
-            statement = await balance_statement(conn, catalog, customer, now)
+            statement = await balance_statement(conn, catalog=catalog, customer=customer, now=now)
     return statement
 
 
@@ -91,10 +93,10 @@ async def _update(
     stable = body.stable_api_credits_remaining_monetary_value
     statement = await set_balance(
         conn,
-        catalog,
-        customer,
-        to_micros(monthly) if monthly is not None else None,
-        to_micros(stable) if stable is not None else None,
+        catalog=catalog,
+        customer=customer,
+        monthly_micros=to_micros(monthly) if monthly is not None else None,
+        stable_micros=to_micros(stable) if stable is not None else None,
         actor=staff.id,
         now=now,
     )

@@ -40,7 +40,9 @@ Page = Annotated[EntryPage, Depends(entry_page)]
 
 
 async def _page(conn: Conn, customer: Customer, page: EntryPage) -> LedgerEntryResultsPage:
-    rows = await list_entries(conn, customer, page.limit + 1, page.before_id)
+    rows = await list_entries(
+        conn, customer=customer, limit=page.limit + 1, before_id=page.before_id
+    )
     items = [
         LedgerEntry(
             id=entry.id,

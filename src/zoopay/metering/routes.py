@@ -85,8 +85,8 @@ async def _calls_page(
 ) -> ApiCallWithPriceResultsPage:
     rows = await list_calls(
         conn,
-        page.limit + 1,
-        page.after,
+        limit=page.limit + 1,
+        after=page.after,
         descending=page.descending,
         user_id=user_id,
         org_id=org_id,
@@ -144,7 +144,13 @@ async def authorize_api_call(request: HotRequest) -> tuple[int, bytes]:
     require_metering(request.principal)
     body = request.parse(AuthorizationRequest)
     async with reading(request.engine) as conn:
-        position = await standing(conn, request.catalog, body.user_id, body.org_id, request.now())
+        position = await standing(
+            conn,
+            catalog=request.catalog,
+            user_id=body.user_id,
+            org_id=body.org_id,
+            now=request.now(),
+        )
     if not position.allowed:
         raise position.refusal()
     price = request.catalog.api_price(body.endpoint)
@@ -219,7 +225,7 @@ async def user_list_api_calls(
 @router.get("/user/api-calls/{id:uuid}", response_model=ApiCallWithPrice, responses=errors(404))
 async def get_api_call_for_user(id: UUID, user: CurrentUser, conn: Conn) -> ApiCallWithPrice:
     """One of the caller's API calls."""
-    return api_call_with_price(await get_call(conn, str(id), user_id=user.id))
+    return api_call_with_price(await get_call(conn, call_id=str(id), user_id=user.id))
 
 
 @router.get("/org/api-calls", response_model=ApiCallWithPriceResultsPage)
@@ -233,7 +239,7 @@ async def org_list_api_calls(
 @router.get("/org/api-calls/{id:uuid}", response_model=ApiCallWithPrice, responses=errors(404))
 async def get_api_call_for_org(id: UUID, admin: OrgAdmin, conn: Conn) -> ApiCallWithPrice:
     """Org admin: one API call charged to the org."""
-    return api_call_with_price(await get_call(conn, str(id), org_id=admin.org_id))
+    return api_call_with_price(await get_call(conn, call_id=str(id), org_id=admin.org_id))
 
 
 @router.get(
@@ -247,7 +253,7 @@ async def list_api_calls_for_user(
     """The API calls of a user: yourself, or anyone for staff."""
     if not user.is_staff and id.lower() not in (user.id, user.email):
         raise Forbidden("you may list only your own API calls")
-    target = await find_user(conn, id) if user.is_staff else user
+    target = await find_user(conn, id_or_email=id) if user.is_staff else user
     return await _calls_page(conn, page, user_id=target.id)
 
 
@@ -260,4 +266,4 @@ async def list_api_calls(staff: StaffUser, conn: Conn, page: Page) -> ApiCallWit
 @router.get("/api-calls/{id:uuid}", response_model=ApiCallWithPrice, responses=errors(404))
 async def get_api_call(id: UUID, staff: StaffUser, conn: Conn) -> ApiCallWithPrice:
     """Staff: any API call."""
-    return api_call_with_price(await get_call(conn, str(id)))
+    return api_call_with_price(await get_call(conn, call_id=str(id)))

@@ -39,7 +39,9 @@ orgs_router = json_router(tags=["orgs"])
 
 
 async def _details(conn: Conn, catalog: Catalog, customer: Customer) -> ZooProductSubscriptions:
-    details = await subscription_details(conn, catalog, await get_subscription(conn, customer))
+    details = await subscription_details(
+        conn, catalog=catalog, subscription=await get_subscription(conn, customer=customer)
+    )
     if details is None:
         raise NotFound(f"this {customer.kind} has no subscription")
     return details
@@ -56,7 +58,14 @@ async def _subscribe(
     create_only: bool,
 ) -> ZooProductSubscriptions:
     await change_plan(
-        conn, catalog, customer, tier, pay_annually, actor, now, create_only=create_only
+        conn,
+        catalog=catalog,
+        customer=customer,
+        tier=tier,
+        pay_annually=pay_annually,
+        actor=actor,
+        now=now,
+        create_only=create_only,
     )
     return await _details(conn, catalog, customer)
 
@@ -191,5 +200,5 @@ async def update_enterprise_pricing_for_org(
     enterprise = catalog.plan(TierName.ENTERPRISE)
     if enterprise is None:
         raise BadRequest("the catalog offers no enterprise tier")
-    await set_enterprise_price(conn, org.customer, body, now)
+    await set_enterprise_price(conn, org=org.customer, price=body, now=now)
     return ZooProductSubscriptions(modeling_app=enterprise.wire(body))
