@@ -19,6 +19,7 @@ from tests.conftest import Clock
 from tests.support.reference import reference_fields
 from zoopay.accounts import service as accounts
 from zoopay.app import create_app
+from zoopay.catalog.schemas import PricingSubscriptions
 from zoopay.catalog.service import DEFAULT_CATALOG, Catalog, CatalogError, load_catalog
 from zoopay.config import Settings
 from zoopay.db.engine import transaction
@@ -314,7 +315,7 @@ def test_a_missing_catalog_file_is_refused(tmp_path: Path) -> None:
 
 def test_the_shipped_catalog_file_is_valid() -> None:
     catalog = load_catalog(DEFAULT_CATALOG)
-    assert [t.name for t in catalog.pricing().modeling_app] == [
+    assert [t.name for t in PricingSubscriptions.of(catalog).modeling_app] == [
         "free",
         "pro",
         "team",

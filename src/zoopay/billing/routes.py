@@ -30,7 +30,7 @@ from zoopay.billing.service import (
 from zoopay.catalog.service import Catalog
 from zoopay.db.engine import reading, transaction
 from zoopay.ledger.service import Customer
-from zoopay.money import credits_for, from_micros, to_micros
+from zoopay.money import to_micros
 
 router = json_router(tags=["payments"])
 
@@ -39,24 +39,6 @@ IncludeTotalDue = Annotated[
     BeforeValidator(strict_flag),
     Query(description="Whether to include `total_due` (null when false)"),
 ]
-
-
-def customer_balance(statement: BalanceStatement, include_total_due: bool) -> CustomerBalance:
-    balance, price = statement.balance, statement.credit_price_micros
-    return CustomerBalance(
-        created_at=balance.created_at,
-        id=balance.id,
-        map_id=balance.customer.id,
-        modeling_app_enterprise_price=statement.enterprise_price,
-        monthly_api_credits_remaining=credits_for(balance.monthly_micros, price),
-        monthly_api_credits_remaining_monetary_value=from_micros(balance.monthly_micros),
-        stable_api_credits_remaining=credits_for(balance.stable_micros, price),
-        stable_api_credits_remaining_monetary_value=from_micros(balance.stable_micros),
-        subscription_details=statement.details,
-        subscription_id=statement.subscription.id if statement.subscription else None,
-        total_due=from_micros(balance.total_due_micros) if include_total_due else None,
-        updated_at=balance.updated_at,
-    )
 
 
 async def current_statement(
@@ -77,7 +59,7 @@ async def current_statement(
 async def _read(
     engine: AsyncEngine, catalog: Catalog, customer: Customer, now: datetime, include: bool
 ) -> CustomerBalance:
-    return customer_balance(await current_statement(engine, catalog, customer, now), include)
+    return CustomerBalance.of(await current_statement(engine, catalog, customer, now), include)
 
 
 async def _update(
@@ -100,7 +82,7 @@ async def _update(
         actor=staff.id,
         now=now,
     )
-    return customer_balance(statement, include_total_due)
+    return CustomerBalance.of(statement, include_total_due)
 
 
 async def get_payment_balance_for_user(request: HotRequest) -> tuple[int, bytes]:
@@ -110,7 +92,7 @@ async def get_payment_balance_for_user(request: HotRequest) -> tuple[int, bytes]
     statement = await current_statement(
         request.engine, request.catalog, user.customer, request.now()
     )
-    return 200, customer_balance(statement, include_total_due).model_dump_json().encode()
+    return 200, CustomerBalance.of(statement, include_total_due).model_dump_json().encode()
 
 
 HOT_ROUTES = [

@@ -5,7 +5,7 @@ from datetime import datetime
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from zoopay.catalog.schemas import OptionFlat, OptionPerUser, ZooProductSubscriptions
+from zoopay.catalog.schemas import OptionFlat, OptionPerUser
 from zoopay.catalog.service import Catalog
 from zoopay.ledger.service import (
     Balance,
@@ -17,6 +17,7 @@ from zoopay.ledger.service import (
     set_buckets,
 )
 from zoopay.subscriptions.service import (
+    SubscribedPlan,
     Subscription,
     balance_with_subscription,
     current_plan,
@@ -31,7 +32,7 @@ from zoopay.subscriptions.service import (
 class BalanceStatement:
     balance: Balance
     subscription: Subscription | None
-    details: ZooProductSubscriptions | None
+    subscribed: SubscribedPlan | None
     enterprise_price: OptionFlat | OptionPerUser | None
     credit_price_micros: int
 
@@ -94,7 +95,7 @@ async def _statement(
     return BalanceStatement(
         balance=balance,
         subscription=subscription,
-        details=await subscription_details(conn, catalog=catalog, subscription=subscription),
+        subscribed=await subscription_details(conn, catalog=catalog, subscription=subscription),
         enterprise_price=await get_enterprise_price(conn, org=balance.customer),
         credit_price_micros=plan.credit_price_micros if plan else 0,
     )

@@ -2,11 +2,14 @@
 
 import enum
 from decimal import Decimal
-from typing import Annotated, Any, Literal, Self
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, model_validator
 
 from zoopay.money import Amount
+
+if TYPE_CHECKING:  # the catalog's records are built from these models: imported for types only
+    from zoopay.catalog.service import Catalog, Plan
 
 
 class WireModel(BaseModel):
@@ -164,6 +167,19 @@ class ModelingAppSubscriptionTier(TierTerms):
 
     monthly_pay_as_you_go_api_credits_monetary_value: Amount
 
+    @classmethod
+    def of(
+        cls, plan: "Plan", price: OptionFlat | OptionPerUser | None = None
+    ) -> "ModelingAppSubscriptionTier":
+        """The tier as the API shows it; an org's negotiated price replaces the listed one."""
+        terms = plan.terms
+        value = terms.monthly_pay_as_you_go_api_credits * terms.pay_as_you_go_api_credit_price
+        fields = terms.model_dump(include=set(TierTerms.model_fields))
+        fields["price"] = price or terms.price
+        return cls.model_validate(
+            {**fields, "monthly_pay_as_you_go_api_credits_monetary_value": value}
+        )
+
 
 class CatalogTier(TierTerms):
     """A tier in the catalog file: its public terms plus the rules zoopay applies."""
@@ -194,8 +210,18 @@ class ApiPriceList(WireModel):
 class ZooProductSubscriptions(WireModel):
     modeling_app: ModelingAppSubscriptionTier
 
+    @classmethod
+    def of(
+        cls, plan: "Plan", price: OptionFlat | OptionPerUser | None = None
+    ) -> "ZooProductSubscriptions":
+        return cls(modeling_app=ModelingAppSubscriptionTier.of(plan, price))
+
 
 class PricingSubscriptions(WireModel):
     """`GET /pricing/subscriptions`: every plan on offer, by product."""
 
     modeling_app: list[ModelingAppSubscriptionTier]
+
+    @classmethod
+    def of(cls, catalog: "Catalog") -> "PricingSubscriptions":
+        return cls(modeling_app=[ModelingAppSubscriptionTier.of(plan) for plan in catalog.plans()])

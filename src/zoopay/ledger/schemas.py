@@ -4,8 +4,8 @@ from datetime import datetime
 
 from pydantic import BaseModel, Field
 
-from zoopay.ledger.service import Bucket, Reason
-from zoopay.money import Money
+from zoopay.ledger.service import Bucket, Entry, Reason
+from zoopay.money import Money, from_micros
 
 
 class LedgerEntry(BaseModel):
@@ -22,6 +22,20 @@ class LedgerEntry(BaseModel):
     )
     actor: str = Field(description="The user, service token or `system` that caused it")
     created_at: datetime
+
+    @classmethod
+    def of(cls, entry: Entry) -> "LedgerEntry":
+        return cls(
+            id=entry.id,
+            customer_id=entry.customer_id,
+            bucket=entry.bucket,
+            delta=from_micros(entry.delta_micros),
+            balance_after=from_micros(entry.balance_after_micros),
+            reason=entry.reason,
+            reference=entry.reference,
+            actor=entry.actor,
+            created_at=entry.created_at,
+        )
 
 
 class LedgerEntryResultsPage(BaseModel):

@@ -28,10 +28,8 @@ from zoopay.metering.schemas import (
     ApiCallWithPriceResultsPage,
     Authorization,
     AuthorizationRequest,
-    Method,
 )
 from zoopay.metering.service import (
-    CallRecord,
     Outcome,
     Reported,
     get_call,
@@ -41,29 +39,6 @@ from zoopay.metering.service import (
 from zoopay.money import from_micros
 
 router = json_router(tags=["api-calls"])
-
-
-def api_call_with_price(call: CallRecord) -> ApiCallWithPrice:
-    return ApiCallWithPrice(
-        completed_at=call.completed_at,
-        created_at=call.created_at,
-        duration=call.duration_ms,
-        email=call.email,
-        endpoint=call.endpoint,
-        id=call.id,
-        ip_address=call.ip_address,
-        method=Method(call.method),
-        minutes=call.minutes,
-        org_id=call.org_id,
-        origin=call.origin,
-        price=from_micros(call.price_micros),
-        started_at=call.started_at,
-        status_code=call.status_code,
-        token=call.token,
-        updated_at=call.created_at,
-        user_agent=call.user_agent,
-        user_id=call.user_id,
-    )
 
 
 def _result(call_id: str | None, outcome: Outcome, request_id: str) -> ApiCallResult:
@@ -92,7 +67,7 @@ async def _calls_page(
         org_id=org_id,
     )
     return ApiCallWithPriceResultsPage(
-        items=[api_call_with_price(row) for row in rows[: page.limit]],
+        items=[ApiCallWithPrice.of(row) for row in rows[: page.limit]],
         next_page=next_page_token(rows, page.limit, lambda row: (row.created_at, row.id)),
     )
 
@@ -111,7 +86,7 @@ async def report_api_call(request: HotRequest) -> tuple[int, bytes]:
     if outcome.error is not None:
         raise outcome.error
     assert outcome.call is not None
-    return outcome.status, api_call_with_price(outcome.call).model_dump_json().encode()
+    return outcome.status, ApiCallWithPrice.of(outcome.call).model_dump_json().encode()
 
 
 async def report_api_calls(request: HotRequest) -> tuple[int, bytes]:
@@ -225,7 +200,7 @@ async def user_list_api_calls(
 @router.get("/user/api-calls/{id:uuid}", response_model=ApiCallWithPrice, responses=errors(404))
 async def get_api_call_for_user(id: UUID, user: CurrentUser, conn: Conn) -> ApiCallWithPrice:
     """One of the caller's API calls."""
-    return api_call_with_price(await get_call(conn, call_id=str(id), user_id=user.id))
+    return ApiCallWithPrice.of(await get_call(conn, call_id=str(id), user_id=user.id))
 
 
 @router.get("/org/api-calls", response_model=ApiCallWithPriceResultsPage)
@@ -239,7 +214,7 @@ async def org_list_api_calls(
 @router.get("/org/api-calls/{id:uuid}", response_model=ApiCallWithPrice, responses=errors(404))
 async def get_api_call_for_org(id: UUID, admin: OrgAdmin, conn: Conn) -> ApiCallWithPrice:
     """Org admin: one API call charged to the org."""
-    return api_call_with_price(await get_call(conn, call_id=str(id), org_id=admin.org_id))
+    return ApiCallWithPrice.of(await get_call(conn, call_id=str(id), org_id=admin.org_id))
 
 
 @router.get(
@@ -266,4 +241,4 @@ async def list_api_calls(staff: StaffUser, conn: Conn, page: Page) -> ApiCallWit
 @router.get("/api-calls/{id:uuid}", response_model=ApiCallWithPrice, responses=errors(404))
 async def get_api_call(id: UUID, staff: StaffUser, conn: Conn) -> ApiCallWithPrice:
     """Staff: any API call."""
-    return api_call_with_price(await get_call(conn, call_id=str(id)))
+    return ApiCallWithPrice.of(await get_call(conn, call_id=str(id)))

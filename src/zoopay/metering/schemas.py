@@ -3,7 +3,7 @@ extension models of reporting and authorization."""
 
 import enum
 from datetime import datetime
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 from uuid import UUID
 
 from pydantic import BaseModel, Field, StrictInt, StringConstraints
@@ -11,7 +11,10 @@ from pydantic import BaseModel, Field, StrictInt, StringConstraints
 from zoopay.api.errors import Error
 from zoopay.catalog.schemas import StoredWireModel, WireModel
 from zoopay.instants import Instant
-from zoopay.money import Amount, Money
+from zoopay.money import Amount, Money, from_micros
+
+if TYPE_CHECKING:  # the service reads reports in these models: imported for types only
+    from zoopay.metering.service import CallRecord
 
 MAX_BATCH = 1000
 
@@ -88,6 +91,29 @@ class ApiCallWithPrice(BaseModel):
     updated_at: datetime
     user_agent: str
     user_id: str
+
+    @classmethod
+    def of(cls, call: "CallRecord") -> "ApiCallWithPrice":
+        return cls(
+            completed_at=call.completed_at,
+            created_at=call.created_at,
+            duration=call.duration_ms,
+            email=call.email,
+            endpoint=call.endpoint,
+            id=call.id,
+            ip_address=call.ip_address,
+            method=Method(call.method),
+            minutes=call.minutes,
+            org_id=call.org_id,
+            origin=call.origin,
+            price=from_micros(call.price_micros),
+            started_at=call.started_at,
+            status_code=call.status_code,
+            token=call.token,
+            updated_at=call.created_at,
+            user_agent=call.user_agent,
+            user_id=call.user_id,
+        )
 
 
 class ApiCallWithPriceResultsPage(BaseModel):

@@ -14,7 +14,6 @@ from zoopay.catalog.schemas import (
     OptionPerUser,
     PlanInterval,
     TierName,
-    ZooProductSubscriptions,
 )
 from zoopay.catalog.service import Catalog, Plan
 from zoopay.db.bulk import select_where_one_of
@@ -43,6 +42,15 @@ class Subscription:
     pay_annually: bool
     anchor_at: datetime
     period_start: datetime
+
+
+@dataclass(frozen=True)
+class SubscribedPlan:
+    """The plan a subscription is on, at the price sales agreed with the org if it is sold by
+    sales (None: the catalog's price)."""
+
+    plan: Plan
+    price: OptionFlat | OptionPerUser | None
 
 
 async def get_subscription(conn: AsyncConnection, *, customer: Customer) -> Subscription | None:
@@ -291,14 +299,14 @@ async def get_enterprise_price(
 
 async def subscription_details(
     conn: AsyncConnection, *, catalog: Catalog, subscription: Subscription | None
-) -> ZooProductSubscriptions | None:
+) -> SubscribedPlan | None:
     plan = current_plan(catalog, subscription)
     if subscription is None or plan is None:
         return None
     price = (
         await get_enterprise_price(conn, org=subscription.customer) if plan.sold_by_sales else None
     )
-    return ZooProductSubscriptions(modeling_app=plan.wire(price))
+    return SubscribedPlan(plan, price)
 
 
 def _required_plan(catalog: Catalog, tier: TierName) -> Plan:
