@@ -1,6 +1,10 @@
-from typing import Annotated
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Annotated, TypeVar
 
-from fastapi import Query, Response
+from fastapi import Depends, Query, Response
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from zoopay.accounts import service
 from zoopay.accounts.schemas import (
@@ -21,9 +25,10 @@ from zoopay.accounts.service import TokenOwner
 from zoopay.api.deps import AnyOrg, Conn, CurrentUser, IdInPath, Now, OrgAdmin
 from zoopay.api.deps import OrgMember as Member
 from zoopay.api.openapi import errors
-from zoopay.api.pagination import Page, PageRequest, next_page_token
+from zoopay.api.pagination import Page, PageRequest, results_page
 from zoopay.api.routing import json_router
 
+P = TypeVar("P")
 router = json_router(tags=["orgs"])
 # Zoo files tokens under tags of their own: the SDK's `api_tokens` and `service_accounts`.
 api_tokens_router = json_router(tags=["api-tokens"])
@@ -77,16 +82,14 @@ async def delete_org(admin: OrgAdmin, user: CurrentUser, conn: Conn) -> Response
 )
 async def list_org_members(admin: OrgAdmin, conn: Conn, page: Page) -> OrgMemberResultsPage:
     """Org admin: the org's members, oldest first by default."""
-    rows = await service.list_members(
-        conn,
-        org_id=admin.org_id,
-        limit=page.limit + 1,
-        after=page.after,
-        descending=page.descending,
+    rows = await service.list_members(conn, org_id=admin.org_id, **page.window())
+    return results_page(
+        OrgMemberResultsPage,
+        rows,
+        page,
+        lambda row: OrgMember.of(*row),
+        key=lambda row: (row[0].created_at, row[0].user_id),
     )
-    items = [OrgMember.of(membership, user) for membership, user in rows[: page.limit]]
-    next_page = next_page_token(rows, page.limit, lambda row: (row[0].created_at, row[0].user_id))
-    return OrgMemberResultsPage(items=items, next_page=next_page)
 
 
 @router.post(
@@ -177,18 +180,9 @@ async def _invitations_page(
     email: str | None = None,
 ) -> OrgInvitationResultsPage:
     rows = await service.list_invitations(
-        conn,
-        limit=page.limit + 1,
-        after=page.after,
-        descending=page.descending,
-        org_id=org_id,
-        email=email,
-        now=now,
+        conn, **page.window(), org_id=org_id, email=email, now=now
     )
-    return OrgInvitationResultsPage(
-        items=[OrgInvitation.of(row) for row in rows[: page.limit]],
-        next_page=next_page_token(rows, page.limit, lambda row: (row.created_at, row.id)),
-    )
+    return results_page(OrgInvitationResultsPage, rows, page, OrgInvitation.of)
 
 
 @router.get(
@@ -287,131 +281,119 @@ USER_TOKEN = errors(404)  # none of the caller's tokens has this id
 ORG_TOKEN = errors(404)  # the org has no service account with this id
 
 
-async def _tokens_page(
-    conn: Conn, owner: TokenOwner, owner_id: str, page: Page
-) -> list[service.ApiToken]:
-    return await service.list_tokens(
-        conn,
-        owner=owner,
-        owner_id=owner_id,
-        limit=page.limit + 1,
-        after=page.after,
-        descending=page.descending,
-    )
+Shown = Callable[[service.ApiToken], object]
+ShownToken = tuple[service.ApiToken, str]
 
 
-def _next(records: list[service.ApiToken], page: Page) -> str | None:
-    return next_page_token(records, page.limit, lambda record: (record.created_at, record.id))
+@dataclass(frozen=True)
+class TokenShelf:
+    """The tokens a caller manages: their own (a user's) or their org's (service accounts)."""
+
+    conn: AsyncConnection
+    owner: TokenOwner
+    owner_id: str
+    now: datetime
+    # A user's own tokens are made only while the user is not deleted.
+    user: service.User | None = None
+
+    async def page(self, model: Callable[..., P], page: PageRequest, shown: Shown) -> P:
+        records = await service.list_tokens(
+            self.conn, owner=self.owner, owner_id=self.owner_id, **page.window()
+        )
+        return results_page(model, records, page, shown)
+
+    async def create(self, label: str | None, response: Response) -> ShownToken:
+        response.headers["Cache-Control"] = SHOWN_ONCE
+        if self.user is not None:
+            return await service.create_user_token(
+                self.conn, user=self.user, label=label, now=self.now
+            )
+        return await service.create_owned_token(
+            self.conn, owner=self.owner, owner_id=self.owner_id, label=label, now=self.now
+        )
+
+    async def get(self, token_id: str) -> service.ApiToken:
+        return await service.get_token(
+            self.conn, owner=self.owner, owner_id=self.owner_id, token_id=token_id
+        )
+
+    async def revoke(self, token_id: str) -> Response:
+        await service.revoke_owned_token(
+            self.conn, owner=self.owner, owner_id=self.owner_id, token_id=token_id, now=self.now
+        )
+        return Response(status_code=204)
 
 
-@api_tokens_router.get(
-    "/user/api-tokens",
-    response_model=ApiTokenResultsPage,
-)
-async def list_api_tokens_for_user(
-    user: CurrentUser, conn: Conn, page: Page
-) -> ApiTokenResultsPage:
+async def user_tokens(user: CurrentUser, conn: Conn, now: Now) -> TokenShelf:
+    return TokenShelf(conn, TokenOwner.USER, user.id, now, user)
+
+
+async def org_tokens(admin: OrgAdmin, conn: Conn, now: Now) -> TokenShelf:
+    return TokenShelf(conn, TokenOwner.ORG, admin.org_id, now)
+
+
+# Function-scoped like the connection they hold, which commits when the route returns.
+UserTokens = Annotated[TokenShelf, Depends(user_tokens, scope="function")]
+OrgTokens = Annotated[TokenShelf, Depends(org_tokens, scope="function")]
+
+
+@api_tokens_router.get("/user/api-tokens", response_model=ApiTokenResultsPage)
+async def list_api_tokens_for_user(tokens: UserTokens, page: Page) -> ApiTokenResultsPage:
     """The caller's API tokens, revoked ones too (`is_valid: false`); oldest first by default."""
-    records = await _tokens_page(conn, TokenOwner.USER, user.id, page)
-    items = [ApiToken.of(record) for record in records[: page.limit]]
-    return ApiTokenResultsPage(items=items, next_page=_next(records, page))
+    return await tokens.page(ApiTokenResultsPage, page, ApiToken.of)
 
 
-@api_tokens_router.post(
-    "/user/api-tokens",
-    response_model=ApiToken,
-    status_code=201,
-)
+@api_tokens_router.post("/user/api-tokens", response_model=ApiToken, status_code=201)
 async def create_api_token_for_user(
-    user: CurrentUser, conn: Conn, now: Now, response: Response, label: Label = None
+    tokens: UserTokens, response: Response, label: Label = None
 ) -> ApiToken:
     """A new API token for the caller: the full token is in this answer and nowhere else."""
-    response.headers["Cache-Control"] = SHOWN_ONCE
-    record, secret = await service.create_user_token(conn, user=user, label=label, now=now)
-    return ApiToken.of(record, secret)
+    return ApiToken.of(*await tokens.create(label, response))
 
 
 @api_tokens_router.get("/user/api-tokens/{token}", response_model=ApiToken, responses=USER_TOKEN)
-async def get_api_token_for_user(token: TokenId, user: CurrentUser, conn: Conn) -> ApiToken:
+async def get_api_token_for_user(token: TokenId, tokens: UserTokens) -> ApiToken:
     """One of the caller's API tokens, by its id; another user's is a 404."""
-    return ApiToken.of(
-        await service.get_token(conn, owner=TokenOwner.USER, owner_id=user.id, token_id=token)
-    )
+    return ApiToken.of(await tokens.get(token))
 
 
 @api_tokens_router.delete(
-    "/user/api-tokens/{token}",
-    status_code=204,
-    response_class=Response,
-    responses=USER_TOKEN,
+    "/user/api-tokens/{token}", status_code=204, response_class=Response, responses=USER_TOKEN
 )
-async def delete_api_token_for_user(
-    token: TokenId, user: CurrentUser, conn: Conn, now: Now
-) -> Response:
+async def delete_api_token_for_user(token: TokenId, tokens: UserTokens) -> Response:
     """Revoke one of the caller's API tokens: every server refuses it within a second. It stays
     listed, with `is_valid: false`, for the calls that name it."""
-    await service.revoke_owned_token(
-        conn, owner=TokenOwner.USER, owner_id=user.id, token_id=token, now=now
-    )
-    return Response(status_code=204)
+    return await tokens.revoke(token)
 
 
-@service_accounts_router.get(
-    "/org/service-accounts",
-    response_model=ServiceAccountResultsPage,
-)
-async def list_service_accounts_for_org(
-    admin: OrgAdmin, conn: Conn, page: Page
-) -> ServiceAccountResultsPage:
+@service_accounts_router.get("/org/service-accounts", response_model=ServiceAccountResultsPage)
+async def list_service_accounts_for_org(tokens: OrgTokens, page: Page) -> ServiceAccountResultsPage:
     """Org admin: the org's service accounts, revoked ones too; oldest first by default."""
-    records = await _tokens_page(conn, TokenOwner.ORG, admin.org_id, page)
-    items = [ServiceAccount.of(record) for record in records[: page.limit]]
-    return ServiceAccountResultsPage(items=items, next_page=_next(records, page))
+    return await tokens.page(ServiceAccountResultsPage, page, ServiceAccount.of)
 
 
 @service_accounts_router.post(
-    "/org/service-accounts",
-    response_model=ServiceAccount,
-    status_code=201,
+    "/org/service-accounts", response_model=ServiceAccount, status_code=201
 )
 async def create_service_account_for_org(
-    admin: OrgAdmin, conn: Conn, now: Now, response: Response, label: Label = None
+    tokens: OrgTokens, response: Response, label: Label = None
 ) -> ServiceAccount:
     """Org admin: a token that acts for the org; it may read the org's balance and plan and
     nothing else. The full token is in this answer and nowhere else."""
-    response.headers["Cache-Control"] = SHOWN_ONCE
-    record, secret = await service.create_owned_token(
-        conn, owner=TokenOwner.ORG, owner_id=admin.org_id, label=label, now=now
-    )
-    return ServiceAccount.of(record, secret)
+    return ServiceAccount.of(*await tokens.create(label, response))
 
 
 @service_accounts_router.get(
-    "/org/service-accounts/{token}",
-    response_model=ServiceAccount,
-    responses=ORG_TOKEN,
+    "/org/service-accounts/{token}", response_model=ServiceAccount, responses=ORG_TOKEN
 )
-async def get_service_account_for_org(
-    token: TokenId, admin: OrgAdmin, conn: Conn
-) -> ServiceAccount:
+async def get_service_account_for_org(token: TokenId, tokens: OrgTokens) -> ServiceAccount:
     """Org admin: one of the org's service accounts, by its id; another org's is a 404."""
-    record = await service.get_token(
-        conn, owner=TokenOwner.ORG, owner_id=admin.org_id, token_id=token
-    )
-    return ServiceAccount.of(record)
+    return ServiceAccount.of(await tokens.get(token))
 
 
 @service_accounts_router.delete(
-    "/org/service-accounts/{token}",
-    status_code=204,
-    response_class=Response,
-    responses=ORG_TOKEN,
+    "/org/service-accounts/{token}", status_code=204, response_class=Response, responses=ORG_TOKEN
 )
-async def delete_service_account_for_org(
-    token: TokenId, admin: OrgAdmin, conn: Conn, now: Now
-) -> Response:
+async def delete_service_account_for_org(token: TokenId, tokens: OrgTokens) -> Response:
     """Org admin: revoke a service account; every server refuses it within a second."""
-    await service.revoke_owned_token(
-        conn, owner=TokenOwner.ORG, owner_id=admin.org_id, token_id=token, now=now
-    )
-    return Response(status_code=204)
+    return await tokens.revoke(token)

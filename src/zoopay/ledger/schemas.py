@@ -6,6 +6,7 @@ from pydantic import BaseModel, Field
 
 from zoopay.ledger.service import Bucket, Entry, Reason
 from zoopay.money import Money, from_micros
+from zoopay.records import same_named
 
 
 class LedgerEntry(BaseModel):
@@ -26,15 +27,9 @@ class LedgerEntry(BaseModel):
     @classmethod
     def of(cls, entry: Entry) -> "LedgerEntry":
         return cls(
-            id=entry.id,
-            customer_id=entry.customer_id,
-            bucket=entry.bucket,
+            **same_named(entry, cls),
             delta=from_micros(entry.delta_micros),
             balance_after=from_micros(entry.balance_after_micros),
-            reason=entry.reason,
-            reference=entry.reference,
-            actor=entry.actor,
-            created_at=entry.created_at,
         )
 
 

@@ -12,6 +12,7 @@ from zoopay.api.errors import Error
 from zoopay.catalog.schemas import StoredWireModel, WireModel
 from zoopay.instants import Instant
 from zoopay.money import Amount, Money, from_micros
+from zoopay.records import same_named
 
 if TYPE_CHECKING:  # the service reads reports in these models: imported for types only
     from zoopay.metering.service import CallRecord
@@ -95,24 +96,10 @@ class ApiCallWithPrice(BaseModel):
     @classmethod
     def of(cls, call: "CallRecord") -> "ApiCallWithPrice":
         return cls(
-            completed_at=call.completed_at,
-            created_at=call.created_at,
+            **{**same_named(call, cls), "method": Method(call.method)},
             duration=call.duration_ms,
-            email=call.email,
-            endpoint=call.endpoint,
-            id=call.id,
-            ip_address=call.ip_address,
-            method=Method(call.method),
-            minutes=call.minutes,
-            org_id=call.org_id,
-            origin=call.origin,
             price=from_micros(call.price_micros),
-            started_at=call.started_at,
-            status_code=call.status_code,
-            token=call.token,
             updated_at=call.created_at,
-            user_agent=call.user_agent,
-            user_id=call.user_id,
         )
 
 
