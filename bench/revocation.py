@@ -35,11 +35,11 @@ async def make_user(url: str) -> str:
     async with transaction(engine) as conn:
         user = await accounts.create_user(
             conn,
-            load_catalog(),
-            f"revocation-{uuid.uuid4().hex[:8]}@example.com",
-            datetime.now(UTC),
+            catalog=load_catalog(),
+            email=f"revocation-{uuid.uuid4().hex[:8]}@example.com",
+            now=datetime.now(UTC),
         )
-        token = await accounts.create_token(conn, user, datetime.now(UTC))
+        token = await accounts.create_token(conn, user=user, now=datetime.now(UTC))
     await engine.dispose()
     return token
 

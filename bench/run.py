@@ -72,11 +72,21 @@ async def seed(url: str, customers: int, workdir: Path) -> str:
     user_ids, tokens = [], []
     async with transaction(engine) as conn:
         for n in range(customers):
-            user = await accounts.create_user(conn, catalog, f"bench-{n}@example.com", now)
-            await change_plan(conn, catalog, user.customer, TierName.PRO, None, user.id, now)
+            user = await accounts.create_user(
+                conn, catalog=catalog, email=f"bench-{n}@example.com", now=now
+            )
+            await change_plan(
+                conn,
+                catalog=catalog,
+                customer=user.customer,
+                tier=TierName.PRO,
+                pay_annually=None,
+                actor=user.id,
+                now=now,
+            )
             user_ids.append(user.id)
-            tokens.append(await accounts.create_token(conn, user, now))
-        service_token = await accounts.create_service_token(conn, "bench", now)
+            tokens.append(await accounts.create_token(conn, user=user, now=now))
+        service_token = await accounts.create_service_token(conn, service_name="bench", now=now)
     await engine.dispose()
     (workdir / "users.txt").write_text("\n".join(user_ids) + "\n")
     (workdir / "tokens.txt").write_text("\n".join(tokens) + "\n")

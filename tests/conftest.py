@@ -114,7 +114,9 @@ async def assert_ledger_matches_balances(engine: AsyncEngine) -> None:
     async with engine.connect() as conn:
         rows = (await conn.execute(select(balances))).mappings().all()
         for row in rows:
-            sums = await ledger_sums(conn, Customer(row["customer_kind"], row["customer_id"]))
+            sums = await ledger_sums(
+                conn, customer=Customer(row["customer_kind"], row["customer_id"])
+            )
             assert sums[Bucket.MONTHLY] == row["monthly_micros"], row
             assert sums[Bucket.STABLE] == row["stable_micros"], row
             assert sums[Bucket.TOTAL_DUE] == row["total_due_micros"], row
@@ -200,17 +202,21 @@ class World:
         email = email or f"user-{uuid.uuid4().hex[:10]}@example.com"
         async with transaction(self.engine) as conn:
             user = await accounts.create_user(
-                conn, self.catalog, email, self.clock.now, is_staff=staff
+                conn, catalog=self.catalog, email=email, now=self.clock.now, is_staff=staff
             )
-            return Person(user, await accounts.create_token(conn, user, self.clock.now))
+            return Person(user, await accounts.create_token(conn, user=user, now=self.clock.now))
 
     async def org(self, admin: Person, *members: Person, name: str = "Acme") -> accounts.Org:
         async with transaction(self.engine) as conn:
             details = accounts.OrgDetails(name=name)
-            org = await accounts.create_org(conn, admin.user, details, self.clock.now)
+            org = await accounts.create_org(
+                conn, admin=admin.user, details=details, now=self.clock.now
+            )
             for member in members:
                 role = accounts.OrgRole.MEMBER
-                await accounts.add_member(conn, org.id, member.user, role, self.clock.now)
+                await accounts.add_member(
+                    conn, org_id=org.id, user=member.user, role=role, now=self.clock.now
+                )
             return org
 
 

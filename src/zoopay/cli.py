@@ -90,8 +90,10 @@ def users_create(
     catalog = _catalog()
 
     async def work(conn: AsyncConnection, now: datetime) -> dict[str, Any]:
-        user = await accounts.create_user(conn, catalog, email, now, name=name, is_staff=staff)
-        token = await accounts.create_token(conn, user, now)
+        user = await accounts.create_user(
+            conn, catalog=catalog, email=email, now=now, name=name, is_staff=staff
+        )
+        token = await accounts.create_token(conn, user=user, now=now)
         return {"id": user.id, "email": user.email, "token": token}
 
     _print(_run(work))
@@ -103,8 +105,8 @@ def users_delete(email: Annotated[str, typer.Argument(help="Email address or use
     calls and balance stay for the audit trail."""
 
     async def work(conn: AsyncConnection, now: datetime) -> dict[str, Any]:
-        user = await accounts.find_user(conn, email)
-        deleted = await accounts.delete_user(conn, user, now=now)
+        user = await accounts.find_user(conn, id_or_email=email)
+        deleted = await accounts.delete_user(conn, user=user, now=now)
         return {"id": deleted.id, "email": deleted.email, "deleted_at": _iso(deleted.deleted_at)}
 
     _print(_run(work))
@@ -119,7 +121,7 @@ def users_set_staff(
 
     async def work(conn: AsyncConnection, now: datetime) -> dict[str, Any]:
         user = await accounts.set_staff(
-            conn, await accounts.find_user(conn, email), is_staff=staff, now=now
+            conn, user=await accounts.find_user(conn, id_or_email=email), is_staff=staff, now=now
         )
         return {"id": user.id, "email": user.email, "is_staff": user.is_staff}
 
@@ -161,11 +163,11 @@ def tokens_create(
         if service is not None:
             owner = accounts.TokenOwner.SERVICE
             record, token = await accounts.create_owned_token(
-                conn, owner, service, label=None, now=now
+                conn, owner=owner, owner_id=service, label=None, now=now
             )
         else:
-            user = await accounts.find_user(conn, str(email))
-            record, token = await accounts.create_user_token(conn, user, label=None, now=now)
+            user = await accounts.find_user(conn, id_or_email=str(email))
+            record, token = await accounts.create_user_token(conn, user=user, label=None, now=now)
         return {"id": record.id, "token": token}
 
     _print(_run(work))
@@ -185,10 +187,12 @@ def billing_refresh(
     async def refresh_all(engine: AsyncEngine, now: datetime) -> int:
         at = _refresh_moment(moment, now)
         async with transaction(engine) as conn:
-            customers = await subscriptions.customers_due_for_refresh(conn, at)
+            customers = await subscriptions.customers_due_for_refresh(conn, now=at)
         for customer in customers:  # one short transaction each: never a long lock
             async with transaction(engine) as conn:
-                await subscriptions.refresh_customer(conn, catalog, customer, at)
+                await subscriptions.refresh_customer(
+                    conn, catalog=catalog, customer=customer, now=at
+                )
         return len(customers)
 
     refreshed = _run_with_engine(refresh_all)
@@ -214,8 +218,10 @@ def orgs_create(
     """Create an org with an existing user as its admin."""
 
     async def work(conn: AsyncConnection, now: datetime) -> dict[str, Any]:
-        user = await accounts.find_user(conn, admin)
-        org = await accounts.create_org(conn, user, accounts.OrgDetails(name=name), now)
+        user = await accounts.find_user(conn, id_or_email=admin)
+        org = await accounts.create_org(
+            conn, admin=user, details=accounts.OrgDetails(name=name), now=now
+        )
         return {"id": org.id, "name": org.name}
 
     _print(_run(work))
@@ -232,9 +238,9 @@ def orgs_add_member(
     """Add an existing user to an org."""
 
     async def work(conn: AsyncConnection, now: datetime) -> dict[str, Any]:
-        org = await accounts.find_org(conn, org_id)
-        user = await accounts.find_user(conn, email)
-        await accounts.add_member(conn, org.id, user, role, now)
+        org = await accounts.find_org(conn, org_id=org_id)
+        user = await accounts.find_user(conn, id_or_email=email)
+        await accounts.add_member(conn, org_id=org.id, user=user, role=role, now=now)
         return {"org_id": org.id, "user_id": user.id, "role": role.value}
 
     _print(_run(work))
@@ -295,11 +301,13 @@ def _bootstrap_staff(catalog: Catalog, email: str) -> None:
     async def work(conn: AsyncConnection, now: datetime) -> dict[str, Any] | None:
         if await accounts.any_staff(conn):
             return None
-        user = await accounts.create_user(conn, catalog, email, now, name="Staff", is_staff=True)
+        user = await accounts.create_user(
+            conn, catalog=catalog, email=email, now=now, name="Staff", is_staff=True
+        )
         return {
             "id": user.id,
             "email": user.email,
-            "token": await accounts.create_token(conn, user, now),
+            "token": await accounts.create_token(conn, user=user, now=now),
         }
 
     created = _run(work)

@@ -562,7 +562,7 @@ async def test_delete_org_refused_while_money_is_due(
 
 async def _service_headers(engine: AsyncEngine, world: World) -> dict[str, str]:
     async with transaction(engine) as conn:
-        token = await create_service_token(conn, "product", world.clock.now)
+        token = await create_service_token(conn, service_name="product", now=world.clock.now)
     return {"Authorization": f"Bearer {token}"}
 
 

@@ -290,7 +290,7 @@ async def test_a_deleted_user_is_refused_and_keeps_their_records(
     assert (await client.get("/user/payment/balance", headers=alice.headers)).status_code == 200
 
     async with transaction(engine) as conn:
-        deleted = await accounts.delete_user(conn, alice.user, now=clock.now)
+        deleted = await accounts.delete_user(conn, user=alice.user, now=clock.now)
     assert deleted.deleted_at == clock.now
 
     for token in (alice.token, second.json()["token"]):
@@ -302,7 +302,7 @@ async def test_a_deleted_user_is_refused_and_keeps_their_records(
     assert kept.json()["monthly_api_credits_remaining_monetary_value"] == "10.00"
     async with transaction(engine) as conn:
         with pytest.raises(accounts.Conflict):
-            await accounts.create_token(conn, deleted, clock.now)
+            await accounts.create_token(conn, user=deleted, now=clock.now)
 
 
 async def test_a_staff_change_takes_effect_without_a_restart(
@@ -312,10 +312,10 @@ async def test_a_staff_change_takes_effect_without_a_restart(
     path = f"/users/{alice.id}/payment/balance"
     assert (await client.get(path, headers=staff.headers)).status_code == 200
     async with transaction(engine) as conn:
-        await accounts.set_staff(conn, staff.user, is_staff=False, now=clock.now)
+        await accounts.set_staff(conn, user=staff.user, is_staff=False, now=clock.now)
     await eventually(lambda: client.get(path, headers=staff.headers), 403)
     async with transaction(engine) as conn:
-        await accounts.set_staff(conn, staff.user, is_staff=True, now=clock.now)
+        await accounts.set_staff(conn, user=staff.user, is_staff=True, now=clock.now)
     await eventually(lambda: client.get(path, headers=staff.headers), 200)
 
 

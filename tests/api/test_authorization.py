@@ -112,11 +112,18 @@ async def build_scene(world: World, engine: AsyncEngine) -> Scene:
     assert member_token is not None
     async with transaction(engine) as conn:
         accounts_made = [
-            await create_owned_token(conn, TokenOwner.ORG, made.id, label="ci", now=world.clock.now)
+            await create_owned_token(
+                conn, owner=TokenOwner.ORG, owner_id=made.id, label="ci", now=world.clock.now
+            )
             for made in (org, other_org)
         ]
         invitation = await accounts.invite(
-            conn, org.id, plain.email, role=OrgRole.MEMBER, actor=admin.user, now=world.clock.now
+            conn,
+            org_id=org.id,
+            email=plain.email,
+            role=OrgRole.MEMBER,
+            actor=admin.user,
+            now=world.clock.now,
         )
     return Scene(
         staff,

@@ -19,6 +19,7 @@ from tests.conftest import Clock
 from tests.support.reference import reference_fields
 from zoopay.accounts import service as accounts
 from zoopay.app import create_app
+from zoopay.catalog.schemas import PricingSubscriptions
 from zoopay.catalog.service import DEFAULT_CATALOG, Catalog, CatalogError, load_catalog
 from zoopay.config import Settings
 from zoopay.db.engine import transaction
@@ -202,8 +203,10 @@ async def test_a_replacement_catalog_from_zoopay_catalog_is_served(
 
     # Plans follow the replacement: users start on its free grant, its tiers are the offer.
     async with transaction(engine) as conn:
-        user = await accounts.create_user(conn, catalog, "custom@example.com", clock.now)
-        token = await accounts.create_token(conn, user, clock.now)
+        user = await accounts.create_user(
+            conn, catalog=catalog, email="custom@example.com", now=clock.now
+        )
+        token = await accounts.create_token(conn, user=user, now=clock.now)
     headers = {"Authorization": f"Bearer {token}"}
     client = make_client(settings, catalog)
     balance = (await client.get("/user/payment/balance", headers=headers)).json()
@@ -312,7 +315,7 @@ def test_a_missing_catalog_file_is_refused(tmp_path: Path) -> None:
 
 def test_the_shipped_catalog_file_is_valid() -> None:
     catalog = load_catalog(DEFAULT_CATALOG)
-    assert [t.name for t in catalog.pricing().modeling_app] == [
+    assert [t.name for t in PricingSubscriptions.of(catalog).modeling_app] == [
         "free",
         "pro",
         "team",

@@ -128,7 +128,7 @@ async def test_over_http_a_report_not_recorded_in_time_is_a_503_with_retry_after
     # It waits less than the database waits for the lock: the report gives up first.
     app.state.call_recorder = CallRecorder(engine, catalog, wait_seconds=0.2)
     async with transaction(engine) as conn:
-        token = await accounts.create_service_token(conn, "p", clock.now)
+        token = await accounts.create_service_token(conn, service_name="p", now=clock.now)
     transport = httpx.ASGITransport(app=app)
     try:
         async with httpx.AsyncClient(transport=transport, base_url="http://zoopay.test") as client:
@@ -313,7 +313,11 @@ async def test_a_database_that_hangs_or_goes_away_answers_503_in_time_and_recove
     proxy, client = proxied
     alice = await world.user()
     async with transaction(engine) as conn:
-        meter = Meter(client, await accounts.create_service_token(conn, "p", clock.now), clock)
+        meter = Meter(
+            client,
+            await accounts.create_service_token(conn, service_name="p", now=clock.now),
+            clock,
+        )
     acknowledged = []
     first = await meter.report(meter.call(alice.id))
     assert first.status_code == 201, first.text

@@ -72,8 +72,8 @@ async def assert_chains_are_continuous(engine: AsyncEngine, customer: Customer) 
     """Each bucket's entries, in id order, chain from zero to the stored balance."""
     entries = await entries_of(engine, customer)
     async with engine.connect() as conn:
-        balance = await get_balance(conn, customer)
-        sums = await ledger_sums(conn, customer)
+        balance = await get_balance(conn, customer=customer)
+        sums = await ledger_sums(conn, customer=customer)
     for bucket in Bucket:
         running = 0
         for entry in (e for e in entries if e.bucket == bucket.value):
@@ -266,7 +266,7 @@ async def test_concurrent_puts_plan_changes_and_reads_lose_no_update(
         last_stable = [e for e in during if e.bucket == "stable"][-1]
         assert last_stable.reason == "staff_change"
         async with engine.connect() as conn:
-            final = await get_balance(conn, customer)
+            final = await get_balance(conn, customer=customer)
         assert final.stable_micros == last_stable.after
         assert final.monthly_micros == [e for e in during if e.bucket == "monthly"][-1].after
         # Reads saw committed states only, and only states after the refresh.
@@ -362,7 +362,7 @@ async def test_concurrent_plan_flips_after_spending_grant_one_largest_grant(
     org meanwhile: the period grants each customer its largest plan's grant, once."""
     s = await scene(client, world)
     async with transaction(engine) as conn:
-        service = await accounts.create_service_token(conn, "product", clock.now)
+        service = await accounts.create_service_token(conn, service_name="product", now=clock.now)
     await do_put(client, s, Put(f"/users/{s.user.id}/payment/balance", s.user_customer, 0, None))
     await do_put(client, s, Put(f"/orgs/{s.org_id}/payment/balance", s.org_customer, 0, None))
     flips: list[Awaitable[httpx.Response]] = [
@@ -399,8 +399,8 @@ async def test_concurrent_plan_flips_after_spending_grant_one_largest_grant(
         await assert_chains_are_continuous(engine, customer)
         assert await granted_in_period(engine, customer) == (largest, largest, largest)
     async with engine.connect() as conn:
-        user = await get_balance(conn, s.user_customer)
-        org = await get_balance(conn, s.org_customer)
+        user = await get_balance(conn, customer=s.user_customer)
+        org = await get_balance(conn, customer=s.org_customer)
     assert user.monthly_micros <= GRANTS["pro"] - GRANTS["free"]
     # The org's calls drew 56.00 from at most the 750.00 enterprise added, or became due.
     assert org.monthly_micros + 56_000_000 - org.total_due_micros <= 750_000_000
@@ -409,10 +409,10 @@ async def test_concurrent_plan_flips_after_spending_grant_one_largest_grant(
 async def bump(engine: AsyncEngine, customer: Customer, bucket: Bucket, clock: Clock) -> None:
     """One unit of work: lock the balance, yield to the other writers, add one micro-dollar."""
     async with transaction(engine) as conn:
-        balance = await lock_balance(conn, customer)
+        balance = await lock_balance(conn, customer=customer)
         await asyncio.sleep(0)
         posting = Posting(Reason.STAFF_CHANGE, "concurrency-test")
-        await post(conn, balance, {bucket: 1}, posting, clock.now)
+        await post(conn, balance=balance, deltas={bucket: 1}, posting=posting, now=clock.now)
 
 
 async def test_fifty_concurrent_increments_all_land(
@@ -420,8 +420,8 @@ async def test_fifty_concurrent_increments_all_land(
 ) -> None:
     s = await scene(client, world)
     async with engine.connect() as conn:
-        user_before = await get_balance(conn, s.user_customer)
-        org_before = await get_balance(conn, s.org_customer)
+        user_before = await get_balance(conn, customer=s.user_customer)
+        org_before = await get_balance(conn, customer=s.org_customer)
     bumps = [bump(engine, s.org_customer, Bucket.STABLE, clock) for _ in range(50)]
     bumps += [bump(engine, s.user_customer, Bucket.MONTHLY, clock) for _ in range(50)]
     random.Random(3).shuffle(bumps)
@@ -429,8 +429,8 @@ async def test_fifty_concurrent_increments_all_land(
         await asyncio.gather(*bumps)
     assert pool.most > 1
     async with engine.connect() as conn:
-        user_after = await get_balance(conn, s.user_customer)
-        org_after = await get_balance(conn, s.org_customer)
+        user_after = await get_balance(conn, customer=s.user_customer)
+        org_after = await get_balance(conn, customer=s.org_customer)
     assert org_after.stable_micros == org_before.stable_micros + 50
     assert org_after.monthly_micros == org_before.monthly_micros
     assert user_after.monthly_micros == user_before.monthly_micros + 50

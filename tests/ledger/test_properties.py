@@ -402,8 +402,8 @@ async def check_everything(
     async with engine.connect() as conn:
         for who, account in model.accounts.items():
             customer = cast.customer(who)
-            balance = await get_balance(conn, customer)
-            sums = await ledger_sums(conn, customer)
+            balance = await get_balance(conn, customer=customer)
+            sums = await ledger_sums(conn, customer=customer)
             assert sums[Bucket.MONTHLY] == balance.monthly_micros == account.monthly
             assert sums[Bucket.STABLE] == balance.stable_micros == account.stable
             assert sums[Bucket.TOTAL_DUE] == balance.total_due_micros == account.due
@@ -452,7 +452,9 @@ async def set_up(client: httpx.AsyncClient, world: World) -> Cast:
     )
     assert pricing.status_code == 200, pricing.text
     async with transaction(world.engine) as conn:
-        service_token = await accounts.create_service_token(conn, "product", world.clock.now)
+        service_token = await accounts.create_service_token(
+            conn, service_name="product", now=world.clock.now
+        )
     return Cast(staff, user, admin, org.id, service_token)
 
 

@@ -29,7 +29,7 @@ GRANTING = ("grant", "plan_change", "refresh")
 
 async def new_meter(client: httpx.AsyncClient, engine: AsyncEngine, clock: Clock) -> Meter:
     async with transaction(engine) as conn:
-        token = await accounts.create_service_token(conn, "product", clock.now)
+        token = await accounts.create_service_token(conn, service_name="product", now=clock.now)
     return Meter(client, token, clock)
 
 

@@ -30,7 +30,13 @@ async def owing_nearly_the_most(world: World, engine: AsyncEngine) -> Person:
     """A user whose total_due is a micro-dollar short of what its column holds."""
     debtor = await world.user()
     async with transaction(engine) as conn:
-        balance = await lock_balance(conn, debtor.user.customer)
+        balance = await lock_balance(conn, customer=debtor.user.customer)
         deltas = {Bucket.TOTAL_DUE: MAX_BALANCE_MICROS - 1}
-        await post(conn, balance, deltas, Posting(Reason.STAFF_CHANGE, "test"), world.clock.now)
+        await post(
+            conn,
+            balance=balance,
+            deltas=deltas,
+            posting=Posting(Reason.STAFF_CHANGE, "test"),
+            now=world.clock.now,
+        )
     return debtor

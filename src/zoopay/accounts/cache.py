@@ -53,7 +53,7 @@ class TokenCache:
             return entry.principal
         # A read outside any transaction: on SQLite it never waits for the write lock.
         async with reading(self._engine) as conn:
-            principal = await authenticate(conn, token)
+            principal = await authenticate(conn, token=token)
         if principal is None:
             self._entries.pop(key, None)
         else:

@@ -1,6 +1,10 @@
-from typing import Annotated
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Annotated, TypeVar
 
-from fastapi import Query, Response
+from fastapi import Depends, Query, Response
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from zoopay.accounts import service
 from zoopay.accounts.schemas import (
@@ -21,9 +25,10 @@ from zoopay.accounts.service import TokenOwner
 from zoopay.api.deps import AnyOrg, Conn, CurrentUser, IdInPath, Now, OrgAdmin
 from zoopay.api.deps import OrgMember as Member
 from zoopay.api.openapi import errors
-from zoopay.api.pagination import Page, PageRequest, next_page_token
+from zoopay.api.pagination import Page, PageRequest, results_page
 from zoopay.api.routing import json_router
 
+P = TypeVar("P")
 router = json_router(tags=["orgs"])
 # Zoo files tokens under tags of their own: the SDK's `api_tokens` and `service_accounts`.
 api_tokens_router = json_router(tags=["api-tokens"])
@@ -34,13 +39,13 @@ service_accounts_router = json_router(tags=["service-accounts"])
 async def create_org(body: OrgDetails, user: CurrentUser, conn: Conn, now: Now) -> Org:
     """Create an org; the caller, who must belong to no org, becomes its admin."""
     details = service.OrgDetails(**{**body.model_dump(), "phone": body.phone or ""})
-    return Org.of(await service.create_org(conn, user, details, now))
+    return Org.of(await service.create_org(conn, admin=user, details=details, now=now))
 
 
 @router.get("/org", response_model=Org)
 async def get_org(member: Member, conn: Conn) -> Org:
     """The caller's org."""
-    return Org.of(await service.find_org(conn, member.org_id))
+    return Org.of(await service.find_org(conn, org_id=member.org_id))
 
 
 @router.put("/org", response_model=Org)
@@ -53,7 +58,9 @@ async def update_org(
     for sent_empty in ("phone", "billing_email"):
         if not changes.get(sent_empty):
             changes.pop(sent_empty, None)
-    return Org.of(await service.update_org(conn, admin.org_id, changes, actor=user, now=now))
+    return Org.of(
+        await service.update_org(conn, org_id=admin.org_id, changes=changes, actor=user, now=now)
+    )
 
 
 @router.delete(
@@ -65,7 +72,7 @@ async def update_org(
 async def delete_org(admin: OrgAdmin, user: CurrentUser, conn: Conn) -> Response:
     """Org admin: delete the org, once the caller is its only member and it neither owes money
     nor holds stable credits. Its plan ends; its balance and ledger are kept as the record."""
-    await service.delete_org(conn, admin.org_id, actor=user)
+    await service.delete_org(conn, org_id=admin.org_id, actor=user)
     return Response(status_code=204)
 
 
@@ -75,12 +82,14 @@ async def delete_org(admin: OrgAdmin, user: CurrentUser, conn: Conn) -> Response
 )
 async def list_org_members(admin: OrgAdmin, conn: Conn, page: Page) -> OrgMemberResultsPage:
     """Org admin: the org's members, oldest first by default."""
-    rows = await service.list_members(
-        conn, admin.org_id, page.limit + 1, page.after, descending=page.descending
+    rows = await service.list_members(conn, org_id=admin.org_id, **page.window())
+    return results_page(
+        OrgMemberResultsPage,
+        rows,
+        page,
+        lambda row: OrgMember.of(*row),
+        key=lambda row: (row[0].created_at, row[0].user_id),
     )
-    items = [OrgMember.of(membership, user) for membership, user in rows[: page.limit]]
-    next_page = next_page_token(rows, page.limit, lambda row: (row[0].created_at, row[0].user_id))
-    return OrgMemberResultsPage(items=items, next_page=next_page)
 
 
 @router.post(
@@ -98,7 +107,7 @@ async def create_org_member(
     address; inviting it again while pending renews the invitation."""
     role = service.OrgRole(body.role.value)
     invitation = await service.invite(
-        conn, admin.org_id, body.email, role=role, actor=user, now=now
+        conn, org_id=admin.org_id, email=body.email, role=role, actor=user, now=now
     )
     return OrgMember.of_invitation(invitation)
 
@@ -109,7 +118,7 @@ async def create_org_member(
 )
 async def get_org_member(user_id: IdInPath, admin: OrgAdmin, conn: Conn) -> OrgMember:
     """Org admin: one member of the org."""
-    membership, member = await service.get_member(conn, admin.org_id, user_id)
+    membership, member = await service.get_member(conn, org_id=admin.org_id, user_id=user_id)
     return OrgMember.of(membership, member)
 
 
@@ -130,7 +139,7 @@ async def update_org_member(
     cannot be demoted."""
     role = service.OrgRole(body.role.value)
     membership, member = await service.set_role(
-        conn, admin.org_id, user_id, role=role, actor=user, now=now
+        conn, org_id=admin.org_id, user_id=user_id, role=role, actor=user, now=now
     )
     return OrgMember.of(membership, member)
 
@@ -145,7 +154,7 @@ async def delete_org_member(
     user_id: IdInPath, admin: OrgAdmin, user: CurrentUser, conn: Conn
 ) -> Response:
     """Org admin: remove a member; the last admin cannot be removed while others remain."""
-    await service.remove_member(conn, admin.org_id, user_id, actor=user)
+    await service.remove_member(conn, org_id=admin.org_id, user_id=user_id, actor=user)
     return Response(status_code=204)
 
 
@@ -171,18 +180,9 @@ async def _invitations_page(
     email: str | None = None,
 ) -> OrgInvitationResultsPage:
     rows = await service.list_invitations(
-        conn,
-        page.limit + 1,
-        page.after,
-        descending=page.descending,
-        org_id=org_id,
-        email=email,
-        now=now,
+        conn, **page.window(), org_id=org_id, email=email, now=now
     )
-    return OrgInvitationResultsPage(
-        items=[OrgInvitation.of(row) for row in rows[: page.limit]],
-        next_page=next_page_token(rows, page.limit, lambda row: (row.created_at, row.id)),
-    )
+    return results_page(OrgInvitationResultsPage, rows, page, OrgInvitation.of)
 
 
 @router.get(
@@ -207,7 +207,9 @@ async def revoke_org_invitation(
     id: IdInPath, admin: OrgAdmin, user: CurrentUser, conn: Conn, now: Now
 ) -> Response:
     """Org admin: revoke a pending invitation. A zoopay extension."""
-    await service.revoke_invitation(conn, admin.org_id, id, actor=user, now=now)
+    await service.revoke_invitation(
+        conn, org_id=admin.org_id, invitation_id=id, actor=user, now=now
+    )
     return Response(status_code=204)
 
 
@@ -228,7 +230,9 @@ async def list_my_org_invitations(
 async def accept_org_invitation(id: IdInPath, user: CurrentUser, conn: Conn, now: Now) -> OrgMember:
     """Accept an invitation and join its org with its role; a user already in an org must leave
     it first (409). A zoopay extension."""
-    _, membership = await service.respond_to_invitation(conn, id, user=user, accept=True, now=now)
+    _, membership = await service.respond_to_invitation(
+        conn, invitation_id=id, user=user, accept=True, now=now
+    )
     assert membership is not None
     return OrgMember.of(membership, user)
 
@@ -242,7 +246,9 @@ async def decline_org_invitation(
     id: IdInPath, user: CurrentUser, conn: Conn, now: Now
 ) -> OrgInvitation:
     """Decline an invitation. A zoopay extension."""
-    invitation, _ = await service.respond_to_invitation(conn, id, user=user, accept=False, now=now)
+    invitation, _ = await service.respond_to_invitation(
+        conn, invitation_id=id, user=user, accept=False, now=now
+    )
     return OrgInvitation.of(invitation)
 
 
@@ -255,9 +261,9 @@ async def decline_org_invitation(
 async def add_member_to_any_org(org: AnyOrg, body: AddOrgMember, conn: Conn, now: Now) -> OrgMember:
     """Staff: add an existing user to an org at once, as `zoopay orgs add-member` does. A zoopay
     extension."""
-    member = await service.find_user(conn, service.normalize_email(body.email))
+    member = await service.find_user(conn, id_or_email=service.normalize_email(body.email))
     membership = await service.add_member(
-        conn, org.id, member, service.OrgRole(body.role.value), now
+        conn, org_id=org.id, user=member, role=service.OrgRole(body.role.value), now=now
     )
     return OrgMember.of(membership, member)
 
@@ -275,123 +281,119 @@ USER_TOKEN = errors(404)  # none of the caller's tokens has this id
 ORG_TOKEN = errors(404)  # the org has no service account with this id
 
 
-async def _tokens_page(
-    conn: Conn, owner: TokenOwner, owner_id: str, page: Page
-) -> list[service.ApiToken]:
-    return await service.list_tokens(
-        conn,
-        owner,
-        owner_id,
-        limit=page.limit + 1,
-        after=page.after,
-        descending=page.descending,
-    )
+Shown = Callable[[service.ApiToken], object]
+ShownToken = tuple[service.ApiToken, str]
 
 
-def _next(records: list[service.ApiToken], page: Page) -> str | None:
-    return next_page_token(records, page.limit, lambda record: (record.created_at, record.id))
+@dataclass(frozen=True)
+class TokenShelf:
+    """The tokens a caller manages: their own (a user's) or their org's (service accounts)."""
+
+    conn: AsyncConnection
+    owner: TokenOwner
+    owner_id: str
+    now: datetime
+    # A user's own tokens are made only while the user is not deleted.
+    user: service.User | None = None
+
+    async def page(self, model: Callable[..., P], page: PageRequest, shown: Shown) -> P:
+        records = await service.list_tokens(
+            self.conn, owner=self.owner, owner_id=self.owner_id, **page.window()
+        )
+        return results_page(model, records, page, shown)
+
+    async def create(self, label: str | None, response: Response) -> ShownToken:
+        response.headers["Cache-Control"] = SHOWN_ONCE
+        if self.user is not None:
+            return await service.create_user_token(
+                self.conn, user=self.user, label=label, now=self.now
+            )
+        return await service.create_owned_token(
+            self.conn, owner=self.owner, owner_id=self.owner_id, label=label, now=self.now
+        )
+
+    async def get(self, token_id: str) -> service.ApiToken:
+        return await service.get_token(
+            self.conn, owner=self.owner, owner_id=self.owner_id, token_id=token_id
+        )
+
+    async def revoke(self, token_id: str) -> Response:
+        await service.revoke_owned_token(
+            self.conn, owner=self.owner, owner_id=self.owner_id, token_id=token_id, now=self.now
+        )
+        return Response(status_code=204)
 
 
-@api_tokens_router.get(
-    "/user/api-tokens",
-    response_model=ApiTokenResultsPage,
-)
-async def list_api_tokens_for_user(
-    user: CurrentUser, conn: Conn, page: Page
-) -> ApiTokenResultsPage:
+async def user_tokens(user: CurrentUser, conn: Conn, now: Now) -> TokenShelf:
+    return TokenShelf(conn, TokenOwner.USER, user.id, now, user)
+
+
+async def org_tokens(admin: OrgAdmin, conn: Conn, now: Now) -> TokenShelf:
+    return TokenShelf(conn, TokenOwner.ORG, admin.org_id, now)
+
+
+# Function-scoped like the connection they hold, which commits when the route returns.
+UserTokens = Annotated[TokenShelf, Depends(user_tokens, scope="function")]
+OrgTokens = Annotated[TokenShelf, Depends(org_tokens, scope="function")]
+
+
+@api_tokens_router.get("/user/api-tokens", response_model=ApiTokenResultsPage)
+async def list_api_tokens_for_user(tokens: UserTokens, page: Page) -> ApiTokenResultsPage:
     """The caller's API tokens, revoked ones too (`is_valid: false`); oldest first by default."""
-    records = await _tokens_page(conn, TokenOwner.USER, user.id, page)
-    items = [ApiToken.of(record) for record in records[: page.limit]]
-    return ApiTokenResultsPage(items=items, next_page=_next(records, page))
+    return await tokens.page(ApiTokenResultsPage, page, ApiToken.of)
 
 
-@api_tokens_router.post(
-    "/user/api-tokens",
-    response_model=ApiToken,
-    status_code=201,
-)
+@api_tokens_router.post("/user/api-tokens", response_model=ApiToken, status_code=201)
 async def create_api_token_for_user(
-    user: CurrentUser, conn: Conn, now: Now, response: Response, label: Label = None
+    tokens: UserTokens, response: Response, label: Label = None
 ) -> ApiToken:
     """A new API token for the caller: the full token is in this answer and nowhere else."""
-    response.headers["Cache-Control"] = SHOWN_ONCE
-    record, secret = await service.create_user_token(conn, user, label=label, now=now)
-    return ApiToken.of(record, secret)
+    return ApiToken.of(*await tokens.create(label, response))
 
 
 @api_tokens_router.get("/user/api-tokens/{token}", response_model=ApiToken, responses=USER_TOKEN)
-async def get_api_token_for_user(token: TokenId, user: CurrentUser, conn: Conn) -> ApiToken:
+async def get_api_token_for_user(token: TokenId, tokens: UserTokens) -> ApiToken:
     """One of the caller's API tokens, by its id; another user's is a 404."""
-    return ApiToken.of(await service.get_token(conn, TokenOwner.USER, user.id, token_id=token))
+    return ApiToken.of(await tokens.get(token))
 
 
 @api_tokens_router.delete(
-    "/user/api-tokens/{token}",
-    status_code=204,
-    response_class=Response,
-    responses=USER_TOKEN,
+    "/user/api-tokens/{token}", status_code=204, response_class=Response, responses=USER_TOKEN
 )
-async def delete_api_token_for_user(
-    token: TokenId, user: CurrentUser, conn: Conn, now: Now
-) -> Response:
+async def delete_api_token_for_user(token: TokenId, tokens: UserTokens) -> Response:
     """Revoke one of the caller's API tokens: every server refuses it within a second. It stays
     listed, with `is_valid: false`, for the calls that name it."""
-    await service.revoke_owned_token(conn, TokenOwner.USER, user.id, token_id=token, now=now)
-    return Response(status_code=204)
+    return await tokens.revoke(token)
 
 
-@service_accounts_router.get(
-    "/org/service-accounts",
-    response_model=ServiceAccountResultsPage,
-)
-async def list_service_accounts_for_org(
-    admin: OrgAdmin, conn: Conn, page: Page
-) -> ServiceAccountResultsPage:
+@service_accounts_router.get("/org/service-accounts", response_model=ServiceAccountResultsPage)
+async def list_service_accounts_for_org(tokens: OrgTokens, page: Page) -> ServiceAccountResultsPage:
     """Org admin: the org's service accounts, revoked ones too; oldest first by default."""
-    records = await _tokens_page(conn, TokenOwner.ORG, admin.org_id, page)
-    items = [ServiceAccount.of(record) for record in records[: page.limit]]
-    return ServiceAccountResultsPage(items=items, next_page=_next(records, page))
+    return await tokens.page(ServiceAccountResultsPage, page, ServiceAccount.of)
 
 
 @service_accounts_router.post(
-    "/org/service-accounts",
-    response_model=ServiceAccount,
-    status_code=201,
+    "/org/service-accounts", response_model=ServiceAccount, status_code=201
 )
 async def create_service_account_for_org(
-    admin: OrgAdmin, conn: Conn, now: Now, response: Response, label: Label = None
+    tokens: OrgTokens, response: Response, label: Label = None
 ) -> ServiceAccount:
     """Org admin: a token that acts for the org; it may read the org's balance and plan and
     nothing else. The full token is in this answer and nowhere else."""
-    response.headers["Cache-Control"] = SHOWN_ONCE
-    record, secret = await service.create_owned_token(
-        conn, TokenOwner.ORG, admin.org_id, label=label, now=now
-    )
-    return ServiceAccount.of(record, secret)
+    return ServiceAccount.of(*await tokens.create(label, response))
 
 
 @service_accounts_router.get(
-    "/org/service-accounts/{token}",
-    response_model=ServiceAccount,
-    responses=ORG_TOKEN,
+    "/org/service-accounts/{token}", response_model=ServiceAccount, responses=ORG_TOKEN
 )
-async def get_service_account_for_org(
-    token: TokenId, admin: OrgAdmin, conn: Conn
-) -> ServiceAccount:
+async def get_service_account_for_org(token: TokenId, tokens: OrgTokens) -> ServiceAccount:
     """Org admin: one of the org's service accounts, by its id; another org's is a 404."""
-    record = await service.get_token(conn, TokenOwner.ORG, admin.org_id, token_id=token)
-    return ServiceAccount.of(record)
+    return ServiceAccount.of(await tokens.get(token))
 
 
 @service_accounts_router.delete(
-    "/org/service-accounts/{token}",
-    status_code=204,
-    response_class=Response,
-    responses=ORG_TOKEN,
+    "/org/service-accounts/{token}", status_code=204, response_class=Response, responses=ORG_TOKEN
 )
-async def delete_service_account_for_org(
-    token: TokenId, admin: OrgAdmin, conn: Conn, now: Now
-) -> Response:
+async def delete_service_account_for_org(token: TokenId, tokens: OrgTokens) -> Response:
     """Org admin: revoke a service account; every server refuses it within a second."""
-    await service.revoke_owned_token(conn, TokenOwner.ORG, admin.org_id, token_id=token, now=now)
-    return Response(status_code=204)
+    return await tokens.revoke(token)

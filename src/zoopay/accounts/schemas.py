@@ -18,6 +18,7 @@ from zoopay.accounts.service import (
 from zoopay.accounts.service import ApiToken as ApiTokenRecord
 from zoopay.accounts.service import Org as OrgRecord
 from zoopay.accounts.tokens import obfuscated
+from zoopay.records import same_named
 from zoopay.wire import StoredWireModel, WireModel
 
 
@@ -72,17 +73,7 @@ class Org(BaseModel):
 
     @classmethod
     def of(cls, org: OrgRecord) -> "Org":
-        return cls(
-            allow_users_in_domain_to_auto_join=org.allow_users_in_domain_to_auto_join,
-            billing_email=org.billing_email,
-            created_at=org.created_at,
-            domain=org.domain,
-            id=org.id,
-            image=org.image,
-            name=org.name,
-            phone=org.phone,
-            updated_at=org.updated_at,
-        )
+        return cls(**same_named(org, cls))
 
 
 class AddOrgMember(WireModel):
@@ -157,9 +148,7 @@ class OrgInvitation(BaseModel):
 
     @classmethod
     def of(cls, invitation: Invitation) -> "OrgInvitation":
-        return cls(
-            **{name: getattr(invitation, name) for name in cls.model_fields},
-        )
+        return cls(**same_named(invitation, cls))
 
 
 class OrgInvitationResultsPage(BaseModel):

@@ -98,10 +98,10 @@ def normalize_email(email: str) -> str:
 
 async def create_user(
     conn: AsyncConnection,
+    *,
     catalog: Catalog,
     email: str,
     now: datetime,
-    *,
     name: str | None = None,
     is_staff: bool = False,
 ) -> User:
@@ -112,8 +112,8 @@ async def create_user(
             await conn.execute(insert(users).values(**user.__dict__))
     except IntegrityError:
         raise Conflict(f"a user with email {user.email} already exists") from None
-    balance = await open_balance(conn, user.customer, now)
-    await start_free_plan(conn, catalog, balance, actor=user.id, now=now)
+    balance = await open_balance(conn, customer=user.customer, now=now)
+    await start_free_plan(conn, catalog=catalog, balance=balance, actor=user.id, now=now)
     return user
 
 
@@ -167,21 +167,23 @@ class ApiToken:
 MAX_LABEL = 200
 
 
-async def create_token(conn: AsyncConnection, user: User, now: datetime) -> str:
+async def create_token(conn: AsyncConnection, *, user: User, now: datetime) -> str:
     """A new API token for the user; only its hash is kept."""
-    return (await create_user_token(conn, user, label=None, now=now))[1]
+    return (await create_user_token(conn, user=user, label=None, now=now))[1]
 
 
 async def create_user_token(
-    conn: AsyncConnection, user: User, *, label: str | None, now: datetime
+    conn: AsyncConnection, *, user: User, label: str | None, now: datetime
 ) -> tuple[ApiToken, str]:
     if user.deleted_at is not None:
         raise Conflict(f"{user.email} is deleted")
-    return await create_owned_token(conn, TokenOwner.USER, user.id, label=label, now=now)
+    return await create_owned_token(
+        conn, owner=TokenOwner.USER, owner_id=user.id, label=label, now=now
+    )
 
 
 async def create_owned_token(
-    conn: AsyncConnection, owner: TokenOwner, owner_id: str, *, label: str | None, now: datetime
+    conn: AsyncConnection, *, owner: TokenOwner, owner_id: str, label: str | None, now: datetime
 ) -> tuple[ApiToken, str]:
     """A new token of a user, an org (a service account) or a service, and its secret, which
     is shown once: only its hash is kept."""
@@ -209,10 +211,12 @@ async def create_owned_token(
     return record, token
 
 
-async def create_service_token(conn: AsyncConnection, service_name: str, now: datetime) -> str:
+async def create_service_token(conn: AsyncConnection, *, service_name: str, now: datetime) -> str:
     """A token for a service: it may report usage and ask for authorizations, nothing else."""
     owner = TokenOwner.SERVICE
-    return (await create_owned_token(conn, owner, service_name, label=None, now=now))[1]
+    return (
+        await create_owned_token(conn, owner=owner, owner_id=service_name, label=None, now=now)
+    )[1]
 
 
 def _owned_by(owner: TokenOwner, owner_id: str) -> ColumnElement[bool]:
@@ -235,9 +239,9 @@ def _api_token(row: RowMapping) -> ApiToken:
 
 async def list_tokens(
     conn: AsyncConnection,
+    *,
     owner: TokenOwner,
     owner_id: str,
-    *,
     limit: int,
     after: tuple[datetime, str] | None,
     descending: bool,
@@ -251,7 +255,7 @@ async def list_tokens(
 
 
 async def get_token(
-    conn: AsyncConnection, owner: TokenOwner, owner_id: str, *, token_id: str
+    conn: AsyncConnection, *, owner: TokenOwner, owner_id: str, token_id: str
 ) -> ApiToken:
     """One of the owner's tokens; another owner's is as unknown as one that never existed."""
     query = select(api_tokens).where(
@@ -264,11 +268,11 @@ async def get_token(
 
 
 async def revoke_owned_token(
-    conn: AsyncConnection, owner: TokenOwner, owner_id: str, *, token_id: str, now: datetime
+    conn: AsyncConnection, *, owner: TokenOwner, owner_id: str, token_id: str, now: datetime
 ) -> ApiToken:
     """Revoke one of the owner's tokens (again is no error); it stops working everywhere within
     the token cache's bound."""
-    await get_token(conn, owner, owner_id, token_id=token_id)
+    await get_token(conn, owner=owner, owner_id=owner_id, token_id=token_id)
     return await revoke_token(conn, token_id=token_id, now=now)
 
 
@@ -287,7 +291,7 @@ async def revoke_token(conn: AsyncConnection, *, token_id: str, now: datetime) -
     return _api_token(row)
 
 
-async def authenticate(conn: AsyncConnection, token: str) -> Principal | None:
+async def authenticate(conn: AsyncConnection, *, token: str) -> Principal | None:
     """Who holds this token, if it is valid: not revoked, and not a deleted user's."""
     query = (
         select(
@@ -311,7 +315,7 @@ async def authenticate(conn: AsyncConnection, token: str) -> Principal | None:
     return Principal(row["token_id"], user, row["service_name"], row["token_org_id"])
 
 
-async def delete_user(conn: AsyncConnection, user: User, *, now: datetime) -> User:
+async def delete_user(conn: AsyncConnection, *, user: User, now: datetime) -> User:
     """Delete a user: their tokens stop working; their row, ledger and calls stay for audit."""
     if user.deleted_at is not None:
         return user
@@ -328,7 +332,7 @@ async def delete_user(conn: AsyncConnection, user: User, *, now: datetime) -> Us
     return replace(user, deleted_at=now, updated_at=now)
 
 
-async def set_staff(conn: AsyncConnection, user: User, *, is_staff: bool, now: datetime) -> User:
+async def set_staff(conn: AsyncConnection, *, user: User, is_staff: bool, now: datetime) -> User:
     """Grant or take away staff rights; every server sees it within the token cache's bound."""
     # Decided by the row, not by `user`, which may be stale.
     await conn.execute(
@@ -339,7 +343,7 @@ async def set_staff(conn: AsyncConnection, user: User, *, is_staff: bool, now: d
     return replace(user, is_staff=is_staff, updated_at=now)
 
 
-async def find_user(conn: AsyncConnection, id_or_email: str) -> User:
+async def find_user(conn: AsyncConnection, *, id_or_email: str) -> User:
     """A user named by UUID or by email address."""
     if "@" in id_or_email:
         condition = users.c.email == normalize_email(id_or_email)
@@ -356,7 +360,7 @@ async def any_staff(conn: AsyncConnection) -> bool:
     return bool((await conn.execute(query)).scalar_one())
 
 
-async def membership_of(conn: AsyncConnection, user: User) -> Membership | None:
+async def membership_of(conn: AsyncConnection, *, user: User) -> Membership | None:
     row = (
         (await conn.execute(select(org_members).where(org_members.c.user_id == user.id)))
         .mappings()
@@ -365,7 +369,7 @@ async def membership_of(conn: AsyncConnection, user: User) -> Membership | None:
     return Membership(**row) if row else None
 
 
-async def find_org(conn: AsyncConnection, org_id: str) -> Org:
+async def find_org(conn: AsyncConnection, *, org_id: str) -> Org:
     query = select(orgs).where(orgs.c.id == parse_uuid(org_id, "org"))
     row = (await conn.execute(query)).mappings().first()
     if row is None:
@@ -373,9 +377,11 @@ async def find_org(conn: AsyncConnection, org_id: str) -> Org:
     return Org(**row)
 
 
-async def create_org(conn: AsyncConnection, admin: User, details: OrgDetails, now: datetime) -> Org:
+async def create_org(
+    conn: AsyncConnection, *, admin: User, details: OrgDetails, now: datetime
+) -> Org:
     """A new org with `admin` as its first admin, a zero balance and no subscription."""
-    if await membership_of(conn, admin) is not None:
+    if await membership_of(conn, user=admin) is not None:
         raise Conflict(f"{admin.email} already belongs to an org")
     billing_email = normalize_email(details.billing_email or admin.email)
     org = Org(
@@ -385,24 +391,24 @@ async def create_org(conn: AsyncConnection, admin: User, details: OrgDetails, no
         updated_at=now,
     )
     await conn.execute(insert(orgs).values(**org.__dict__))
-    await _insert_member(conn, org.id, admin, OrgRole.ADMIN, now)
-    await open_balance(conn, org.customer, now)
+    await _insert_member(conn, org_id=org.id, user=admin, role=OrgRole.ADMIN, now=now)
+    await open_balance(conn, customer=org.customer, now=now)
     return org
 
 
 async def add_member(
-    conn: AsyncConnection, org_id: str, user: User, role: OrgRole, now: datetime
+    conn: AsyncConnection, *, org_id: str, user: User, role: OrgRole, now: datetime
 ) -> Membership:
     """Put a user in an org at once: an operator's or staff's action, or an accepted invitation."""
-    existing = await membership_of(conn, user)
+    existing = await membership_of(conn, user=user)
     if existing is not None:
         where = "this org" if existing.org_id == org_id else "another org"
         raise Conflict(f"{user.email} already belongs to {where}")
-    return await _insert_member(conn, org_id, user, role, now)
+    return await _insert_member(conn, org_id=org_id, user=user, role=role, now=now)
 
 
 async def _insert_member(
-    conn: AsyncConnection, org_id: str, user: User, role: OrgRole, now: datetime
+    conn: AsyncConnection, *, org_id: str, user: User, role: OrgRole, now: datetime
 ) -> Membership:
     member = Membership(org_id, user.id, role, now, now)
     try:
@@ -413,7 +419,7 @@ async def _insert_member(
     return member
 
 
-async def _lock_org(conn: AsyncConnection, org_id: str, *, exclusive: bool = False) -> None:
+async def _lock_org(conn: AsyncConnection, *, org_id: str, exclusive: bool = False) -> None:
     """Membership changes of one org take turns: two admins removing or demoting each other at
     once would each count the other still there (write skew on PostgreSQL) and leave none."""
     query = select(orgs.c.id).where(orgs.c.id == org_id)
@@ -422,7 +428,7 @@ async def _lock_org(conn: AsyncConnection, org_id: str, *, exclusive: bool = Fal
         raise NotFound(f"no org {org_id}")
 
 
-async def _require_admin(conn: AsyncConnection, org_id: str, actor: User) -> None:
+async def _require_admin(conn: AsyncConnection, *, org_id: str, actor: User) -> None:
     """Checked again inside the transaction, after the lock: a demotion or removal that
     committed meanwhile counts at once (the same answers as the route's own check)."""
     query = select(org_members.c.role).where(
@@ -435,7 +441,7 @@ async def _require_admin(conn: AsyncConnection, org_id: str, actor: User) -> Non
         raise Forbidden("only an admin of the org may do this")
 
 
-async def _locked_member(conn: AsyncConnection, org_id: str, user_id: str) -> Membership:
+async def _locked_member(conn: AsyncConnection, *, org_id: str, user_id: str) -> Membership:
     query = select(org_members).where(
         org_members.c.org_id == org_id, org_members.c.user_id == parse_uuid(user_id, "user")
     )
@@ -445,26 +451,30 @@ async def _locked_member(conn: AsyncConnection, org_id: str, user_id: str) -> Me
     return Membership(**{**row, "role": OrgRole(row["role"])})
 
 
-async def remove_member(conn: AsyncConnection, org_id: str, user_id: str, *, actor: User) -> None:
+async def remove_member(conn: AsyncConnection, *, org_id: str, user_id: str, actor: User) -> None:
     """An admin removes a member (or themselves)."""
-    await _lock_org(conn, org_id)
-    await _require_admin(conn, org_id, actor)
-    await _remove(conn, await _locked_member(conn, org_id, user_id))
+    await _lock_org(conn, org_id=org_id)
+    await _require_admin(conn, org_id=org_id, actor=actor)
+    await _remove(conn, member=await _locked_member(conn, org_id=org_id, user_id=user_id))
 
 
 async def leave_org(conn: AsyncConnection, *, user: User) -> None:
     """A member leaves their org: their calls from now on are their own."""
-    membership = await membership_of(conn, user)
+    membership = await membership_of(conn, user=user)
     if membership is None:
         raise NotFound("you do not belong to an org")
-    await _lock_org(conn, membership.org_id)
-    await _remove(conn, await _locked_member(conn, membership.org_id, user.id))
+    await _lock_org(conn, org_id=membership.org_id)
+    await _remove(
+        conn, member=await _locked_member(conn, org_id=membership.org_id, user_id=user.id)
+    )
 
 
-async def _remove(conn: AsyncConnection, member: Membership) -> None:
+async def _remove(conn: AsyncConnection, *, member: Membership) -> None:
     """The last admin stays while anyone else is in the org: it would be left with no admin."""
-    last_admin = member.role == OrgRole.ADMIN and await _admin_count(conn, member.org_id) == 1
-    if last_admin and await _member_count(conn, member.org_id) > 1:
+    last_admin = (
+        member.role == OrgRole.ADMIN and await _admin_count(conn, org_id=member.org_id) == 1
+    )
+    if last_admin and await _member_count(conn, org_id=member.org_id) > 1:
         raise Conflict(
             "an org must keep at least one admin while it has members: make another member"
             " admin first"
@@ -473,15 +483,15 @@ async def _remove(conn: AsyncConnection, member: Membership) -> None:
 
 
 async def set_role(
-    conn: AsyncConnection, org_id: str, user_id: str, *, role: OrgRole, actor: User, now: datetime
+    conn: AsyncConnection, *, org_id: str, user_id: str, role: OrgRole, actor: User, now: datetime
 ) -> tuple[Membership, User]:
     """An admin changes a member's role; it counts from the next request (roles are never
     cached). The last admin cannot be demoted."""
-    await _lock_org(conn, org_id)
-    await _require_admin(conn, org_id, actor)
-    member = await _locked_member(conn, org_id, user_id)
+    await _lock_org(conn, org_id=org_id)
+    await _require_admin(conn, org_id=org_id, actor=actor)
+    member = await _locked_member(conn, org_id=org_id, user_id=user_id)
     demoted = member.role == OrgRole.ADMIN and role != OrgRole.ADMIN
-    if demoted and await _admin_count(conn, org_id) == 1:
+    if demoted and await _admin_count(conn, org_id=org_id) == 1:
         raise Conflict("an org must keep at least one admin: make another member admin first")
     if member.role != role:
         await conn.execute(
@@ -490,20 +500,24 @@ async def set_role(
             .values(role=role.value, updated_at=now)
         )
         member = Membership(member.org_id, member.user_id, role, member.created_at, now)
-    return member, await find_user(conn, member.user_id)
+    return member, await find_user(conn, id_or_email=member.user_id)
 
 
-async def get_member(conn: AsyncConnection, org_id: str, user_id: str) -> tuple[Membership, User]:
+async def get_member(
+    conn: AsyncConnection, *, org_id: str, user_id: str
+) -> tuple[Membership, User]:
     query = select(org_members).where(
         org_members.c.org_id == org_id, org_members.c.user_id == parse_uuid(user_id, "user")
     )
     row = (await conn.execute(query)).mappings().first()
     if row is None:
         raise NotFound(f"no member {quoted(user_id)} in this org")
-    return Membership(**{**row, "role": OrgRole(row["role"])}), await find_user(conn, user_id)
+    return Membership(**{**row, "role": OrgRole(row["role"])}), await find_user(
+        conn, id_or_email=user_id
+    )
 
 
-async def _admin_count(conn: AsyncConnection, org_id: str) -> int:
+async def _admin_count(conn: AsyncConnection, *, org_id: str) -> int:
     query = (
         select(func.count())
         .select_from(org_members)
@@ -512,43 +526,43 @@ async def _admin_count(conn: AsyncConnection, org_id: str) -> int:
     return int((await conn.execute(query)).scalar_one())
 
 
-async def _member_count(conn: AsyncConnection, org_id: str) -> int:
+async def _member_count(conn: AsyncConnection, *, org_id: str) -> int:
     query = select(func.count()).select_from(org_members).where(org_members.c.org_id == org_id)
     return int((await conn.execute(query)).scalar_one())
 
 
 async def update_org(
-    conn: AsyncConnection, org_id: str, changes: dict[str, object], *, actor: User, now: datetime
+    conn: AsyncConnection, *, org_id: str, changes: dict[str, object], actor: User, now: datetime
 ) -> Org:
     """Set the fields an admin sent; a field left out, or sent as null, stays as it was (the
     SDK sends every field, null when unset)."""
-    await _lock_org(conn, org_id)
-    await _require_admin(conn, org_id, actor)
+    await _lock_org(conn, org_id=org_id)
+    await _require_admin(conn, org_id=org_id, actor=actor)
     values = {name: value for name, value in changes.items() if value is not None}
     if "billing_email" in values:
         values["billing_email"] = normalize_email(str(values["billing_email"]))
     await conn.execute(update(orgs).where(orgs.c.id == org_id).values(**values, updated_at=now))
-    return await find_org(conn, org_id)
+    return await find_org(conn, org_id=org_id)
 
 
-async def delete_org(conn: AsyncConnection, org_id: str, *, actor: User) -> None:
+async def delete_org(conn: AsyncConnection, *, org_id: str, actor: User) -> None:
     """An admin deletes their org once they are its only member and it holds no money either
     way: nothing due, no stable credits (paid for) that would be lost. Its plan ends; its
     balance and ledger stay, as the record. Unspent monthly credits (a grant) lapse."""
-    await _lock_org(conn, org_id, exclusive=True)
-    await _require_admin(conn, org_id, actor)
-    others = await _member_count(conn, org_id) - 1
+    await _lock_org(conn, org_id=org_id, exclusive=True)
+    await _require_admin(conn, org_id=org_id, actor=actor)
+    others = await _member_count(conn, org_id=org_id) - 1
     if others > 0:
         raise Conflict(f"the org still has {others} other member(s): remove them first")
     customer = Customer("org", org_id)
-    balance = await lock_balance(conn, customer)
+    balance = await lock_balance(conn, customer=customer)
     if balance.total_due_micros > 0:
         due = format_micros(balance.total_due_micros)
         raise Conflict(f"the org owes ${due}: pay it before deleting the org")
     if balance.stable_micros > 0:
         stable = format_micros(balance.stable_micros)
         raise Conflict(f"the org holds ${stable} of stable credits: spend them or ask staff first")
-    await end_subscription(conn, customer)
+    await end_subscription(conn, customer=customer)
     await conn.execute(orgs.delete().where(orgs.c.id == org_id))
 
 
@@ -593,13 +607,13 @@ _INVITATIONS = select(org_invitations, orgs.c.name.label("org_name")).join(
 
 
 async def invite(
-    conn: AsyncConnection, org_id: str, email: str, *, role: OrgRole, actor: User, now: datetime
+    conn: AsyncConnection, *, org_id: str, email: str, role: OrgRole, actor: User, now: datetime
 ) -> Invitation:
     """Invite an email address to the org: whether a user has it or not, the answer is the same
     (no enumeration). Inviting it again while pending renews the invitation."""
     email = normalize_email(email)
-    await _lock_org(conn, org_id)
-    await _require_admin(conn, org_id, actor)
+    await _lock_org(conn, org_id=org_id)
+    await _require_admin(conn, org_id=org_id, actor=actor)
     members = select(org_members.c.user_id).join(users, users.c.id == org_members.c.user_id)
     in_org = members.where(org_members.c.org_id == org_id, users.c.email == email)
     if (await conn.execute(in_org)).first() is not None:
@@ -607,7 +621,7 @@ async def invite(
         raise Conflict(f"{email} already belongs to this org")
     renewal: dict[str, object] = {"role": role.value, "invited_by": actor.id, "updated_at": now}
     renewal["expires_at"] = now + INVITATION_LIFETIME
-    if not await _renew(conn, org_id, email, renewal):
+    if not await _renew(conn, org_id=org_id, email=email, values=renewal):
         fresh = {"id": str(uuid.uuid4()), "org_id": org_id, "email": email, "created_at": now}
         try:
             async with conn.begin_nested():
@@ -617,7 +631,7 @@ async def invite(
                     )
                 )
         except IntegrityError:  # invited at the same moment by another request
-            await _renew(conn, org_id, email, renewal)
+            await _renew(conn, org_id=org_id, email=email, values=renewal)
     query = _INVITATIONS.where(
         org_invitations.c.org_id == org_id,
         org_invitations.c.email == email,
@@ -627,7 +641,7 @@ async def invite(
 
 
 async def _renew(
-    conn: AsyncConnection, org_id: str, email: str, values: Mapping[str, object]
+    conn: AsyncConnection, *, org_id: str, email: str, values: Mapping[str, object]
 ) -> bool:
     result = await conn.execute(
         update(org_invitations)
@@ -643,9 +657,9 @@ async def _renew(
 
 async def list_invitations(
     conn: AsyncConnection,
+    *,
     limit: int,
     after: tuple[datetime, str] | None,
-    *,
     descending: bool = False,
     org_id: str | None = None,
     email: str | None = None,
@@ -664,7 +678,7 @@ async def list_invitations(
 
 
 async def respond_to_invitation(
-    conn: AsyncConnection, invitation_id: str, *, user: User, accept: bool, now: datetime
+    conn: AsyncConnection, *, invitation_id: str, user: User, accept: bool, now: datetime
 ) -> tuple[Invitation, Membership | None]:
     """The invited user accepts (and joins, if in no org) or declines."""
     query = _INVITATIONS.where(
@@ -675,7 +689,7 @@ async def respond_to_invitation(
     if row is None:
         raise NotFound(f"no invitation {invitation_id} for you")
     # The org first, then the invitation: the order revoking takes them in, so never a deadlock.
-    await _lock_org(conn, row["org_id"])
+    await _lock_org(conn, org_id=row["org_id"])
     row = (await conn.execute(query.with_for_update(of=org_invitations))).mappings().one()
     invitation = _invitation(row)
     if invitation.status != InvitationStatus.PENDING:
@@ -684,17 +698,19 @@ async def respond_to_invitation(
         raise Conflict(f"this invitation expired at {invitation.expires_at.isoformat()}")
     membership = None
     if accept:
-        membership = await add_member(conn, invitation.org_id, user, invitation.role, now)
+        membership = await add_member(
+            conn, org_id=invitation.org_id, user=user, role=invitation.role, now=now
+        )
     status = InvitationStatus.ACCEPTED if accept else InvitationStatus.DECLINED
-    await _set_status(conn, invitation.id, status, now)
+    await _set_status(conn, invitation_id=invitation.id, status=status, now=now)
     return _with_status(invitation, status, now), membership
 
 
 async def revoke_invitation(
-    conn: AsyncConnection, org_id: str, invitation_id: str, *, actor: User, now: datetime
+    conn: AsyncConnection, *, org_id: str, invitation_id: str, actor: User, now: datetime
 ) -> None:
-    await _lock_org(conn, org_id)
-    await _require_admin(conn, org_id, actor)
+    await _lock_org(conn, org_id=org_id)
+    await _require_admin(conn, org_id=org_id, actor=actor)
     query = select(org_invitations.c.status).where(
         org_invitations.c.id == parse_uuid(invitation_id, "invitation"),
         org_invitations.c.org_id == org_id,
@@ -704,11 +720,11 @@ async def revoke_invitation(
         raise NotFound(f"no invitation {invitation_id} in this org")
     if status != InvitationStatus.PENDING.value:
         raise Conflict(f"this invitation was already {status}")
-    await _set_status(conn, invitation_id, InvitationStatus.REVOKED, now)
+    await _set_status(conn, invitation_id=invitation_id, status=InvitationStatus.REVOKED, now=now)
 
 
 async def _set_status(
-    conn: AsyncConnection, invitation_id: str, status: InvitationStatus, now: datetime
+    conn: AsyncConnection, *, invitation_id: str, status: InvitationStatus, now: datetime
 ) -> None:
     await conn.execute(
         update(org_invitations)
@@ -723,10 +739,10 @@ def _with_status(invitation: Invitation, status: InvitationStatus, now: datetime
 
 async def list_members(
     conn: AsyncConnection,
+    *,
     org_id: str,
     limit: int,
     after: tuple[datetime, str] | None,
-    *,
     descending: bool = False,
 ) -> list[tuple[Membership, User]]:
     """`limit` members in (created_at, user_id) order, starting after the `after` key."""

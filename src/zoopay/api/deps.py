@@ -138,7 +138,7 @@ async def org_membership(
     user: Annotated[User, Depends(current_user)],
 ) -> Membership:
     async with reading(engine) as conn:
-        membership = await membership_of(conn, user)
+        membership = await membership_of(conn, user=user)
     if membership is None:
         raise NotFound("you do not belong to an org")
     return membership
@@ -207,12 +207,12 @@ UserInPath = Annotated[
 
 async def any_user(staff: StaffUser, conn: Conn, id: UserInPath) -> User:
     """Staff: the user a path names by id or email (staff is checked before the id)."""
-    return await find_user(conn, id)
+    return await find_user(conn, id_or_email=id)
 
 
 async def any_org(staff: StaffUser, conn: Conn, id: IdInPath) -> Org:
     """Staff: the org a path names (staff is checked before the id)."""
-    return await find_org(conn, id)
+    return await find_org(conn, org_id=id)
 
 
 AnyUser = Annotated[User, Depends(any_user)]

@@ -6,7 +6,7 @@ import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Annotated, TypeVar
+from typing import Annotated, Any, TypedDict, TypeVar
 
 from fastapi import Depends, Query
 
@@ -14,6 +14,7 @@ from zoopay.errors import BadRequest
 
 MAX_PAGE = 1000
 T = TypeVar("T")
+P = TypeVar("P")
 
 
 class CreatedAtSortMode(enum.StrEnum):
@@ -38,11 +39,23 @@ def decode_page_token(token: str) -> tuple[datetime, str]:
         raise BadRequest("page_token is not one this server issued") from None
 
 
+class Window(TypedDict):
+    """What a listing service is asked for (its `limit`, `after` and `descending`)."""
+
+    limit: int
+    after: tuple[datetime, str] | None
+    descending: bool
+
+
 @dataclass(frozen=True)
 class PageRequest:
     limit: int
     after: tuple[datetime, str] | None
     descending: bool
+
+    def window(self) -> Window:
+        """One row more than the page: the extra one says that another page follows."""
+        return Window(limit=self.limit + 1, after=self.after, descending=self.descending)
 
 
 Limit = Annotated[int, Query(ge=1, le=MAX_PAGE, description="Items per page")]
@@ -68,3 +81,19 @@ def next_page_token(
     if len(rows) <= limit:
         return None
     return encode_page_token(*key(rows[limit - 1]))
+
+
+def _created_and_id(row: Any) -> tuple[datetime, str]:
+    return row.created_at, row.id
+
+
+def results_page(
+    model: Callable[..., P],
+    rows: Sequence[T],
+    page: PageRequest,
+    shown: Callable[[T], Any],
+    key: Callable[[T], tuple[datetime, str]] = _created_and_id,
+) -> P:
+    """The SDK's `...ResultsPage` of the rows a listing fetched with `page.window()`."""
+    items = [shown(row) for row in rows[: page.limit]]
+    return model(items=items, next_page=next_page_token(rows, page.limit, key))

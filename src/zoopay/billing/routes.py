@@ -1,10 +1,12 @@
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated
 
-from fastapi import Query
+from fastapi import Depends, Query
 from pydantic import BeforeValidator
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from zoopay.accounts.service import User
 from zoopay.api.deps import (
     AnyOrg,
     AnyUser,
@@ -30,7 +32,7 @@ from zoopay.billing.service import (
 from zoopay.catalog.service import Catalog
 from zoopay.db.engine import reading, transaction
 from zoopay.ledger.service import Customer
-from zoopay.money import credits_for, from_micros, to_micros
+from zoopay.money import to_micros
 
 router = json_router(tags=["payments"])
 
@@ -41,64 +43,83 @@ IncludeTotalDue = Annotated[
 ]
 
 
-def customer_balance(statement: BalanceStatement, include_total_due: bool) -> CustomerBalance:
-    balance, price = statement.balance, statement.credit_price_micros
-    return CustomerBalance(
-        created_at=balance.created_at,
-        id=balance.id,
-        map_id=balance.customer.id,
-        modeling_app_enterprise_price=statement.enterprise_price,
-        monthly_api_credits_remaining=credits_for(balance.monthly_micros, price),
-        monthly_api_credits_remaining_monetary_value=from_micros(balance.monthly_micros),
-        stable_api_credits_remaining=credits_for(balance.stable_micros, price),
-        stable_api_credits_remaining_monetary_value=from_micros(balance.stable_micros),
-        subscription_details=statement.details,
-        subscription_id=statement.subscription.id if statement.subscription else None,
-        total_due=from_micros(balance.total_due_micros) if include_total_due else None,
-        updated_at=balance.updated_at,
-    )
-
-
 async def current_statement(
     engine: AsyncEngine, catalog: Catalog, customer: Customer, now: datetime
 ) -> BalanceStatement:
     """The balance now: read outside any transaction (on SQLite, without the write lock),
     unless a new period began and it must be refreshed first, in a transaction."""
     async with reading(engine) as conn:
-        statement = await balance_statement_if_current(conn, catalog, customer, now)
+        statement = await balance_statement_if_current(
+            conn, catalog=catalog, customer=customer, now=now
+        )
     if statement is None:
         async with transaction(engine) as conn:
-            statement = await balance_statement(conn, catalog, customer, now)
+            statement = await balance_statement(conn, catalog=catalog, customer=customer, now=now)
     return statement
 
 
-async def _read(
-    engine: AsyncEngine, catalog: Catalog, customer: Customer, now: datetime, include: bool
-) -> CustomerBalance:
-    return customer_balance(await current_statement(engine, catalog, customer, now), include)
+@dataclass(frozen=True)
+class BalanceDesk:
+    """What a balance read works with; it opens its own connection (see `current_statement`)."""
+
+    engine: AsyncEngine
+    catalog: Catalog
+    now: datetime
+    include_total_due: bool
+
+    async def read(self, customer: Customer) -> CustomerBalance:
+        statement = await current_statement(self.engine, self.catalog, customer, self.now)
+        return CustomerBalance.of(statement, self.include_total_due)
 
 
-async def _update(
-    conn: Conn,
-    catalog: CatalogDep,
-    customer: Customer,
+async def balance_desk(
+    engine: Engine, catalog: CatalogDep, now: Now, include_total_due: IncludeTotalDue = True
+) -> BalanceDesk:
+    return BalanceDesk(engine, catalog, now, include_total_due)
+
+
+Balances = Annotated[BalanceDesk, Depends(balance_desk)]
+
+
+@dataclass(frozen=True)
+class BalanceChange:
+    """Staff's absolute amounts for a balance, and what applying them works with."""
+
+    body: UpdatePaymentBalance
+    staff: User
+    conn: AsyncConnection
+    catalog: Catalog
+    now: datetime
+    include_total_due: bool
+
+    async def apply(self, customer: Customer) -> CustomerBalance:
+        monthly = self.body.monthly_api_credits_remaining_monetary_value
+        stable = self.body.stable_api_credits_remaining_monetary_value
+        statement = await set_balance(
+            self.conn,
+            catalog=self.catalog,
+            customer=customer,
+            monthly_micros=to_micros(monthly) if monthly is not None else None,
+            stable_micros=to_micros(stable) if stable is not None else None,
+            actor=self.staff.id,
+            now=self.now,
+        )
+        return CustomerBalance.of(statement, self.include_total_due)
+
+
+async def balance_change(
     body: UpdatePaymentBalance,
     staff: StaffUser,
+    conn: Conn,
+    catalog: CatalogDep,
     now: Now,
-    include_total_due: bool,
-) -> CustomerBalance:
-    monthly = body.monthly_api_credits_remaining_monetary_value
-    stable = body.stable_api_credits_remaining_monetary_value
-    statement = await set_balance(
-        conn,
-        catalog,
-        customer,
-        to_micros(monthly) if monthly is not None else None,
-        to_micros(stable) if stable is not None else None,
-        actor=staff.id,
-        now=now,
-    )
-    return customer_balance(statement, include_total_due)
+    include_total_due: IncludeTotalDue = True,
+) -> BalanceChange:
+    return BalanceChange(body, staff, conn, catalog, now, include_total_due)
+
+
+# Function-scoped like the connection it holds, which commits when the route returns.
+BalanceChanges = Annotated[BalanceChange, Depends(balance_change, scope="function")]
 
 
 async def get_payment_balance_for_user(request: HotRequest) -> tuple[int, bytes]:
@@ -108,7 +129,7 @@ async def get_payment_balance_for_user(request: HotRequest) -> tuple[int, bytes]
     statement = await current_statement(
         request.engine, request.catalog, user.customer, request.now()
     )
-    return 200, customer_balance(statement, include_total_due).model_dump_json().encode()
+    return 200, CustomerBalance.of(statement, include_total_due).model_dump_json().encode()
 
 
 HOT_ROUTES = [
@@ -126,64 +147,34 @@ HOT_ROUTES = [
 
 
 @router.get("/org/payment/balance", response_model=CustomerBalance)
-async def get_payment_balance_for_org(
-    org: OrgReader,
-    engine: Engine,
-    catalog: CatalogDep,
-    now: Now,
-    include_total_due: IncludeTotalDue = True,
-) -> CustomerBalance:
+async def get_payment_balance_for_org(org: OrgReader, balances: Balances) -> CustomerBalance:
     """The balance of the caller's org (a member's, or an org service account's)."""
-    return await _read(engine, catalog, org, now, include_total_due)
+    return await balances.read(org)
 
 
 @router.get("/users/{id}/payment/balance", response_model=CustomerBalance, responses=errors(404))
-async def get_payment_balance_for_any_user(
-    user: AnyUser,
-    engine: Engine,
-    catalog: CatalogDep,
-    now: Now,
-    include_total_due: IncludeTotalDue = True,
-) -> CustomerBalance:
+async def get_payment_balance_for_any_user(user: AnyUser, balances: Balances) -> CustomerBalance:
     """Staff: any user's balance; `id` is a user id or email address."""
-    return await _read(engine, catalog, user.customer, now, include_total_due)
+    return await balances.read(user.customer)
 
 
 @router.put("/users/{id}/payment/balance", response_model=CustomerBalance, responses=errors(404))
 async def update_payment_balance_for_any_user(
-    user: AnyUser,
-    body: UpdatePaymentBalance,
-    staff: StaffUser,
-    conn: Conn,
-    catalog: CatalogDep,
-    now: Now,
-    include_total_due: IncludeTotalDue = True,
+    user: AnyUser, change: BalanceChanges
 ) -> CustomerBalance:
     """Staff: set a user's monthly and/or stable credits to absolute amounts."""
-    return await _update(conn, catalog, user.customer, body, staff, now, include_total_due)
+    return await change.apply(user.customer)
 
 
 @router.get("/orgs/{id}/payment/balance", response_model=CustomerBalance, responses=errors(404))
-async def get_payment_balance_for_any_org(
-    org: AnyOrg,
-    engine: Engine,
-    catalog: CatalogDep,
-    now: Now,
-    include_total_due: IncludeTotalDue = True,
-) -> CustomerBalance:
+async def get_payment_balance_for_any_org(org: AnyOrg, balances: Balances) -> CustomerBalance:
     """Staff: any org's balance."""
-    return await _read(engine, catalog, org.customer, now, include_total_due)
+    return await balances.read(org.customer)
 
 
 @router.put("/orgs/{id}/payment/balance", response_model=CustomerBalance, responses=errors(404))
 async def update_payment_balance_for_any_org(
-    org: AnyOrg,
-    body: UpdatePaymentBalance,
-    staff: StaffUser,
-    conn: Conn,
-    catalog: CatalogDep,
-    now: Now,
-    include_total_due: IncludeTotalDue = True,
+    org: AnyOrg, change: BalanceChanges
 ) -> CustomerBalance:
     """Staff: set an org's monthly and/or stable credits to absolute amounts."""
-    return await _update(conn, catalog, org.customer, body, staff, now, include_total_due)
+    return await change.apply(org.customer)

@@ -2,8 +2,9 @@
 
 from datetime import datetime
 
+from zoopay.billing.service import BalanceStatement
 from zoopay.catalog.schemas import SubscriptionTierPrice, ZooProductSubscriptions
-from zoopay.money import Amount, Money
+from zoopay.money import Amount, Money, credits_for, from_micros
 from zoopay.wire import WireModel
 
 
@@ -22,6 +23,29 @@ class CustomerBalance(WireModel):
     subscription_id: str | None = None
     total_due: Money | None = None
     updated_at: datetime
+
+    @classmethod
+    def of(cls, statement: BalanceStatement, include_total_due: bool) -> "CustomerBalance":
+        balance, price = statement.balance, statement.credit_price_micros
+        subscribed = statement.subscribed
+        return cls(
+            created_at=balance.created_at,
+            id=balance.id,
+            map_id=balance.customer.id,
+            modeling_app_enterprise_price=statement.enterprise_price,
+            monthly_api_credits_remaining=credits_for(balance.monthly_micros, price),
+            monthly_api_credits_remaining_monetary_value=from_micros(balance.monthly_micros),
+            stable_api_credits_remaining=credits_for(balance.stable_micros, price),
+            stable_api_credits_remaining_monetary_value=from_micros(balance.stable_micros),
+            subscription_details=(
+                ZooProductSubscriptions.of(subscribed.plan, subscribed.price)
+                if subscribed
+                else None
+            ),
+            subscription_id=statement.subscription.id if statement.subscription else None,
+            total_due=from_micros(balance.total_due_micros) if include_total_due else None,
+            updated_at=balance.updated_at,
+        )
 
 
 class UpdatePaymentBalance(WireModel):

@@ -5,7 +5,7 @@ from datetime import datetime
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from zoopay.catalog.schemas import OptionFlat, OptionPerUser, ZooProductSubscriptions
+from zoopay.catalog.schemas import OptionFlat, OptionPerUser
 from zoopay.catalog.service import Catalog
 from zoopay.ledger.service import (
     Balance,
@@ -17,6 +17,7 @@ from zoopay.ledger.service import (
     set_buckets,
 )
 from zoopay.subscriptions.service import (
+    SubscribedPlan,
     Subscription,
     balance_with_subscription,
     current_plan,
@@ -31,37 +32,40 @@ from zoopay.subscriptions.service import (
 class BalanceStatement:
     balance: Balance
     subscription: Subscription | None
-    details: ZooProductSubscriptions | None
+    subscribed: SubscribedPlan | None
     enterprise_price: OptionFlat | OptionPerUser | None
     credit_price_micros: int
 
 
 async def balance_statement(
-    conn: AsyncConnection, catalog: Catalog, customer: Customer, now: datetime
+    conn: AsyncConnection, *, catalog: Catalog, customer: Customer, now: datetime
 ) -> BalanceStatement:
     """The balance now, refreshed first if a new monthly period has begun."""
-    statement = await balance_statement_if_current(conn, catalog, customer, now)
+    statement = await balance_statement_if_current(
+        conn, catalog=catalog, customer=customer, now=now
+    )
     if statement is not None:
         return statement
     balance, subscription = await refresh_if_due(
-        conn, catalog, await lock_balance(conn, customer), now
+        conn, catalog=catalog, balance=await lock_balance(conn, customer=customer), now=now
     )
-    return await _statement(conn, catalog, balance, subscription)
+    return await _statement(conn, catalog=catalog, balance=balance, subscription=subscription)
 
 
 async def balance_statement_if_current(
-    conn: AsyncConnection, catalog: Catalog, customer: Customer, now: datetime
+    conn: AsyncConnection, *, catalog: Catalog, customer: Customer, now: datetime
 ) -> BalanceStatement | None:
     """The balance, if no refresh is due (then it needs `balance_statement` in a transaction);
     it only reads, so it may run outside a transaction."""
-    balance, subscription = await balance_with_subscription(conn, customer)
+    balance, subscription = await balance_with_subscription(conn, customer=customer)
     if refresh_due(subscription, now):
         return None
-    return await _statement(conn, catalog, balance, subscription)
+    return await _statement(conn, catalog=catalog, balance=balance, subscription=subscription)
 
 
 async def set_balance(
     conn: AsyncConnection,
+    *,
     catalog: Catalog,
     customer: Customer,
     monthly_micros: int | None,
@@ -71,27 +75,27 @@ async def set_balance(
 ) -> BalanceStatement:
     """Staff set either or both buckets to absolute amounts, through the ledger."""
     balance, subscription = await refresh_if_due(
-        conn, catalog, await lock_balance(conn, customer), now
+        conn, catalog=catalog, balance=await lock_balance(conn, customer=customer), now=now
     )
     targets = {Bucket.MONTHLY: monthly_micros, Bucket.STABLE: stable_micros}
     balance = await set_buckets(
         conn,
-        balance,
-        {bucket: amount for bucket, amount in targets.items() if amount is not None},
-        Posting(Reason.STAFF_CHANGE, actor),
-        now,
+        balance=balance,
+        targets={bucket: amount for bucket, amount in targets.items() if amount is not None},
+        posting=Posting(Reason.STAFF_CHANGE, actor),
+        now=now,
     )
-    return await _statement(conn, catalog, balance, subscription)
+    return await _statement(conn, catalog=catalog, balance=balance, subscription=subscription)
 
 
 async def _statement(
-    conn: AsyncConnection, catalog: Catalog, balance: Balance, subscription: Subscription | None
+    conn: AsyncConnection, *, catalog: Catalog, balance: Balance, subscription: Subscription | None
 ) -> BalanceStatement:
     plan = current_plan(catalog, subscription)
     return BalanceStatement(
         balance=balance,
         subscription=subscription,
-        details=await subscription_details(conn, catalog, subscription),
-        enterprise_price=await get_enterprise_price(conn, balance.customer),
+        subscribed=await subscription_details(conn, catalog=catalog, subscription=subscription),
+        enterprise_price=await get_enterprise_price(conn, org=balance.customer),
         credit_price_micros=plan.credit_price_micros if plan else 0,
     )

@@ -10,7 +10,7 @@ router = json_router(tags=["meta"])
 @router.get("/pricing/subscriptions", response_model=PricingSubscriptions)
 async def get_pricing_subscriptions(catalog: CatalogDep) -> PricingSubscriptions:
     """Every plan on offer, with its price and monthly credits. No token needed."""
-    return catalog.pricing()
+    return PricingSubscriptions.of(catalog)
 
 
 class Pong(BaseModel):

@@ -2,12 +2,15 @@
 
 import enum
 from decimal import Decimal
-from typing import Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Literal
 
 from pydantic import Field, StrictBool
 
 from zoopay.money import Amount
 from zoopay.wire import WireModel
+
+if TYPE_CHECKING:  # the catalog's records are built from these models: imported for types only
+    from zoopay.catalog.service import Catalog, Plan
 
 
 class PlanInterval(enum.StrEnum):
@@ -134,6 +137,19 @@ class ModelingAppSubscriptionTier(TierTerms):
 
     monthly_pay_as_you_go_api_credits_monetary_value: Amount
 
+    @classmethod
+    def of(
+        cls, plan: "Plan", price: OptionFlat | OptionPerUser | None = None
+    ) -> "ModelingAppSubscriptionTier":
+        """The tier as the API shows it; an org's negotiated price replaces the listed one."""
+        terms = plan.terms
+        value = terms.monthly_pay_as_you_go_api_credits * terms.pay_as_you_go_api_credit_price
+        fields = terms.model_dump(include=set(TierTerms.model_fields))
+        fields["price"] = price or terms.price
+        return cls.model_validate(
+            {**fields, "monthly_pay_as_you_go_api_credits_monetary_value": value}
+        )
+
 
 class CatalogTier(TierTerms):
     """A tier in the catalog file: its public terms plus the rules zoopay applies."""
@@ -164,8 +180,18 @@ class ApiPriceList(WireModel):
 class ZooProductSubscriptions(WireModel):
     modeling_app: ModelingAppSubscriptionTier
 
+    @classmethod
+    def of(
+        cls, plan: "Plan", price: OptionFlat | OptionPerUser | None = None
+    ) -> "ZooProductSubscriptions":
+        return cls(modeling_app=ModelingAppSubscriptionTier.of(plan, price))
+
 
 class PricingSubscriptions(WireModel):
     """`GET /pricing/subscriptions`: every plan on offer, by product."""
 
     modeling_app: list[ModelingAppSubscriptionTier]
+
+    @classmethod
+    def of(cls, catalog: "Catalog") -> "PricingSubscriptions":
+        return cls(modeling_app=[ModelingAppSubscriptionTier.of(plan) for plan in catalog.plans()])

@@ -12,12 +12,9 @@ from zoopay.catalog.schemas import (
     ApiPriceList,
     CatalogTier,
     IndividualTierName,
-    ModelingAppSubscriptionTier,
     OptionEnterprise,
     OptionFlat,
     OptionIndividual,
-    OptionPerUser,
-    PricingSubscriptions,
     TierName,
     TierTerms,
 )
@@ -87,16 +84,6 @@ class Plan:
     def sold_by_sales(self) -> bool:
         return isinstance(self.terms.price, OptionEnterprise)
 
-    def wire(self, price: OptionFlat | OptionPerUser | None = None) -> ModelingAppSubscriptionTier:
-        """The tier as the API shows it; an org's negotiated price replaces the listed one."""
-        grant = self.terms.monthly_pay_as_you_go_api_credits
-        value = grant * self.terms.pay_as_you_go_api_credit_price
-        fields = self.terms.model_dump(include=set(TierTerms.model_fields))
-        fields["price"] = price or self.terms.price
-        return ModelingAppSubscriptionTier.model_validate(
-            {**fields, "monthly_pay_as_you_go_api_credits_monetary_value": value}
-        )
-
 
 @dataclass(frozen=True)
 class CallPrice:
@@ -137,8 +124,9 @@ class Catalog:
     def plan(self, name: TierName | str) -> Plan | None:
         return self._plans.get(TierName(name))
 
-    def pricing(self) -> PricingSubscriptions:
-        return PricingSubscriptions(modeling_app=[plan.wire() for plan in self._plans.values()])
+    def plans(self) -> list[Plan]:
+        """Every plan on offer, in the catalog's order."""
+        return list(self._plans.values())
 
 
 def load_catalog(path: Path | None = None) -> Catalog:

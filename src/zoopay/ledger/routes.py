@@ -11,7 +11,6 @@ from zoopay.api.routing import json_router
 from zoopay.errors import BadRequest
 from zoopay.ledger.schemas import LedgerEntry, LedgerEntryResultsPage
 from zoopay.ledger.service import Customer, list_entries
-from zoopay.money import from_micros
 
 router = json_router(tags=["ledger"])
 
@@ -40,21 +39,10 @@ Page = Annotated[EntryPage, Depends(entry_page)]
 
 
 async def _page(conn: Conn, customer: Customer, page: EntryPage) -> LedgerEntryResultsPage:
-    rows = await list_entries(conn, customer, page.limit + 1, page.before_id)
-    items = [
-        LedgerEntry(
-            id=entry.id,
-            customer_id=entry.customer_id,
-            bucket=entry.bucket,
-            delta=from_micros(entry.delta_micros),
-            balance_after=from_micros(entry.balance_after_micros),
-            reason=entry.reason,
-            reference=entry.reference,
-            actor=entry.actor,
-            created_at=entry.created_at,
-        )
-        for entry in rows[: page.limit]
-    ]
+    rows = await list_entries(
+        conn, customer=customer, limit=page.limit + 1, before_id=page.before_id
+    )
+    items = [LedgerEntry.of(entry) for entry in rows[: page.limit]]
     next_page = str(items[-1].id) if len(rows) > page.limit else None
     return LedgerEntryResultsPage(items=items, next_page=next_page)
 

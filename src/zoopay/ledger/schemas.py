@@ -4,8 +4,9 @@ from datetime import datetime
 
 from pydantic import BaseModel, Field
 
-from zoopay.ledger.service import Bucket, Reason
-from zoopay.money import Money
+from zoopay.ledger.service import Bucket, Entry, Reason
+from zoopay.money import Money, from_micros
+from zoopay.records import same_named
 
 
 class LedgerEntry(BaseModel):
@@ -22,6 +23,14 @@ class LedgerEntry(BaseModel):
     )
     actor: str = Field(description="The user, service token or `system` that caused it")
     created_at: datetime
+
+    @classmethod
+    def of(cls, entry: Entry) -> "LedgerEntry":
+        return cls(
+            **same_named(entry, cls),
+            delta=from_micros(entry.delta_micros),
+            balance_after=from_micros(entry.balance_after_micros),
+        )
 
 
 class LedgerEntryResultsPage(BaseModel):

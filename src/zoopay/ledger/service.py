@@ -74,7 +74,7 @@ class Posting:
     reference: str | None = None
 
 
-async def open_balance(conn: AsyncConnection, customer: Customer, now: datetime) -> Balance:
+async def open_balance(conn: AsyncConnection, *, customer: Customer, now: datetime) -> Balance:
     """A zero balance for a new customer."""
     balance_id = str(uuid.uuid4())
     await conn.execute(
@@ -92,17 +92,19 @@ async def open_balance(conn: AsyncConnection, customer: Customer, now: datetime)
     return Balance(balance_id, customer, 0, 0, 0, now, now)
 
 
-async def get_balance(conn: AsyncConnection, customer: Customer) -> Balance:
-    return await _select_balance(conn, customer, for_update=False)
+async def get_balance(conn: AsyncConnection, *, customer: Customer) -> Balance:
+    return await _select_balance(conn, customer=customer, for_update=False)
 
 
-async def lock_balance(conn: AsyncConnection, customer: Customer) -> Balance:
+async def lock_balance(conn: AsyncConnection, *, customer: Customer) -> Balance:
     """Read a balance and hold it until the transaction ends (FOR UPDATE on PostgreSQL;
     SQLite transactions already hold the database's single write lock)."""
-    return await _select_balance(conn, customer, for_update=True)
+    return await _select_balance(conn, customer=customer, for_update=True)
 
 
-async def _select_balance(conn: AsyncConnection, customer: Customer, for_update: bool) -> Balance:
+async def _select_balance(
+    conn: AsyncConnection, *, customer: Customer, for_update: bool
+) -> Balance:
     query = select(balances).where(balances.c.customer_id == customer.id)
     if for_update:
         query = query.with_for_update()
@@ -127,6 +129,7 @@ def balance_of_row(customer: Customer, row: Mapping[Any, Any]) -> Balance:
 
 async def set_buckets(
     conn: AsyncConnection,
+    *,
     balance: Balance,
     targets: dict[Bucket, int],
     posting: Posting,
@@ -134,23 +137,25 @@ async def set_buckets(
 ) -> Balance:
     """Move buckets of a locked balance to absolute amounts, one ledger entry per change."""
     deltas = {b: amount - balance.amount(b) for b, amount in targets.items()}
-    return await post(conn, balance, deltas, posting, now)
+    return await post(conn, balance=balance, deltas=deltas, posting=posting, now=now)
 
 
 async def post(
     conn: AsyncConnection,
+    *,
     balance: Balance,
     deltas: dict[Bucket, int],
     posting: Posting,
     now: datetime,
 ) -> Balance:
     """Apply deltas to a locked balance and record them; zero deltas write nothing."""
-    [after] = await post_batch(conn, [(balance, [(deltas, posting)])], now)
+    [after] = await post_batch(conn, work=[(balance, [(deltas, posting)])], now=now)
     return after
 
 
 async def post_batch(
     conn: AsyncConnection,
+    *,
     work: list[tuple[Balance, list[tuple[dict[Bucket, int], Posting]]]],
     now: datetime,
 ) -> list[Balance]:
@@ -215,7 +220,7 @@ def _entry(
     }
 
 
-async def ledger_sums(conn: AsyncConnection, customer: Customer) -> dict[Bucket, int]:
+async def ledger_sums(conn: AsyncConnection, *, customer: Customer) -> dict[Bucket, int]:
     """What the ledger says each bucket holds; equal to the balance, always."""
     rows = await conn.execute(
         select(ledger_entries.c.bucket, func.coalesce(func.sum(ledger_entries.c.delta_micros), 0))
@@ -242,7 +247,7 @@ class Entry:
 
 
 async def list_entries(
-    conn: AsyncConnection, customer: Customer, limit: int, before_id: int | None
+    conn: AsyncConnection, *, customer: Customer, limit: int, before_id: int | None
 ) -> list[Entry]:
     """A customer's entries, newest first, `limit` of them, older than `before_id`."""
     query = (

@@ -54,7 +54,7 @@ async def _commit(
     engine: AsyncEngine, catalog: Catalog, reported: Sequence[Reported], now: datetime
 ) -> list[Outcome]:
     async with transaction(engine) as conn:
-        return await record_calls(conn, catalog, reported, now)
+        return await record_calls(conn, catalog=catalog, reported=reported, now=now)
 
 
 def _failed(exc: Exception) -> Outcome:

@@ -1,6 +1,10 @@
+from dataclasses import dataclass
+from typing import Annotated
 from uuid import UUID
 
+from fastapi import Depends
 from pydantic import ValidationError
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from zoopay.accounts.service import find_user
 from zoopay.api.deps import (
@@ -14,7 +18,7 @@ from zoopay.api.deps import (
 from zoopay.api.errors import describe_validation
 from zoopay.api.hotpath import HotRequest, HotRoute
 from zoopay.api.openapi import errors
-from zoopay.api.pagination import Page, PageRequest, next_page_token
+from zoopay.api.pagination import Page, PageRequest, results_page
 from zoopay.api.routing import json_router
 from zoopay.db.engine import reading
 from zoopay.errors import BadRequest, Forbidden
@@ -28,10 +32,8 @@ from zoopay.metering.schemas import (
     ApiCallWithPriceResultsPage,
     Authorization,
     AuthorizationRequest,
-    Method,
 )
 from zoopay.metering.service import (
-    CallRecord,
     Outcome,
     Reported,
     get_call,
@@ -42,29 +44,6 @@ from zoopay.money import from_micros
 from zoopay.wire import Error
 
 router = json_router(tags=["api-calls"])
-
-
-def api_call_with_price(call: CallRecord) -> ApiCallWithPrice:
-    return ApiCallWithPrice(
-        completed_at=call.completed_at,
-        created_at=call.created_at,
-        duration=call.duration_ms,
-        email=call.email,
-        endpoint=call.endpoint,
-        id=call.id,
-        ip_address=call.ip_address,
-        method=Method(call.method),
-        minutes=call.minutes,
-        org_id=call.org_id,
-        origin=call.origin,
-        price=from_micros(call.price_micros),
-        started_at=call.started_at,
-        status_code=call.status_code,
-        token=call.token,
-        updated_at=call.created_at,
-        user_agent=call.user_agent,
-        user_id=call.user_id,
-    )
 
 
 def _result(call_id: str | None, outcome: Outcome, request_id: str) -> ApiCallResult:
@@ -81,21 +60,42 @@ def _result(call_id: str | None, outcome: Outcome, request_id: str) -> ApiCallRe
     return ApiCallResult.model_construct(id=call_id, status=outcome.status, price=price, error=None)
 
 
-async def _calls_page(
-    conn: Conn, page: PageRequest, *, user_id: str | None = None, org_id: str | None = None
-) -> ApiCallWithPriceResultsPage:
-    rows = await list_calls(
-        conn,
-        page.limit + 1,
-        page.after,
-        descending=page.descending,
-        user_id=user_id,
-        org_id=org_id,
-    )
-    return ApiCallWithPriceResultsPage(
-        items=[api_call_with_price(row) for row in rows[: page.limit]],
-        next_page=next_page_token(rows, page.limit, lambda row: (row.created_at, row.id)),
-    )
+@dataclass(frozen=True)
+class CallScope:
+    """The API calls a caller may see: a user's, an org's, or (staff) every one."""
+
+    conn: AsyncConnection
+    user_id: str | None = None
+    org_id: str | None = None
+
+    async def page(self, page: PageRequest) -> ApiCallWithPriceResultsPage:
+        rows = await list_calls(
+            self.conn, **page.window(), user_id=self.user_id, org_id=self.org_id
+        )
+        return results_page(ApiCallWithPriceResultsPage, rows, page, ApiCallWithPrice.of)
+
+    async def get(self, call_id: UUID) -> ApiCallWithPrice:
+        found = await get_call(
+            self.conn, call_id=str(call_id), user_id=self.user_id, org_id=self.org_id
+        )
+        return ApiCallWithPrice.of(found)
+
+
+async def user_calls(user: CurrentUser, conn: Conn) -> CallScope:
+    return CallScope(conn, user_id=user.id)
+
+
+async def org_calls(admin: OrgAdmin, conn: Conn) -> CallScope:
+    return CallScope(conn, org_id=admin.org_id)
+
+
+async def all_calls(staff: StaffUser, conn: Conn) -> CallScope:
+    return CallScope(conn)
+
+
+UserCalls = Annotated[CallScope, Depends(user_calls)]
+OrgCalls = Annotated[CallScope, Depends(org_calls)]
+AllCalls = Annotated[CallScope, Depends(all_calls)]
 
 
 def _recorder(request: HotRequest) -> CallRecorder:
@@ -112,7 +112,7 @@ async def report_api_call(request: HotRequest) -> tuple[int, bytes]:
     if outcome.error is not None:
         raise outcome.error
     assert outcome.call is not None
-    return outcome.status, api_call_with_price(outcome.call).model_dump_json().encode()
+    return outcome.status, ApiCallWithPrice.of(outcome.call).model_dump_json().encode()
 
 
 async def report_api_calls(request: HotRequest) -> tuple[int, bytes]:
@@ -145,7 +145,13 @@ async def authorize_api_call(request: HotRequest) -> tuple[int, bytes]:
     require_metering(request.principal)
     body = request.parse(AuthorizationRequest)
     async with reading(request.engine) as conn:
-        position = await standing(conn, request.catalog, body.user_id, body.org_id, request.now())
+        position = await standing(
+            conn,
+            catalog=request.catalog,
+            user_id=body.user_id,
+            org_id=body.org_id,
+            now=request.now(),
+        )
     if not position.allowed:
         raise position.refusal()
     price = request.catalog.api_price(body.endpoint)
@@ -210,31 +216,27 @@ HOT_ROUTES = [
 
 
 @router.get("/user/api-calls", response_model=ApiCallWithPriceResultsPage)
-async def user_list_api_calls(
-    user: CurrentUser, conn: Conn, page: Page
-) -> ApiCallWithPriceResultsPage:
+async def user_list_api_calls(calls: UserCalls, page: Page) -> ApiCallWithPriceResultsPage:
     """The caller's API calls."""
-    return await _calls_page(conn, page, user_id=user.id)
+    return await calls.page(page)
 
 
 @router.get("/user/api-calls/{id:uuid}", response_model=ApiCallWithPrice, responses=errors(404))
-async def get_api_call_for_user(id: UUID, user: CurrentUser, conn: Conn) -> ApiCallWithPrice:
+async def get_api_call_for_user(id: UUID, calls: UserCalls) -> ApiCallWithPrice:
     """One of the caller's API calls."""
-    return api_call_with_price(await get_call(conn, str(id), user_id=user.id))
+    return await calls.get(id)
 
 
 @router.get("/org/api-calls", response_model=ApiCallWithPriceResultsPage)
-async def org_list_api_calls(
-    admin: OrgAdmin, conn: Conn, page: Page
-) -> ApiCallWithPriceResultsPage:
+async def org_list_api_calls(calls: OrgCalls, page: Page) -> ApiCallWithPriceResultsPage:
     """Org admin: the API calls charged to the org."""
-    return await _calls_page(conn, page, org_id=admin.org_id)
+    return await calls.page(page)
 
 
 @router.get("/org/api-calls/{id:uuid}", response_model=ApiCallWithPrice, responses=errors(404))
-async def get_api_call_for_org(id: UUID, admin: OrgAdmin, conn: Conn) -> ApiCallWithPrice:
+async def get_api_call_for_org(id: UUID, calls: OrgCalls) -> ApiCallWithPrice:
     """Org admin: one API call charged to the org."""
-    return api_call_with_price(await get_call(conn, str(id), org_id=admin.org_id))
+    return await calls.get(id)
 
 
 @router.get(
@@ -248,17 +250,17 @@ async def list_api_calls_for_user(
     """The API calls of a user: yourself, or anyone for staff."""
     if not user.is_staff and id.lower() not in (user.id, user.email):
         raise Forbidden("you may list only your own API calls")
-    target = await find_user(conn, id) if user.is_staff else user
-    return await _calls_page(conn, page, user_id=target.id)
+    target = await find_user(conn, id_or_email=id) if user.is_staff else user
+    return await CallScope(conn, user_id=target.id).page(page)
 
 
 @router.get("/api-calls", response_model=ApiCallWithPriceResultsPage)
-async def list_api_calls(staff: StaffUser, conn: Conn, page: Page) -> ApiCallWithPriceResultsPage:
+async def list_api_calls(calls: AllCalls, page: Page) -> ApiCallWithPriceResultsPage:
     """Staff: every API call."""
-    return await _calls_page(conn, page)
+    return await calls.page(page)
 
 
 @router.get("/api-calls/{id:uuid}", response_model=ApiCallWithPrice, responses=errors(404))
-async def get_api_call(id: UUID, staff: StaffUser, conn: Conn) -> ApiCallWithPrice:
+async def get_api_call(id: UUID, calls: AllCalls) -> ApiCallWithPrice:
     """Staff: any API call."""
-    return api_call_with_price(await get_call(conn, str(id)))
+    return await calls.get(id)

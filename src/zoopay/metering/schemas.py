@@ -3,14 +3,18 @@ extension models of reporting and authorization."""
 
 import enum
 from datetime import datetime
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 from uuid import UUID
 
 from pydantic import BaseModel, Field, StrictInt, StringConstraints
 
 from zoopay.instants import Instant
-from zoopay.money import Amount, Money
+from zoopay.money import Amount, Money, from_micros
+from zoopay.records import same_named
 from zoopay.wire import Error, StoredWireModel, WireModel
+
+if TYPE_CHECKING:  # the service reads reports in these models: imported for types only
+    from zoopay.metering.service import CallRecord
 
 MAX_BATCH = 1000
 
@@ -87,6 +91,15 @@ class ApiCallWithPrice(BaseModel):
     updated_at: datetime
     user_agent: str
     user_id: str
+
+    @classmethod
+    def of(cls, call: "CallRecord") -> "ApiCallWithPrice":
+        return cls(
+            **{**same_named(call, cls), "method": Method(call.method)},
+            duration=call.duration_ms,
+            price=from_micros(call.price_micros),
+            updated_at=call.created_at,
+        )
 
 
 class ApiCallWithPriceResultsPage(BaseModel):

@@ -93,13 +93,13 @@ class Outcome:
 
 
 async def record_calls(
-    conn: AsyncConnection, catalog: Catalog, reported: Sequence[Reported], now: datetime
+    conn: AsyncConnection, *, catalog: Catalog, reported: Sequence[Reported], now: datetime
 ) -> list[Outcome]:
     """Record, price and debit calls; each stands or falls alone, in request order."""
     outcomes: list[Outcome] = [Outcome(0)] * len(reported)
     firsts: dict[str, tuple[int, CallRecord]] = {}
     repeats: list[tuple[int, CallRecord]] = []
-    customers = await _memberships(conn, sorted({str(r.report.user_id) for r in reported}))
+    customers = await _memberships(conn, user_ids=sorted({str(r.report.user_id) for r in reported}))
     for index, item in enumerate(reported):
         try:
             call = _priced_call(catalog, item, customers[str(item.report.user_id)], now)
@@ -112,7 +112,7 @@ async def record_calls(
             firsts[call.id] = (index, call)
     # Inserting in id order keeps concurrent transactions from deadlocking on each other's ids.
     new_ids = await insert_new(conn, api_calls, [firsts[i][1].row() for i in sorted(firsts)])
-    stored = await _existing_calls(conn, [i for i in firsts if i not in new_ids])
+    stored = await _existing_calls(conn, call_ids=[i for i in firsts if i not in new_ids])
     for call_id, (index, call) in firsts.items():
         if call_id in new_ids:
             stored[call_id] = call
@@ -121,7 +121,7 @@ async def record_calls(
             outcomes[index] = _replay(stored[call_id], call)
     for index, call in repeats:
         outcomes[index] = _replay(stored[call.id], call)
-    await _debit(conn, catalog, [firsts[i][1] for i in sorted(new_ids)], now)
+    await _debit(conn, catalog=catalog, calls=[firsts[i][1] for i in sorted(new_ids)], now=now)
     return outcomes
 
 
@@ -147,7 +147,7 @@ class _Membership:
         return self.org_id
 
 
-async def _memberships(conn: AsyncConnection, user_ids: list[str]) -> dict[str, _Membership]:
+async def _memberships(conn: AsyncConnection, *, user_ids: list[str]) -> dict[str, _Membership]:
     """For each user id: whether the user exists, and its org."""
     rows = await select_where_one_of(conn, _USERS_WITH_ORGS, users.c.id, user_ids)
     found = {row["id"]: _Membership(row["email"], row["org_id"], row["joined_at"]) for row in rows}
@@ -257,7 +257,7 @@ def _content_hash(
     return hashlib.sha256(repr(canonical).encode()).hexdigest()
 
 
-async def _existing_calls(conn: AsyncConnection, call_ids: list[str]) -> dict[str, CallRecord]:
+async def _existing_calls(conn: AsyncConnection, *, call_ids: list[str]) -> dict[str, CallRecord]:
     if not call_ids:
         return {}
     rows = await select_where_one_of(conn, _CALLS_WITH_EMAIL, api_calls.c.id, call_ids)
@@ -265,7 +265,7 @@ async def _existing_calls(conn: AsyncConnection, call_ids: list[str]) -> dict[st
 
 
 async def _debit(
-    conn: AsyncConnection, catalog: Catalog, calls: list[CallRecord], now: datetime
+    conn: AsyncConnection, *, catalog: Catalog, calls: list[CallRecord], now: datetime
 ) -> None:
     """Draw new calls from their customers' credits: a few statements for any number."""
     by_customer: dict[Customer, list[CallRecord]] = defaultdict(list)
@@ -274,12 +274,12 @@ async def _debit(
     if not by_customer:
         return
     work = []
-    locked = await lock_balances_with_subscriptions(conn, by_customer)
+    locked = await lock_balances_with_subscriptions(conn, customers=by_customer)
     for customer, (balance, subscription) in locked.items():
         if refresh_due(subscription, now):
-            balance, _ = await refresh_if_due(conn, catalog, balance, now)
+            balance, _ = await refresh_if_due(conn, catalog=catalog, balance=balance, now=now)
         work.append((balance, _draws(balance, by_customer[customer])))
-    await post_batch(conn, work, now)
+    await post_batch(conn, work=work, now=now)
 
 
 def _draws(balance: Balance, calls: list[CallRecord]) -> list[tuple[dict[Bucket, int], Posting]]:
@@ -329,7 +329,7 @@ class Standing:
 
 
 async def standing(
-    conn: AsyncConnection, catalog: Catalog, user_id: UUID, org_id: UUID | None, now: datetime
+    conn: AsyncConnection, *, catalog: Catalog, user_id: UUID, org_id: UUID | None, now: datetime
 ) -> Standing:
     """Who would pay for a call by this user, and what they have; reads, never writes."""
     rows = await select_where_one_of(conn, _USER_WITH_BALANCE, users.c.id, [str(user_id)])
@@ -360,9 +360,9 @@ _USER_WITH_BALANCE = select(
 
 async def list_calls(
     conn: AsyncConnection,
+    *,
     limit: int,
     after: tuple[datetime, str] | None,
-    *,
     descending: bool = False,
     user_id: str | None = None,
     org_id: str | None = None,
@@ -379,7 +379,7 @@ async def list_calls(
 
 
 async def get_call(
-    conn: AsyncConnection, call_id: str, *, user_id: str | None = None, org_id: str | None = None
+    conn: AsyncConnection, *, call_id: str, user_id: str | None = None, org_id: str | None = None
 ) -> CallRecord:
     """One call, if it is the user's or the org's (when either is given)."""
     query = _CALLS_WITH_EMAIL.where(api_calls.c.id == parse_uuid(call_id, "API call"))

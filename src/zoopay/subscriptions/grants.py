@@ -57,8 +57,16 @@ async def grant_new_period(
     """On a locked balance: a period begins, the bucket resets to the plan's grant (it does not
     accumulate), and that grant is all the period has granted."""
     grant = PeriodGrant(plan.monthly_grant_micros, plan.monthly_grant_micros, stored=False)
-    await _record(conn, balance.customer.id, period_start, grant, now)
-    return await set_buckets(conn, balance, {Bucket.MONTHLY: grant.granted_micros}, posting, now)
+    await _record(
+        conn, customer_id=balance.customer.id, period_start=period_start, grant=grant, now=now
+    )
+    return await set_buckets(
+        conn,
+        balance=balance,
+        targets={Bucket.MONTHLY: grant.granted_micros},
+        posting=posting,
+        now=now,
+    )
 
 
 async def grant_plan_change(
@@ -89,12 +97,15 @@ async def grant_plan_change(
         max(grant.largest_grant_micros, new.monthly_grant_micros),
         grant.stored,
     )
-    await _record(conn, customer_id, period_start, after, now)
-    return await set_buckets(conn, balance, {Bucket.MONTHLY: target}, posting, now)
+    await _record(conn, customer_id=customer_id, period_start=period_start, grant=after, now=now)
+    return await set_buckets(
+        conn, balance=balance, targets={Bucket.MONTHLY: target}, posting=posting, now=now
+    )
 
 
 async def _record(
     conn: AsyncConnection,
+    *,
     customer_id: str,
     period_start: datetime,
     grant: PeriodGrant,

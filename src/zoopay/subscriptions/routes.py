@@ -1,3 +1,11 @@
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Annotated
+
+from fastapi import Depends
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from zoopay.accounts.service import Membership
 from zoopay.api.deps import (
     AnyOrg,
     AnyUser,
@@ -38,43 +46,77 @@ users_router = json_router(tags=["users"])
 orgs_router = json_router(tags=["orgs"])
 
 
-async def _details(conn: Conn, catalog: Catalog, customer: Customer) -> ZooProductSubscriptions:
-    details = await subscription_details(conn, catalog, await get_subscription(conn, customer))
-    if details is None:
-        raise NotFound(f"this {customer.kind} has no subscription")
-    return details
+@dataclass(frozen=True)
+class PlanDesk:
+    """What every plan route works with: the request's unit of work, the catalog, the time."""
+
+    conn: AsyncConnection
+    catalog: Catalog
+    now: datetime
+
+    async def details(self, customer: Customer) -> ZooProductSubscriptions:
+        subscription = await get_subscription(self.conn, customer=customer)
+        subscribed = await subscription_details(
+            self.conn, catalog=self.catalog, subscription=subscription
+        )
+        if subscribed is None:
+            raise NotFound(f"this {customer.kind} has no subscription")
+        return ZooProductSubscriptions.of(subscribed.plan, subscribed.price)
+
+    async def subscribe(
+        self,
+        customer: Customer,
+        *,
+        tier: TierName,
+        pay_annually: bool | None,
+        actor: str,
+        create_only: bool = False,
+    ) -> ZooProductSubscriptions:
+        await change_plan(
+            self.conn,
+            catalog=self.catalog,
+            customer=customer,
+            tier=tier,
+            pay_annually=pay_annually,
+            actor=actor,
+            now=self.now,
+            create_only=create_only,
+        )
+        return await self.details(customer)
+
+    async def subscribe_user(
+        self, user: Customer, body: ZooProductSubscriptionsUserRequest, actor: str, *, create: bool
+    ) -> ZooProductSubscriptions:
+        tier = TierName(body.modeling_app or IndividualTierName.FREE)
+        return await self.subscribe(
+            user, tier=tier, pay_annually=body.pay_annually, actor=actor, create_only=create
+        )
+
+    async def subscribe_org(
+        self, admin: Membership, body: ZooProductSubscriptionsOrgRequest, *, create: bool
+    ) -> ZooProductSubscriptions:
+        tier = TierName(body.modeling_app or OrganizationTierName.TEAM)
+        return await self.subscribe(
+            admin.org,
+            tier=tier,
+            pay_annually=body.pay_annually,
+            actor=admin.user_id,
+            create_only=create,
+        )
 
 
-async def _subscribe(
-    conn: Conn,
-    catalog: Catalog,
-    customer: Customer,
-    tier: TierName,
-    pay_annually: bool | None,
-    actor: str,
-    now: Now,
-    create_only: bool,
-) -> ZooProductSubscriptions:
-    await change_plan(
-        conn, catalog, customer, tier, pay_annually, actor, now, create_only=create_only
-    )
-    return await _details(conn, catalog, customer)
+async def plan_desk(conn: Conn, catalog: CatalogDep, now: Now) -> PlanDesk:
+    return PlanDesk(conn, catalog, now)
 
 
-def _user_tier(body: ZooProductSubscriptionsUserRequest) -> TierName:
-    return TierName(body.modeling_app or IndividualTierName.FREE)
-
-
-def _org_tier(body: ZooProductSubscriptionsOrgRequest) -> TierName:
-    return TierName(body.modeling_app or OrganizationTierName.TEAM)
+# Function-scoped like the connection it holds, which commits when the route returns.
+Plans = Annotated[PlanDesk, Depends(plan_desk, scope="function")]
 
 
 @router.get("/user/payment/subscriptions", response_model=ZooProductSubscriptions)
-async def get_user_subscription(
-    user: CurrentUser, conn: Conn, catalog: CatalogDep
-) -> ZooProductSubscriptions:
+async def get_user_subscription(user: CurrentUser, plans: Plans) -> ZooProductSubscriptions:
     """The caller's plan."""
-    return await _details(conn, catalog, user.customer)
+    return await plans.details(user.customer)
 
 
 @router.post(
@@ -83,41 +125,27 @@ async def get_user_subscription(
     responses=errors(409),
 )
 async def create_user_subscription(
-    body: ZooProductSubscriptionsUserRequest,
-    user: CurrentUser,
-    conn: Conn,
-    catalog: CatalogDep,
-    now: Now,
+    body: ZooProductSubscriptionsUserRequest, user: CurrentUser, plans: Plans
 ) -> ZooProductSubscriptions:
     """Subscribe the caller; 409 if they already have a paid plan."""
-    return await _subscribe(
-        conn, catalog, user.customer, _user_tier(body), body.pay_annually, user.id, now, True
-    )
+    return await plans.subscribe_user(user.customer, body, user.id, create=True)
 
 
 @router.put("/user/payment/subscriptions", response_model=ZooProductSubscriptions)
 async def update_user_subscription(
-    body: ZooProductSubscriptionsUserRequest,
-    user: CurrentUser,
-    conn: Conn,
-    catalog: CatalogDep,
-    now: Now,
+    body: ZooProductSubscriptionsUserRequest, user: CurrentUser, plans: Plans
 ) -> ZooProductSubscriptions:
     """Change the caller's plan, effective at once."""
-    return await _subscribe(
-        conn, catalog, user.customer, _user_tier(body), body.pay_annually, user.id, now, False
-    )
+    return await plans.subscribe_user(user.customer, body, user.id, create=False)
 
 
 @router.get(
     "/org/payment/subscriptions", response_model=ZooProductSubscriptions, responses=errors(404)
 )
-async def get_org_subscription(
-    org: OrgReader, conn: Conn, catalog: CatalogDep
-) -> ZooProductSubscriptions:
+async def get_org_subscription(org: OrgReader, plans: Plans) -> ZooProductSubscriptions:
     """The plan of the caller's org (a member's, or an org service account's); 404 until it
     has one."""
-    return await _details(conn, catalog, org)
+    return await plans.details(org)
 
 
 @router.post(
@@ -126,16 +154,10 @@ async def get_org_subscription(
     responses=errors(402, 409),
 )
 async def create_org_subscription(
-    body: ZooProductSubscriptionsOrgRequest,
-    admin: OrgAdmin,
-    conn: Conn,
-    catalog: CatalogDep,
-    now: Now,
+    body: ZooProductSubscriptionsOrgRequest, admin: OrgAdmin, plans: Plans
 ) -> ZooProductSubscriptions:
     """Org admin: subscribe the org; 409 if it already has a paid plan."""
-    return await _subscribe(
-        conn, catalog, admin.org, _org_tier(body), body.pay_annually, admin.user_id, now, True
-    )
+    return await plans.subscribe_org(admin, body, create=True)
 
 
 @router.put(
@@ -144,16 +166,10 @@ async def create_org_subscription(
     responses=errors(402),
 )
 async def update_org_subscription(
-    body: ZooProductSubscriptionsOrgRequest,
-    admin: OrgAdmin,
-    conn: Conn,
-    catalog: CatalogDep,
-    now: Now,
+    body: ZooProductSubscriptionsOrgRequest, admin: OrgAdmin, plans: Plans
 ) -> ZooProductSubscriptions:
     """Org admin: create or change the org's plan, effective at once."""
-    return await _subscribe(
-        conn, catalog, admin.org, _org_tier(body), body.pay_annually, admin.user_id, now, False
-    )
+    return await plans.subscribe_org(admin, body, create=False)
 
 
 @users_router.put(
@@ -162,17 +178,10 @@ async def update_org_subscription(
     responses=errors(404),
 )
 async def update_subscription_for_user(
-    user: AnyUser,
-    body: ZooProductSubscriptionsUserRequest,
-    staff: StaffUser,
-    conn: Conn,
-    catalog: CatalogDep,
-    now: Now,
+    user: AnyUser, body: ZooProductSubscriptionsUserRequest, staff: StaffUser, plans: Plans
 ) -> ZooProductSubscriptions:
     """Staff: change any user's plan; `id` is a user id or email address."""
-    return await _subscribe(
-        conn, catalog, user.customer, _user_tier(body), body.pay_annually, staff.id, now, False
-    )
+    return await plans.subscribe_user(user.customer, body, staff.id, create=False)
 
 
 @orgs_router.put(
@@ -181,15 +190,11 @@ async def update_subscription_for_user(
     responses=errors(404),
 )
 async def update_enterprise_pricing_for_org(
-    org: AnyOrg,
-    body: EnterpriseSubscriptionTierPrice,
-    conn: Conn,
-    catalog: CatalogDep,
-    now: Now,
+    org: AnyOrg, body: EnterpriseSubscriptionTierPrice, plans: Plans
 ) -> ZooProductSubscriptions:
     """Staff: set the price sales agreed with an org; returns the enterprise tier at that price."""
-    enterprise = catalog.plan(TierName.ENTERPRISE)
+    enterprise = plans.catalog.plan(TierName.ENTERPRISE)
     if enterprise is None:
         raise BadRequest("the catalog offers no enterprise tier")
-    await set_enterprise_price(conn, org.customer, body, now)
-    return ZooProductSubscriptions(modeling_app=enterprise.wire(body))
+    await set_enterprise_price(plans.conn, org=org.customer, price=body, now=plans.now)
+    return ZooProductSubscriptions.of(enterprise, body)

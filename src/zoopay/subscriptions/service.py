@@ -14,7 +14,6 @@ from zoopay.catalog.schemas import (
     OptionPerUser,
     PlanInterval,
     TierName,
-    ZooProductSubscriptions,
 )
 from zoopay.catalog.service import Catalog, Plan
 from zoopay.db.bulk import select_where_one_of
@@ -45,31 +44,40 @@ class Subscription:
     period_start: datetime
 
 
-async def get_subscription(conn: AsyncConnection, customer: Customer) -> Subscription | None:
+@dataclass(frozen=True)
+class SubscribedPlan:
+    """The plan a subscription is on, at the price sales agreed with the org if it is sold by
+    sales (None: the catalog's price)."""
+
+    plan: Plan
+    price: OptionFlat | OptionPerUser | None
+
+
+async def get_subscription(conn: AsyncConnection, *, customer: Customer) -> Subscription | None:
     query = select(subscriptions).where(subscriptions.c.customer_id == customer.id)
     row = (await conn.execute(query)).mappings().first()
     return _subscription_of_row(customer, row) if row else None
 
 
 async def balance_with_subscription(
-    conn: AsyncConnection, customer: Customer
+    conn: AsyncConnection, *, customer: Customer
 ) -> tuple[Balance, Subscription | None]:
     """Both in one statement, so that they come from one committed state, never from either
     side of a concurrent plan change."""
-    [found] = (await _balances_with_subscriptions(conn, [customer], lock=False)).values()
+    [found] = (await _balances_with_subscriptions(conn, customers=[customer], lock=False)).values()
     return found
 
 
 async def lock_balances_with_subscriptions(
-    conn: AsyncConnection, customers: Iterable[Customer]
+    conn: AsyncConnection, *, customers: Iterable[Customer]
 ) -> dict[Customer, tuple[Balance, Subscription | None]]:
     """Lock many balances, in customer id order so that concurrent transactions take their
     locks in one order and never deadlock, and read their plans in the same statement."""
-    return await _balances_with_subscriptions(conn, customers, lock=True)
+    return await _balances_with_subscriptions(conn, customers=customers, lock=True)
 
 
 async def _balances_with_subscriptions(
-    conn: AsyncConnection, customers: Iterable[Customer], lock: bool
+    conn: AsyncConnection, *, customers: Iterable[Customer], lock: bool
 ) -> dict[Customer, tuple[Balance, Subscription | None]]:
     by_id = {customer.id: customer for customer in customers}
     query = _LOCK_WITH_PLANS if lock else _READ_WITH_PLANS
@@ -119,11 +127,13 @@ def current_plan(catalog: Catalog, subscription: Subscription | None) -> Plan | 
 
 
 async def start_free_plan(
-    conn: AsyncConnection, catalog: Catalog, balance: Balance, actor: str, now: datetime
+    conn: AsyncConnection, *, catalog: Catalog, balance: Balance, actor: str, now: datetime
 ) -> Subscription:
     """Every new user starts on free, with the free monthly grant."""
     free = _required_plan(catalog, TierName.FREE)
-    subscription = await _insert_subscription(conn, balance.customer, free, False, now)
+    subscription = await _insert_subscription(
+        conn, customer=balance.customer, plan=free, pay_annually=False, now=now
+    )
     await grant_new_period(
         conn,
         balance=balance,
@@ -137,13 +147,13 @@ async def start_free_plan(
 
 async def change_plan(
     conn: AsyncConnection,
+    *,
     catalog: Catalog,
     customer: Customer,
     tier: TierName,
     pay_annually: bool | None,
     actor: str,
     now: datetime,
-    *,
     create_only: bool = False,
 ) -> Subscription:
     """Put a customer on a tier at once; the monthly bucket follows it through the ledger.
@@ -156,9 +166,9 @@ async def change_plan(
         raise BadRequest(
             f"the {tier.value} tier is {kind} tier and cannot be put on a {customer.kind}"
         )
-    balance = await lock_balance(conn, customer)
-    balance, subscription = await refresh_if_due(conn, catalog, balance, now)
-    if plan.sold_by_sales and await get_enterprise_price(conn, customer) is None:
+    balance = await lock_balance(conn, customer=customer)
+    balance, subscription = await refresh_if_due(conn, catalog=catalog, balance=balance, now=now)
+    if plan.sold_by_sales and await get_enterprise_price(conn, org=customer) is None:
         raise PaymentRequired(
             "the enterprise tier is priced by sales: contact sales to agree a price for this"
             " organization, then subscribe"
@@ -172,9 +182,13 @@ async def change_plan(
         else bool(subscription and subscription.pay_annually)
     )
     if subscription is None:
-        subscription = await _insert_subscription(conn, customer, plan, annually, now)
+        subscription = await _insert_subscription(
+            conn, customer=customer, plan=plan, pay_annually=annually, now=now
+        )
     else:
-        subscription = await _update_subscription(conn, subscription, plan, annually, now)
+        subscription = await _update_subscription(
+            conn, subscription=subscription, plan=plan, pay_annually=annually, now=now
+        )
     if old_plan is None or old_plan.name != plan.name:
         await grant_plan_change(
             conn,
@@ -189,14 +203,14 @@ async def change_plan(
 
 
 async def refresh_if_due(
-    conn: AsyncConnection, catalog: Catalog, balance: Balance, now: datetime
+    conn: AsyncConnection, *, catalog: Catalog, balance: Balance, now: datetime
 ) -> tuple[Balance, Subscription | None]:
     """On a locked balance: reset the monthly bucket to the grant once a new period began.
 
     The period start is stored, so each customer is refreshed exactly once per period; every
     path that refreshes (balance reads, metering, `zoopay billing refresh`) comes here.
     """
-    subscription = await get_subscription(conn, balance.customer)
+    subscription = await get_subscription(conn, customer=balance.customer)
     plan = current_plan(catalog, subscription)
     if subscription is None or plan is None:
         return balance, subscription
@@ -219,7 +233,7 @@ async def refresh_if_due(
     return balance, Subscription(**{**subscription.__dict__, "period_start": start})
 
 
-async def customers_due_for_refresh(conn: AsyncConnection, now: datetime) -> list[Customer]:
+async def customers_due_for_refresh(conn: AsyncConnection, *, now: datetime) -> list[Customer]:
     """Customers whose monthly period has turned since their last grant."""
     due = []
     for row in (await conn.execute(select(subscriptions))).mappings():
@@ -231,10 +245,12 @@ async def customers_due_for_refresh(conn: AsyncConnection, now: datetime) -> lis
 
 
 async def refresh_customer(
-    conn: AsyncConnection, catalog: Catalog, customer: Customer, now: datetime
+    conn: AsyncConnection, *, catalog: Catalog, customer: Customer, now: datetime
 ) -> None:
     """Refresh one customer if its period has turned; safe to run concurrently with anything."""
-    await refresh_if_due(conn, catalog, await lock_balance(conn, customer), now)
+    await refresh_if_due(
+        conn, catalog=catalog, balance=await lock_balance(conn, customer=customer), now=now
+    )
 
 
 def refresh_due(subscription: Subscription | None, now: datetime) -> bool:
@@ -245,11 +261,11 @@ def refresh_due(subscription: Subscription | None, now: datetime) -> bool:
 
 
 async def set_enterprise_price(
-    conn: AsyncConnection, org: Customer, price: OptionFlat | OptionPerUser, now: datetime
+    conn: AsyncConnection, *, org: Customer, price: OptionFlat | OptionPerUser, now: datetime
 ) -> None:
     # Writers of an org take turns on its balance row; without it two first prices at once
     # both find no row to update and both insert (a unique violation, a 500, on PostgreSQL).
-    await lock_balance(conn, org)
+    await lock_balance(conn, customer=org)
     values = {
         "price_type": price.type,
         "interval": price.interval.value,
@@ -264,7 +280,7 @@ async def set_enterprise_price(
 
 
 async def get_enterprise_price(
-    conn: AsyncConnection, org: Customer
+    conn: AsyncConnection, *, org: Customer
 ) -> OptionFlat | OptionPerUser | None:
     if org.kind != "org":
         return None
@@ -282,13 +298,15 @@ async def get_enterprise_price(
 
 
 async def subscription_details(
-    conn: AsyncConnection, catalog: Catalog, subscription: Subscription | None
-) -> ZooProductSubscriptions | None:
+    conn: AsyncConnection, *, catalog: Catalog, subscription: Subscription | None
+) -> SubscribedPlan | None:
     plan = current_plan(catalog, subscription)
     if subscription is None or plan is None:
         return None
-    price = await get_enterprise_price(conn, subscription.customer) if plan.sold_by_sales else None
-    return ZooProductSubscriptions(modeling_app=plan.wire(price))
+    price = (
+        await get_enterprise_price(conn, org=subscription.customer) if plan.sold_by_sales else None
+    )
+    return SubscribedPlan(plan, price)
 
 
 def _required_plan(catalog: Catalog, tier: TierName) -> Plan:
@@ -303,7 +321,7 @@ def _is_free(plan: Plan) -> bool:
 
 
 async def _insert_subscription(
-    conn: AsyncConnection, customer: Customer, plan: Plan, pay_annually: bool, now: datetime
+    conn: AsyncConnection, *, customer: Customer, plan: Plan, pay_annually: bool, now: datetime
 ) -> Subscription:
     subscription = Subscription(str(uuid.uuid4()), customer, plan.name, pay_annually, now, now)
     await conn.execute(
@@ -323,7 +341,12 @@ async def _insert_subscription(
 
 
 async def _update_subscription(
-    conn: AsyncConnection, subscription: Subscription, plan: Plan, pay_annually: bool, now: datetime
+    conn: AsyncConnection,
+    *,
+    subscription: Subscription,
+    plan: Plan,
+    pay_annually: bool,
+    now: datetime,
 ) -> Subscription:
     await conn.execute(
         update(subscriptions)
@@ -340,6 +363,6 @@ async def _update_subscription(
     )
 
 
-async def end_subscription(conn: AsyncConnection, customer: Customer) -> None:
+async def end_subscription(conn: AsyncConnection, *, customer: Customer) -> None:
     """No plan from now on: no more grants or refreshes (the balance and its ledger stay)."""
     await conn.execute(subscriptions.delete().where(subscriptions.c.customer_id == customer.id))
