@@ -22,6 +22,15 @@ from zoopay.catalog.schemas import (
     OptionPerUser,
     ZooProductSubscriptions,
 )
+from zoopay.payments.schemas import (
+    AddressDetails,
+    BillingInfo,
+    CardDetails,
+    Customer,
+    PaymentIntent,
+    PaymentMethod,
+    PaymentMethodCardChecks,
+)
 from zoopay.subscriptions.schemas import (
     ZooProductSubscriptionsOrgRequest,
     ZooProductSubscriptionsUserRequest,
@@ -41,6 +50,13 @@ MODELS: list[tuple[str, type[BaseModel]]] = [
     ("OrgMemberResultsPage", OrgMemberResultsPage),
     ("AddOrgMember", AddOrgMember),
     ("Error", Error),
+    ("AddressDetails", AddressDetails),
+    ("BillingInfo", BillingInfo),
+    ("Customer", Customer),
+    ("PaymentIntent", PaymentIntent),
+    ("PaymentMethod", PaymentMethod),
+    ("PaymentMethodCardChecks", PaymentMethodCardChecks),
+    ("CardDetails", CardDetails),
 ]
 
 
