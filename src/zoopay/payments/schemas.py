@@ -7,13 +7,13 @@ from typing import Annotated, Self
 
 from pydantic import Field, StrictInt
 
-from zoopay.catalog.schemas import StoredWireModel, WireModel
 from zoopay.money import Amount, Money, from_micros
 from zoopay.payments.service import Address, BillingDetails, PaymentCustomer
 from zoopay.payments.tax import COUNTRY_CODES
 from zoopay.payments.thresholds import ADMIN_BOUNDS, CUSTOMER_BOUNDS, DEFAULT_MICROS, Bounds
 from zoopay.payments.thresholds import UsageThreshold as UsageThresholdRecord
 from zoopay.processors.base import Card
+from zoopay.wire import StoredWireModel, WireModel
 
 CountryCode = enum.StrEnum(  # type: ignore[misc]
     "CountryCode", {code: code for code in sorted(COUNTRY_CODES)}
