@@ -26,6 +26,7 @@ from zoopay.catalog.routes import router as catalog_router
 from zoopay.catalog.service import Catalog, load_catalog
 from zoopay.config import Settings, get_settings
 from zoopay.db.engine import create_engine
+from zoopay.invoicing.service import reconcile_on_start
 from zoopay.ledger.routes import router as ledger_router
 from zoopay.metering.batcher import CallRecorder
 from zoopay.metering.routes import HOT_ROUTES as metering_hot_routes
@@ -59,6 +60,8 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        # Charges and refunds a crash left between the processor's answer and our commit.
+        await reconcile_on_start(app_engine, app.state.processor, app.state.clock())
         yield
         await recorder.close()
         if owns_engine:

@@ -18,6 +18,7 @@ attempts left pending and asks the processor what happened to them.
 """
 
 import enum
+import logging
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -28,7 +29,7 @@ from typing import Any
 from sqlalchemy import func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from zoopay.db.engine import reading, transaction
+from zoopay.db.engine import is_unavailable, reading, transaction
 from zoopay.db.tables import (
     invoice_counters,
     invoice_lines,
@@ -47,6 +48,8 @@ from zoopay.processors.base import (
     ProcessorError,
     ProcessorUnavailable,
 )
+
+logger = logging.getLogger(__name__)
 
 MICROS_PER_CENT = 10_000
 CURRENCY = "usd"
@@ -1086,3 +1089,26 @@ async def reconcile_pending_refunds(
             await _apply_refund(conn, row["id"], refund.id, now)
         done += 1
     return done
+
+
+async def reconcile_on_start(
+    engine: AsyncEngine, processor: PaymentProcessor, now: datetime
+) -> Reconciliation | None:
+    """What a server does when it starts: pending charges and refunds reconciled. A database
+    or processor that does not answer does not stop the start (the next start, or `zoopay
+    billing run`, reconciles); it is logged."""
+    try:
+        report = await reconcile_pending_charges(engine, processor, now=now)
+        await reconcile_pending_refunds(engine, processor, now=now)
+    except Exception as exc:
+        if not is_unavailable(exc):
+            raise
+        logger.warning("reconciling pending charges at start failed: %s", exc)
+        return None
+    if report.applied or report.abandoned:
+        logger.info(
+            "reconciled %d pending charges, abandoned %d",
+            len(report.applied),
+            len(report.abandoned),
+        )
+    return report
