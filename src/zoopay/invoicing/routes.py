@@ -1,6 +1,7 @@
 """Invoices over HTTP: listings (Zoo's), one invoice, its PDF and page, paying it, buying
 credits (extensions) and refunds (staff)."""
 
+import uuid
 from datetime import datetime
 from decimal import Decimal
 from typing import Annotated, Any
@@ -15,7 +16,7 @@ from zoopay.api.pagination import Limit, PageToken, decode_page_token, encode_pa
 from zoopay.api.routing import json_router
 from zoopay.config import Settings
 from zoopay.db.engine import reading, transaction
-from zoopay.errors import BadRequest
+from zoopay.errors import BadRequest, quoted
 from zoopay.invoicing import links
 from zoopay.invoicing.documents import Issuer, render_html, render_pdf
 from zoopay.invoicing.schemas import (
@@ -161,7 +162,15 @@ async def list_invoices_for_org(
 # ---------------------------------------------------------------------------- one invoice
 
 
+def _checked_id(invoice_id: str) -> str:
+    try:
+        return str(uuid.UUID(invoice_id))
+    except ValueError:
+        raise BadRequest(f"invoice id {quoted(invoice_id)} is not a UUID") from None
+
+
 async def _own(engine: AsyncEngine, customer: Customer, invoice_id: str) -> InvoiceRecord:
+    invoice_id = _checked_id(invoice_id)
     async with reading(engine) as conn:
         return await get_invoice(conn, invoice_id=invoice_id, customer=customer)
 
@@ -242,6 +251,7 @@ Signature = Annotated[str, Query(pattern="^[0-9a-f]{64}$", description="The link
 async def _signed(
     engine: AsyncEngine, invoice_id: str, kind: str, expires: int, signature: str, now: datetime
 ) -> InvoiceRecord:
+    invoice_id = _checked_id(invoice_id)
     async with transaction(engine) as conn:
         key = await links.link_key(conn, now=now)
         links.check_signature(key, invoice_id, kind, expires=expires, signature=signature, now=now)
@@ -428,6 +438,7 @@ async def refund_invoice_as_staff(
     micros = to_micros(body.amount)
     if micros % MICROS_PER_CENT:
         raise BadRequest("a refund is in whole cents, e.g. 5.00")
+    id = _checked_id(id)
     async with reading(engine) as conn:
         await get_invoice(conn, invoice_id=id)
     invoice = await refund_invoice(
