@@ -33,7 +33,10 @@ from zoopay.ledger.routes import router as ledger_router
 from zoopay.metering.batcher import CallRecorder
 from zoopay.metering.routes import HOT_ROUTES as metering_hot_routes
 from zoopay.metering.routes import router as metering_router
+from zoopay.payments.routes import router as payments_router
 from zoopay.processors import processor_from_settings
+from zoopay.processors.portal import router as portal_router
+from zoopay.processors.routes import router as processor_router
 from zoopay.subscriptions.routes import orgs_router as subscriptions_orgs_router
 from zoopay.subscriptions.routes import router as subscriptions_router
 from zoopay.subscriptions.routes import users_router as subscriptions_users_router
@@ -109,6 +112,9 @@ def create_app(
         ledger_router,
         invoicing_router,
         invoice_links_router,
+        payments_router,
+        processor_router,
+        portal_router,
         health_router,
     )
     for router in routers:
