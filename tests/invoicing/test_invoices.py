@@ -576,3 +576,32 @@ async def test_verify_names_what_does_not_add_up(
             update(invoice_payment_attempts).values(status="succeeded")  # harmless
         )
     await books_are_clean(engine)
+
+
+async def test_paying_again_after_a_lost_request_waits_then_charges_anew(
+    engine: AsyncEngine, world: World, clock: Clock, processor: EmbeddedProcessor
+) -> None:
+    person = await world.user()
+    cus = await processor_customer(engine, processor, person.user.customer, clock.now)
+    invoice = await issue(
+        engine, clock, person.user.customer, [credits_line(amount_micros=3_000_000)]
+    )
+    lost = Unreachable(engine, lambda: clock.now)
+    with pytest.raises(ServiceUnavailable):
+        await charge_invoice(
+            engine, lost, invoice_id=invoice.id, processor_customer_id=cus, now=clock.now
+        )
+    with pytest.raises(Conflict, match="in progress"):
+        await charge_invoice(
+            engine, processor, invoice_id=invoice.id, processor_customer_id=cus, now=clock.now
+        )
+    clock.advance(minutes=11)
+    outcome = await charge_invoice(
+        engine, processor, invoice_id=invoice.id, processor_customer_id=cus, now=clock.now
+    )
+    assert outcome.invoice.paid and outcome.invoice.attempt_count == 2
+    async with reading(engine) as conn:
+        statuses = [a.status for a in await list_attempts(conn, invoice_id=invoice.id)]
+    assert statuses == [AttemptStatus.ABANDONED, AttemptStatus.SUCCEEDED]
+    assert await succeeded_cents(engine) == 300
+    await books_are_clean(engine)

@@ -660,7 +660,7 @@ async def charge_invoice(
         pending = await _pending_attempt(conn, invoice.id)
     if pending is not None:
         # An earlier attempt never learned its answer: learn it before trying again.
-        await _reconcile_attempt(engine, processor, pending, now=now, abandon_after=None)
+        await _reconcile_attempt(engine, processor, pending, now=now, abandon_after=ABANDON_AFTER)
     async with transaction(engine) as conn:
         invoice = await lock_invoice(conn, invoice_id=invoice_id)
         if invoice.status == InvoiceStatus.PAID:
@@ -915,6 +915,10 @@ async def refund_invoice(
     async with transaction(engine) as conn:
         invoice = await lock_invoice(conn, invoice_id=invoice_id)
         existing = await _refund_by_key(conn, key)
+        if existing is None and invoice.charge_id is None:
+            raise BadRequest(
+                f"invoice {invoice.number} was not paid by a charge: nothing to refund"
+            )
         if existing is None:
             credits = await _check_refund(conn, invoice, amount_micros)
             existing = await _new_refund(conn, invoice, key, amount_micros, credits, actor, now)
@@ -925,8 +929,7 @@ async def refund_invoice(
             )
         if existing["status"] != "pending":
             return invoice
-    if invoice.charge_id is None:
-        raise Conflict(f"invoice {invoice.number} was not paid by a charge: nothing to refund")
+    assert invoice.charge_id is not None  # checked before the refund was recorded
     try:
         refund = await processor.refund(
             invoice.charge_id, amount_cents=existing["amount_cents"], idempotency_key=key
