@@ -18,6 +18,12 @@ LINK_LIFETIME = timedelta(days=7)
 _SECRET_NAME = "invoice_links"
 
 
+async def existing_link_key(conn: AsyncConnection) -> bytes | None:
+    query = select(server_secrets.c.value).where(server_secrets.c.name == _SECRET_NAME)
+    value = (await conn.execute(query)).scalar_one_or_none()
+    return None if value is None else bytes.fromhex(value)
+
+
 async def link_key(conn: AsyncConnection, *, now: datetime) -> bytes:
     """The signing key, made on first use (a concurrent first use keeps whichever landed)."""
     query = select(server_secrets.c.value).where(server_secrets.c.name == _SECRET_NAME)

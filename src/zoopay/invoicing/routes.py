@@ -8,7 +8,7 @@ from typing import Annotated, Any
 
 from fastapi import Query, Request, Response
 from fastapi.responses import HTMLResponse
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from zoopay.api.deps import CurrentUser, Engine, IdInPath, Now, OrgAdmin, StaffUser
 from zoopay.api.openapi import errors
@@ -73,10 +73,17 @@ def _issuer(request: Request) -> Issuer:
     return Issuer(settings.invoice_issuer, settings.invoice_issuer_address)
 
 
-async def _links(
-    conn: AsyncConnection, request: Request, invoice: InvoiceRecord, now: datetime
-) -> tuple[str, str]:
-    key = await links.link_key(conn, now=now)
+async def _link_key(engine: AsyncEngine, now: datetime) -> bytes:
+    """The key that signs links: read without a write lock, made (a write) on first use."""
+    async with reading(engine) as conn:
+        key = await links.existing_link_key(conn)
+    if key is None:
+        async with transaction(engine) as conn:
+            key = await links.link_key(conn, now=now)
+    return key
+
+
+def _links(key: bytes, request: Request, invoice: InvoiceRecord, now: datetime) -> tuple[str, str]:
     base = _base_url(request)
     return (
         base + links.signed_path(key, invoice.id, "pdf", now=now),
@@ -87,9 +94,7 @@ async def _links(
 async def _detail(
     engine: AsyncEngine, request: Request, invoice: InvoiceRecord, now: datetime
 ) -> InvoiceDetail:
-    # The link key may be made on first use: a write.
-    async with transaction(engine) as conn:
-        pdf, url = await _links(conn, request, invoice, now)
+    pdf, url = _links(await _link_key(engine, now), request, invoice, now)
     return InvoiceDetail.of(invoice, pdf=pdf, url=url)
 
 
@@ -114,10 +119,11 @@ async def _list(
     paged = limit is not None or page_token is not None
     size = limit or LEGACY_LIST_LIMIT
     before = decode_page_token(page_token) if page_token else None
-    async with transaction(engine) as conn:
+    async with reading(engine) as conn:
         rows = await list_invoices(conn, customer=customer, limit=size + 1, before=before)
-        shown = rows[:size]
-        made = [(row, await _links(conn, request, row, now)) for row in shown]
+    shown = rows[:size]
+    key = await _link_key(engine, now)
+    made = [(row, _links(key, request, row, now)) for row in shown]
     if not paged:
         return [Invoice.of(row, pdf=pdf, url=url) for row, (pdf, url) in made]
     next_page = None
@@ -252,9 +258,9 @@ async def _signed(
     engine: AsyncEngine, invoice_id: str, kind: str, expires: int, signature: str, now: datetime
 ) -> InvoiceRecord:
     invoice_id = _checked_id(invoice_id)
-    async with transaction(engine) as conn:
-        key = await links.link_key(conn, now=now)
-        links.check_signature(key, invoice_id, kind, expires=expires, signature=signature, now=now)
+    key = await _link_key(engine, now)
+    links.check_signature(key, invoice_id, kind, expires=expires, signature=signature, now=now)
+    async with reading(engine) as conn:
         return await get_invoice(conn, invoice_id=invoice_id)
 
 
@@ -286,8 +292,7 @@ async def get_invoice_page_by_link(
 ) -> HTMLResponse:
     """An invoice's page from its signed link (an invoice's `url`): no token needed."""
     invoice = await _signed(engine, id, "html", expires, signature, now)
-    async with transaction(engine) as conn:
-        pdf, _url = await _links(conn, request, invoice, now)
+    pdf, _url = _links(await _link_key(engine, now), request, invoice, now)
     return _html_response(request, invoice, pdf)
 
 

@@ -4,14 +4,15 @@ added (`amount_refunded`, `refund_status`, `can_retry_payment`), in results page
 extension endpoints."""
 
 from datetime import datetime
-from typing import Literal
+from decimal import Decimal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, BeforeValidator, Field, WithJsonSchema
 
 from zoopay.catalog.schemas import WireModel
 from zoopay.invoicing.service import Invoice as InvoiceRecord
 from zoopay.invoicing.service import InvoiceLine, InvoiceStatus, RefundStatus
-from zoopay.money import Amount, Money, format_micros, from_micros
+from zoopay.money import Amount, Money, format_micros, from_micros, parse_dollars
 
 
 class InvoiceLineItem(WireModel):
@@ -152,10 +153,25 @@ class InvoiceResultsPage(BaseModel):
     next_page: str | None = None
 
 
+# What POST .../payment/credits accepts, said in the document (the route refuses the rest).
+_CREDIT_AMOUNT = {
+    "anyOf": [
+        {"type": "number", "minimum": 1, "maximum": 100000, "multipleOf": 0.01},
+        {"type": "string", "pattern": r"^0*([1-9][0-9]{0,4}(\.[0-9]{1,2}0*)?|100000(\.0+)?)$"},
+    ],
+    "description": "USD in whole cents, from 1.00 to 100000.00: a JSON number or decimal string",
+}
+CreditAmount = Annotated[
+    Decimal,
+    BeforeValidator(parse_dollars),
+    WithJsonSchema(_CREDIT_AMOUNT, mode="validation"),
+]
+
+
 class BuyCredits(WireModel):
     """Stable API credits to buy: invoiced and charged to the default payment method."""
 
-    amount: Amount = Field(description="USD, whole cents, from 1.00 to 100000.00")
+    amount: CreditAmount
 
 
 class RefundInvoice(WireModel):
