@@ -605,3 +605,23 @@ async def test_paying_again_after_a_lost_request_waits_then_charges_anew(
     assert statuses == [AttemptStatus.ABANDONED, AttemptStatus.SUCCEEDED]
     assert await succeeded_cents(engine) == 300
     await books_are_clean(engine)
+
+
+async def test_an_invoice_that_rounds_to_nothing_is_paid_at_once_without_a_charge(
+    engine: AsyncEngine, world: World, clock: Clock
+) -> None:
+    person = await world.user()
+    invoice = await issue(
+        engine, clock, person.user.customer, [usage_line(period="Jan", amount_micros=4_000)]
+    )
+    assert invoice.status == InvoiceStatus.PAID and invoice.charge_id is None
+    assert (invoice.total_micros, invoice.subtotal_micros) == (0, 0)
+    assert [(line.kind, line.amount_micros) for line in invoice.lines] == [
+        (LineKind.USAGE, 4_000),
+        (LineKind.ROUNDING, -4_000),
+    ]
+    assert invoice.number == "ZP-000001"
+    assert await charge_count(engine) == 0
+    async with reading(engine) as conn:
+        assert await account_balance(conn, Account(AccountKind.ROUNDING)) == 4_000
+    await books_are_clean(engine)
