@@ -293,6 +293,36 @@ WRITES = [
         "org",
         {"email": "{user}", "role": "member"},
     ),
+    ("billing POST", "POST", "/user/payment", "user", "user", {"name": "N", "phone": ""}),
+    ("billing PUT", "PUT", "/user/payment", "user", "user", {"name": "N", "phone": ""}),
+    ("org billing POST", "POST", "/org/payment", "admin", "org", {"name": "N"}),
+    ("org billing PUT", "PUT", "/org/payment", "admin", "org", {"name": "N"}),
+    ("VAT id", "PUT", "/user/payment/tax-id", "user", "user", {"vat_id": "DE136695976"}),
+    ("org VAT id", "PUT", "/org/payment/tax-id", "admin", "org", {"vat_id": "DE136695976"}),
+    (
+        "threshold",
+        "PUT",
+        "/user/billing/usage-collection-threshold",
+        "user",
+        "user",
+        {"amount": "20", "expected_version": 0},
+    ),
+    (
+        "org threshold",
+        "PUT",
+        "/org/billing/usage-collection-threshold",
+        "admin",
+        "org",
+        {"amount": "20", "expected_version": 0},
+    ),
+    (
+        "confirm",
+        "POST",
+        "/processor/setup-intents/confirm",
+        "user",
+        "user",
+        {"client_secret": "seti_x_secret_y", "payment_method": "pm_card_visa"},
+    ),
 ]
 
 
@@ -1004,7 +1034,174 @@ def invoice_cases() -> list[Bad]:
     return cases
 
 
+# --- payments (issue 9) ------------------------------------------------------------------------
+
+
+def billing_case(label: str, body: Any, *mentions: str, path: str = "/user/payment") -> Bad:
+    caller, customer = ("admin", "org") if path.startswith("/org") else ("user", "user")
+    return Bad(
+        f"billing: {label}", "POST", path, caller, 400, mentions, body=body, customer=customer
+    )
+
+
+THRESHOLD = "/user/billing/usage-collection-threshold"
+
+
+def threshold_case(label: str, body: Any, *mentions: str) -> Bad:
+    return Bad(f"threshold: {label}", "PUT", THRESHOLD, "user", 400, mentions, body=body)
+
+
+def reset_case(label: str, params: dict[str, str], *mentions: str) -> Bad:
+    return Bad(
+        f"threshold reset: {label}", "DELETE", THRESHOLD, "user", 400, mentions, params=params
+    )
+
+
+def confirm_case(label: str, body: Any, *mentions: str) -> Bad:
+    path = "/processor/setup-intents/confirm"
+    return Bad(f"confirm: {label}", "POST", path, "user", 400, mentions, body=body)
+
+
+PAYMENT_CASES = [
+    billing_case("a country that is no ISO code", {"address": {"country": "ZZ"}}, "country"),
+    billing_case("a lower-case country", {"address": {"country": "us"}}, "country"),
+    billing_case("an address without a country", {"address": {"zip": "94107"}}, "country"),
+    billing_case("a name over 200 characters", {"name": "n" * 201}, "name", "200"),
+    billing_case("a phone over 64 characters", {"phone": "1" * 65}, "phone", "64"),
+    billing_case("a NUL in the name", {"name": "A\x00"}, "name", "NUL"),
+    billing_case(
+        "a zip over 32 characters", {"address": {"country": "US", "zip": "9" * 33}}, "zip"
+    ),
+    billing_case("an unknown address field", {"address": {"country": "US", "town": "x"}}, "town"),
+    billing_case("org: a number for a name", {"name": 5}, "name", path="/org/payment"),
+    Bad(
+        "VAT id: a bad checksum",
+        "PUT",
+        "/user/payment/tax-id",
+        "user",
+        400,
+        ("vat_id", "not a valid EU VAT id"),
+        body={"vat_id": "DE136695977"},
+    ),
+    Bad(
+        "VAT id: empty",
+        "PUT",
+        "/user/payment/tax-id",
+        "user",
+        400,
+        ("vat_id",),
+        body={"vat_id": ""},
+    ),
+    Bad(
+        "VAT id: over 32 characters",
+        "PUT",
+        "/org/payment/tax-id",
+        "admin",
+        400,
+        ("vat_id", "32"),
+        body={"vat_id": "DE" + "1" * 31},
+        customer="org",
+    ),
+    threshold_case("a negative amount", {"amount": "-1", "expected_version": 0}, "amount"),
+    threshold_case("an amount as words", {"amount": "ten", "expected_version": 0}, "amount"),
+    threshold_case(
+        "an amount below the customer's bounds",
+        {"amount": "9.999999", "expected_version": 0},
+        "between 10.00 and 10000.00",
+    ),
+    threshold_case(
+        "an amount above the customer's bounds",
+        {"amount": 10001, "expected_version": 0},
+        "between 10.00 and 10000.00",
+    ),
+    threshold_case("no expected_version", {"amount": "20"}, "expected_version"),
+    threshold_case(
+        "a negative expected_version", {"amount": "20", "expected_version": -1}, "expected_version"
+    ),
+    threshold_case(
+        "a string expected_version", {"amount": "20", "expected_version": "0"}, "expected_version"
+    ),
+    threshold_case(
+        "a fractional expected_version",
+        {"amount": "20", "expected_version": 0.5},
+        "expected_version",
+    ),
+    reset_case("no expected_version", {}, "expected_version"),
+    reset_case("a negative expected_version", {"expected_version": "-1"}, "expected_version"),
+    reset_case("expected_version abc", {"expected_version": "abc"}, "expected_version"),
+    confirm_case(
+        "an empty client secret",
+        {"client_secret": "", "payment_method": "pm_card_visa"},
+        "client_secret",
+    ),
+    confirm_case(
+        "a client secret over 200 characters",
+        {"client_secret": "s" * 201, "payment_method": "pm_card_visa"},
+        "client_secret",
+    ),
+    confirm_case("no payment method", {"client_secret": "s"}, "payment_method"),
+    confirm_case(
+        "a number for a payment method",
+        {"client_secret": "s", "payment_method": 4242},
+        "payment_method",
+    ),
+    *[
+        Bad(
+            f"GET {path}: {label}",
+            "GET",
+            path,
+            caller,
+            400,
+            (mention,),
+            params=params,
+            customer=who,
+        )
+        for path, caller, who in (
+            ("/user/payment/methods", "user", "user"),
+            ("/org/payment/methods", "admin", "org"),
+        )
+        for label, params, mention in (
+            ("limit 0", {"limit": "0"}, "limit"),
+            ("limit 1001", {"limit": "1001"}, "limit"),
+            ("limit abc", {"limit": "abc"}, "limit"),
+            ("garbage page_token", {"page_token": "garbage!!!"}, "page_token"),
+            ("a page_token of another listing", {"page_token": "MjAyNi0wMS0xNXx4"}, "page_token"),
+        )
+    ],
+    *[
+        Bad(f"{method} {path}: a malformed id", method, path, caller, 400, ("id",), customer=who)
+        for method, path, caller, who in (
+            ("DELETE", "/user/payment/methods/not-a-card", "user", "user"),
+            ("POST", "/user/payment/methods/pm_x!/default", "user", "user"),
+            ("DELETE", "/org/payment/methods/card_1", "admin", "org"),
+            ("POST", "/org/payment/methods/pm_/default", "admin", "org"),
+        )
+    ],
+    *[
+        Bad(
+            f"{path}: return_url {label}",
+            "GET",
+            path,
+            caller,
+            400,
+            ("return_url",),
+            params={"return_url": url},
+            customer=who,
+        )
+        for path, caller, who in (
+            ("/user/payment/method-portal-link", "user", "user"),
+            ("/org/payment/method-portal-link", "admin", "org"),
+        )
+        for label, url in (
+            ("javascript", "javascript:alert(1)"),
+            ("relative", "/billing"),
+            ("over 2048 characters", "https://x.test/" + "a" * 2048),
+        )
+    ],
+]
+
 CASES = [
+    *PAYMENT_CASES,
     *BOUNDS_CASES,
     *amount_cases(),
     *enterprise_price_cases(),

@@ -24,6 +24,15 @@ from zoopay.catalog.schemas import (
     ZooProductSubscriptions,
 )
 from zoopay.invoicing.schemas import Coupon, Discount, Invoice, InvoiceLineItem
+from zoopay.payments.schemas import (
+    AddressDetails,
+    BillingInfo,
+    CardDetails,
+    Customer,
+    PaymentIntent,
+    PaymentMethod,
+    PaymentMethodCardChecks,
+)
 from zoopay.subscriptions.schemas import (
     ZooProductSubscriptionsOrgRequest,
     ZooProductSubscriptionsUserRequest,
@@ -46,6 +55,13 @@ MODELS: list[tuple[str, type[BaseModel]]] = [
     ("InvoiceLineItem", InvoiceLineItem),
     ("Discount", Discount),
     ("Coupon", Coupon),
+    ("AddressDetails", AddressDetails),
+    ("BillingInfo", BillingInfo),
+    ("Customer", Customer),
+    ("PaymentIntent", PaymentIntent),
+    ("PaymentMethod", PaymentMethod),
+    ("PaymentMethodCardChecks", PaymentMethodCardChecks),
+    ("CardDetails", CardDetails),
 ]
 
 

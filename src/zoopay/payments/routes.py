@@ -375,7 +375,15 @@ ReturnUrl = Annotated[
     ),
 ]
 _PORTAL: dict[int | str, dict[str, Any]] = {
-    303: {"description": "To the page where the customer manages their cards"}
+    303: {
+        "description": "To the page where the customer manages their cards",
+        "headers": {
+            "Location": {
+                "description": "The page (a path on this server, with the embedded processor)",
+                "schema": {"type": "string"},
+            }
+        },
+    }
 }
 
 
