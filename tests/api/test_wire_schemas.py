@@ -22,6 +22,7 @@ from zoopay.catalog.schemas import (
     OptionPerUser,
     ZooProductSubscriptions,
 )
+from zoopay.invoicing.schemas import Coupon, Discount, Invoice, InvoiceLineItem
 from zoopay.payments.schemas import (
     AddressDetails,
     BillingInfo,
@@ -50,6 +51,10 @@ MODELS: list[tuple[str, type[BaseModel]]] = [
     ("OrgMemberResultsPage", OrgMemberResultsPage),
     ("AddOrgMember", AddOrgMember),
     ("Error", Error),
+    ("Invoice", Invoice),
+    ("InvoiceLineItem", InvoiceLineItem),
+    ("Discount", Discount),
+    ("Coupon", Coupon),
     ("AddressDetails", AddressDetails),
     ("BillingInfo", BillingInfo),
     ("Customer", Customer),
