@@ -49,9 +49,9 @@ SEED = [
     """,
     """
     INSERT INTO subscriptions (id, customer_kind, customer_id, tier, pay_annually, anchor_at,
-                               period_start, created_at, updated_at)
+                               period_start, closed_through, created_at, updated_at)
     SELECT gen_random_uuid()::text, 'user', id, CASE WHEN n % 4 = 0 THEN 'pro' ELSE 'free' END,
-           false, $1, $1, $1, $1
+           false, $1, $1, $1, $1, $1
     FROM seeded
     """,
     """

@@ -11,6 +11,7 @@ import typer
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from zoopay.accounts import service as accounts
+from zoopay.billing import run as billing
 from zoopay.catalog.service import Catalog, CatalogError, load_catalog
 from zoopay.config import HttpServer, get_settings
 from zoopay.db import migrate
@@ -199,6 +200,26 @@ def billing_refresh(
 
     refreshed = _run_with_engine(refresh_all)
     _print({"refreshed": refreshed})
+
+
+@billing_app.command("run")
+def billing_run(
+    at: Annotated[
+        datetime | None,
+        typer.Option(formats=["%Y-%m-%dT%H:%M:%S%z", "%Y-%m-%dT%H:%M:%S"], help="Default: now"),
+    ] = None,
+) -> None:
+    """Close every billing period that has ended: one invoice per customer with the next
+    period's fee and the usage due, charged; retry failed charges on the dunning schedule.
+    Idempotent: a second run (or a rerun after a crash) bills nobody twice."""
+    catalog = _catalog()
+    moment = (at if at.tzinfo else at.replace(tzinfo=UTC)) if at else None
+
+    async def run(engine: AsyncEngine, now: datetime) -> dict[str, int]:
+        summary = await billing.run_billing(engine, catalog, at=_refresh_moment(moment, now))
+        return summary.as_json()
+
+    _print(_run_with_engine(run))
 
 
 def _refresh_moment(at: datetime | None, now: datetime) -> datetime:

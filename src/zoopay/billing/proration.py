@@ -86,8 +86,10 @@ def change_charge_micros(
     """What moving from `old` to `new` at `at` costs now: the rest of the period at the new
     price, less the unused rest already paid at the old one; never negative (a cheaper plan
     costs nothing now, and the README says what happens to the difference)."""
-    window = {"period_start": period_start, "period_end": period_end, "at": at}
-    return max(0, prorated_micros(new, **window) - prorated_micros(old, **window))
+    # The difference is taken exactly and rounded once, so a change never costs more than the
+    # service it adds, even by a micro-dollar.
+    share = remaining_fraction(period_start=period_start, period_end=period_end, at=at)
+    return max(0, int((new.total_micros - old.total_micros) * share))
 
 
 def unused_credit_micros(

@@ -359,6 +359,7 @@ async def _insert_subscription(
             pay_annually=pay_annually,
             anchor_at=now,
             period_start=now,
+            closed_through=now,
             created_at=now,
             updated_at=now,
         )
