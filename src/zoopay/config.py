@@ -22,6 +22,13 @@ class HttpServer(enum.StrEnum):
     GRANIAN = "granian"
 
 
+class ProcessorKind(enum.StrEnum):
+    """Who holds cards and moves money (zoopay.processors.processor_from_settings)."""
+
+    # Inside zoopay, in its own tables, with Stripe's test cards: needs no account or network.
+    EMBEDDED = "embedded"
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="ZOOPAY_")
 
@@ -57,6 +64,8 @@ class Settings(BaseSettings):
             return check_schedule(list(value))
         except BadSchedule as exc:
             raise ValueError(str(exc)) from None
+    # Who holds cards and takes money: `embedded` (default) needs nothing else.
+    processor: ProcessorKind = ProcessorKind.EMBEDDED
 
     def timeouts(self) -> Timeouts:
         return Timeouts(
