@@ -1,7 +1,7 @@
 """billing: period close (closed periods, what each closed), downgrades at period end
 
 Revision ID: 0008
-Revises: 0007 (0005 until payments and invoicing are merged)
+Revises: 0007
 """
 
 from collections.abc import Sequence
@@ -10,8 +10,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0008"
-# "0007" once payments (0006) and invoicing (0007) are merged in; until then after 0005.
-down_revision: str | None = "0005"
+down_revision: str | None = "0007"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
