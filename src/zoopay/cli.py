@@ -19,6 +19,7 @@ from zoopay.db.engine import Timeouts, create_engine, transaction
 from zoopay.errors import BadRequest, ZoopayError
 from zoopay.instants import InstantOutOfRange, check_instant
 from zoopay.journal import service as journal
+from zoopay.processors import processor_from_settings
 from zoopay.subscriptions import service as subscriptions
 
 app = typer.Typer(no_args_is_help=True, help="zoopay: payments and API credits.")
@@ -218,8 +219,17 @@ def billing_run(
     catalog = _catalog()
     moment = (at if at.tzinfo else at.replace(tzinfo=UTC)) if at else None
 
+    settings = get_settings()
+    terms = billing.BillingTerms(
+        dunning_days=settings.dunning_days,
+        tax_rates=settings.tax_rates,
+        invoice_prefix=settings.invoice_prefix,
+    )
+
     async def run(engine: AsyncEngine, now: datetime) -> dict[str, int]:
-        summary = await billing.run_billing(engine, catalog, at=_refresh_moment(moment, now))
+        at = _refresh_moment(moment, now)
+        processor = processor_from_settings(settings, engine=engine, clock=lambda: at)
+        summary = await billing.run_billing(engine, catalog, processor, terms, at=at)
         return summary.as_json()
 
     _print(_run_with_engine(run))
