@@ -19,13 +19,14 @@ from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import and_, func, select, update
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from zoopay.billing.close import CloseStatus, claim, customers_to_close
 from zoopay.billing.dunning import exhausted, retry_due
 from zoopay.catalog.service import Catalog
+from zoopay.db.bulk import select_where_one_of
 from zoopay.db.engine import reading, transaction
-from zoopay.db.tables import billing_closes, invoice_payment_attempts, invoices
+from zoopay.db.tables import billing_closes, billing_credits, invoice_payment_attempts, invoices
 from zoopay.errors import ServiceUnavailable
 from zoopay.invoicing.service import (
     AttemptStatus,
@@ -113,49 +114,87 @@ async def invoice_closes(
     while True:
         async with transaction(engine) as conn:
             rows = (await conn.execute(_TO_INVOICE.limit(chunk))).mappings().all()
+            credits = await _credits(conn, [row["customer_id"] for row in rows])
             for row in rows:
+                lines = close_lines(row, credit=credits.get(row["customer_id"], 0))
+                used = sum(line.amount_micros for line in close_lines(row)) - sum(
+                    line.amount_micros for line in lines
+                )
+                if used:
+                    await _use_credit(conn, row["customer_id"], used, at)
+                if not lines:
+                    await _mark(conn, row, CloseStatus.NOTHING_DUE, None, at)
+                    continue
                 invoice = await issue_invoice(
                     conn,
                     customer=Customer(row["customer_kind"], row["customer_id"]),
-                    lines=close_lines(row),
+                    lines=lines,
                     description=f"zoopay, period ending {row['period_end']:%Y-%m-%d}",
                     tax_rates=terms.tax_rates,
                     prefix=terms.invoice_prefix,
                     now=at,
                 )
-                await conn.execute(
-                    update(billing_closes)
-                    .where(
-                        billing_closes.c.customer_id == row["customer_id"],
-                        billing_closes.c.period_end == row["period_end"],
-                    )
-                    .values(status=CloseStatus.INVOICED, invoice_id=invoice.id, updated_at=at)
-                )
-        summary.invoiced += len(rows)
+                await _mark(conn, row, CloseStatus.INVOICED, invoice.id, at)
+                summary.invoiced += 1
         if len(rows) < chunk:
             return
 
 
-def close_lines(row: Any) -> list[NewLine]:
-    """The fee of the period that begins, the usage of the one that ended."""
+async def _mark(
+    conn: AsyncConnection, row: Any, status: str, invoice_id: str | None, at: datetime
+) -> None:
+    await conn.execute(
+        update(billing_closes)
+        .where(
+            billing_closes.c.customer_id == row["customer_id"],
+            billing_closes.c.period_end == row["period_end"],
+        )
+        .values(status=status, invoice_id=invoice_id, updated_at=at)
+    )
+
+
+_CREDITS = select(billing_credits.c.customer_id, billing_credits.c.credit_micros).order_by(
+    billing_credits.c.customer_id
+)
+
+
+async def _credits(conn: AsyncConnection, customer_ids: list[str]) -> dict[str, int]:
+    rows = await select_where_one_of(conn, _CREDITS, billing_credits.c.customer_id, customer_ids)
+    return {row["customer_id"]: int(row["credit_micros"]) for row in rows if row["credit_micros"]}
+
+
+async def _use_credit(conn: AsyncConnection, customer_id: str, micros: int, at: datetime) -> None:
+    await conn.execute(
+        update(billing_credits)
+        .where(billing_credits.c.customer_id == customer_id)
+        .values(credit_micros=billing_credits.c.credit_micros - micros, updated_at=at)
+    )
+
+
+def close_lines(row: Any, *, credit: int = 0) -> list[NewLine]:
+    """The fee of the period that begins (less a downgrade's credit: credit pays fees only, as
+    a usage line's amount is what paying it settles of total_due), the usage of the one that
+    ended."""
     lines = []
     start, end = row["period_start"], row["period_end"]
-    if row["fee_micros"]:
+    fee = max(0, row["fee_micros"] - credit)
+    usage = row["usage_micros"]
+    if fee:
         tier = str(row["next_tier"]).capitalize()
         seats = f" x {row['seats']} seats" if row["seats"] > 1 else ""
         lines.append(
             plan_fee_line(
                 tier_name=f"{tier}{seats}",
                 period=f"from {end:%Y-%m-%d}",
-                amount_micros=row["fee_micros"],
+                amount_micros=fee,
                 reference=f"fee:{row['customer_id']}:{end:%Y-%m-%d}",
             )
         )
-    if row["usage_micros"]:
+    if usage:
         lines.append(
             usage_line(
                 period=f"{start:%Y-%m-%d} to {end:%Y-%m-%d}",
-                amount_micros=row["usage_micros"],
+                amount_micros=usage,
                 reference=f"usage:{row['customer_id']}:{end:%Y-%m-%d}",
             )
         )

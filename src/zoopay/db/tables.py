@@ -211,6 +211,18 @@ billing_closes = Table(
     Index("ix_billing_closes_status", "status", "customer_id"),
 )
 
+billing_credits = Table(
+    "billing_credits",
+    metadata,
+    # Money owed back to a customer for the unused rest of a plan they moved down from: taken
+    # off their next invoices (billing.run), never paid out as API credits.
+    Column("customer_id", Id, primary_key=True),
+    Column("customer_kind", String(8), nullable=False),
+    Column("credit_micros", BigInteger, nullable=False),
+    Column("updated_at", Timestamp, nullable=False),
+    CheckConstraint("credit_micros >= 0", name="ck_billing_credits_positive"),
+)
+
 monthly_grants = Table(
     "monthly_grants",
     metadata,
@@ -570,6 +582,7 @@ __all__ = [
     "api_tokens",
     "balances",
     "billing_closes",
+    "billing_credits",
     "enterprise_prices",
     "invoice_counters",
     "invoice_lines",

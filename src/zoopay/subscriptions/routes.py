@@ -1,9 +1,12 @@
+from fastapi import Request
+
 from zoopay.api.deps import (
     AnyOrg,
     AnyUser,
     CatalogDep,
     Conn,
     CurrentUser,
+    Engine,
     Now,
     OrgAdmin,
     OrgReader,
@@ -11,6 +14,7 @@ from zoopay.api.deps import (
 )
 from zoopay.api.openapi import errors
 from zoopay.api.routing import json_router
+from zoopay.billing.upgrades import change_plan_paid
 from zoopay.catalog.schemas import (
     EnterpriseSubscriptionTierPrice,
     IndividualTierName,
@@ -19,6 +23,7 @@ from zoopay.catalog.schemas import (
     ZooProductSubscriptions,
 )
 from zoopay.catalog.service import Catalog
+from zoopay.db.engine import reading
 from zoopay.errors import BadRequest, NotFound
 from zoopay.ledger.service import Customer
 from zoopay.subscriptions.schemas import (
@@ -46,7 +51,8 @@ async def _details(conn: Conn, catalog: Catalog, customer: Customer) -> ZooProdu
 
 
 async def _subscribe(
-    conn: Conn,
+    request: Request,
+    engine: Engine,
     catalog: Catalog,
     customer: Customer,
     tier: TierName,
@@ -55,10 +61,22 @@ async def _subscribe(
     now: Now,
     create_only: bool,
 ) -> ZooProductSubscriptions:
-    await change_plan(
-        conn, catalog, customer, tier, pay_annually, actor, now, create_only=create_only
+    """A customer's own change: an upgrade is charged first (zoopay.billing.upgrades). No
+    request transaction is held: the processor is called between the change's own."""
+    await change_plan_paid(
+        engine,
+        catalog,
+        request.app.state.processor,
+        request.app.state.change_terms,
+        customer=customer,
+        tier=tier,
+        pay_annually=pay_annually,
+        actor=actor,
+        now=now,
+        create_only=create_only,
     )
-    return await _details(conn, catalog, customer)
+    async with reading(engine) as conn:
+        return await _details(conn, catalog, customer)
 
 
 def _user_tier(body: ZooProductSubscriptionsUserRequest) -> TierName:
@@ -80,32 +98,54 @@ async def get_user_subscription(
 @router.post(
     "/user/payment/subscriptions",
     response_model=ZooProductSubscriptions,
-    responses=errors(409),
+    responses=errors(402, 409),
 )
 async def create_user_subscription(
     body: ZooProductSubscriptionsUserRequest,
     user: CurrentUser,
-    conn: Conn,
+    request: Request,
+    engine: Engine,
     catalog: CatalogDep,
     now: Now,
 ) -> ZooProductSubscriptions:
     """Subscribe the caller; 409 if they already have a paid plan."""
     return await _subscribe(
-        conn, catalog, user.customer, _user_tier(body), body.pay_annually, user.id, now, True
+        request,
+        engine,
+        catalog,
+        user.customer,
+        _user_tier(body),
+        body.pay_annually,
+        user.id,
+        now,
+        True,
     )
 
 
-@router.put("/user/payment/subscriptions", response_model=ZooProductSubscriptions)
+@router.put(
+    "/user/payment/subscriptions",
+    response_model=ZooProductSubscriptions,
+    responses=errors(402, 409),
+)
 async def update_user_subscription(
     body: ZooProductSubscriptionsUserRequest,
     user: CurrentUser,
-    conn: Conn,
+    request: Request,
+    engine: Engine,
     catalog: CatalogDep,
     now: Now,
 ) -> ZooProductSubscriptions:
     """Change the caller's plan, effective at once."""
     return await _subscribe(
-        conn, catalog, user.customer, _user_tier(body), body.pay_annually, user.id, now, False
+        request,
+        engine,
+        catalog,
+        user.customer,
+        _user_tier(body),
+        body.pay_annually,
+        user.id,
+        now,
+        False,
     )
 
 
@@ -128,31 +168,49 @@ async def get_org_subscription(
 async def create_org_subscription(
     body: ZooProductSubscriptionsOrgRequest,
     admin: OrgAdmin,
-    conn: Conn,
+    request: Request,
+    engine: Engine,
     catalog: CatalogDep,
     now: Now,
 ) -> ZooProductSubscriptions:
     """Org admin: subscribe the org; 409 if it already has a paid plan."""
     return await _subscribe(
-        conn, catalog, admin.org, _org_tier(body), body.pay_annually, admin.user_id, now, True
+        request,
+        engine,
+        catalog,
+        admin.org,
+        _org_tier(body),
+        body.pay_annually,
+        admin.user_id,
+        now,
+        True,
     )
 
 
 @router.put(
     "/org/payment/subscriptions",
     response_model=ZooProductSubscriptions,
-    responses=errors(402),
+    responses=errors(402, 409),
 )
 async def update_org_subscription(
     body: ZooProductSubscriptionsOrgRequest,
     admin: OrgAdmin,
-    conn: Conn,
+    request: Request,
+    engine: Engine,
     catalog: CatalogDep,
     now: Now,
 ) -> ZooProductSubscriptions:
     """Org admin: create or change the org's plan, effective at once."""
     return await _subscribe(
-        conn, catalog, admin.org, _org_tier(body), body.pay_annually, admin.user_id, now, False
+        request,
+        engine,
+        catalog,
+        admin.org,
+        _org_tier(body),
+        body.pay_annually,
+        admin.user_id,
+        now,
+        False,
     )
 
 
@@ -169,10 +227,12 @@ async def update_subscription_for_user(
     catalog: CatalogDep,
     now: Now,
 ) -> ZooProductSubscriptions:
-    """Staff: change any user's plan; `id` is a user id or email address."""
-    return await _subscribe(
-        conn, catalog, user.customer, _user_tier(body), body.pay_annually, staff.id, now, False
+    """Staff: change any user's plan; `id` is a user id or email address. Comped: staff
+    changes charge nothing and credit nothing."""
+    await change_plan(
+        conn, catalog, user.customer, _user_tier(body), body.pay_annually, staff.id, now
     )
+    return await _details(conn, catalog, user.customer)
 
 
 @orgs_router.put(

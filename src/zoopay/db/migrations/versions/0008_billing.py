@@ -47,9 +47,18 @@ def upgrade() -> None:
         ),
     )
     op.create_index("ix_billing_closes_status", "billing_closes", ["status", "customer_id"])
+    op.create_table(
+        "billing_credits",
+        sa.Column("customer_id", sa.String(36), primary_key=True),
+        sa.Column("customer_kind", sa.String(8), nullable=False),
+        sa.Column("credit_micros", sa.BigInteger(), nullable=False),
+        sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+        sa.CheckConstraint("credit_micros >= 0", name="ck_billing_credits_positive"),
+    )
 
 
 def downgrade() -> None:
+    op.drop_table("billing_credits")
     op.drop_index("ix_billing_closes_status", "billing_closes")
     op.drop_table("billing_closes")
     op.drop_index("ix_subscriptions_closed_through", "subscriptions")
