@@ -2,9 +2,11 @@
 
 from datetime import datetime
 
+import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from tests.conftest import Clock
+from tests.conftest import Clock, Person, World
+from zoopay.accounts.service import Org
 from zoopay.billing.run import BillingTerms, RunSummary, run_billing
 from zoopay.catalog.service import Catalog
 from zoopay.db.engine import reading
@@ -52,3 +54,52 @@ async def bill(
 async def books_are_clean(engine: AsyncEngine) -> None:
     async with reading(engine) as conn:
         assert await verify(conn) == []
+
+
+async def with_card(
+    engine: AsyncEngine, clock: Clock, *payers: Person | Org | Customer, card: str = "pm_card_visa"
+) -> None:
+    """Give each payer (a user, an org, a customer) a card on file, `pm_card_visa` by default:
+    a customer's own upgrade is charged to it (zoopay.billing.upgrades)."""
+    processor = embedded(engine, clock)
+    for payer in payers:
+        await add_card(engine, processor, customer_of(payer), clock.now, card)
+
+
+def customer_of(payer: Person | Org | Customer) -> Customer:
+    if isinstance(payer, Customer):
+        return payer
+    if isinstance(payer, Person):
+        return payer.user.customer
+    return Customer("org", payer.id)
+
+
+class PayingWorld:
+    """Wraps a test's `World` so that every user and org it makes has `pm_card_visa` on file.
+
+    For the tests written before upgrades were paid: they upgrade customers freely, and a
+    customer who upgrades has a card. Their assertions are unchanged; the upgrade is paid."""
+
+    def __init__(self, world: World, engine: AsyncEngine) -> None:
+        self._world, self._engine = world, engine
+        self._user, self._org = world.user, world.org
+
+    def install(self) -> None:
+        self._world.user = self.user  # type: ignore[method-assign]
+        self._world.org = self.org  # type: ignore[method-assign]
+
+    async def user(self, email: str | None = None, *, staff: bool = False) -> Person:
+        person = await self._user(email, staff=staff)
+        await with_card(self._engine, self._world.clock, person)
+        return person
+
+    async def org(self, admin: Person, *members: Person, name: str = "Acme") -> Org:
+        org = await self._org(admin, *members, name=name)
+        await with_card(self._engine, self._world.clock, org)
+        return org
+
+
+@pytest.fixture(autouse=True)
+def cards_on_file(world: World, engine: AsyncEngine) -> None:
+    """Autouse where a conftest imports it: every customer `world` makes has a card."""
+    PayingWorld(world, engine).install()
