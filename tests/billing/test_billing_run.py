@@ -141,3 +141,34 @@ async def test_dunning_retries_on_schedule_then_makes_the_customer_delinquent(
     async with engine.connect() as conn:
         closes = (await conn.execute(select(billing_closes))).mappings().all()
     assert [c["invoice_id"] for c in closes if c["customer_id"] == pro.id] == [invoice["id"]]
+
+
+async def test_usage_past_the_threshold_is_invoiced_early_and_not_again_at_the_close(
+    engine: AsyncEngine, catalog: Catalog, world: World, clock: Clock
+) -> None:
+    processor = embedded(engine, clock)
+    payer, failing, below = await world.user(), await world.user(), await world.user()
+    await add_card(engine, processor, payer.user.customer, START)
+    await add_card(engine, processor, failing.user.customer, START, "pm_card_chargeCustomerFail")
+    await _owe(engine, payer, 120_000_000)  # the default threshold is 100.00
+    await _owe(engine, failing, 150_000_000)
+    await _owe(engine, below, 99_999_999)
+    clock.now = START + timedelta(days=10)
+    early = await bill(engine, catalog, processor, clock.now)
+    assert (early.closed, early.early, early.invoiced, early.paid, early.failed) == (0, 2, 2, 1, 1)
+    async with engine.connect() as conn:
+        assert (await get_balance(conn, payer.user.customer)).total_due_micros == 0
+    assert await _charged_cents(engine) == [12000]
+    # Again the same day: nothing new is billed early.
+    assert (await bill(engine, catalog, processor, clock.now + timedelta(hours=1))).early == 0
+    clock.now = ENDED
+    close = await bill(engine, catalog, processor, ENDED)
+    async with engine.connect() as conn:
+        rows = (await conn.execute(select(billing_closes))).mappings().all()
+    at_close = {
+        r["customer_id"]: r["usage_micros"] for r in rows if r["period_end"] != r["period_start"]
+    }
+    # The failing customer's 150.00 is on its open early invoice: the close bills none of it.
+    assert at_close[failing.id] == 0 and at_close[payer.id] == 0
+    assert at_close[below.id] == 99_999_999
+    assert close.early == 0

@@ -69,7 +69,5 @@ async def balance_of(
     return body
 
 
-
-
 # Customers here have a card on file: their upgrades are paid (tests/support/billing.py).
 __all__ = ["World", "cards_on_file"]

@@ -27,7 +27,15 @@ from zoopay.billing.pricing import (
 from zoopay.catalog.schemas import PlanInterval, TierName
 from zoopay.catalog.service import Catalog, Plan
 from zoopay.db.bulk import insert_new, select_where_one_of, update_all
-from zoopay.db.tables import billing_closes, enterprise_prices, org_members, subscriptions
+from zoopay.db.tables import (
+    balances,
+    billing_closes,
+    enterprise_prices,
+    invoices,
+    org_members,
+    subscriptions,
+    usage_thresholds,
+)
 from zoopay.ledger.service import Customer
 from zoopay.subscriptions.periods import period_start
 from zoopay.subscriptions.service import lock_balances_with_subscriptions, refresh_many
@@ -85,6 +93,26 @@ _SEATS = (
     .order_by(org_members.c.org_id)
 )
 _NEGOTIATED = select(enterprise_prices).order_by(enterprise_prices.c.org_id)
+# Usage already billed and not yet paid (a claimed close not invoiced yet, an early invoice
+# still open or given up on): it is in total_due, and no later invoice bills it again.
+_UNPAID_BILLED = (
+    select(billing_closes.c.customer_id, func.sum(billing_closes.c.usage_micros).label("billed"))
+    .select_from(billing_closes.outerjoin(invoices, invoices.c.id == billing_closes.c.invoice_id))
+    .where(
+        (billing_closes.c.status == "claimed") | invoices.c.status.in_(["open", "uncollectible"])
+    )
+    .group_by(billing_closes.c.customer_id)
+    .order_by(billing_closes.c.customer_id)
+)
+
+
+async def unpaid_billed(conn: AsyncConnection, customer_ids: Sequence[str]) -> dict[str, int]:
+    rows = await select_where_one_of(
+        conn, _UNPAID_BILLED, billing_closes.c.customer_id, customer_ids
+    )
+    return {row["customer_id"]: int(row["billed"] or 0) for row in rows}
+
+
 _CLOSE_STATE = select(
     subscriptions.c.id, subscriptions.c.closed_through, subscriptions.c.pending_tier
 )
@@ -111,6 +139,7 @@ async def claim(
         row["org_id"]: _negotiated(row)
         for row in await select_where_one_of(conn, _NEGOTIATED, enterprise_prices.c.org_id, org_ids)
     }
+    billed = await unpaid_billed(conn, ids)
     closes, moves = [], []
     for balance, subscription in locked.values():
         if subscription is None:
@@ -143,7 +172,7 @@ async def claim(
                 next_tier=next_plan.name,
                 seats=count,
                 fee_micros=fee,
-                usage_micros=max(0, balance.total_due_micros),
+                usage_micros=max(0, balance.total_due_micros - billed.get(customer.id, 0)),
             )
         )
         moves.append(
@@ -195,3 +224,55 @@ def _row(close: ClosedPeriod, at: datetime) -> dict[str, Any]:
         "created_at": at,
         "updated_at": at,
     }
+
+
+# Customers with unpaid usage, their threshold (staff's, their own, or the default) and what
+# of it is billed already: one statement over every balance with something due.
+_OVER_THRESHOLD = (
+    select(
+        balances.c.customer_kind,
+        balances.c.customer_id,
+        balances.c.total_due_micros,
+        usage_thresholds.c.admin_amount_micros,
+        usage_thresholds.c.customer_amount_micros,
+        subscriptions.c.tier,
+    )
+    .select_from(
+        balances.outerjoin(
+            usage_thresholds, usage_thresholds.c.customer_id == balances.c.customer_id
+        ).join(subscriptions, subscriptions.c.customer_id == balances.c.customer_id)
+    )
+    .where(balances.c.total_due_micros > 0)
+    .order_by(balances.c.customer_id)
+)
+
+
+async def claim_early(conn: AsyncConnection, *, at: datetime, default_micros: int) -> int:
+    """An early close (usage only) for each customer whose unbilled usage reached their
+    threshold; billed like a period close by the next steps of the run. Its key is the run's
+    moment, so a rerun at the same moment finds it, and a later one sees the usage billed."""
+    rows = (await conn.execute(_OVER_THRESHOLD)).all()
+    billed = await unpaid_billed(conn, [row[1] for row in rows])
+    early = []
+    for kind, customer_id, due, admin, own, tier in rows:
+        threshold = admin if admin is not None else own if own is not None else default_micros
+        unbilled = due - billed.get(customer_id, 0)
+        if threshold > 0 and unbilled >= threshold:
+            early.append(
+                {
+                    "customer_id": customer_id,
+                    "period_end": at,
+                    "customer_kind": kind,
+                    "period_start": at,
+                    "tier": tier,
+                    "next_tier": tier,
+                    "seats": 0,
+                    "fee_micros": 0,
+                    "usage_micros": unbilled,
+                    "status": CloseStatus.CLAIMED,
+                    "invoice_id": None,
+                    "created_at": at,
+                    "updated_at": at,
+                }
+            )
+    return len(await insert_new(conn, billing_closes, early))

@@ -21,7 +21,7 @@ from typing import Any
 from sqlalchemy import and_, func, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from zoopay.billing.close import CloseStatus, claim, customers_to_close
+from zoopay.billing.close import CloseStatus, claim, claim_early, customers_to_close
 from zoopay.billing.dunning import exhausted, retry_due
 from zoopay.catalog.service import Catalog
 from zoopay.db.bulk import select_where_one_of
@@ -41,6 +41,7 @@ from zoopay.invoicing.service import (
 )
 from zoopay.ledger.service import Customer
 from zoopay.payments.service import ensure_processor_customer, set_delinquent
+from zoopay.payments.thresholds import DEFAULT_MICROS
 from zoopay.processors.base import PaymentProcessor
 
 # Customers per claiming or invoicing transaction: short locks, few round trips per customer.
@@ -69,6 +70,7 @@ class RunSummary:
     failed: int = 0
     retried: int = 0
     uncollectible: int = 0
+    early: int = 0
 
     def as_json(self) -> dict[str, int]:
         return dict(self.__dict__)
@@ -340,6 +342,8 @@ async def run_billing(
     reconciled = await reconcile_pending_charges(engine, processor, now=at)
     summary.reconciled = len(reconciled.applied) + len(reconciled.abandoned)
     await close_periods(engine, catalog, at=at, summary=summary)
+    async with transaction(engine) as conn:
+        summary.early = await claim_early(conn, at=at, default_micros=DEFAULT_MICROS)
     await invoice_closes(engine, terms, at=at, summary=summary)
     await charge_new_invoices(engine, processor, at=at, summary=summary)
     await dun(engine, processor, terms, at=at, summary=summary)
