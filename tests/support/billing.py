@@ -1,5 +1,6 @@
 """Billing from a test: the embedded processor, cards on file, `billing run` in-process."""
 
+import asyncio
 from datetime import datetime
 
 import pytest
@@ -103,3 +104,22 @@ class PayingWorld:
 def cards_on_file(world: World, engine: AsyncEngine) -> None:
     """Autouse where a conftest imports it: every customer `world` makes has a card."""
     PayingWorld(world, engine).install()
+
+
+def add_card_to(database_url: str, kind: str, customer_id: str, card: str = "pm_card_visa") -> None:
+    """For live-server tests: a card on file for a user or org of the server's database, as
+    the embedded processor's card page would add it."""
+    from datetime import UTC
+
+    from zoopay.db.engine import create_engine
+
+    async def run() -> None:
+        engine = create_engine(database_url)
+        try:
+            clock = Clock(datetime.now(UTC))
+            kind_of = "org" if kind == "org" else "user"
+            await with_card(engine, clock, Customer(kind_of, customer_id), card=card)
+        finally:
+            await engine.dispose()
+
+    asyncio.run(run())

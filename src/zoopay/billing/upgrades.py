@@ -13,6 +13,7 @@ Two upgrades at once cannot both charge: the first holds the customer's balance 
 issues its invoice, and the second finds that open invoice and answers 409.
 """
 
+import asyncio
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
@@ -224,7 +225,51 @@ async def change_plan_paid(
     now: datetime,
     create_only: bool,
 ) -> None:
-    """A customer's own plan change: paid first if it costs more (see the module docstring)."""
+    """A customer's own plan change: paid first if it costs more (see the module docstring).
+
+    A change that finds another one's payment in progress waits for it (a few seconds at
+    most) and is then priced from where that one left the plan: concurrent changes serialize,
+    and only a payment that stays in progress longer makes it a 409."""
+    for delay in _WAITS:
+        try:
+            return await _change_plan_paid(
+                engine,
+                catalog,
+                processor,
+                terms,
+                customer=customer,
+                tier=tier,
+                pay_annually=pay_annually,
+                actor=actor,
+                now=now,
+                create_only=create_only,
+            )
+        except _InProgress:
+            await asyncio.sleep(delay)
+    raise Conflict("a payment for a plan change is in progress: try again in a minute")
+
+
+class _InProgress(Exception):
+    pass
+
+
+# Up to about 5 s in all.
+_WAITS = [0.01, 0.02, 0.05, 0.1, 0.2] + [0.5] * 9
+
+
+async def _change_plan_paid(
+    engine: AsyncEngine,
+    catalog: Catalog,
+    processor: PaymentProcessor,
+    terms: ChangeTerms,
+    *,
+    customer: Customer,
+    tier: TierName,
+    pay_annually: bool | None,
+    actor: str,
+    now: datetime,
+    create_only: bool,
+) -> None:
     async with transaction(engine) as conn:
         balance = await lock_balance(conn, customer)
         balance, subscription = await refresh_if_due(conn, catalog, balance, now)
@@ -251,7 +296,7 @@ async def change_plan_paid(
         )
         await trial.rollback()
         if await _upgrade_in_progress(conn, customer):
-            raise Conflict("a payment for a plan change is in progress: try again in a minute")
+            raise _InProgress
         reference = f"upgrade:{customer.id}:{tier.value}:{now.isoformat()}"
         invoice = await issue_invoice(
             conn,
