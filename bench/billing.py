@@ -60,6 +60,27 @@ SEED = [
     SELECT id, $1, g, g, $1
     FROM (SELECT id, CASE WHEN n % 4 = 0 THEN 100000000 ELSE 10000000 END AS g FROM seeded) s
     """,
+    # Each has a card on file at the embedded processor (pm_card_visa), as a paying customer.
+    """
+    INSERT INTO processor_customers (id, email, name, metadata, default_payment_method_id,
+                                     created_at, updated_at)
+    SELECT 'cus_bench_' || n, 'bench-' || n || '@example.com', NULL, '{}', 'pm_bench_' || n,
+           $1, $1
+    FROM seeded
+    """,
+    """
+    INSERT INTO processor_payment_methods (id, customer_id, token, brand, last4, exp_month,
+                                           exp_year, country, funding, fingerprint, created_at)
+    SELECT 'pm_bench_' || n, 'cus_bench_' || n, 'pm_card_visa', 'visa', '4242', 12, 2034, 'US',
+           'credit', 'fp_visa_4242', $1
+    FROM seeded
+    """,
+    """
+    INSERT INTO payment_customers (customer_id, customer_kind, processor, processor_customer_id,
+                                   phone, delinquent, created_at, updated_at)
+    SELECT id, 'user', 'embedded', 'cus_bench_' || n, '', false, $1, $1
+    FROM seeded
+    """,
     # The ledger says what the balances say: the grant, the calls that spent it, what is due.
     """
     INSERT INTO ledger_entries (customer_id, bucket, delta_micros, balance_after_micros, actor,
