@@ -100,7 +100,7 @@ _UNPAID_BILLED = (
     .select_from(billing_closes.outerjoin(invoices, invoices.c.id == billing_closes.c.invoice_id))
     # Literal text: db.bulk compiles this once and sends only the customer ids as parameters.
     .where(
-        text("billing_closes.status = 'claimed' OR invoices.status IN ('open', 'uncollectible')")
+        text("(billing_closes.status = 'claimed' OR invoices.status IN ('open', 'uncollectible'))")
     )
     .group_by(billing_closes.c.customer_id)
     .order_by(billing_closes.c.customer_id)
