@@ -293,6 +293,36 @@ WRITES = [
         "org",
         {"email": "{user}", "role": "member"},
     ),
+    ("billing POST", "POST", "/user/payment", "user", "user", {"name": "N", "phone": ""}),
+    ("billing PUT", "PUT", "/user/payment", "user", "user", {"name": "N", "phone": ""}),
+    ("org billing POST", "POST", "/org/payment", "admin", "org", {"name": "N"}),
+    ("org billing PUT", "PUT", "/org/payment", "admin", "org", {"name": "N"}),
+    ("VAT id", "PUT", "/user/payment/tax-id", "user", "user", {"vat_id": "DE136695976"}),
+    ("org VAT id", "PUT", "/org/payment/tax-id", "admin", "org", {"vat_id": "DE136695976"}),
+    (
+        "threshold",
+        "PUT",
+        "/user/billing/usage-collection-threshold",
+        "user",
+        "user",
+        {"amount": "20", "expected_version": 0},
+    ),
+    (
+        "org threshold",
+        "PUT",
+        "/org/billing/usage-collection-threshold",
+        "admin",
+        "org",
+        {"amount": "20", "expected_version": 0},
+    ),
+    (
+        "confirm",
+        "POST",
+        "/processor/setup-intents/confirm",
+        "user",
+        "user",
+        {"client_secret": "seti_x_secret_y", "payment_method": "pm_card_visa"},
+    ),
 ]
 
 
@@ -899,7 +929,279 @@ def token_cases() -> list[Bad]:
     return cases
 
 
+# --- invoices and credits (issue 9) ------------------------------------------------------------
+
+
+def invoice_cases() -> list[Bad]:
+    cases = []
+    for prefix, caller, customer in (("/user", "user", "user"), ("/org", "admin", "org")):
+        path = f"{prefix}/payment/credits"
+        for label, text, says in BAD_AMOUNTS[:8] + BAD_AMOUNTS[20:24]:
+            mentions = (says,) if text in JSON_TOKENS else ("amount", says)
+            cases.append(
+                Bad(
+                    f"POST {path}: {label}",
+                    "POST",
+                    path,
+                    caller,
+                    400,
+                    mentions,
+                    content=raw(("amount", text)),
+                    headers=JSON,
+                    customer=customer,
+                )
+            )
+        for label, body, mentions in (
+            ("a fraction of a cent", {"amount": "25.001"}, ("whole cents",)),
+            ("under a dollar", {"amount": "0.99"}, ("1.00",)),
+            ("over 100,000", {"amount": "100000.01"}, ("100000.00",)),
+            ("zero", {"amount": 0}, ("1.00",)),
+            ("no amount", {}, ("amount",)),
+            ("an unknown field", {"amount": "5", "currency": "eur"}, ("currency",)),
+        ):
+            cases.append(
+                Bad(
+                    f"POST {path}: {label}",
+                    "POST",
+                    path,
+                    caller,
+                    400,
+                    mentions,
+                    body=body,
+                    customer=customer,
+                )
+            )
+        listing = f"{prefix}/payment/invoices"
+        for label, params, mention in (
+            ("limit 0", {"limit": "0"}, "limit"),
+            ("limit 1001", {"limit": "1001"}, "limit"),
+            ("garbage page_token", {"page_token": "garbage!!!"}, "page_token"),
+        ):
+            cases.append(
+                Bad(
+                    f"GET {listing}: {label}",
+                    "GET",
+                    listing,
+                    caller,
+                    400,
+                    (mention,),
+                    params=params,
+                    customer=customer,
+                )
+            )
+        for method, tail in (("GET", ""), ("GET", "/pdf"), ("POST", "/pay")):
+            bad = f"{listing}/not-a-uuid{tail}"
+            cases.append(
+                Bad(f"{method} {bad}", method, bad, caller, 400, ("invoice id",), customer=customer)
+            )
+            unknown = f"{listing}/{{new}}{tail}"
+            cases.append(
+                Bad(
+                    f"{method} {listing}/unknown{tail}",
+                    method,
+                    unknown,
+                    caller,
+                    404,
+                    ("no invoice",),
+                    customer=customer,
+                )
+            )
+    refund = "/invoices/{new}/refund"
+    for label, body, status, mentions in (
+        ("no idempotency_key", {"amount": "1.00"}, 400, ("idempotency_key",)),
+        ("a key with spaces", {"amount": "1", "idempotency_key": "a b"}, 400, ("idempotency_key",)),
+        (
+            "a fraction of a cent",
+            {"amount": "1.001", "idempotency_key": "k"},
+            400,
+            ("whole cents",),
+        ),
+        ("an amount of abc", {"amount": "abc", "idempotency_key": "k"}, 400, ("amount",)),
+        ("an unknown invoice", {"amount": "1", "idempotency_key": "k"}, 404, ("no invoice",)),
+    ):
+        cases.append(
+            Bad(f"POST {refund}: {label}", "POST", refund, "staff", status, mentions, body=body)
+        )
+    for label, params, mention in (
+        ("no signature", {"expires": "1"}, "signature"),
+        ("a signature that is not hex", {"expires": "1", "signature": "z" * 64}, "signature"),
+        ("expires abc", {"expires": "abc", "signature": "0" * 64}, "expires"),
+    ):
+        link = "/invoices/{new}/pdf"
+        cases.append(
+            Bad(f"GET {link}: {label}", "GET", link, "user", 400, (mention,), params=params)
+        )
+    return cases
+
+
+# --- payments (issue 9) ------------------------------------------------------------------------
+
+
+def billing_case(label: str, body: Any, *mentions: str, path: str = "/user/payment") -> Bad:
+    caller, customer = ("admin", "org") if path.startswith("/org") else ("user", "user")
+    return Bad(
+        f"billing: {label}", "POST", path, caller, 400, mentions, body=body, customer=customer
+    )
+
+
+THRESHOLD = "/user/billing/usage-collection-threshold"
+
+
+def threshold_case(label: str, body: Any, *mentions: str) -> Bad:
+    return Bad(f"threshold: {label}", "PUT", THRESHOLD, "user", 400, mentions, body=body)
+
+
+def reset_case(label: str, params: dict[str, str], *mentions: str) -> Bad:
+    return Bad(
+        f"threshold reset: {label}", "DELETE", THRESHOLD, "user", 400, mentions, params=params
+    )
+
+
+def confirm_case(label: str, body: Any, *mentions: str) -> Bad:
+    path = "/processor/setup-intents/confirm"
+    return Bad(f"confirm: {label}", "POST", path, "user", 400, mentions, body=body)
+
+
+PAYMENT_CASES = [
+    billing_case("a country that is no ISO code", {"address": {"country": "ZZ"}}, "country"),
+    billing_case("a lower-case country", {"address": {"country": "us"}}, "country"),
+    billing_case("an address without a country", {"address": {"zip": "94107"}}, "country"),
+    billing_case("a name over 200 characters", {"name": "n" * 201}, "name", "200"),
+    billing_case("a phone over 64 characters", {"phone": "1" * 65}, "phone", "64"),
+    billing_case("a NUL in the name", {"name": "A\x00"}, "name", "NUL"),
+    billing_case(
+        "a zip over 32 characters", {"address": {"country": "US", "zip": "9" * 33}}, "zip"
+    ),
+    billing_case("an unknown address field", {"address": {"country": "US", "town": "x"}}, "town"),
+    billing_case("org: a number for a name", {"name": 5}, "name", path="/org/payment"),
+    Bad(
+        "VAT id: a bad checksum",
+        "PUT",
+        "/user/payment/tax-id",
+        "user",
+        400,
+        ("vat_id", "not a valid EU VAT id"),
+        body={"vat_id": "DE136695977"},
+    ),
+    Bad(
+        "VAT id: empty",
+        "PUT",
+        "/user/payment/tax-id",
+        "user",
+        400,
+        ("vat_id",),
+        body={"vat_id": ""},
+    ),
+    Bad(
+        "VAT id: over 32 characters",
+        "PUT",
+        "/org/payment/tax-id",
+        "admin",
+        400,
+        ("vat_id", "32"),
+        body={"vat_id": "DE" + "1" * 31},
+        customer="org",
+    ),
+    threshold_case("a negative amount", {"amount": "-1", "expected_version": 0}, "amount"),
+    threshold_case("an amount as words", {"amount": "ten", "expected_version": 0}, "amount"),
+    threshold_case(
+        "an amount below the customer's bounds",
+        {"amount": "9.999999", "expected_version": 0},
+        "between 10.00 and 10000.00",
+    ),
+    threshold_case(
+        "an amount above the customer's bounds",
+        {"amount": 10001, "expected_version": 0},
+        "between 10.00 and 10000.00",
+    ),
+    threshold_case("no expected_version", {"amount": "20"}, "expected_version"),
+    threshold_case(
+        "a negative expected_version", {"amount": "20", "expected_version": -1}, "expected_version"
+    ),
+    threshold_case(
+        "a string expected_version", {"amount": "20", "expected_version": "0"}, "expected_version"
+    ),
+    threshold_case(
+        "a fractional expected_version",
+        {"amount": "20", "expected_version": 0.5},
+        "expected_version",
+    ),
+    reset_case("no expected_version", {}, "expected_version"),
+    reset_case("a negative expected_version", {"expected_version": "-1"}, "expected_version"),
+    reset_case("expected_version abc", {"expected_version": "abc"}, "expected_version"),
+    confirm_case(
+        "an empty client secret",
+        {"client_secret": "", "payment_method": "pm_card_visa"},
+        "client_secret",
+    ),
+    confirm_case(
+        "a client secret over 200 characters",
+        {"client_secret": "s" * 201, "payment_method": "pm_card_visa"},
+        "client_secret",
+    ),
+    confirm_case("no payment method", {"client_secret": "s"}, "payment_method"),
+    confirm_case(
+        "a number for a payment method",
+        {"client_secret": "s", "payment_method": 4242},
+        "payment_method",
+    ),
+    *[
+        Bad(
+            f"GET {path}: {label}",
+            "GET",
+            path,
+            caller,
+            400,
+            (mention,),
+            params=params,
+            customer=who,
+        )
+        for path, caller, who in (
+            ("/user/payment/methods", "user", "user"),
+            ("/org/payment/methods", "admin", "org"),
+        )
+        for label, params, mention in (
+            ("limit 0", {"limit": "0"}, "limit"),
+            ("limit 1001", {"limit": "1001"}, "limit"),
+            ("limit abc", {"limit": "abc"}, "limit"),
+            ("garbage page_token", {"page_token": "garbage!!!"}, "page_token"),
+            ("a page_token of another listing", {"page_token": "MjAyNi0wMS0xNXx4"}, "page_token"),
+        )
+    ],
+    *[
+        Bad(f"{method} {path}: a malformed id", method, path, caller, 400, ("id",), customer=who)
+        for method, path, caller, who in (
+            ("DELETE", "/user/payment/methods/not-a-card", "user", "user"),
+            ("POST", "/user/payment/methods/pm_x!/default", "user", "user"),
+            ("DELETE", "/org/payment/methods/card_1", "admin", "org"),
+            ("POST", "/org/payment/methods/pm_/default", "admin", "org"),
+        )
+    ],
+    *[
+        Bad(
+            f"{path}: return_url {label}",
+            "GET",
+            path,
+            caller,
+            400,
+            ("return_url",),
+            params={"return_url": url},
+            customer=who,
+        )
+        for path, caller, who in (
+            ("/user/payment/method-portal-link", "user", "user"),
+            ("/org/payment/method-portal-link", "admin", "org"),
+        )
+        for label, url in (
+            ("javascript", "javascript:alert(1)"),
+            ("relative", "/billing"),
+            ("over 2048 characters", "https://x.test/" + "a" * 2048),
+        )
+    ],
+]
+
 CASES = [
+    *PAYMENT_CASES,
     *BOUNDS_CASES,
     *amount_cases(),
     *enterprise_price_cases(),
@@ -911,6 +1213,7 @@ CASES = [
     *ORG_CASES,
     *QUERY_CASES,
     *token_cases(),
+    *invoice_cases(),
 ]
 
 

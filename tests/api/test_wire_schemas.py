@@ -23,6 +23,16 @@ from zoopay.catalog.schemas import (
     OptionPerUser,
     ZooProductSubscriptions,
 )
+from zoopay.invoicing.schemas import Coupon, Discount, Invoice, InvoiceLineItem
+from zoopay.payments.schemas import (
+    AddressDetails,
+    BillingInfo,
+    CardDetails,
+    Customer,
+    PaymentIntent,
+    PaymentMethod,
+    PaymentMethodCardChecks,
+)
 from zoopay.subscriptions.schemas import (
     ZooProductSubscriptionsOrgRequest,
     ZooProductSubscriptionsUserRequest,
@@ -41,6 +51,17 @@ MODELS: list[tuple[str, type[BaseModel]]] = [
     ("OrgMemberResultsPage", OrgMemberResultsPage),
     ("AddOrgMember", AddOrgMember),
     ("Error", Error),
+    ("Invoice", Invoice),
+    ("InvoiceLineItem", InvoiceLineItem),
+    ("Discount", Discount),
+    ("Coupon", Coupon),
+    ("AddressDetails", AddressDetails),
+    ("BillingInfo", BillingInfo),
+    ("Customer", Customer),
+    ("PaymentIntent", PaymentIntent),
+    ("PaymentMethod", PaymentMethod),
+    ("PaymentMethodCardChecks", PaymentMethodCardChecks),
+    ("CardDetails", CardDetails),
 ]
 
 

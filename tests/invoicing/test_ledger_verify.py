@@ -9,7 +9,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tests.conftest import Clock, World
 from tests.support.cli import ZOOPAY
-from tests.support.processor import MemoryProcessor
+from tests.support.processor import embedded, processor_customer
 from zoopay.db.engine import transaction
 from zoopay.db.tables import balances, journal_lines
 from zoopay.invoicing.service import charge_invoice, credits_line, issue_invoice
@@ -37,8 +37,10 @@ async def test_verify_is_clean_after_a_purchase_and_names_each_corruption(
             prefix="ZP",
             now=clock.now,
         )
+    processor = embedded(engine, lambda: clock.now)
+    cus = await processor_customer(engine, processor, person.user.customer, clock.now)
     await charge_invoice(
-        engine, MemoryProcessor(), invoice_id=invoice.id, processor_customer_id="c", now=clock.now
+        engine, processor, invoice_id=invoice.id, processor_customer_id=cus, now=clock.now
     )
     assert verify(database_url) == (0, {"ok": True, "problems": []})
 

@@ -1,6 +1,8 @@
 """The embedded processor: Stripe's test-card semantics, idempotent charges and refunds,
 single-use setup intents, each call committed on its own."""
 
+import asyncio
+
 import pytest
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -267,3 +269,38 @@ async def test_a_processor_customer_is_made_once_on_first_need(
         assert await processor_customer_id(conn, customer=customer) == made
         rows = (await conn.execute(select(payment_customers))).mappings().all()
     assert [(row["customer_id"], row["processor"]) for row in rows] == [(person.id, "embedded")]
+
+
+async def test_concurrent_charges_with_one_key_take_once(
+    processor: EmbeddedProcessor, engine: AsyncEngine
+) -> None:
+    customer, _ = await customer_with(processor, "pm_card_visa")
+    charges = await asyncio.gather(
+        *[
+            processor.charge(
+                customer, amount_cents=700, currency="usd", idempotency_key="race", description=""
+            )
+            for _ in range(5)
+        ]
+    )
+    assert len({charge.id for charge in charges}) == 1
+    async with reading(engine) as conn:
+        count = (await conn.execute(select(func.count()).select_from(processor_charges))).scalar()
+    assert count == 1
+
+
+async def test_concurrent_first_needs_record_one_processor_customer(
+    processor: EmbeddedProcessor, world: World, engine: AsyncEngine, clock: Clock
+) -> None:
+    person = await world.user()
+    made = await asyncio.gather(
+        *[
+            ensure_processor_customer(
+                engine, processor=processor, customer=person.user.customer, now=clock.now
+            )
+            for _ in range(4)
+        ]
+    )
+    async with reading(engine) as conn:
+        recorded = await processor_customer_id(conn, customer=person.user.customer)
+    assert set(made) == {recorded}
