@@ -21,6 +21,7 @@ from zoopay.api.middleware import RequestContextMiddleware
 from zoopay.api.openapi import declare_errors, declare_hot_routes
 from zoopay.billing.routes import HOT_ROUTES as billing_hot_routes
 from zoopay.billing.routes import router as billing_router
+from zoopay.billing.upgrades import ChangeTerms
 from zoopay.catalog.routes import router as catalog_router
 from zoopay.catalog.service import Catalog, load_catalog
 from zoopay.config import Settings, get_settings
@@ -96,6 +97,8 @@ def create_app(
         settings, engine=app_engine, clock=lambda: app.state.clock()
     )
     app.state.catalog = app_catalog
+    # What a paid plan change needs from the settings (zoopay.billing.upgrades).
+    app.state.change_terms = ChangeTerms(settings.tax_rates, settings.invoice_prefix)
     app.state.token_cache = TokenCache(app_engine)
     app.state.call_recorder = recorder
     routers = (

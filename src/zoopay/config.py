@@ -9,6 +9,12 @@ from urllib.parse import urlsplit
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from zoopay.billing.dunning import (
+    DEFAULT_DUNNING_DAYS,
+    BadSchedule,
+    check_schedule,
+    parse_schedule,
+)
 from zoopay.db.engine import Timeouts
 
 
@@ -48,6 +54,19 @@ class Settings(BaseSettings):
     report_queue_limit: int = Field(default=2000, gt=0)
     # Who holds cards and takes money: `embedded` (default) needs nothing else.
     processor: ProcessorKind = ProcessorKind.EMBEDDED
+    # Days after a charge first failed on which `zoopay billing run` retries it; after the
+    # last, the invoice is uncollectible and the customer delinquent.
+    dunning_days: Annotated[tuple[int, ...], NoDecode] = DEFAULT_DUNNING_DAYS
+
+    @field_validator("dunning_days", mode="before")
+    @classmethod
+    def _parse_dunning_days(cls, value: Any) -> Any:
+        try:
+            if isinstance(value, str):
+                return parse_schedule(value)
+            return check_schedule(list(value))
+        except BadSchedule as exc:
+            raise ValueError(str(exc)) from None
 
     # Tax rates by ISO country code, as exact decimals: {"DE": "0.19"}. Empty: no tax.
     tax_rates: Annotated[dict[str, Decimal], NoDecode] = {}

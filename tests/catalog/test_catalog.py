@@ -16,6 +16,7 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tests.conftest import Clock
+from tests.support.billing import with_card
 from tests.support.reference import reference_fields
 from zoopay.accounts import service as accounts
 from zoopay.app import create_app
@@ -207,6 +208,7 @@ async def test_a_replacement_catalog_from_zoopay_catalog_is_served(
             conn, catalog=catalog, email="custom@example.com", now=clock.now
         )
         token = await accounts.create_token(conn, user=user, now=clock.now)
+    await with_card(engine, clock, user.customer)  # an upgrade is paid
     headers = {"Authorization": f"Bearer {token}"}
     client = make_client(settings, catalog)
     balance = (await client.get("/user/payment/balance", headers=headers)).json()

@@ -20,6 +20,7 @@ from kittycad.models.enterprise_subscription_tier_price import (
 from kittycad.models.plan_interval import PlanInterval
 
 from tests.e2e.conftest import Account, People, Zoopay
+from tests.support.billing import add_card_to
 
 
 def _org(zoopay: Zoopay, admin: Account, name: str = "Acme") -> str:
@@ -71,6 +72,7 @@ def test_new_user_balance_and_free_plan(people: People) -> None:
 
 def test_user_subscribes_upgrades_and_downgrades(people: People, http: httpx.Client) -> None:
     user = people.user()
+    add_card_to(people.zoopay.database_url, "user", user.id)  # an upgrade is paid
     payments = user.sdk.payments
 
     pro = payments.create_user_subscription(
@@ -166,6 +168,7 @@ def test_staff_sets_an_org_balance_on_team(
 ) -> None:
     staff, admin = people.user(staff=True), people.user()
     org_id = _org(zoopay, admin)
+    add_card_to(zoopay.database_url, "org", org_id)  # an upgrade is paid
 
     team = admin.sdk.payments.update_org_subscription(
         body=ZooProductSubscriptionsOrgRequest(modeling_app="team")
@@ -206,6 +209,7 @@ def test_org_plan_from_none_to_team_to_enterprise_and_back(
 ) -> None:
     staff, admin = people.user(staff=True), people.user()
     org_id = _org(zoopay, admin)
+    add_card_to(zoopay.database_url, "org", org_id)  # an upgrade is paid
     payments = admin.sdk.payments
 
     fresh = payments.get_payment_balance_for_org()

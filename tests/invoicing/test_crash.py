@@ -93,7 +93,7 @@ async def test_a_killed_charge_is_reconciled_on_start_and_charged_once(
         assert (await get_invoice(conn, invoice_id=invoice.id)).status == InvoiceStatus.OPEN
         [attempt] = await list_attempts(conn, invoice_id=invoice.id)
         assert attempt.status == AttemptStatus.PENDING
-        assert (await get_balance(conn, customer)).stable_micros == 0
+        assert (await get_balance(conn, customer=customer)).stable_micros == 0
 
     # The server starts: its start-up reconciles.
     app = create_app(Settings(database_url=database_url), engine=engine)
@@ -104,7 +104,7 @@ async def test_a_killed_charge_is_reconciled_on_start_and_charged_once(
     async with reading(engine) as conn:
         paid = await get_invoice(conn, invoice_id=invoice.id)
         [attempt] = await list_attempts(conn, invoice_id=invoice.id)
-        balance = await get_balance(conn, customer)
+        balance = await get_balance(conn, customer=customer)
         problems = await verify(conn)
     assert paid.status == InvoiceStatus.PAID and paid.amount_paid_micros == 25_000_000
     assert attempt.status == AttemptStatus.SUCCEEDED and paid.charge_id == attempt.charge_id
@@ -118,4 +118,4 @@ async def test_a_killed_charge_is_reconciled_on_start_and_charged_once(
     assert again.attempt is None and again.invoice.paid
     assert await charge_count(engine) == 1 and await succeeded_cents(engine) == 2500
     async with reading(engine) as conn:
-        assert (await get_balance(conn, customer)).stable_micros == 25_000_000
+        assert (await get_balance(conn, customer=customer)).stable_micros == 25_000_000

@@ -83,7 +83,7 @@ async def issue(
 
 async def stable(engine: AsyncEngine, customer: Customer) -> int:
     async with reading(engine) as conn:
-        return (await get_balance(conn, customer)).stable_micros
+        return (await get_balance(conn, customer=customer)).stable_micros
 
 
 async def test_issue_computes_tax_and_rounds_to_cents(
@@ -359,13 +359,13 @@ async def test_paying_a_usage_line_settles_total_due(
     person = await world.user()
     customer = person.user.customer
     async with transaction(engine) as conn:
-        balance = await lock_balance(conn, customer)
+        balance = await lock_balance(conn, customer=customer)
         await post(
             conn,
-            balance,
-            {Bucket.TOTAL_DUE: 3_456_789},
-            BucketPosting(Reason.API_CALL, "test"),
-            clock.now,
+            balance=balance,
+            deltas={Bucket.TOTAL_DUE: 3_456_789},
+            posting=BucketPosting(Reason.API_CALL, "test"),
+            now=clock.now,
         )
     cus = await processor_customer(engine, processor, customer, clock.now)
     invoice = await issue(
@@ -381,7 +381,7 @@ async def test_paying_a_usage_line_settles_total_due(
     )
     assert outcome.invoice.paid
     async with reading(engine) as conn:
-        assert (await get_balance(conn, customer)).total_due_micros == 0
+        assert (await get_balance(conn, customer=customer)).total_due_micros == 0
     await books_are_clean(engine)
 
 
@@ -489,13 +489,13 @@ async def test_spent_credits_cannot_be_refunded(
     customer = person.user.customer
     invoice = await paid_credit_invoice(engine, clock, customer, processor, 10_000_000)
     async with transaction(engine) as conn:
-        balance = await lock_balance(conn, customer)
+        balance = await lock_balance(conn, customer=customer)
         await post(
             conn,
-            balance,
-            {Bucket.STABLE: -balance.stable_micros - 0 + 4_000_000},
-            BucketPosting(Reason.API_CALL, "test"),
-            clock.now,
+            balance=balance,
+            deltas={Bucket.STABLE: -balance.stable_micros - 0 + 4_000_000},
+            posting=BucketPosting(Reason.API_CALL, "test"),
+            now=clock.now,
         )
     with pytest.raises(Conflict, match="spent"):
         await refund_invoice(

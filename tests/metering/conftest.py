@@ -7,6 +7,7 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tests.conftest import Clock, World
+from tests.support.billing import cards_on_file
 from zoopay.accounts import service as accounts
 from zoopay.db.engine import transaction
 from zoopay.db.tables import ledger_entries
@@ -68,4 +69,5 @@ async def balance_of(
     return body
 
 
-__all__ = ["World"]
+# Customers here have a card on file: their upgrades are paid (tests/support/billing.py).
+__all__ = ["World", "cards_on_file"]

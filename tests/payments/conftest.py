@@ -35,9 +35,11 @@ async def attach(client: httpx.AsyncClient, person: Person, token: str, base: st
 async def make_due(engine: AsyncEngine, customer: Customer, micros: int, clock: Clock) -> None:
     """Money owed, through the ledger as metering would post it."""
     async with transaction(engine) as conn:
-        balance = await lock_balance(conn, customer)
+        balance = await lock_balance(conn, customer=customer)
         posting = Posting(Reason.API_CALL, actor="test")
-        await post(conn, balance, {Bucket.TOTAL_DUE: micros}, posting, clock.now)
+        await post(
+            conn, balance=balance, deltas={Bucket.TOTAL_DUE: micros}, posting=posting, now=clock.now
+        )
 
 
 @pytest.fixture

@@ -174,6 +174,53 @@ subscriptions = Table(
     Column("period_start", Timestamp, nullable=False),
     Column("created_at", Timestamp, nullable=False),
     Column("updated_at", Timestamp, nullable=False),
+    # The start of the billing period still open: every period before it is closed (invoiced
+    # by `zoopay billing run`, or found to owe nothing).
+    Column("closed_through", Timestamp, nullable=False),
+    # A downgrade chosen during a paid period: it takes effect when that period closes.
+    Column("pending_tier", String(32)),
+    Index("ix_subscriptions_closed_through", "closed_through"),
+)
+
+billing_closes = Table(
+    "billing_closes",
+    metadata,
+    # One row per customer and closed period, claimed in the transaction that moves the
+    # subscription's `closed_through` past it: a rerun finds it and never closes it again.
+    Column("customer_id", Id, primary_key=True),
+    Column("period_end", Timestamp, primary_key=True),
+    Column("customer_kind", String(8), nullable=False),
+    Column("period_start", Timestamp, nullable=False),
+    # The plan of the period that ended, and the plan of the one that begins (after a
+    # downgrade that waited for the period end).
+    Column("tier", String(32), nullable=False),
+    Column("next_tier", String(32), nullable=False),
+    Column("seats", Integer, nullable=False),
+    # The fee for the period that begins, and the usage (total_due) of the one that ended
+    # that no earlier invoice billed.
+    Column("fee_micros", BigInteger, nullable=False),
+    Column("usage_micros", BigInteger, nullable=False),
+    # claimed (to invoice), invoiced (an invoice exists: charging is dunning's), nothing_due.
+    Column("status", String(16), nullable=False),
+    Column("invoice_id", Id),
+    Column("created_at", Timestamp, nullable=False),
+    Column("updated_at", Timestamp, nullable=False),
+    CheckConstraint(
+        "fee_micros >= 0 AND usage_micros >= 0 AND seats >= 0", name="ck_billing_closes_amounts"
+    ),
+    Index("ix_billing_closes_status", "status", "customer_id"),
+)
+
+billing_credits = Table(
+    "billing_credits",
+    metadata,
+    # Money owed back to a customer for the unused rest of a plan they moved down from: taken
+    # off their next invoices (billing.run), never paid out as API credits.
+    Column("customer_id", Id, primary_key=True),
+    Column("customer_kind", String(8), nullable=False),
+    Column("credit_micros", BigInteger, nullable=False),
+    Column("updated_at", Timestamp, nullable=False),
+    CheckConstraint("credit_micros >= 0", name="ck_billing_credits_positive"),
 )
 
 monthly_grants = Table(
@@ -533,6 +580,8 @@ __all__ = [
     "api_calls",
     "api_tokens",
     "balances",
+    "billing_closes",
+    "billing_credits",
     "enterprise_prices",
     "invoice_counters",
     "invoice_lines",

@@ -9,10 +9,10 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, BeforeValidator, Field, WithJsonSchema
 
-from zoopay.catalog.schemas import WireModel
 from zoopay.invoicing.service import Invoice as InvoiceRecord
 from zoopay.invoicing.service import InvoiceLine, InvoiceStatus, RefundStatus
 from zoopay.money import Amount, Money, format_micros, from_micros, parse_dollars
+from zoopay.wire import WireModel
 
 
 class InvoiceLineItem(WireModel):

@@ -514,7 +514,7 @@ async def _deliver(conn: AsyncConnection, invoice: Invoice, now: datetime) -> No
     usage = invoice.total_of(LineKind.USAGE)
     if credits == 0 and usage == 0:
         return
-    balance = await lock_balance(conn, invoice.customer)
+    balance = await lock_balance(conn, customer=invoice.customer)
     if credits:
         await post_journal(
             conn,
@@ -528,11 +528,15 @@ async def _deliver(conn: AsyncConnection, invoice: Invoice, now: datetime) -> No
             now=now,
         )
         reason = Posting(Reason.CREDIT_PURCHASE, "system", invoice.id)
-        balance = await post(conn, balance, {Bucket.STABLE: credits}, reason, now)
+        balance = await post(
+            conn, balance=balance, deltas={Bucket.STABLE: credits}, posting=reason, now=now
+        )
     settled = min(usage, max(balance.total_due_micros, 0))
     if settled:
         reason = Posting(Reason.INVOICE_PAID, "system", invoice.id)
-        await post(conn, balance, {Bucket.TOTAL_DUE: -settled}, reason, now)
+        await post(
+            conn, balance=balance, deltas={Bucket.TOTAL_DUE: -settled}, posting=reason, now=now
+        )
 
 
 async def mark_uncollectible(conn: AsyncConnection, *, invoice_id: str, now: datetime) -> Invoice:
@@ -981,7 +985,7 @@ async def _check_refund(conn: AsyncConnection, invoice: Invoice, amount_micros: 
     # Credits first: a credit purchase's refund returns credits before tax and rounding.
     credits = min(amount_micros, invoice.total_of(LineKind.CREDITS) - int(credits_refunded))
     if credits > 0:
-        balance = await lock_balance(conn, invoice.customer)
+        balance = await lock_balance(conn, customer=invoice.customer)
         if balance.stable_micros < credits:
             raise Conflict(
                 f"the customer has spent these credits: {format_micros(balance.stable_micros)}"
@@ -1052,12 +1056,12 @@ async def _apply_refund(
         now=now,
     )
     if credits:
-        balance = await lock_balance(conn, invoice.customer)
+        balance = await lock_balance(conn, customer=invoice.customer)
         # Checked when the refund began; credits spent since then become money due.
         taken = min(credits, max(balance.stable_micros, 0))
         reason = Posting(Reason.REFUND, row["actor"], invoice.id)
         deltas = {Bucket.STABLE: -taken, Bucket.TOTAL_DUE: credits - taken}
-        await post(conn, balance, deltas, reason, now)
+        await post(conn, balance=balance, deltas=deltas, posting=reason, now=now)
     return await lock_invoice(conn, invoice_id=invoice.id)
 
 

@@ -18,7 +18,14 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from zoopay.catalog.service import Catalog, Plan
 from zoopay.db.bulk import insert_new, select_where_one_of
 from zoopay.db.keyset import ordered_after
-from zoopay.db.tables import api_calls, balances, org_members, subscriptions, users
+from zoopay.db.tables import (
+    api_calls,
+    balances,
+    org_members,
+    payment_customers,
+    subscriptions,
+    users,
+)
 from zoopay.errors import BadRequest, Conflict, NotFound, PaymentRequired, ZoopayError
 from zoopay.ledger.service import (
     Balance,
@@ -307,9 +314,13 @@ class Standing:
     stable_micros: int
     total_due_micros: int
     plan: Plan | None
+    # Dunning gave up on an invoice: no calls until it is paid, whatever the plan.
+    delinquent: bool = False
 
     @property
     def allowed(self) -> bool:
+        if self.delinquent:
+            return False
         if self.plan is not None and self.plan.allows_overage:
             return True
         return self.total_due_micros == 0 and self.monthly_micros + self.stable_micros > 0
@@ -317,6 +328,12 @@ class Standing:
     def refusal(self) -> PaymentRequired:
         who = f"this {self.customer.kind}"
         plan = f"the {self.plan.name.value} plan" if self.plan else "no plan"
+        if self.delinquent:
+            return PaymentRequired(
+                f"{who} has an unpaid invoice that could not be charged: pay it (GET"
+                " /user/payment/invoices lists it; an org's admin pays the org's) or update the"
+                " payment method, and calls are allowed again at once"
+            )
         if self.total_due_micros > 0:
             owed = format_micros(self.total_due_micros)
             return PaymentRequired(
@@ -342,7 +359,10 @@ async def standing(
     monthly = balance.monthly_micros
     if plan is not None and refresh_due(subscription, now):
         monthly = plan.monthly_grant_micros
-    return Standing(customer, monthly, balance.stable_micros, balance.total_due_micros, plan)
+    delinquent = bool(row.get("customer_delinquent"))
+    return Standing(
+        customer, monthly, balance.stable_micros, balance.total_due_micros, plan, delinquent
+    )
 
 
 # Who pays for a user's calls, with what, on which plan: one statement, one committed state.
@@ -351,10 +371,12 @@ _USER_WITH_BALANCE = select(
     org_members.c.org_id.label("user_org_id"),
     balances,
     *PLAN_COLUMNS,
+    payment_customers.c.delinquent.label("customer_delinquent"),
 ).select_from(
     users.outerjoin(org_members, org_members.c.user_id == users.c.id)
     .outerjoin(balances, balances.c.customer_id == func.coalesce(org_members.c.org_id, users.c.id))
     .outerjoin(subscriptions, subscriptions.c.customer_id == balances.c.customer_id)
+    .outerjoin(payment_customers, payment_customers.c.customer_id == balances.c.customer_id)
 )
 
 

@@ -2,8 +2,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated
 
-from fastapi import Depends
-from sqlalchemy.ext.asyncio import AsyncConnection
+from fastapi import Depends, Request
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from zoopay.accounts.service import Membership
 from zoopay.api.deps import (
@@ -12,6 +12,7 @@ from zoopay.api.deps import (
     CatalogDep,
     Conn,
     CurrentUser,
+    Engine,
     Now,
     OrgAdmin,
     OrgReader,
@@ -19,6 +20,7 @@ from zoopay.api.deps import (
 )
 from zoopay.api.openapi import errors
 from zoopay.api.routing import json_router
+from zoopay.billing.upgrades import change_plan_paid
 from zoopay.catalog.schemas import (
     EnterpriseSubscriptionTierPrice,
     IndividualTierName,
@@ -27,6 +29,7 @@ from zoopay.catalog.schemas import (
     ZooProductSubscriptions,
 )
 from zoopay.catalog.service import Catalog
+from zoopay.db.engine import reading
 from zoopay.errors import BadRequest, NotFound
 from zoopay.ledger.service import Customer
 from zoopay.subscriptions.schemas import (
@@ -46,22 +49,34 @@ users_router = json_router(tags=["users"])
 orgs_router = json_router(tags=["orgs"])
 
 
+async def plan_of(
+    conn: AsyncConnection, *, catalog: Catalog, customer: Customer
+) -> ZooProductSubscriptions:
+    subscription = await get_subscription(conn, customer=customer)
+    subscribed = await subscription_details(conn, catalog=catalog, subscription=subscription)
+    if subscribed is None:
+        raise NotFound(f"this {customer.kind} has no subscription")
+    return ZooProductSubscriptions.of(subscribed.plan, subscribed.price)
+
+
+def _user_tier(body: ZooProductSubscriptionsUserRequest) -> TierName:
+    return TierName(body.modeling_app or IndividualTierName.FREE)
+
+
+def _org_tier(body: ZooProductSubscriptionsOrgRequest) -> TierName:
+    return TierName(body.modeling_app or OrganizationTierName.TEAM)
+
+
 @dataclass(frozen=True)
 class PlanDesk:
-    """What every plan route works with: the request's unit of work, the catalog, the time."""
+    """What a customer's own plan change works with. No request transaction is held: an
+    upgrade is charged first (zoopay.billing.upgrades), and the processor is called between
+    the change's own transactions."""
 
-    conn: AsyncConnection
+    request: Request
+    engine: AsyncEngine
     catalog: Catalog
     now: datetime
-
-    async def details(self, customer: Customer) -> ZooProductSubscriptions:
-        subscription = await get_subscription(self.conn, customer=customer)
-        subscribed = await subscription_details(
-            self.conn, catalog=self.catalog, subscription=subscription
-        )
-        if subscribed is None:
-            raise NotFound(f"this {customer.kind} has no subscription")
-        return ZooProductSubscriptions.of(subscribed.plan, subscribed.price)
 
     async def subscribe(
         self,
@@ -70,11 +85,13 @@ class PlanDesk:
         tier: TierName,
         pay_annually: bool | None,
         actor: str,
-        create_only: bool = False,
+        create_only: bool,
     ) -> ZooProductSubscriptions:
-        await change_plan(
-            self.conn,
+        await change_plan_paid(
+            self.engine,
             catalog=self.catalog,
+            processor=self.request.app.state.processor,
+            terms=self.request.app.state.change_terms,
             customer=customer,
             tier=tier,
             pay_annually=pay_annually,
@@ -82,70 +99,80 @@ class PlanDesk:
             now=self.now,
             create_only=create_only,
         )
-        return await self.details(customer)
+        async with reading(self.engine) as conn:
+            return await plan_of(conn, catalog=self.catalog, customer=customer)
 
     async def subscribe_user(
-        self, user: Customer, body: ZooProductSubscriptionsUserRequest, actor: str, *, create: bool
+        self, user: Customer, body: ZooProductSubscriptionsUserRequest, *, create: bool
     ) -> ZooProductSubscriptions:
-        tier = TierName(body.modeling_app or IndividualTierName.FREE)
         return await self.subscribe(
-            user, tier=tier, pay_annually=body.pay_annually, actor=actor, create_only=create
+            user,
+            tier=_user_tier(body),
+            pay_annually=body.pay_annually,
+            actor=user.id,
+            create_only=create,
         )
 
     async def subscribe_org(
         self, admin: Membership, body: ZooProductSubscriptionsOrgRequest, *, create: bool
     ) -> ZooProductSubscriptions:
-        tier = TierName(body.modeling_app or OrganizationTierName.TEAM)
         return await self.subscribe(
             admin.org,
-            tier=tier,
+            tier=_org_tier(body),
             pay_annually=body.pay_annually,
             actor=admin.user_id,
             create_only=create,
         )
 
 
-async def plan_desk(conn: Conn, catalog: CatalogDep, now: Now) -> PlanDesk:
-    return PlanDesk(conn, catalog, now)
+async def plan_desk(request: Request, engine: Engine, catalog: CatalogDep, now: Now) -> PlanDesk:
+    return PlanDesk(request, engine, catalog, now)
 
 
-# Function-scoped like the connection it holds, which commits when the route returns.
-Plans = Annotated[PlanDesk, Depends(plan_desk, scope="function")]
+Plans = Annotated[PlanDesk, Depends(plan_desk)]
 
 
 @router.get("/user/payment/subscriptions", response_model=ZooProductSubscriptions)
-async def get_user_subscription(user: CurrentUser, plans: Plans) -> ZooProductSubscriptions:
+async def get_user_subscription(
+    user: CurrentUser, conn: Conn, catalog: CatalogDep
+) -> ZooProductSubscriptions:
     """The caller's plan."""
-    return await plans.details(user.customer)
+    return await plan_of(conn, catalog=catalog, customer=user.customer)
 
 
 @router.post(
     "/user/payment/subscriptions",
     response_model=ZooProductSubscriptions,
-    responses=errors(409),
+    responses=errors(402, 409),
 )
 async def create_user_subscription(
     body: ZooProductSubscriptionsUserRequest, user: CurrentUser, plans: Plans
 ) -> ZooProductSubscriptions:
     """Subscribe the caller; 409 if they already have a paid plan."""
-    return await plans.subscribe_user(user.customer, body, user.id, create=True)
+    return await plans.subscribe_user(user.customer, body, create=True)
 
 
-@router.put("/user/payment/subscriptions", response_model=ZooProductSubscriptions)
+@router.put(
+    "/user/payment/subscriptions",
+    response_model=ZooProductSubscriptions,
+    responses=errors(402, 409),
+)
 async def update_user_subscription(
     body: ZooProductSubscriptionsUserRequest, user: CurrentUser, plans: Plans
 ) -> ZooProductSubscriptions:
     """Change the caller's plan, effective at once."""
-    return await plans.subscribe_user(user.customer, body, user.id, create=False)
+    return await plans.subscribe_user(user.customer, body, create=False)
 
 
 @router.get(
     "/org/payment/subscriptions", response_model=ZooProductSubscriptions, responses=errors(404)
 )
-async def get_org_subscription(org: OrgReader, plans: Plans) -> ZooProductSubscriptions:
+async def get_org_subscription(
+    org: OrgReader, conn: Conn, catalog: CatalogDep
+) -> ZooProductSubscriptions:
     """The plan of the caller's org (a member's, or an org service account's); 404 until it
     has one."""
-    return await plans.details(org)
+    return await plan_of(conn, catalog=catalog, customer=org)
 
 
 @router.post(
@@ -163,7 +190,7 @@ async def create_org_subscription(
 @router.put(
     "/org/payment/subscriptions",
     response_model=ZooProductSubscriptions,
-    responses=errors(402),
+    responses=errors(402, 409),
 )
 async def update_org_subscription(
     body: ZooProductSubscriptionsOrgRequest, admin: OrgAdmin, plans: Plans
@@ -178,10 +205,25 @@ async def update_org_subscription(
     responses=errors(404),
 )
 async def update_subscription_for_user(
-    user: AnyUser, body: ZooProductSubscriptionsUserRequest, staff: StaffUser, plans: Plans
+    user: AnyUser,
+    body: ZooProductSubscriptionsUserRequest,
+    staff: StaffUser,
+    conn: Conn,
+    catalog: CatalogDep,
+    now: Now,
 ) -> ZooProductSubscriptions:
-    """Staff: change any user's plan; `id` is a user id or email address."""
-    return await plans.subscribe_user(user.customer, body, staff.id, create=False)
+    """Staff: change any user's plan; `id` is a user id or email address. Comped: staff
+    changes charge nothing and credit nothing."""
+    await change_plan(
+        conn,
+        catalog=catalog,
+        customer=user.customer,
+        tier=_user_tier(body),
+        pay_annually=body.pay_annually,
+        actor=staff.id,
+        now=now,
+    )
+    return await plan_of(conn, catalog=catalog, customer=user.customer)
 
 
 @orgs_router.put(
@@ -190,11 +232,11 @@ async def update_subscription_for_user(
     responses=errors(404),
 )
 async def update_enterprise_pricing_for_org(
-    org: AnyOrg, body: EnterpriseSubscriptionTierPrice, plans: Plans
+    org: AnyOrg, body: EnterpriseSubscriptionTierPrice, conn: Conn, catalog: CatalogDep, now: Now
 ) -> ZooProductSubscriptions:
     """Staff: set the price sales agreed with an org; returns the enterprise tier at that price."""
-    enterprise = plans.catalog.plan(TierName.ENTERPRISE)
+    enterprise = catalog.plan(TierName.ENTERPRISE)
     if enterprise is None:
         raise BadRequest("the catalog offers no enterprise tier")
-    await set_enterprise_price(plans.conn, org=org.customer, price=body, now=plans.now)
+    await set_enterprise_price(conn, org=org.customer, price=body, now=now)
     return ZooProductSubscriptions.of(enterprise, body)

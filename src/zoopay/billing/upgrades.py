@@ -1,0 +1,353 @@
+"""Plan changes that move money: an upgrade is paid at once, a downgrade credits the unused rest.
+
+- Upgrade (the new plan costs more for the rest of the period): an invoice for the difference
+  of the rests (billing.proration, per seat) is issued and charged to the default payment
+  method before the plan changes. No method, a decline, or a card that needs authentication:
+  the invoice is voided, the plan stays, and the answer is a 402 saying what to do.
+- Downgrade (costs less): the plan changes at once (as before: the monthly bucket is capped at
+  the new grant) and the unused rest of what was paid, less the new plan's rest, becomes a
+  billing credit taken off the customer's next invoices: never cash, never API credits.
+- Staff changes (PUT /users/{id}/payment/subscriptions) are comped: no charge, no credit.
+
+Two upgrades at once cannot both charge: the first holds the customer's balance lock while it
+issues its invoice, and the second finds that open invoice and answers 409.
+"""
+
+import asyncio
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+
+from sqlalchemy import insert, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from zoopay.billing.pricing import (
+    NegotiatedPrice,
+    billed_annually,
+    fee_period_bounds,
+    fee_period_price,
+)
+from zoopay.billing.proration import MICROS_PER_CENT, prorated_micros
+from zoopay.catalog.schemas import PlanInterval, TierName
+from zoopay.catalog.service import Catalog, Plan
+from zoopay.db.engine import transaction
+from zoopay.db.tables import (
+    billing_credits,
+    enterprise_prices,
+    invoice_lines,
+    invoices,
+    org_members,
+)
+from zoopay.errors import Conflict, PaymentRequired
+from zoopay.invoicing.service import (
+    Attempt,
+    AttemptStatus,
+    InvoiceStatus,
+    charge_invoice,
+    issue_invoice,
+    plan_fee_line,
+    void_invoice,
+)
+from zoopay.ledger.service import Customer, lock_balance
+from zoopay.money import format_micros
+from zoopay.payments.service import ensure_processor_customer
+from zoopay.processors.base import PaymentProcessor
+from zoopay.subscriptions.service import (
+    Subscription,
+    change_plan,
+    current_plan,
+    refresh_if_due,
+)
+
+
+@dataclass(frozen=True)
+class ChangeTerms:
+    tax_rates: dict[str, Decimal]
+    invoice_prefix: str
+
+
+@dataclass(frozen=True)
+class Quote:
+    """What a change costs now (whole cents, in micro-dollars) or credits."""
+
+    charge_micros: int
+    credit_micros: int
+    description: str
+
+
+async def seats_of(conn: AsyncConnection, customer: Customer) -> int:
+    if customer.kind != "org":
+        return 1
+    query = select(org_members.c.user_id).where(org_members.c.org_id == customer.id)
+    return max(1, len((await conn.execute(query)).all()))
+
+
+async def negotiated_price(conn: AsyncConnection, customer: Customer) -> NegotiatedPrice | None:
+    if customer.kind != "org":
+        return None
+    query = select(enterprise_prices).where(enterprise_prices.c.org_id == customer.id)
+    row = (await conn.execute(query)).mappings().first()
+    if row is None:
+        return None
+    return NegotiatedPrice(
+        row["price_type"] == "per_user", PlanInterval(row["interval"]), int(row["price_micros"])
+    )
+
+
+def rest_of_period(
+    plan: Plan | None,
+    subscription: Subscription,
+    *,
+    pay_annually: bool,
+    seats: int,
+    negotiated: NegotiatedPrice | None,
+    at: datetime,
+) -> int:
+    """What `plan` costs from `at` to the end of its fee period, exactly (rounded down)."""
+    if plan is None:
+        return 0
+    annually = billed_annually(plan, pay_annually=pay_annually, negotiated=negotiated)
+    start, end = fee_period_bounds(
+        subscription.anchor_at, subscription.period_start, annually=annually
+    )
+    price = fee_period_price(plan, pay_annually=pay_annually, seats=seats, negotiated=negotiated)
+    return prorated_micros(price, period_start=start, period_end=end, at=min(max(at, start), end))
+
+
+async def quote(
+    conn: AsyncConnection,
+    *,
+    catalog: Catalog,
+    subscription: Subscription | None,
+    customer: Customer,
+    tier: TierName,
+    pay_annually: bool | None,
+    now: datetime,
+) -> Quote:
+    new = catalog.plan(tier)
+    if new is None:
+        return Quote(0, 0, "")
+    seats = await seats_of(conn, customer)
+    negotiated = await negotiated_price(conn, customer)
+    if subscription is None:
+        # A first plan (an org's): its period starts now, its first fee is the whole of it.
+        annually = bool(pay_annually)
+        first = fee_period_price(new, pay_annually=annually, seats=seats, negotiated=negotiated)
+        charge = first.total_micros // MICROS_PER_CENT * MICROS_PER_CENT
+        return Quote(charge, 0, f"{new.name.value.capitalize()} plan, first period")
+    old = current_plan(catalog, subscription)
+    annually = subscription.pay_annually if pay_annually is None else pay_annually
+    old_rest = rest_of_period(
+        old,
+        subscription,
+        pay_annually=subscription.pay_annually,
+        seats=seats,
+        negotiated=negotiated,
+        at=now,
+    )
+    new_rest = rest_of_period(
+        new, subscription, pay_annually=annually, seats=seats, negotiated=negotiated, at=now
+    )
+    difference = new_rest - old_rest
+    # Charged in whole cents, rounded down: never a fraction of a cent more than the service.
+    charge = max(0, difference) // MICROS_PER_CENT * MICROS_PER_CENT
+    end = fee_period_bounds(
+        subscription.anchor_at,
+        subscription.period_start,
+        annually=billed_annually(new, pay_annually=annually, negotiated=negotiated),
+    )[1]
+    description = f"{new.name.value.capitalize()} plan to {end:%Y-%m-%d} (prorated)"
+    return Quote(charge, max(0, -difference), description)
+
+
+async def _upgrade_in_progress(conn: AsyncConnection, customer: Customer) -> bool:
+    query = (
+        select(invoices.c.id)
+        .join(invoice_lines, invoice_lines.c.invoice_id == invoices.c.id)
+        .where(
+            invoices.c.customer_id == customer.id,
+            invoices.c.status == InvoiceStatus.OPEN.value,
+            invoice_lines.c.reference.like("upgrade:%"),
+        )
+    )
+    return (await conn.execute(query)).first() is not None
+
+
+def _refusal(attempt: Attempt | None, tier: TierName, micros: int) -> PaymentRequired:
+    """Why the upgrade was not paid, and what the person can do; the plan did not change."""
+    what = f"the {tier.value} plan costs ${format_micros(micros)} now for the rest of the period"
+    if attempt is not None and attempt.failure_code == "no_payment_method":
+        return PaymentRequired(
+            f"{what}, and no payment method is on file: add a card"
+            " (POST /user/payment/intent), then change the plan again; your plan did not change"
+        )
+    if attempt is not None and attempt.status == AttemptStatus.REQUIRES_ACTION:
+        return PaymentRequired(
+            f"{what}, and your bank asks you to authenticate this payment: use a card that"
+            " does not need it, or confirm with your bank, then try again; your plan did not change"
+        )
+    reason = attempt.failure_message if attempt and attempt.failure_message else "declined"
+    return PaymentRequired(
+        f"{what}, and the charge failed ({reason}): update your payment method, then try"
+        " again; your plan did not change"
+    )
+
+
+async def add_credit(conn: AsyncConnection, customer: Customer, micros: int, now: datetime) -> None:
+    if micros <= 0:
+        return
+    updated = await conn.execute(
+        update(billing_credits)
+        .where(billing_credits.c.customer_id == customer.id)
+        .values(credit_micros=billing_credits.c.credit_micros + micros, updated_at=now)
+    )
+    if updated.rowcount == 0:
+        await conn.execute(
+            insert(billing_credits).values(
+                customer_id=customer.id,
+                customer_kind=customer.kind,
+                credit_micros=micros,
+                updated_at=now,
+            )
+        )
+
+
+async def change_plan_paid(
+    engine: AsyncEngine,
+    *,
+    catalog: Catalog,
+    processor: PaymentProcessor,
+    terms: ChangeTerms,
+    customer: Customer,
+    tier: TierName,
+    pay_annually: bool | None,
+    actor: str,
+    now: datetime,
+    create_only: bool,
+) -> None:
+    """A customer's own plan change: paid first if it costs more (see the module docstring).
+
+    A change that finds another one's payment in progress waits for it (a few seconds at
+    most) and is then priced from where that one left the plan: concurrent changes serialize,
+    and only a payment that stays in progress longer makes it a 409."""
+    for delay in _WAITS:
+        try:
+            return await _change_plan_paid(
+                engine,
+                catalog,
+                processor,
+                terms,
+                customer=customer,
+                tier=tier,
+                pay_annually=pay_annually,
+                actor=actor,
+                now=now,
+                create_only=create_only,
+            )
+        except _InProgress:
+            await asyncio.sleep(delay)
+    raise Conflict("a payment for a plan change is in progress: try again in a minute")
+
+
+class _InProgress(Exception):
+    pass
+
+
+# Up to about 5 s in all.
+_WAITS = [0.01, 0.02, 0.05, 0.1, 0.2] + [0.5] * 9
+
+
+async def _change_plan_paid(
+    engine: AsyncEngine,
+    catalog: Catalog,
+    processor: PaymentProcessor,
+    terms: ChangeTerms,
+    *,
+    customer: Customer,
+    tier: TierName,
+    pay_annually: bool | None,
+    actor: str,
+    now: datetime,
+    create_only: bool,
+) -> None:
+    async with transaction(engine) as conn:
+        balance = await lock_balance(conn, customer=customer)
+        balance, subscription = await refresh_if_due(
+            conn, catalog=catalog, balance=balance, now=now
+        )
+        price = await quote(
+            conn,
+            catalog=catalog,
+            subscription=subscription,
+            customer=customer,
+            tier=tier,
+            pay_annually=pay_annually,
+            now=now,
+        )
+        if price.charge_micros == 0:
+            await change_plan(
+                conn,
+                catalog=catalog,
+                customer=customer,
+                tier=tier,
+                pay_annually=pay_annually,
+                actor=actor,
+                now=now,
+                create_only=create_only,
+            )
+            await add_credit(conn, customer, price.credit_micros, now)
+            return
+        # Every rule of the change (the tier's kind, an enterprise price, POST on a paid plan)
+        # is checked before anything is charged: the change is tried and rolled back.
+        trial = await conn.begin_nested()
+        await change_plan(
+            conn,
+            catalog=catalog,
+            customer=customer,
+            tier=tier,
+            pay_annually=pay_annually,
+            actor=actor,
+            now=now,
+            create_only=create_only,
+        )
+        await trial.rollback()
+        if await _upgrade_in_progress(conn, customer):
+            raise _InProgress
+        reference = f"upgrade:{customer.id}:{tier.value}:{now.isoformat()}"
+        invoice = await issue_invoice(
+            conn,
+            customer=customer,
+            lines=[
+                plan_fee_line(
+                    tier_name=tier.value.capitalize(),
+                    period=price.description,
+                    amount_micros=price.charge_micros,
+                    reference=reference[:128],
+                )
+            ],
+            description=f"Upgrade to {tier.value}",
+            tax_rates=terms.tax_rates,
+            prefix=terms.invoice_prefix,
+            now=now,
+        )
+    processor_id = await ensure_processor_customer(
+        engine, processor=processor, customer=customer, now=now
+    )
+    outcome = await charge_invoice(
+        engine, processor, invoice_id=invoice.id, processor_customer_id=processor_id, now=now
+    )
+    if not outcome.invoice.paid:
+        async with transaction(engine) as conn:
+            await void_invoice(conn, invoice_id=invoice.id, now=now)
+        raise _refusal(outcome.attempt, tier, price.charge_micros)
+    async with transaction(engine) as conn:
+        await change_plan(
+            conn,
+            catalog=catalog,
+            customer=customer,
+            tier=tier,
+            pay_annually=pay_annually,
+            actor=actor,
+            now=now,
+            create_only=create_only,
+        )

@@ -1,0 +1,118 @@
+"""Paid plan changes: an upgrade charges the prorated difference first; a downgrade credits
+the unused rest against the next invoice; staff changes are comped."""
+
+from datetime import timedelta
+
+import httpx
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from tests.conftest import START, Clock, World
+from tests.support.billing import add_card, bill, embedded
+from tests.support.database import dump
+from zoopay.catalog.service import Catalog
+from zoopay.db.tables import billing_credits, invoices, processor_charges
+
+URL = "/user/payment/subscriptions"
+
+
+async def _charges(engine: AsyncEngine) -> list[tuple[int, str]]:
+    async with engine.connect() as conn:
+        query = select(processor_charges.c.amount_cents, processor_charges.c.status).order_by(
+            processor_charges.c.created_at
+        )
+        return [(int(a), str(s)) for a, s in await conn.execute(query)]
+
+
+async def _plan(client: httpx.AsyncClient, headers: dict[str, str]) -> str:
+    body = (await client.get(URL, headers=headers)).json()
+    return str(body["modeling_app"]["name"])
+
+
+async def test_an_upgrade_with_a_card_charges_the_prorated_price_and_changes_the_plan(
+    client: httpx.AsyncClient, engine: AsyncEngine, world: World, clock: Clock
+) -> None:
+    alice = await world.user()
+    await add_card(engine, embedded(engine, clock), alice.user.customer, clock.now)
+    clock.advance(days=6)  # 2026-01-21 12:00 of a 31-day period (to 2026-02-15 12:00): 25/31
+    answer = await client.put(URL, headers=alice.headers, json={"modeling_app": "pro"})
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["modeling_app"]["name"] == "pro"
+    # 49.00 x 25/31 = 39.516129... -> 39.51, rounded down to the cent.
+    assert await _charges(engine) == [(3951, "succeeded")]
+    async with engine.connect() as conn:
+        [invoice] = (await conn.execute(select(invoices))).mappings().all()
+    assert (invoice["status"], invoice["total_micros"]) == ("paid", 39_510_000)
+    # The same change again (a retry) charges nothing more.
+    again = await client.put(URL, headers=alice.headers, json={"modeling_app": "pro"})
+    assert again.status_code == 200
+    assert await _charges(engine) == [(3951, "succeeded")]
+
+
+async def test_without_a_card_or_with_a_failing_one_the_upgrade_is_402_and_nothing_changes(
+    client: httpx.AsyncClient, engine: AsyncEngine, world: World, clock: Clock
+) -> None:
+    processor = embedded(engine, clock)
+    nocard, failing, needs_auth = await world.user(), await world.user(), await world.user()
+    await add_card(
+        engine, processor, failing.user.customer, clock.now, "pm_card_chargeCustomerFail"
+    )
+    await add_card(
+        engine, processor, needs_auth.user.customer, clock.now, "pm_card_authenticationRequired"
+    )
+    expected = {
+        nocard: "no payment method is on file: add a card",
+        failing: "the charge failed",
+        needs_auth: "your bank asks you to authenticate",
+    }
+    for person, message in expected.items():
+        refused = await client.put(URL, headers=person.headers, json={"modeling_app": "pro"})
+        assert refused.status_code == 402, refused.text
+        body = refused.json()
+        assert body["error_code"] == "payment_required"
+        assert message in body["message"] and "your plan did not change" in body["message"]
+        assert "$49.00" in body["message"]
+        assert await _plan(client, person.headers) == "free"
+    async with engine.connect() as conn:
+        statuses = (await conn.execute(select(invoices.c.status))).scalars().all()
+    assert sorted(statuses) == ["void", "void", "void"]
+    assert [status for _, status in await _charges(engine)] == ["failed", "requires_action"]
+
+
+async def test_a_downgrade_is_at_once_and_its_unused_rest_pays_the_next_fee(
+    client: httpx.AsyncClient, engine: AsyncEngine, world: World, clock: Clock, catalog: Catalog
+) -> None:
+    processor = embedded(engine, clock)
+    alice = await world.user()
+    await add_card(engine, processor, alice.user.customer, clock.now)
+    up = await client.put(URL, headers=alice.headers, json={"modeling_app": "pro"})
+    assert up.status_code == 200  # at the period's start: the whole 49.00
+    assert await _charges(engine) == [(4900, "succeeded")]
+    clock.advance(days=31 - 10)  # 10 of 31 days left
+    down = await client.put(URL, headers=alice.headers, json={"modeling_app": "free"})
+    assert down.json()["modeling_app"]["name"] == "free"
+    async with engine.connect() as conn:
+        credit = (await conn.execute(select(billing_credits.c.credit_micros))).scalar_one()
+    assert credit == 49_000_000 * 10 // 31  # 15.806451
+    # Back up: the rest of the period again, charged; the credit stays for the next invoice.
+    back = await client.put(URL, headers=alice.headers, json={"modeling_app": "pro"})
+    assert back.status_code == 200
+    assert await _charges(engine) == [(4900, "succeeded"), (1580, "succeeded")]
+    clock.now = START + timedelta(days=32)
+    summary = await bill(engine, catalog, processor, clock.now)
+    assert summary.paid == 1
+    # The next period's 49.00 less the credit of 15.806451.
+    assert (await _charges(engine))[-1] == (3319, "succeeded")
+
+
+async def test_staff_changes_are_comped(
+    client: httpx.AsyncClient, engine: AsyncEngine, world: World
+) -> None:
+    staff, alice = await world.user(staff=True), await world.user()
+    before = await dump(engine)
+    url = f"/users/{alice.id}/payment/subscriptions"
+    answer = await client.put(url, headers=staff.headers, json={"modeling_app": "pro"})
+    assert answer.status_code == 200 and answer.json()["modeling_app"]["name"] == "pro"
+    assert await _charges(engine) == []
+    after = await dump(engine)
+    assert after["invoices"] == before["invoices"] == []

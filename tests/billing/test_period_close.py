@@ -1,0 +1,164 @@
+"""Period close, the claiming part: who is closed, what each close bills, exactly once."""
+
+from datetime import datetime, timedelta
+from typing import Any
+
+import pytest
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from tests.conftest import START, Person, World
+from tests.support.cli import zoopay_json
+from zoopay.billing.close import claim, customers_to_close
+from zoopay.billing.run import close_periods
+from zoopay.catalog.schemas import TierName
+from zoopay.catalog.service import Catalog
+from zoopay.db.engine import transaction
+from zoopay.db.tables import billing_closes, subscriptions
+from zoopay.ledger.service import Bucket, Customer, Posting, Reason, get_balance, lock_balance, post
+from zoopay.subscriptions.service import change_plan
+
+ENDED = START + timedelta(days=32)  # START is 2026-01-15 12:00: the period ended 2026-02-15
+
+
+async def _spend(engine: AsyncEngine, person: Person, *, due_micros: int) -> None:
+    async with transaction(engine) as conn:
+        balance = await lock_balance(conn, customer=person.user.customer)
+        deltas = {Bucket.MONTHLY: -balance.monthly_micros, Bucket.TOTAL_DUE: due_micros}
+        await post(
+            conn,
+            balance=balance,
+            deltas=deltas,
+            posting=Posting(Reason.API_CALL, "test"),
+            now=START,
+        )
+
+
+async def _closes(engine: AsyncEngine) -> dict[str, dict[str, Any]]:
+    async with engine.connect() as conn:
+        rows = (await conn.execute(select(billing_closes))).mappings().all()
+    return {row["customer_id"]: dict(row) for row in rows}
+
+
+async def _upgrade(
+    engine: AsyncEngine, catalog: Catalog, customer: Customer, tier: TierName
+) -> None:
+    async with transaction(engine) as conn:
+        await change_plan(
+            conn,
+            catalog=catalog,
+            customer=customer,
+            tier=tier,
+            pay_annually=None,
+            actor="test",
+            now=START,
+        )
+
+
+async def test_a_close_bills_the_next_fee_and_the_usage_once_and_starts_the_new_period(
+    engine: AsyncEngine, catalog: Catalog, world: World
+) -> None:
+    spender, idle, pro = await world.user(), await world.user(), await world.user()
+    admin, member = await world.user(), await world.user()
+    org = await world.org(admin, member)
+    await _spend(engine, spender, due_micros=4_250_000)
+    await _upgrade(engine, catalog, pro.user.customer, TierName.PRO)
+    await _upgrade(engine, catalog, Customer("org", org.id), TierName.TEAM)
+
+    early = await close_periods(engine, catalog, at=START + timedelta(days=30))
+    assert (early.closed, early.nothing_due) == (0, 0)
+    summary = await close_periods(engine, catalog, at=ENDED)
+    assert (summary.closed, summary.nothing_due) == (6, 3)
+    closes = await _closes(engine)
+    period_end = datetime(2026, 2, 15, 12, tzinfo=START.tzinfo)
+    expected = {
+        spender.id: ("free", 1, 0, 4_250_000, "claimed"),
+        idle.id: ("free", 1, 0, 0, "nothing_due"),
+        admin.id: ("free", 1, 0, 0, "nothing_due"),
+        member.id: ("free", 1, 0, 0, "nothing_due"),
+        pro.id: ("pro", 1, 49_000_000, 0, "claimed"),
+        org.id: ("team", 2, 198_000_000, 0, "claimed"),
+    }
+    assert {
+        customer_id: (r["next_tier"], r["seats"], r["fee_micros"], r["usage_micros"], r["status"])
+        for customer_id, r in closes.items()
+    } == expected
+    assert {r["period_end"] for r in closes.values()} == {period_end}
+    assert {r["period_start"] for r in closes.values()} == {START}
+    # The monthly grant of the new period started with the close.
+    async with engine.connect() as conn:
+        balance = await get_balance(conn, customer=spender.user.customer)
+        moved = (await conn.execute(select(subscriptions.c.closed_through))).scalars().all()
+    assert balance.monthly_micros == 10_000_000
+    assert balance.total_due_micros == 4_250_000  # settled by paying the invoice, not by closing
+    assert set(moved) == {period_end}
+
+    again = await close_periods(engine, catalog, at=ENDED + timedelta(hours=1))
+    assert again.closed == 0
+    assert await _closes(engine) == closes
+
+
+async def test_a_run_that_dies_midway_is_finished_by_the_next_without_closing_twice(
+    engine: AsyncEngine, catalog: Catalog, world: World
+) -> None:
+    people = [await world.user() for _ in range(5)]
+    for person in people:
+        await _spend(engine, person, due_micros=1_000_000)
+    async with engine.connect() as conn:
+        due = await customers_to_close(conn, at=ENDED)
+    assert len(due) == 5
+    # The first chunk commits; the second dies before its commit (a crash, a kill).
+    async with transaction(engine) as conn:
+        assert len(await claim(conn, catalog, due[:2], at=ENDED)) == 2
+    with pytest.raises(RuntimeError):
+        async with transaction(engine) as conn:
+            assert len(await claim(conn, catalog, due[2:4], at=ENDED)) == 2
+            raise RuntimeError("killed")
+    assert len(await _closes(engine)) == 2
+    summary = await close_periods(engine, catalog, at=ENDED, chunk=2)
+    assert summary.closed == 3
+    closes = await _closes(engine)
+    assert sorted(closes) == sorted(person.id for person in people)
+    assert {r["usage_micros"] for r in closes.values()} == {1_000_000}
+    # A claim handed customers already closed (a stale selection) closes nothing.
+    async with transaction(engine) as conn:
+        assert await claim(conn, catalog, due, at=ENDED) == []
+
+
+async def test_a_downgrade_waiting_for_the_period_end_takes_effect_at_the_close(
+    engine: AsyncEngine, catalog: Catalog, world: World
+) -> None:
+    pro = await world.user()
+    await _upgrade(engine, catalog, pro.user.customer, TierName.PRO)
+    async with transaction(engine) as conn:
+        await conn.execute(
+            update(subscriptions)
+            .where(subscriptions.c.customer_id == pro.id)
+            .values(pending_tier="free")
+        )
+    await close_periods(engine, catalog, at=ENDED)
+    [close] = (await _closes(engine)).values()
+    assert (close["tier"], close["next_tier"], close["fee_micros"]) == ("pro", "free", 0)
+    async with engine.connect() as conn:
+        row = (
+            (await conn.execute(select(subscriptions).where(subscriptions.c.customer_id == pro.id)))
+            .mappings()
+            .one()
+        )
+        balance = await get_balance(conn, customer=pro.user.customer)
+    assert (row["tier"], row["pending_tier"]) == ("free", None)
+    assert balance.monthly_micros == 10_000_000
+
+
+async def test_billing_run_on_the_command_line_is_idempotent(
+    world: World, engine: AsyncEngine, database_url: str
+) -> None:
+    spender = await world.user()
+    await _spend(engine, spender, due_micros=2_000_000)
+    at = "2026-02-16T00:00:00+0000"
+    first = zoopay_json(database_url, "billing", "run", "--at", at)
+    # No card on file: invoiced, charged, failed (dunning retries it).
+    assert (first["closed"], first["invoiced"], first["charged"], first["failed"]) == (1, 1, 1, 1)
+    second = zoopay_json(database_url, "billing", "run", "--at", at)
+    assert (second["closed"], second["invoiced"], second["charged"]) == (0, 0, 0)
+    assert len(await _closes(engine)) == 1

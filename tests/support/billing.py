@@ -1,0 +1,125 @@
+"""Billing from a test: the embedded processor, cards on file, `billing run` in-process."""
+
+import asyncio
+from datetime import datetime
+
+import pytest
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from tests.conftest import Clock, Person, World
+from zoopay.accounts.service import Org
+from zoopay.billing.run import BillingTerms, RunSummary, run_billing
+from zoopay.catalog.service import Catalog
+from zoopay.db.engine import reading
+from zoopay.journal.service import verify
+from zoopay.ledger.service import Customer
+from zoopay.payments.service import ensure_processor_customer
+from zoopay.processors.embedded import EmbeddedProcessor
+
+TERMS = BillingTerms(dunning_days=(1, 3, 5, 7), tax_rates={}, invoice_prefix="ZP")
+
+
+def embedded(engine: AsyncEngine, clock: Clock) -> EmbeddedProcessor:
+    return EmbeddedProcessor(engine, lambda: clock.now)
+
+
+async def add_card(
+    engine: AsyncEngine,
+    processor: EmbeddedProcessor,
+    customer: Customer,
+    now: datetime,
+    card: str = "pm_card_visa",
+) -> str:
+    """A card on file as the customer's default (Stripe's test tokens); answers its id."""
+    processor_id = await ensure_processor_customer(
+        engine, processor=processor, customer=customer, now=now
+    )
+    attached = await processor.attach_test_card(processor_id, card)
+    await processor.set_default_payment_method(processor_id, attached.id)
+    return attached.id
+
+
+async def bill(
+    engine: AsyncEngine,
+    catalog: Catalog,
+    processor: EmbeddedProcessor,
+    at: datetime,
+    terms: BillingTerms = TERMS,
+) -> RunSummary:
+    """`zoopay billing run --at`, in this process; the books verified clean after it."""
+    summary = await run_billing(engine, catalog, processor, terms, at=at)
+    await books_are_clean(engine)
+    return summary
+
+
+async def books_are_clean(engine: AsyncEngine) -> None:
+    async with reading(engine) as conn:
+        assert await verify(conn) == []
+
+
+async def with_card(
+    engine: AsyncEngine, clock: Clock, *payers: Person | Org | Customer, card: str = "pm_card_visa"
+) -> None:
+    """Give each payer (a user, an org, a customer) a card on file, `pm_card_visa` by default:
+    a customer's own upgrade is charged to it (zoopay.billing.upgrades)."""
+    processor = embedded(engine, clock)
+    for payer in payers:
+        await add_card(engine, processor, customer_of(payer), clock.now, card)
+
+
+def customer_of(payer: Person | Org | Customer) -> Customer:
+    if isinstance(payer, Customer):
+        return payer
+    if isinstance(payer, Person):
+        return payer.user.customer
+    return Customer("org", payer.id)
+
+
+class PayingWorld:
+    """Wraps a test's `World` so that every user and org it makes has `pm_card_visa` on file.
+
+    For the tests written before upgrades were paid: they upgrade customers freely, and a
+    customer who upgrades has a card. Their assertions are unchanged; the upgrade is paid."""
+
+    def __init__(self, world: World, engine: AsyncEngine) -> None:
+        self._world, self._engine = world, engine
+        self._user, self._org = world.user, world.org
+
+    def install(self) -> None:
+        self._world.user = self.user  # type: ignore[method-assign]
+        self._world.org = self.org  # type: ignore[method-assign]
+
+    async def user(self, email: str | None = None, *, staff: bool = False) -> Person:
+        person = await self._user(email, staff=staff)
+        await with_card(self._engine, self._world.clock, person)
+        return person
+
+    async def org(self, admin: Person, *members: Person, name: str = "Acme") -> Org:
+        org = await self._org(admin, *members, name=name)
+        await with_card(self._engine, self._world.clock, org)
+        return org
+
+
+@pytest.fixture(autouse=True)
+def cards_on_file(world: World, engine: AsyncEngine) -> None:
+    """Autouse where a conftest imports it: every customer `world` makes has a card."""
+    PayingWorld(world, engine).install()
+
+
+def add_card_to(database_url: str, kind: str, customer_id: str, card: str = "pm_card_visa") -> None:
+    """For live-server tests: a card on file for a user or org of the server's database, as
+    the embedded processor's card page would add it."""
+    from datetime import UTC
+
+    from zoopay.db.engine import create_engine
+
+    async def run() -> None:
+        engine = create_engine(database_url)
+        try:
+            clock = Clock(datetime.now(UTC))
+            kind_of = "org" if kind == "org" else "user"
+            await with_card(engine, clock, Customer(kind_of, customer_id), card=card)
+        finally:
+            await engine.dispose()
+
+    asyncio.run(run())
