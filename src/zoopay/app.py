@@ -30,6 +30,7 @@ from zoopay.ledger.routes import router as ledger_router
 from zoopay.metering.batcher import CallRecorder
 from zoopay.metering.routes import HOT_ROUTES as metering_hot_routes
 from zoopay.metering.routes import router as metering_router
+from zoopay.processors import processor_from_settings
 from zoopay.subscriptions.routes import orgs_router as subscriptions_orgs_router
 from zoopay.subscriptions.routes import router as subscriptions_router
 from zoopay.subscriptions.routes import users_router as subscriptions_users_router
@@ -82,6 +83,10 @@ def create_app(
     )
     app.state.engine = app_engine
     app.state.clock = system_clock
+    # The processor reads the app's clock on every call, so that tests moving it move both.
+    app.state.processor = processor_from_settings(
+        settings, engine=app_engine, clock=lambda: app.state.clock()
+    )
     app.state.catalog = app_catalog
     app.state.token_cache = TokenCache(app_engine)
     app.state.call_recorder = recorder
