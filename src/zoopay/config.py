@@ -1,5 +1,6 @@
 import enum
 import json
+from decimal import Decimal
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Any
@@ -47,6 +48,34 @@ class Settings(BaseSettings):
     report_queue_limit: int = Field(default=2000, gt=0)
     # Who holds cards and takes money: `embedded` (default) needs nothing else.
     processor: ProcessorKind = ProcessorKind.EMBEDDED
+
+    # Tax rates by ISO country code, as exact decimals: {"DE": "0.19"}. Empty: no tax.
+    tax_rates: Annotated[dict[str, Decimal], NoDecode] = {}
+    # Invoice numbers are this prefix, a dash and a sequence without gaps: ZP-000001.
+    invoice_prefix: str = Field(default="ZP", pattern=r"^[A-Z0-9]{1,12}$")
+    # The issuer printed on invoices.
+    invoice_issuer: str = "zoopay"
+    invoice_issuer_address: str = ""
+    # Where invoice links point (scheme://host[:port]); unset, the request's own base URL.
+    public_url: str | None = None
+
+    @field_validator("tax_rates", mode="before")
+    @classmethod
+    def _parse_tax_rates(cls, value: Any) -> Any:
+        # Parsed here with exact decimals: pydantic-settings' own JSON parsing makes floats.
+        if isinstance(value, str):
+            value = json.loads(value, parse_float=Decimal) if value.strip() else {}
+        return value
+
+    @field_validator("tax_rates")
+    @classmethod
+    def _check_tax_rates(cls, rates: dict[str, Decimal]) -> dict[str, Decimal]:
+        for country, rate in rates.items():
+            if len(country) != 2 or not country.isascii() or not country.isupper():
+                raise ValueError(f"{country!r} is not a two-letter ISO country code such as DE")
+            if not rate.is_finite() or rate < 0 or rate >= 1:
+                raise ValueError(f"the tax rate of {country} must be at least 0 and below 1")
+        return rates
 
     def timeouts(self) -> Timeouts:
         return Timeouts(
