@@ -31,6 +31,8 @@ from zoopay.metering.batcher import CallRecorder
 from zoopay.metering.routes import HOT_ROUTES as metering_hot_routes
 from zoopay.metering.routes import router as metering_router
 from zoopay.processors import processor_from_settings
+from zoopay.processors.stripe import StripeProcessor
+from zoopay.processors.stripe_routes import router as stripe_webhook_router
 from zoopay.subscriptions.routes import orgs_router as subscriptions_orgs_router
 from zoopay.subscriptions.routes import router as subscriptions_router
 from zoopay.subscriptions.routes import users_router as subscriptions_users_router
@@ -61,6 +63,8 @@ def create_app(
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         yield
         await recorder.close()
+        if isinstance(app.state.processor, StripeProcessor):
+            await app.state.processor.aclose()
         if owns_engine:
             await app_engine.dispose()
 
@@ -87,6 +91,9 @@ def create_app(
     app.state.processor = processor_from_settings(
         settings, engine=app_engine, clock=lambda: app.state.clock()
     )
+    # POST /processor/stripe/webhook checks each delivery's signature with it (None: refused).
+    secret = settings.stripe_webhook_secret
+    app.state.stripe_webhook_secret = secret.get_secret_value() if secret else None
     app.state.catalog = app_catalog
     app.state.token_cache = TokenCache(app_engine)
     app.state.call_recorder = recorder
@@ -102,6 +109,7 @@ def create_app(
         metering_router,
         ledger_router,
         health_router,
+        stripe_webhook_router,
     )
     for router in routers:
         app.include_router(router)

@@ -102,7 +102,7 @@ def _id_of(value: Any) -> str | None:
     return cast(str, value["id"])
 
 
-def _charge(intent: Mapping[str, Any]) -> Charge:
+def charge_of_intent(intent: Mapping[str, Any]) -> Charge:
     """A payment intent as zoopay's Charge. An off-session charge that needs 3-D Secure is
     answered by Stripe as a decline with `authentication_required`: the customer must act."""
     status = intent["status"]
@@ -340,7 +340,7 @@ class StripeProcessor:
             return await self._declined(exc, idempotency_key)
         except stripe.StripeError as exc:
             _refused(exc)
-        return _charge(_plain(intent))
+        return charge_of_intent(_plain(intent))
 
     async def _declined(self, exc: stripe.CardError, idempotency_key: str) -> Charge:
         """A decline is a Charge, not an error: Stripe sends the failed intent in the error;
@@ -358,7 +358,7 @@ class StripeProcessor:
                 "decline_code": decline,
                 "message": exc.user_message,
             }
-        return _charge(intent)
+        return charge_of_intent(intent)
 
     @staticmethod
     def _same_charge(
@@ -372,11 +372,11 @@ class StripeProcessor:
             raise ProcessorError(
                 "idempotency_key_in_use", "this idempotency key was used for another charge"
             )
-        return _charge(intent)
+        return charge_of_intent(intent)
 
     async def find_charge(self, idempotency_key: str) -> Charge | None:
         intent = await self._intent_by_key(idempotency_key)
-        return None if intent is None else _charge(intent)
+        return None if intent is None else charge_of_intent(intent)
 
     async def _intent_by_key(self, idempotency_key: str) -> dict[str, Any] | None:
         found: list[dict[str, Any]] = []
