@@ -5,8 +5,9 @@ whose `Stripe-Signature` the SDK verifies is read (400 otherwise, and nothing is
 """
 
 import logging
+from typing import Annotated
 
-from fastapi import Request
+from fastapi import Header, Request
 
 from zoopay.api.deps import Engine, Now
 from zoopay.api.openapi import errors
@@ -44,17 +45,29 @@ _EVENT_BODY = {
 }
 
 
+StripeSignature = Annotated[
+    str,
+    Header(
+        alias="Stripe-Signature",
+        description="`t=TIMESTAMP,v1=SIGNATURE`: Stripe's HMAC-SHA256 of `TIMESTAMP.BODY` with"
+        " the endpoint's signing secret; older than five minutes is refused",
+    ),
+]
+
+
 @router.post(
     "/processor/stripe/webhook",
     response_model=StripeEventReceipt,
     responses=errors(400, 413, 415, 503),
     openapi_extra=_EVENT_BODY,
 )
-async def stripe_webhook(request: Request, engine: Engine, now: Now) -> StripeEventReceipt:
+async def stripe_webhook(
+    request: Request, engine: Engine, now: Now, stripe_signature: StripeSignature
+) -> StripeEventReceipt:
     """Receive one Stripe event (signed with ZOOPAY_STRIPE_WEBHOOK_SECRET); each event id is
     applied once, a repeated delivery answers `duplicate`."""
     secret = request.app.state.stripe_webhook_secret
-    event = verified_event(await request.body(), request.headers.get("stripe-signature"), secret)
+    event = verified_event(await request.body(), stripe_signature, secret)
     async with transaction(engine) as conn:
         outcome = await record_stripe_event(conn, event=event, now=now)
     if outcome != Outcome.DUPLICATE:
