@@ -6,8 +6,12 @@ A card reaches Stripe the way Stripe.js sends it: the tests confirm setup intent
 method, which Stripe does on confirmation and localstripe does not.
 """
 
+import json
+import threading
 import uuid
-from typing import Any
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, ClassVar
+from urllib.parse import parse_qs
 
 import pytest
 import stripe
@@ -363,3 +367,53 @@ async def test_a_server_that_does_not_answer_is_unavailable() -> None:
             await processor.create_customer(email="a@example.com", name=None, metadata={})
     finally:
         await processor.aclose()
+
+
+class PortalStandIn(BaseHTTPRequestHandler):
+    """Answers Stripe's `POST /v1/billing_portal/sessions` as Stripe documents it (localstripe
+    has no billing portal), and keeps what it was sent."""
+
+    received: ClassVar[list[tuple[str, str, dict[str, list[str]]]]] = []
+
+    def do_POST(self) -> None:
+        length = int(self.headers.get("Content-Length", "0"))
+        form = parse_qs(self.rfile.read(length).decode())
+        self.received.append((self.path, self.headers.get("Authorization", ""), form))
+        body = json.dumps(
+            {
+                "id": "bps_test",
+                "object": "billing_portal.session",
+                "created": 1767225600,
+                "customer": form["customer"][0],
+                "livemode": False,
+                "return_url": form["return_url"][0],
+                "url": "https://billing.stripe.com/p/session/test_bps",
+            }
+        ).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        return None
+
+
+async def test_portal_is_a_billing_portal_session() -> None:
+    stand_in = ThreadingHTTPServer(("127.0.0.1", 0), PortalStandIn)
+    thread = threading.Thread(target=stand_in.serve_forever, daemon=True)
+    thread.start()
+    base = f"http://127.0.0.1:{stand_in.server_address[1]}"
+    processor = StripeProcessor(StripeConfig(api_key=API_KEY, api_base=base))
+    try:
+        url = await processor.portal_url("cus_portal", return_url="https://app.example.com/back")
+    finally:
+        await processor.aclose()
+        stand_in.shutdown()
+        stand_in.server_close()
+    assert url == "https://billing.stripe.com/p/session/test_bps"
+    [(path, authorization, form)] = PortalStandIn.received
+    assert path == "/v1/billing_portal/sessions"
+    assert authorization == f"Bearer {API_KEY}"
+    assert form == {"customer": ["cus_portal"], "return_url": ["https://app.example.com/back"]}
