@@ -10,7 +10,7 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from tests.conftest import Clock, World, app_client
+from tests.conftest import START, Clock, World, app_client
 from tests.support.errors import assert_error
 from tests.support.localstripe import API_KEY
 from tests.support.stripe_events import WEBHOOK_SECRET, delivery, event
@@ -31,6 +31,7 @@ from zoopay.invoicing.service import (
     refund_invoice,
 )
 from zoopay.ledger.service import Customer, get_balance
+from zoopay.processors import processor_from_settings
 from zoopay.processors.base import Charge, ProcessorUnavailable, Refund
 from zoopay.processors.stripe import StripeProcessor
 
@@ -369,3 +370,49 @@ async def test_without_a_secret_every_event_is_refused(
     assert "ZOOPAY_STRIPE_WEBHOOK_SECRET" in answer.json()["message"]
     async with reading(engine) as conn:
         assert (await conn.execute(select(func.count()).select_from(stripe_events))).scalar() == 0
+
+
+async def test_the_document_declares_what_the_webhook_answers(
+    stripe_client: httpx.AsyncClient,
+) -> None:
+    document = (await stripe_client.get("/openapi.json")).json()
+    operation = document["paths"][WEBHOOK]["post"]
+    assert operation["operationId"] == "stripe_webhook"
+    assert {int(status) for status in operation["responses"]} == {200, 400, 413, 415, 503}
+    [header] = operation["parameters"]
+    assert (header["name"], header["in"], header["required"]) == (
+        "Stripe-Signature",
+        "header",
+        True,
+    )
+    assert "security" not in operation
+
+
+async def test_a_body_that_is_not_json_is_415(
+    stripe_client: httpx.AsyncClient, engine: AsyncEngine
+) -> None:
+    payload = event("customer.created", {"id": "cus_x", "object": "customer"})
+    request = delivery(payload)
+    request["headers"]["Content-Type"] = "text/plain"
+    assert_error(await stripe_client.post(WEBHOOK, **request), 415)
+    assert await recorded(engine) == []
+
+
+def test_stripe_is_chosen_by_settings_and_needs_a_key(
+    database_url: str, localstripe_url: str, engine: AsyncEngine
+) -> None:
+    with pytest.raises(ValueError, match="ZOOPAY_STRIPE_API_KEY"):
+        Settings(database_url=database_url, processor="stripe")
+    settings = Settings(
+        database_url=database_url,
+        processor="stripe",
+        stripe_api_key="sk_test_secret_value",
+        stripe_api_base=localstripe_url,
+        stripe_webhook_secret="whsec_secret_value",
+    )
+    # Secrets never show in a repr (a log line, a traceback).
+    assert "sk_test_secret_value" not in repr(settings)
+    assert "whsec_secret_value" not in repr(settings)
+    processor = processor_from_settings(settings, engine=engine, clock=lambda: START)
+    assert isinstance(processor, StripeProcessor)
+    assert processor.name == "stripe"
