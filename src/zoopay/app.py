@@ -26,11 +26,17 @@ from zoopay.catalog.routes import router as catalog_router
 from zoopay.catalog.service import Catalog, load_catalog
 from zoopay.config import Settings, get_settings
 from zoopay.db.engine import create_engine
+from zoopay.invoicing.routes import links_router as invoice_links_router
+from zoopay.invoicing.routes import router as invoicing_router
+from zoopay.invoicing.service import reconcile_on_start
 from zoopay.ledger.routes import router as ledger_router
 from zoopay.metering.batcher import CallRecorder
 from zoopay.metering.routes import HOT_ROUTES as metering_hot_routes
 from zoopay.metering.routes import router as metering_router
+from zoopay.payments.routes import router as payments_router
 from zoopay.processors import processor_from_settings
+from zoopay.processors.portal import router as portal_router
+from zoopay.processors.routes import router as processor_router
 from zoopay.processors.stripe import StripeProcessor
 from zoopay.processors.stripe_routes import router as stripe_webhook_router
 from zoopay.subscriptions.routes import orgs_router as subscriptions_orgs_router
@@ -61,6 +67,8 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        # Charges and refunds a crash left between the processor's answer and our commit.
+        await reconcile_on_start(app_engine, app.state.processor, app.state.clock())
         yield
         await recorder.close()
         if isinstance(app.state.processor, StripeProcessor):
@@ -86,6 +94,7 @@ def create_app(
         generate_unique_id_function=lambda route: route.name,
     )
     app.state.engine = app_engine
+    app.state.settings = settings
     app.state.clock = system_clock
     # The processor reads the app's clock on every call, so that tests moving it move both.
     app.state.processor = processor_from_settings(
@@ -108,6 +117,11 @@ def create_app(
         catalog_router,
         metering_router,
         ledger_router,
+        invoicing_router,
+        invoice_links_router,
+        payments_router,
+        processor_router,
+        portal_router,
         health_router,
         stripe_webhook_router,
     )

@@ -899,6 +899,111 @@ def token_cases() -> list[Bad]:
     return cases
 
 
+# --- invoices and credits (issue 9) ------------------------------------------------------------
+
+
+def invoice_cases() -> list[Bad]:
+    cases = []
+    for prefix, caller, customer in (("/user", "user", "user"), ("/org", "admin", "org")):
+        path = f"{prefix}/payment/credits"
+        for label, text, says in BAD_AMOUNTS[:8] + BAD_AMOUNTS[20:24]:
+            mentions = (says,) if text in JSON_TOKENS else ("amount", says)
+            cases.append(
+                Bad(
+                    f"POST {path}: {label}",
+                    "POST",
+                    path,
+                    caller,
+                    400,
+                    mentions,
+                    content=raw(("amount", text)),
+                    headers=JSON,
+                    customer=customer,
+                )
+            )
+        for label, body, mentions in (
+            ("a fraction of a cent", {"amount": "25.001"}, ("whole cents",)),
+            ("under a dollar", {"amount": "0.99"}, ("1.00",)),
+            ("over 100,000", {"amount": "100000.01"}, ("100000.00",)),
+            ("zero", {"amount": 0}, ("1.00",)),
+            ("no amount", {}, ("amount",)),
+            ("an unknown field", {"amount": "5", "currency": "eur"}, ("currency",)),
+        ):
+            cases.append(
+                Bad(
+                    f"POST {path}: {label}",
+                    "POST",
+                    path,
+                    caller,
+                    400,
+                    mentions,
+                    body=body,
+                    customer=customer,
+                )
+            )
+        listing = f"{prefix}/payment/invoices"
+        for label, params, mention in (
+            ("limit 0", {"limit": "0"}, "limit"),
+            ("limit 1001", {"limit": "1001"}, "limit"),
+            ("garbage page_token", {"page_token": "garbage!!!"}, "page_token"),
+        ):
+            cases.append(
+                Bad(
+                    f"GET {listing}: {label}",
+                    "GET",
+                    listing,
+                    caller,
+                    400,
+                    (mention,),
+                    params=params,
+                    customer=customer,
+                )
+            )
+        for method, tail in (("GET", ""), ("GET", "/pdf"), ("POST", "/pay")):
+            bad = f"{listing}/not-a-uuid{tail}"
+            cases.append(
+                Bad(f"{method} {bad}", method, bad, caller, 400, ("invoice id",), customer=customer)
+            )
+            unknown = f"{listing}/{{new}}{tail}"
+            cases.append(
+                Bad(
+                    f"{method} {listing}/unknown{tail}",
+                    method,
+                    unknown,
+                    caller,
+                    404,
+                    ("no invoice",),
+                    customer=customer,
+                )
+            )
+    refund = "/invoices/{new}/refund"
+    for label, body, status, mentions in (
+        ("no idempotency_key", {"amount": "1.00"}, 400, ("idempotency_key",)),
+        ("a key with spaces", {"amount": "1", "idempotency_key": "a b"}, 400, ("idempotency_key",)),
+        (
+            "a fraction of a cent",
+            {"amount": "1.001", "idempotency_key": "k"},
+            400,
+            ("whole cents",),
+        ),
+        ("an amount of abc", {"amount": "abc", "idempotency_key": "k"}, 400, ("amount",)),
+        ("an unknown invoice", {"amount": "1", "idempotency_key": "k"}, 404, ("no invoice",)),
+    ):
+        cases.append(
+            Bad(f"POST {refund}: {label}", "POST", refund, "staff", status, mentions, body=body)
+        )
+    for label, params, mention in (
+        ("no signature", {"expires": "1"}, "signature"),
+        ("a signature that is not hex", {"expires": "1", "signature": "z" * 64}, "signature"),
+        ("expires abc", {"expires": "abc", "signature": "0" * 64}, "expires"),
+    ):
+        link = "/invoices/{new}/pdf"
+        cases.append(
+            Bad(f"GET {link}: {label}", "GET", link, "user", 400, (mention,), params=params)
+        )
+    return cases
+
+
 CASES = [
     *BOUNDS_CASES,
     *amount_cases(),
@@ -911,6 +1016,7 @@ CASES = [
     *ORG_CASES,
     *QUERY_CASES,
     *token_cases(),
+    *invoice_cases(),
 ]
 
 

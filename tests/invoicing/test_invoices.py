@@ -9,10 +9,19 @@ from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tests.conftest import Clock, World
-from tests.support.processor import MemoryProcessor
+from tests.support.processor import (
+    AUTHENTICATES,
+    DECLINES,
+    VISA,
+    Unreachable,
+    charge_count,
+    processor_customer,
+    refunded_cents,
+    succeeded_cents,
+)
 from zoopay.db.engine import reading, transaction
 from zoopay.db.tables import invoice_payment_attempts, invoices, journal_accounts, ledger_entries
-from zoopay.errors import BadRequest, Conflict, NotFound, PaymentRequired
+from zoopay.errors import BadRequest, Conflict, NotFound, PaymentRequired, ServiceUnavailable
 from zoopay.invoicing.service import (
     AttemptStatus,
     InvoiceStatus,
@@ -35,9 +44,14 @@ from zoopay.invoicing.service import (
 from zoopay.journal.service import Account, AccountKind, account_balance, invoice_journal, verify
 from zoopay.ledger.service import Bucket, Customer, Reason, get_balance, lock_balance, post
 from zoopay.ledger.service import Posting as BucketPosting
+from zoopay.processors.embedded import EmbeddedProcessor
 
 DE = {"DE": Decimal("0.19")}
-CUS = "cus_test"
+
+
+@pytest.fixture
+def processor(engine: AsyncEngine, clock: Clock) -> EmbeddedProcessor:
+    return EmbeddedProcessor(engine, lambda: clock.now)
 
 
 async def books_are_clean(engine: AsyncEngine) -> None:
@@ -73,7 +87,7 @@ async def stable(engine: AsyncEngine, customer: Customer) -> int:
 
 
 async def test_issue_computes_tax_and_rounds_to_cents(
-    engine: AsyncEngine, world: World, clock: Clock
+    engine: AsyncEngine, world: World, clock: Clock, processor: EmbeddedProcessor
 ) -> None:
     person = await world.user()
     lines = [
@@ -108,7 +122,7 @@ async def test_issue_computes_tax_and_rounds_to_cents(
 
 
 async def test_no_tax_without_a_rate_and_whole_cents_need_no_rounding(
-    engine: AsyncEngine, world: World, clock: Clock
+    engine: AsyncEngine, world: World, clock: Clock, processor: EmbeddedProcessor
 ) -> None:
     person = await world.user()
     invoice = await issue(
@@ -128,7 +142,7 @@ async def test_no_tax_without_a_rate_and_whole_cents_need_no_rounding(
 
 
 async def test_bad_lines_are_refused_and_write_nothing(
-    engine: AsyncEngine, world: World, clock: Clock
+    engine: AsyncEngine, world: World, clock: Clock, processor: EmbeddedProcessor
 ) -> None:
     person = await world.user()
     for lines in (
@@ -144,16 +158,16 @@ async def test_bad_lines_are_refused_and_write_nothing(
 
 
 async def test_a_paid_credit_purchase_grows_the_stable_bucket_by_exactly_its_amount(
-    engine: AsyncEngine, world: World, clock: Clock
+    engine: AsyncEngine, world: World, clock: Clock, processor: EmbeddedProcessor
 ) -> None:
     person = await world.user()
     customer = person.user.customer
-    processor = MemoryProcessor()
+    cus = await processor_customer(engine, processor, customer, clock.now)
     before = await stable(engine, customer)
     invoice = await issue(engine, clock, customer, [credits_line(amount_micros=25_000_000)])
     assert await stable(engine, customer) == before  # not before it is paid
     outcome = await charge_invoice(
-        engine, processor, invoice_id=invoice.id, processor_customer_id=CUS, now=clock.now
+        engine, processor, invoice_id=invoice.id, processor_customer_id=cus, now=clock.now
     )
     paid = outcome.raise_unless_paid()
     assert paid.status == InvoiceStatus.PAID
@@ -164,14 +178,16 @@ async def test_a_paid_credit_purchase_grows_the_stable_bucket_by_exactly_its_amo
     )
     assert paid.charge_id is not None
     assert await stable(engine, customer) == before + 25_000_000
-    assert processor.succeeded_cents() == 2500
-    assert list(processor.charges) == [attempt_key(invoice.id, 1)]
+    assert await succeeded_cents(engine) == 2500
+    charge = await processor.find_charge(attempt_key(invoice.id, 1))
+    assert charge is not None and charge.id == paid.charge_id
+    assert await charge_count(engine) == 1
     # Again: paid already, nothing charged, nothing credited.
     again = await charge_invoice(
-        engine, processor, invoice_id=invoice.id, processor_customer_id=CUS, now=clock.now
+        engine, processor, invoice_id=invoice.id, processor_customer_id=cus, now=clock.now
     )
     assert again.attempt is None and again.invoice.paid
-    assert processor.succeeded_cents() == 2500
+    assert await succeeded_cents(engine) == 2500 and await charge_count(engine) == 1
     assert await stable(engine, customer) == before + 25_000_000
     async with reading(engine) as conn:
         assert await account_balance(conn, Account(AccountKind.PROCESSOR_CASH)) == 25_000_000
@@ -193,14 +209,14 @@ async def test_a_paid_credit_purchase_grows_the_stable_bucket_by_exactly_its_amo
 
 
 async def test_a_declined_charge_leaves_the_invoice_open_and_credits_nothing(
-    engine: AsyncEngine, world: World, clock: Clock
+    engine: AsyncEngine, world: World, clock: Clock, processor: EmbeddedProcessor
 ) -> None:
     person = await world.user()
     customer = person.user.customer
-    processor = MemoryProcessor(behaviour={CUS: "decline"})
+    cus = await processor_customer(engine, processor, customer, clock.now, DECLINES)
     invoice = await issue(engine, clock, customer, [credits_line(amount_micros=5_000_000)])
     outcome = await charge_invoice(
-        engine, processor, invoice_id=invoice.id, processor_customer_id=CUS, now=clock.now
+        engine, processor, invoice_id=invoice.id, processor_customer_id=cus, now=clock.now
     )
     assert outcome.invoice.status == InvoiceStatus.OPEN
     assert outcome.attempt is not None and outcome.attempt.status == AttemptStatus.FAILED
@@ -208,32 +224,38 @@ async def test_a_declined_charge_leaves_the_invoice_open_and_credits_nothing(
         outcome.raise_unless_paid()
     assert await stable(engine, customer) == 0
     # The retry is a new attempt with its own key, and pays.
-    processor.behaviour[CUS] = "succeed"
+    visa = await processor.attach_test_card(cus, VISA)
+    await processor.set_default_payment_method(cus, visa.id)
     retried = await charge_invoice(
-        engine, processor, invoice_id=invoice.id, processor_customer_id=CUS, now=clock.now
+        engine, processor, invoice_id=invoice.id, processor_customer_id=cus, now=clock.now
     )
     assert retried.invoice.paid and retried.invoice.attempt_count == 2
     assert retried.attempt is not None and retried.attempt.idempotency_key == attempt_key(
         invoice.id, 2
     )
     assert await stable(engine, customer) == 5_000_000
-    assert processor.succeeded_cents() == 500
+    assert await succeeded_cents(engine) == 500
     await books_are_clean(engine)
 
 
 @pytest.mark.parametrize(
     ("behaviour", "message"),
-    [("none", "no payment method is on file"), ("authenticate", "authenticate")],
+    [(None, "no payment method is on file"), (AUTHENTICATES, "authenticate")],
 )
 async def test_no_method_or_authentication_is_a_402_a_person_can_act_on(
-    engine: AsyncEngine, world: World, clock: Clock, behaviour: str, message: str
+    engine: AsyncEngine,
+    world: World,
+    clock: Clock,
+    processor: EmbeddedProcessor,
+    behaviour: str | None,
+    message: str,
 ) -> None:
     person = await world.user()
-    processor = MemoryProcessor(behaviour={CUS: behaviour})
+    cus = await processor_customer(engine, processor, person.user.customer, clock.now, behaviour)
     lines = [credits_line(amount_micros=1_000_000)]
     invoice = await issue(engine, clock, person.user.customer, lines)
     outcome = await charge_invoice(
-        engine, processor, invoice_id=invoice.id, processor_customer_id=CUS, now=clock.now
+        engine, processor, invoice_id=invoice.id, processor_customer_id=cus, now=clock.now
     )
     with pytest.raises(PaymentRequired, match=message):
         outcome.raise_unless_paid()
@@ -242,10 +264,10 @@ async def test_no_method_or_authentication_is_a_402_a_person_can_act_on(
 
 
 async def test_a_crash_after_the_answer_is_repaired_by_reconcile_and_never_charges_twice(
-    engine: AsyncEngine, world: World, clock: Clock
+    engine: AsyncEngine, world: World, clock: Clock, processor: EmbeddedProcessor
 ) -> None:
     person = await world.user()
-    processor = MemoryProcessor()
+    cus = await processor_customer(engine, processor, person.user.customer, clock.now)
     invoice = await issue(
         engine, clock, person.user.customer, [credits_line(amount_micros=7_000_000)]
     )
@@ -258,7 +280,7 @@ async def test_a_crash_after_the_answer_is_repaired_by_reconcile_and_never_charg
             engine,
             processor,
             invoice_id=invoice.id,
-            processor_customer_id=CUS,
+            processor_customer_id=cus,
             now=clock.now,
             after_answer=crash,
         )
@@ -273,17 +295,17 @@ async def test_a_crash_after_the_answer_is_repaired_by_reconcile_and_never_charg
     async with reading(engine) as conn:
         paid = await get_invoice(conn, invoice_id=invoice.id)
     assert paid.paid and paid.amount_paid_micros == 7_000_000
-    assert processor.succeeded_cents() == 700 and len(processor.charges) == 1
+    assert await succeeded_cents(engine) == 700 and await charge_count(engine) == 1
     assert await stable(engine, person.user.customer) == 7_000_000
     await books_are_clean(engine)
 
 
 async def test_a_pending_attempt_is_learned_before_a_new_charge(
-    engine: AsyncEngine, world: World, clock: Clock
+    engine: AsyncEngine, world: World, clock: Clock, processor: EmbeddedProcessor
 ) -> None:
     """The customer pays again after a crash: the first charge is found, not repeated."""
     person = await world.user()
-    processor = MemoryProcessor()
+    cus = await processor_customer(engine, processor, person.user.customer, clock.now)
     invoice = await issue(engine, clock, person.user.customer, [credits_line(amount_micros=10_000)])
 
     def crash(_charge: object) -> None:
@@ -294,36 +316,27 @@ async def test_a_pending_attempt_is_learned_before_a_new_charge(
             engine,
             processor,
             invoice_id=invoice.id,
-            processor_customer_id=CUS,
+            processor_customer_id=cus,
             now=clock.now,
             after_answer=crash,
         )
     outcome = await charge_invoice(
-        engine, processor, invoice_id=invoice.id, processor_customer_id=CUS, now=clock.now
+        engine, processor, invoice_id=invoice.id, processor_customer_id=cus, now=clock.now
     )
     assert outcome.invoice.paid and outcome.attempt is None
-    assert len(processor.charges) == 1 and outcome.invoice.attempt_count == 1
+    assert await charge_count(engine) == 1 and outcome.invoice.attempt_count == 1
 
 
 async def test_an_attempt_the_processor_never_saw_is_abandoned_after_a_while(
-    engine: AsyncEngine, world: World, clock: Clock
+    engine: AsyncEngine, world: World, clock: Clock, processor: EmbeddedProcessor
 ) -> None:
     person = await world.user()
-    processor = MemoryProcessor()
+    cus = await processor_customer(engine, processor, person.user.customer, clock.now)
     invoice = await issue(engine, clock, person.user.customer, [credits_line(amount_micros=10_000)])
-
-    def crash(charge: object) -> None:
-        processor.charges.clear()  # as if the request never reached the processor
-        raise SystemExit
-
-    with pytest.raises(SystemExit):
+    lost = Unreachable(engine, lambda: clock.now)  # the request never reaches the processor
+    with pytest.raises(ServiceUnavailable):
         await charge_invoice(
-            engine,
-            processor,
-            invoice_id=invoice.id,
-            processor_customer_id=CUS,
-            now=clock.now,
-            after_answer=crash,
+            engine, lost, invoice_id=invoice.id, processor_customer_id=cus, now=clock.now
         )
     report = await reconcile_pending_charges(engine, processor, now=clock.now)
     assert len(report.still_pending) == 1  # may still be on its way
@@ -335,13 +348,13 @@ async def test_an_attempt_the_processor_never_saw_is_abandoned_after_a_while(
         [attempt] = await list_attempts(conn, invoice_id=invoice.id)
     assert still.status == InvoiceStatus.OPEN and attempt.status == AttemptStatus.ABANDONED
     outcome = await charge_invoice(
-        engine, processor, invoice_id=invoice.id, processor_customer_id=CUS, now=clock.now
+        engine, processor, invoice_id=invoice.id, processor_customer_id=cus, now=clock.now
     )
     assert outcome.invoice.paid and outcome.invoice.attempt_count == 2
 
 
 async def test_paying_a_usage_line_settles_total_due(
-    engine: AsyncEngine, world: World, clock: Clock
+    engine: AsyncEngine, world: World, clock: Clock, processor: EmbeddedProcessor
 ) -> None:
     person = await world.user()
     customer = person.user.customer
@@ -354,15 +367,16 @@ async def test_paying_a_usage_line_settles_total_due(
             BucketPosting(Reason.API_CALL, "test"),
             clock.now,
         )
+    cus = await processor_customer(engine, processor, customer, clock.now)
     invoice = await issue(
         engine, clock, customer, [usage_line(period="Jan", amount_micros=3_456_789)]
     )
     assert invoice.total_micros == 3_460_000  # half-up to cents: +0.003211 rounding
     outcome = await charge_invoice(
         engine,
-        MemoryProcessor(),
+        processor,
         invoice_id=invoice.id,
-        processor_customer_id=CUS,
+        processor_customer_id=cus,
         now=clock.now,
     )
     assert outcome.invoice.paid
@@ -372,7 +386,7 @@ async def test_paying_a_usage_line_settles_total_due(
 
 
 async def test_numbers_have_no_gaps_under_concurrency_and_rollbacks(
-    engine: AsyncEngine, world: World, clock: Clock
+    engine: AsyncEngine, world: World, clock: Clock, processor: EmbeddedProcessor
 ) -> None:
     person = await world.user()
     customer = person.user.customer
@@ -402,7 +416,7 @@ async def test_numbers_have_no_gaps_under_concurrency_and_rollbacks(
 
 
 async def test_another_customers_invoice_is_not_found(
-    engine: AsyncEngine, world: World, clock: Clock
+    engine: AsyncEngine, world: World, clock: Clock, processor: EmbeddedProcessor
 ) -> None:
     owner, other = await world.user(), await world.user()
     invoice = await issue(engine, clock, owner.user.customer, [credits_line(amount_micros=1)])
@@ -413,21 +427,21 @@ async def test_another_customers_invoice_is_not_found(
 
 
 async def paid_credit_invoice(
-    engine: AsyncEngine, clock: Clock, customer: Customer, processor: MemoryProcessor, micros: int
+    engine: AsyncEngine, clock: Clock, customer: Customer, processor: EmbeddedProcessor, micros: int
 ):  # type: ignore[no-untyped-def]
+    cus = await processor_customer(engine, processor, customer, clock.now)
     invoice = await issue(engine, clock, customer, [credits_line(amount_micros=micros)])
     outcome = await charge_invoice(
-        engine, processor, invoice_id=invoice.id, processor_customer_id=CUS, now=clock.now
+        engine, processor, invoice_id=invoice.id, processor_customer_id=cus, now=clock.now
     )
     return outcome.raise_unless_paid()
 
 
 async def test_refunds_are_bounded_by_what_was_paid_and_happen_once_per_key(
-    engine: AsyncEngine, world: World, clock: Clock
+    engine: AsyncEngine, world: World, clock: Clock, processor: EmbeddedProcessor
 ) -> None:
     person = await world.user()
     customer = person.user.customer
-    processor = MemoryProcessor()
     invoice = await paid_credit_invoice(engine, clock, customer, processor, 20_000_000)
 
     async def refund(micros: int, key: str):  # type: ignore[no-untyped-def]
@@ -446,7 +460,7 @@ async def test_refunds_are_bounded_by_what_was_paid_and_happen_once_per_key(
     assert first.refund_status == RefundStatus.PARTIALLY_REFUNDED
     assert await stable(engine, customer) == 15_000_000
     again = await refund(5_000_000, "a")  # a retry of the same request
-    assert again.amount_refunded_micros == 5_000_000 and len(processor.refunds) == 1
+    assert again.amount_refunded_micros == 5_000_000 and await refunded_cents(engine) == 500
     assert await stable(engine, customer) == 15_000_000
     with pytest.raises(Conflict):
         await refund(6_000_000, "a")  # same key, other amount
@@ -458,6 +472,7 @@ async def test_refunds_are_bounded_by_what_was_paid_and_happen_once_per_key(
     assert full.refund_status == RefundStatus.REFUNDED
     assert full.amount_refunded_micros == 20_000_000
     assert await stable(engine, customer) == 0
+    assert await refunded_cents(engine) == 2000
     with pytest.raises(BadRequest):
         await refund(10_000, "e")
     async with reading(engine) as conn:
@@ -468,11 +483,10 @@ async def test_refunds_are_bounded_by_what_was_paid_and_happen_once_per_key(
 
 
 async def test_spent_credits_cannot_be_refunded(
-    engine: AsyncEngine, world: World, clock: Clock
+    engine: AsyncEngine, world: World, clock: Clock, processor: EmbeddedProcessor
 ) -> None:
     person = await world.user()
     customer = person.user.customer
-    processor = MemoryProcessor()
     invoice = await paid_credit_invoice(engine, clock, customer, processor, 10_000_000)
     async with transaction(engine) as conn:
         balance = await lock_balance(conn, customer)
@@ -508,7 +522,7 @@ async def test_spent_credits_cannot_be_refunded(
 
 
 async def test_void_and_uncollectible_close_the_receivable(
-    engine: AsyncEngine, world: World, clock: Clock
+    engine: AsyncEngine, world: World, clock: Clock, processor: EmbeddedProcessor
 ) -> None:
     person = await world.user()
     customer = person.user.customer
@@ -527,19 +541,19 @@ async def test_void_and_uncollectible_close_the_receivable(
     with pytest.raises(Conflict):
         await charge_invoice(
             engine,
-            MemoryProcessor(),
+            processor,
             invoice_id=lost.id,
-            processor_customer_id=CUS,
+            processor_customer_id="cus_none",
             now=clock.now,
         )
     await books_are_clean(engine)
 
 
 async def test_verify_names_what_does_not_add_up(
-    engine: AsyncEngine, world: World, clock: Clock
+    engine: AsyncEngine, world: World, clock: Clock, processor: EmbeddedProcessor
 ) -> None:
     person = await world.user()
-    await paid_credit_invoice(engine, clock, person.user.customer, MemoryProcessor(), 3_000_000)
+    await paid_credit_invoice(engine, clock, person.user.customer, processor, 3_000_000)
     await books_are_clean(engine)
     async with transaction(engine) as conn:
         await conn.execute(
@@ -561,4 +575,33 @@ async def test_verify_names_what_does_not_add_up(
         await conn.execute(
             update(invoice_payment_attempts).values(status="succeeded")  # harmless
         )
+    await books_are_clean(engine)
+
+
+async def test_paying_again_after_a_lost_request_waits_then_charges_anew(
+    engine: AsyncEngine, world: World, clock: Clock, processor: EmbeddedProcessor
+) -> None:
+    person = await world.user()
+    cus = await processor_customer(engine, processor, person.user.customer, clock.now)
+    invoice = await issue(
+        engine, clock, person.user.customer, [credits_line(amount_micros=3_000_000)]
+    )
+    lost = Unreachable(engine, lambda: clock.now)
+    with pytest.raises(ServiceUnavailable):
+        await charge_invoice(
+            engine, lost, invoice_id=invoice.id, processor_customer_id=cus, now=clock.now
+        )
+    with pytest.raises(Conflict, match="in progress"):
+        await charge_invoice(
+            engine, processor, invoice_id=invoice.id, processor_customer_id=cus, now=clock.now
+        )
+    clock.advance(minutes=11)
+    outcome = await charge_invoice(
+        engine, processor, invoice_id=invoice.id, processor_customer_id=cus, now=clock.now
+    )
+    assert outcome.invoice.paid and outcome.invoice.attempt_count == 2
+    async with reading(engine) as conn:
+        statuses = [a.status for a in await list_attempts(conn, invoice_id=invoice.id)]
+    assert statuses == [AttemptStatus.ABANDONED, AttemptStatus.SUCCEEDED]
+    assert await succeeded_cents(engine) == 300
     await books_are_clean(engine)

@@ -18,6 +18,7 @@ attempts left pending and asks the processor what happened to them.
 """
 
 import enum
+import logging
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -28,7 +29,7 @@ from typing import Any
 from sqlalchemy import func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from zoopay.db.engine import reading, transaction
+from zoopay.db.engine import is_unavailable, reading, transaction
 from zoopay.db.tables import (
     invoice_counters,
     invoice_lines,
@@ -47,6 +48,8 @@ from zoopay.processors.base import (
     ProcessorError,
     ProcessorUnavailable,
 )
+
+logger = logging.getLogger(__name__)
 
 MICROS_PER_CENT = 10_000
 CURRENCY = "usd"
@@ -657,7 +660,7 @@ async def charge_invoice(
         pending = await _pending_attempt(conn, invoice.id)
     if pending is not None:
         # An earlier attempt never learned its answer: learn it before trying again.
-        await _reconcile_attempt(engine, processor, pending, now=now, abandon_after=None)
+        await _reconcile_attempt(engine, processor, pending, now=now, abandon_after=ABANDON_AFTER)
     async with transaction(engine) as conn:
         invoice = await lock_invoice(conn, invoice_id=invoice_id)
         if invoice.status == InvoiceStatus.PAID:
@@ -912,6 +915,10 @@ async def refund_invoice(
     async with transaction(engine) as conn:
         invoice = await lock_invoice(conn, invoice_id=invoice_id)
         existing = await _refund_by_key(conn, key)
+        if existing is None and invoice.charge_id is None:
+            raise BadRequest(
+                f"invoice {invoice.number} was not paid by a charge: nothing to refund"
+            )
         if existing is None:
             credits = await _check_refund(conn, invoice, amount_micros)
             existing = await _new_refund(conn, invoice, key, amount_micros, credits, actor, now)
@@ -922,8 +929,7 @@ async def refund_invoice(
             )
         if existing["status"] != "pending":
             return invoice
-    if invoice.charge_id is None:
-        raise Conflict(f"invoice {invoice.number} was not paid by a charge: nothing to refund")
+    assert invoice.charge_id is not None  # checked before the refund was recorded
     try:
         refund = await processor.refund(
             invoice.charge_id, amount_cents=existing["amount_cents"], idempotency_key=key
@@ -1086,3 +1092,26 @@ async def reconcile_pending_refunds(
             await _apply_refund(conn, row["id"], refund.id, now)
         done += 1
     return done
+
+
+async def reconcile_on_start(
+    engine: AsyncEngine, processor: PaymentProcessor, now: datetime
+) -> Reconciliation | None:
+    """What a server does when it starts: pending charges and refunds reconciled. A database
+    or processor that does not answer does not stop the start (the next start, or `zoopay
+    billing run`, reconciles); it is logged."""
+    try:
+        report = await reconcile_pending_charges(engine, processor, now=now)
+        await reconcile_pending_refunds(engine, processor, now=now)
+    except Exception as exc:
+        if not is_unavailable(exc):
+            raise
+        logger.warning("reconciling pending charges at start failed: %s", exc)
+        return None
+    if report.applied or report.abandoned:
+        logger.info(
+            "reconciled %d pending charges, abandoned %d",
+            len(report.applied),
+            len(report.abandoned),
+        )
+    return report

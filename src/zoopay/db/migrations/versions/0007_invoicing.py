@@ -1,7 +1,7 @@
 """invoicing: invoices, their lines, numbering, payment attempts, refunds; the money journal
 
 Revision ID: 0007
-Revises: 0005
+Revises: 0006
 """
 
 from collections.abc import Sequence
