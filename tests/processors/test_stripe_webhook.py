@@ -2,7 +2,6 @@
 localstripe (the payment intents and refunds in the events are localstripe's own)."""
 
 import time
-from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
@@ -10,12 +9,9 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from tests.conftest import START, Clock, World, app_client
+from tests.conftest import START, Clock, World
 from tests.support.errors import assert_error
-from tests.support.localstripe import API_KEY
-from tests.support.stripe_events import WEBHOOK_SECRET, delivery, event
-from zoopay.app import create_app
-from zoopay.catalog.service import Catalog
+from tests.support.stripe_events import delivery, event
 from zoopay.config import Settings
 from zoopay.db.engine import reading, transaction
 from zoopay.db.tables import stripe_events
@@ -37,28 +33,6 @@ from zoopay.processors.stripe import StripeProcessor
 
 WEBHOOK = "/processor/stripe/webhook"
 DOLLARS_25 = 25_000_000
-
-
-@pytest.fixture
-def stripe_settings(database_url: str, localstripe_url: str) -> Settings:
-    return Settings(
-        database_url=database_url,
-        processor="stripe",
-        stripe_api_key=API_KEY,
-        stripe_api_base=localstripe_url,
-        stripe_webhook_secret=WEBHOOK_SECRET,
-    )
-
-
-@pytest.fixture
-async def stripe_client(
-    stripe_settings: Settings, engine: AsyncEngine, catalog: Catalog, clock: Clock
-) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(stripe_settings, engine=engine, catalog=catalog)
-    assert isinstance(app.state.processor, StripeProcessor)
-    async with app_client(app, clock) as client:
-        yield client
-    await app.state.processor.aclose()
 
 
 async def recorded(engine: AsyncEngine) -> list[tuple[str, str, str]]:
