@@ -186,6 +186,21 @@ async def test_another_customers_method_is_missing(stripe_processor: StripeProce
             await attempt
         assert refused.value.code == "resource_missing"
     assert await stripe_processor.default_payment_method(other) is None
+    await stripe_processor.set_default_payment_method(
+        other, await add_card(stripe_processor, other)
+    )
+    charge_key = key()
+    with pytest.raises(ProcessorError) as refused:
+        await stripe_processor.charge(
+            other,
+            amount_cents=100,
+            currency="usd",
+            idempotency_key=charge_key,
+            description="x",
+            payment_method_id=method_id,
+        )
+    assert refused.value.code == "resource_missing"
+    assert await intents_with_key(stripe_processor, charge_key) == []
     # The owner's card is untouched.
     assert [card.id for card in await stripe_processor.list_payment_methods(owner)] == [method_id]
 

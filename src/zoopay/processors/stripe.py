@@ -315,6 +315,9 @@ class StripeProcessor:
         existing = await self._intent_by_key(idempotency_key)
         if existing is not None:
             return self._same_charge(existing, customer_id, amount_cents, currency)
+        if payment_method_id is not None:
+            # Never another customer's card (Stripe refuses it too; a test server may not).
+            await self._own_method(customer_id, payment_method_id)
         method_id = payment_method_id or await self.default_payment_method(customer_id)
         if method_id is None:
             raise ProcessorError(
