@@ -37,6 +37,8 @@ from zoopay.payments.routes import router as payments_router
 from zoopay.processors import processor_from_settings
 from zoopay.processors.portal import router as portal_router
 from zoopay.processors.routes import router as processor_router
+from zoopay.processors.stripe import StripeProcessor
+from zoopay.processors.stripe_routes import router as stripe_webhook_router
 from zoopay.subscriptions.routes import orgs_router as subscriptions_orgs_router
 from zoopay.subscriptions.routes import router as subscriptions_router
 from zoopay.subscriptions.routes import users_router as subscriptions_users_router
@@ -69,6 +71,8 @@ def create_app(
         await reconcile_on_start(app_engine, app.state.processor, app.state.clock())
         yield
         await recorder.close()
+        if isinstance(app.state.processor, StripeProcessor):
+            await app.state.processor.aclose()
         if owns_engine:
             await app_engine.dispose()
 
@@ -96,6 +100,9 @@ def create_app(
     app.state.processor = processor_from_settings(
         settings, engine=app_engine, clock=lambda: app.state.clock()
     )
+    # POST /processor/stripe/webhook checks each delivery's signature with it (None: refused).
+    secret = settings.stripe_webhook_secret
+    app.state.stripe_webhook_secret = secret.get_secret_value() if secret else None
     app.state.catalog = app_catalog
     # What a paid plan change needs from the settings (zoopay.billing.upgrades).
     app.state.change_terms = ChangeTerms(settings.tax_rates, settings.invoice_prefix)
@@ -118,6 +125,7 @@ def create_app(
         processor_router,
         portal_router,
         health_router,
+        stripe_webhook_router,
     )
     hot_routes = [*metering_hot_routes, *billing_hot_routes]
     # First of all routes, the busiest first: the router tries them in order, and the other

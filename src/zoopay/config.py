@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import urlsplit
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from zoopay.billing.dunning import (
@@ -28,6 +28,8 @@ class ProcessorKind(enum.StrEnum):
 
     # Inside zoopay, in its own tables, with Stripe's test cards: needs no account or network.
     EMBEDDED = "embedded"
+    # Stripe, through its official SDK (zoopay.processors.stripe): needs ZOOPAY_STRIPE_API_KEY.
+    STRIPE = "stripe"
 
 
 class Settings(BaseSettings):
@@ -67,6 +69,19 @@ class Settings(BaseSettings):
             return check_schedule(list(value))
         except BadSchedule as exc:
             raise ValueError(str(exc)) from None
+
+    # The `stripe` processor: a secret key (sk_...), a test server in place of Stripe's API
+    # (localstripe: http://127.0.0.1:8420), and the signing secret of the webhook endpoint
+    # (whsec_...) that POST /processor/stripe/webhook checks. Secrets never appear in a repr.
+    stripe_api_key: SecretStr | None = None
+    stripe_api_base: str | None = None
+    stripe_webhook_secret: SecretStr | None = None
+
+    @model_validator(mode="after")
+    def _stripe_has_a_key(self) -> "Settings":
+        if self.processor == ProcessorKind.STRIPE and not self.stripe_api_key:
+            raise ValueError("ZOOPAY_PROCESSOR=stripe needs ZOOPAY_STRIPE_API_KEY")
+        return self
 
     # Tax rates by ISO country code, as exact decimals: {"DE": "0.19"}. Empty: no tax.
     tax_rates: Annotated[dict[str, Decimal], NoDecode] = {}

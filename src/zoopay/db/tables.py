@@ -576,6 +576,21 @@ processor_portal_sessions = Table(
     Column("session_expires_at", Timestamp),
 )
 
+# --- Stripe webhooks: each event Stripe delivers, recorded once (its id is the key), so that a
+# delivery repeated by Stripe is acknowledged and never applied twice.
+
+stripe_events = Table(
+    "stripe_events",
+    metadata,
+    Column("id", String(255), primary_key=True),
+    Column("type", String(100), nullable=False),
+    # The payment intent or charge it is about, for an operator's search.
+    Column("object_id", String(255)),
+    # applied: it changed an invoice; recorded: nothing of zoopay's was waiting for it.
+    Column("outcome", String(16), nullable=False),
+    Column("received_at", Timestamp, nullable=False),
+)
+
 __all__ = [
     "api_calls",
     "api_tokens",
@@ -605,6 +620,7 @@ __all__ = [
     "processor_refunds",
     "processor_setup_intents",
     "server_secrets",
+    "stripe_events",
     "subscriptions",
     "usage_thresholds",
     "users",

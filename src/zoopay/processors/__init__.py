@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from zoopay.config import ProcessorKind, Settings
 from zoopay.processors.base import PaymentProcessor
 from zoopay.processors.embedded import EmbeddedProcessor
+from zoopay.processors.stripe import StripeConfig, StripeProcessor
 
 
 def processor_from_settings(
@@ -23,7 +24,23 @@ def processor_from_settings(
     A new processor adds its member to config.ProcessorKind and its branch here."""
     if settings.processor == ProcessorKind.EMBEDDED:
         return EmbeddedProcessor(engine, clock)
+    if settings.processor == ProcessorKind.STRIPE:
+        return StripeProcessor(stripe_config(settings))
     raise ValueError(f"unknown processor {settings.processor!r}")  # pragma: no cover
 
 
-__all__ = ["EmbeddedProcessor", "PaymentProcessor", "processor_from_settings"]
+def stripe_config(settings: Settings) -> StripeConfig:
+    if settings.stripe_api_key is None:  # Settings refuses ZOOPAY_PROCESSOR=stripe without it
+        raise ValueError("ZOOPAY_STRIPE_API_KEY is not set")
+    return StripeConfig(
+        api_key=settings.stripe_api_key.get_secret_value(), api_base=settings.stripe_api_base
+    )
+
+
+__all__ = [
+    "EmbeddedProcessor",
+    "PaymentProcessor",
+    "StripeProcessor",
+    "processor_from_settings",
+    "stripe_config",
+]

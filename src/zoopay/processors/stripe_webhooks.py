@@ -1,0 +1,131 @@
+"""Stripe's webhook events, each recorded once by its id and applied through invoicing.
+
+Stripe delivers an event at least once (and again until it gets a 2xx), in any order. The
+event's id is the key of `stripe_events`: the first delivery records it and applies it in the
+same transaction, a repeated one finds it recorded and changes nothing.
+
+What is applied:
+- `payment_intent.succeeded`, `payment_intent.payment_failed`: the payment intent carries the
+  charge's idempotency key in its metadata, which names the invoice's payment attempt; an
+  attempt still pending (zoopay crashed, or Stripe did not answer, before the answer was
+  committed) gets the answer through `invoicing.apply_charge`, which settles a paid invoice.
+- `charge.refunded`: refunds that zoopay left pending are completed
+  (`invoicing.reconcile_pending_refunds`, which asks Stripe again by each refund's key).
+- `setup_intent.succeeded`: a card the customer added through Stripe.js becomes their default if
+  they have none (as the embedded processor makes the first card the default).
+Anything else is recorded and acknowledged.
+"""
+
+import enum
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import stripe
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from zoopay.db.tables import invoice_payment_attempts, stripe_events
+from zoopay.errors import BadRequest
+from zoopay.invoicing.service import AttemptStatus, apply_charge
+from zoopay.payments.service import insert_unless_present
+from zoopay.processors.base import ProcessorUnavailable
+from zoopay.processors.stripe import KEY_METADATA, charge_of_intent
+
+CHARGE_EVENTS = frozenset({"payment_intent.succeeded", "payment_intent.payment_failed"})
+REFUND_EVENT = "charge.refunded"
+SETUP_EVENT = "setup_intent.succeeded"
+
+
+class Outcome(enum.StrEnum):
+    APPLIED = "applied"  # it changed an invoice
+    RECORDED = "recorded"  # nothing of zoopay's was waiting for it
+    DUPLICATE = "duplicate"  # delivered before: nothing done this time
+
+
+@dataclass(frozen=True)
+class StripeEvent:
+    id: str
+    type: str
+    object: Mapping[str, Any]
+
+    @property
+    def object_id(self) -> str | None:
+        value = self.object.get("id")
+        return value if isinstance(value, str) else None
+
+
+def verified_event(payload: bytes, signature: str | None, secret: str | None) -> StripeEvent:
+    """The event, if Stripe signed this exact payload with the endpoint's secret (the SDK's
+    check, which also refuses a signature older than five minutes); BadRequest otherwise."""
+    if not secret:
+        raise BadRequest("Stripe webhooks are not configured here (ZOOPAY_STRIPE_WEBHOOK_SECRET)")
+    if not signature:
+        raise BadRequest("the Stripe-Signature header is missing")
+    try:
+        event = stripe.Webhook.construct_event(payload, signature, secret)
+    except stripe.SignatureVerificationError:
+        raise BadRequest("the Stripe-Signature header does not match the payload") from None
+    except (ValueError, KeyError, IndexError):
+        # A malformed signature header or a payload that is no JSON event.
+        raise BadRequest("this is not a signed Stripe event") from None
+    data = event.to_dict()
+    body = data.get("data")
+    obj = body.get("object") if isinstance(body, dict) else None
+    if not isinstance(data.get("id"), str) or not isinstance(data.get("type"), str):
+        raise BadRequest("a Stripe event has an id and a type")
+    if not isinstance(obj, dict):
+        raise BadRequest("a Stripe event has data.object")
+    return StripeEvent(id=data["id"][:255], type=data["type"][:100], object=obj)
+
+
+async def record_stripe_event(
+    conn: AsyncConnection, *, event: StripeEvent, now: datetime
+) -> Outcome:
+    """Record the event and apply it, in the caller's transaction; a repeated delivery is
+    DUPLICATE and changes nothing (a concurrent one waits on the first's row, then finds it)."""
+    inserted = await insert_unless_present(
+        conn,
+        stripe_events,
+        {
+            "id": event.id,
+            "type": event.type,
+            "object_id": event.object_id,
+            "outcome": Outcome.RECORDED.value,
+            "received_at": now,
+        },
+    )
+    if not inserted:
+        return Outcome.DUPLICATE
+    outcome = Outcome.RECORDED
+    if event.type in CHARGE_EVENTS:
+        outcome = await _apply_intent(conn, event.object, now)
+    if outcome != Outcome.RECORDED:
+        await conn.execute(
+            stripe_events.update()
+            .where(stripe_events.c.id == event.id)
+            .values(outcome=outcome.value)
+        )
+    return outcome
+
+
+async def _apply_intent(conn: AsyncConnection, intent: Mapping[str, Any], now: datetime) -> Outcome:
+    key = (intent.get("metadata") or {}).get(KEY_METADATA)
+    if not isinstance(key, str):
+        return Outcome.RECORDED  # not a charge zoopay made
+    query = select(invoice_payment_attempts.c.id, invoice_payment_attempts.c.status).where(
+        invoice_payment_attempts.c.idempotency_key == key
+    )
+    attempt = (await conn.execute(query)).mappings().first()
+    waiting = (AttemptStatus.PENDING.value, AttemptStatus.ABANDONED.value)
+    if attempt is None or attempt["status"] not in waiting:
+        return Outcome.RECORDED
+    try:
+        charge = charge_of_intent(intent)
+    except ProcessorUnavailable:
+        return Outcome.RECORDED  # still processing: a later event tells the end
+    except (KeyError, TypeError, ValueError):
+        raise BadRequest("the event's payment intent lacks its amount or status") from None
+    applied = await apply_charge(conn, attempt_id=attempt["id"], charge=charge, now=now)
+    return Outcome.APPLIED if applied.status.value not in waiting else Outcome.RECORDED

@@ -1,0 +1,392 @@
+"""POST /processor/stripe/webhook: signed events, each applied once through invoicing, against
+localstripe (the payment intents and refunds in the events are localstripe's own)."""
+
+import time
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from tests.conftest import START, Clock, World
+from tests.support.errors import assert_error
+from tests.support.stripe_events import delivery, event
+from zoopay.config import Settings
+from zoopay.db.engine import reading, transaction
+from zoopay.db.tables import stripe_events
+from zoopay.errors import ServiceUnavailable
+from zoopay.invoicing.service import (
+    AttemptStatus,
+    InvoiceStatus,
+    charge_invoice,
+    credits_line,
+    get_invoice,
+    issue_invoice,
+    list_attempts,
+    refund_invoice,
+)
+from zoopay.ledger.service import Customer, get_balance
+from zoopay.processors import processor_from_settings
+from zoopay.processors.base import Charge, ProcessorUnavailable, Refund
+from zoopay.processors.stripe import StripeProcessor
+
+WEBHOOK = "/processor/stripe/webhook"
+DOLLARS_25 = 25_000_000
+
+
+async def recorded(engine: AsyncEngine) -> list[tuple[str, str, str]]:
+    async with reading(engine) as conn:
+        rows = await conn.execute(
+            select(stripe_events.c.id, stripe_events.c.type, stripe_events.c.outcome)
+        )
+        return sorted(tuple(row) for row in rows)  # type: ignore[misc]
+
+
+async def stripe_customer_with_card(processor: StripeProcessor, number: str) -> str:
+    customer_id = await processor.create_customer(email="a@example.com", name=None, metadata={})
+    method = await processor.client.v1.payment_methods.create_async(
+        {
+            "type": "card",
+            "card": {"number": number, "exp_month": 12, "exp_year": 2034, "cvc": "123"},
+        }
+    )
+    await processor.client.v1.payment_methods.attach_async(method.id, {"customer": customer_id})
+    await processor.set_default_payment_method(customer_id, method.id)
+    return customer_id
+
+
+async def open_invoice(engine: AsyncEngine, clock: Clock, customer: Customer) -> str:
+    async with transaction(engine) as conn:
+        invoice = await issue_invoice(
+            conn,
+            customer=customer,
+            lines=[credits_line(amount_micros=DOLLARS_25)],
+            description="credits",
+            tax_rates={},
+            prefix="ZP",
+            now=clock.now,
+        )
+    return invoice.id
+
+
+class Crash(Exception):
+    """zoopay dies after the processor answered, before it committed the answer."""
+
+
+async def charge_and_crash(
+    engine: AsyncEngine, processor: StripeProcessor, invoice_id: str, customer_id: str, now: Any
+) -> Charge:
+    answered: list[Charge] = []
+
+    def crash(charge: Charge) -> None:
+        answered.append(charge)
+        raise Crash
+
+    with pytest.raises(Crash):
+        await charge_invoice(
+            engine,
+            processor,
+            invoice_id=invoice_id,
+            processor_customer_id=customer_id,
+            now=now,
+            after_answer=crash,
+        )
+    return answered[0]
+
+
+async def intent_as_stripe_sends_it(processor: StripeProcessor, intent_id: str) -> dict[str, Any]:
+    intent = await processor.client.v1.payment_intents.retrieve_async(intent_id)
+    return intent.to_dict()
+
+
+async def stable_micros(engine: AsyncEngine, customer: Customer) -> int:
+    async with reading(engine) as conn:
+        return (await get_balance(conn, customer=customer)).stable_micros
+
+
+async def test_a_payment_left_pending_is_applied_once(
+    stripe_client: httpx.AsyncClient,
+    stripe_processor: StripeProcessor,
+    engine: AsyncEngine,
+    world: World,
+    clock: Clock,
+) -> None:
+    person = await world.user()
+    customer_id = await stripe_customer_with_card(stripe_processor, "4242424242424242")
+    invoice_id = await open_invoice(engine, clock, person.user.customer)
+    charge = await charge_and_crash(engine, stripe_processor, invoice_id, customer_id, clock.now)
+    async with reading(engine) as conn:
+        [attempt] = await list_attempts(conn, invoice_id=invoice_id)
+    assert attempt.status == AttemptStatus.PENDING
+
+    payload = event(
+        "payment_intent.succeeded", await intent_as_stripe_sends_it(stripe_processor, charge.id)
+    )
+    first = await stripe_client.post(WEBHOOK, **delivery(payload))
+    assert first.status_code == 200, first.text
+    assert first.json()["outcome"] == "applied"
+    assert first.json()["type"] == "payment_intent.succeeded"
+    event_id = first.json()["id"]
+
+    async with reading(engine) as conn:
+        invoice = await get_invoice(conn, invoice_id=invoice_id)
+        [attempt] = await list_attempts(conn, invoice_id=invoice_id)
+    assert (invoice.status, invoice.amount_paid_micros, invoice.charge_id) == (
+        InvoiceStatus.PAID,
+        DOLLARS_25,
+        charge.id,
+    )
+    assert (attempt.status, attempt.charge_id) == (AttemptStatus.SUCCEEDED, charge.id)
+    assert await stable_micros(engine, person.user.customer) == DOLLARS_25
+
+    # Stripe delivers it again (a new signature, the same event): nothing more is credited.
+    again = await stripe_client.post(WEBHOOK, **delivery(payload))
+    assert again.status_code == 200, again.text
+    assert again.json() == {
+        "id": event_id,
+        "type": "payment_intent.succeeded",
+        "outcome": "duplicate",
+    }
+    assert await stable_micros(engine, person.user.customer) == DOLLARS_25
+    assert await recorded(engine) == [(event_id, "payment_intent.succeeded", "applied")]
+
+
+async def test_a_failed_payment_left_pending_fails_its_attempt(
+    stripe_client: httpx.AsyncClient,
+    stripe_processor: StripeProcessor,
+    engine: AsyncEngine,
+    world: World,
+    clock: Clock,
+) -> None:
+    person = await world.user()
+    customer_id = await stripe_customer_with_card(stripe_processor, "4000000000000341")
+    invoice_id = await open_invoice(engine, clock, person.user.customer)
+    charge = await charge_and_crash(engine, stripe_processor, invoice_id, customer_id, clock.now)
+    payload = event(
+        "payment_intent.payment_failed",
+        await intent_as_stripe_sends_it(stripe_processor, charge.id),
+    )
+    answer = await stripe_client.post(WEBHOOK, **delivery(payload))
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["outcome"] == "applied"
+    async with reading(engine) as conn:
+        invoice = await get_invoice(conn, invoice_id=invoice_id)
+        [attempt] = await list_attempts(conn, invoice_id=invoice_id)
+    assert invoice.status == InvoiceStatus.OPEN
+    assert (attempt.status, attempt.failure_code) == (AttemptStatus.FAILED, "card_declined")
+    assert await stable_micros(engine, person.user.customer) == 0
+
+
+async def test_an_event_already_applied_by_the_charge_is_recorded(
+    stripe_client: httpx.AsyncClient,
+    stripe_processor: StripeProcessor,
+    engine: AsyncEngine,
+    world: World,
+    clock: Clock,
+) -> None:
+    person = await world.user()
+    customer_id = await stripe_customer_with_card(stripe_processor, "4242424242424242")
+    invoice_id = await open_invoice(engine, clock, person.user.customer)
+    outcome = await charge_invoice(
+        engine,
+        stripe_processor,
+        invoice_id=invoice_id,
+        processor_customer_id=customer_id,
+        now=clock.now,
+    )
+    assert outcome.invoice.status == InvoiceStatus.PAID
+    assert outcome.attempt is not None and outcome.attempt.charge_id
+    intent = await intent_as_stripe_sends_it(stripe_processor, outcome.attempt.charge_id)
+    answer = await stripe_client.post(
+        WEBHOOK, **delivery(event("payment_intent.succeeded", intent))
+    )
+    assert answer.json()["outcome"] == "recorded"
+    assert await stable_micros(engine, person.user.customer) == DOLLARS_25
+
+
+async def test_an_event_of_no_concern_is_recorded(
+    stripe_client: httpx.AsyncClient, engine: AsyncEngine
+) -> None:
+    payload = event("customer.created", {"id": "cus_x", "object": "customer"}, "evt_other")
+    answer = await stripe_client.post(WEBHOOK, **delivery(payload))
+    assert answer.status_code == 200
+    assert answer.json() == {"id": "evt_other", "type": "customer.created", "outcome": "recorded"}
+    assert await recorded(engine) == [("evt_other", "customer.created", "recorded")]
+
+
+class LosesRefundAnswers:
+    """The Stripe processor, but the answer to a refund is lost on its way back."""
+
+    def __init__(self, processor: StripeProcessor) -> None:
+        self.processor = processor
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.processor, name)
+
+    async def refund(self, charge_id: str, *, amount_cents: int, idempotency_key: str) -> Refund:
+        await self.processor.refund(
+            charge_id, amount_cents=amount_cents, idempotency_key=idempotency_key
+        )
+        raise ProcessorUnavailable("the answer was lost")
+
+
+async def test_charge_refunded_completes_a_pending_refund(
+    stripe_client: httpx.AsyncClient,
+    stripe_processor: StripeProcessor,
+    engine: AsyncEngine,
+    world: World,
+    clock: Clock,
+) -> None:
+    person = await world.user()
+    customer_id = await stripe_customer_with_card(stripe_processor, "4242424242424242")
+    invoice_id = await open_invoice(engine, clock, person.user.customer)
+    paid = await charge_invoice(
+        engine,
+        stripe_processor,
+        invoice_id=invoice_id,
+        processor_customer_id=customer_id,
+        now=clock.now,
+    )
+    assert paid.attempt is not None and paid.attempt.charge_id
+    with pytest.raises(ServiceUnavailable):
+        await refund_invoice(
+            engine,
+            LosesRefundAnswers(stripe_processor),  # type: ignore[arg-type]
+            invoice_id=invoice_id,
+            amount_micros=10_000_000,
+            idempotency_key="r1",
+            actor="staff",
+            now=clock.now,
+        )
+    async with reading(engine) as conn:
+        assert (await get_invoice(conn, invoice_id=invoice_id)).amount_refunded_micros == 0
+
+    charge = {"id": "ch_x", "object": "charge", "payment_intent": paid.attempt.charge_id}
+    answer = await stripe_client.post(WEBHOOK, **delivery(event("charge.refunded", charge)))
+    assert answer.status_code == 200, answer.text
+    async with reading(engine) as conn:
+        invoice = await get_invoice(conn, invoice_id=invoice_id)
+    assert invoice.amount_refunded_micros == 10_000_000
+    assert await stable_micros(engine, person.user.customer) == DOLLARS_25 - 10_000_000
+    # Stripe holds exactly one refund of $10.
+    refunds = await stripe_processor.client.v1.refunds.list_async(
+        {"payment_intent": paid.attempt.charge_id}
+    )
+    assert [refund.amount for refund in refunds.data] == [1000]
+
+
+async def test_setup_intent_succeeded_makes_a_first_card_the_default(
+    stripe_client: httpx.AsyncClient, stripe_processor: StripeProcessor
+) -> None:
+    customer_id = await stripe_processor.create_customer(
+        email="b@example.com", name=None, metadata={}
+    )
+    intent = await stripe_processor.create_setup_intent(customer_id)
+    confirmed = await stripe_processor.client.v1.setup_intents.confirm_async(
+        intent.id, {"payment_method": "pm_card_visa"}
+    )
+    method_id = confirmed.payment_method
+    assert isinstance(method_id, str)
+    await stripe_processor.client.v1.payment_methods.attach_async(
+        method_id, {"customer": customer_id}
+    )
+    payload = event("setup_intent.succeeded", confirmed.to_dict())
+    answer = await stripe_client.post(WEBHOOK, **delivery(payload))
+    assert answer.status_code == 200, answer.text
+    assert await stripe_processor.default_payment_method(customer_id) == method_id
+
+    # A second card does not take the default's place.
+    other = await stripe_processor.client.v1.setup_intents.confirm_async(
+        (await stripe_processor.create_setup_intent(customer_id)).id,
+        {"payment_method": "pm_card_visa"},
+    )
+    assert isinstance(other.payment_method, str)
+    await stripe_processor.client.v1.payment_methods.attach_async(
+        other.payment_method, {"customer": customer_id}
+    )
+    await stripe_client.post(WEBHOOK, **delivery(event("setup_intent.succeeded", other.to_dict())))
+    assert await stripe_processor.default_payment_method(customer_id) == method_id
+
+
+@pytest.mark.parametrize(
+    "case",
+    ["wrong_secret", "tampered", "stale", "no_header", "garbled_header", "not_json"],
+)
+async def test_an_unsigned_event_is_refused_and_changes_nothing(
+    stripe_client: httpx.AsyncClient, engine: AsyncEngine, case: str
+) -> None:
+    payload = event("payment_intent.succeeded", {"id": "pi_x", "object": "payment_intent"})
+    request = delivery(payload)
+    if case == "wrong_secret":
+        request = delivery(payload, secret="whsec_someone_else")
+    elif case == "tampered":
+        request["content"] = payload.replace(b"pi_x", b"pi_y")
+    elif case == "stale":
+        request = delivery(payload, at=int(time.time()) - 600)
+    elif case == "no_header":
+        del request["headers"]["Stripe-Signature"]
+    elif case == "garbled_header":
+        request["headers"]["Stripe-Signature"] = "v1=,t=notanumber"
+    elif case == "not_json":
+        request = delivery(b"not json at all")
+    answer = await stripe_client.post(WEBHOOK, **request)
+    assert_error(answer, 400, "bad_request")
+    assert await recorded(engine) == []
+
+
+async def test_without_a_secret_every_event_is_refused(
+    client: httpx.AsyncClient, engine: AsyncEngine
+) -> None:
+    payload = event("payment_intent.succeeded", {"id": "pi_x", "object": "payment_intent"})
+    answer = await client.post(WEBHOOK, **delivery(payload))
+    assert_error(answer, 400, "bad_request")
+    assert "ZOOPAY_STRIPE_WEBHOOK_SECRET" in answer.json()["message"]
+    async with reading(engine) as conn:
+        assert (await conn.execute(select(func.count()).select_from(stripe_events))).scalar() == 0
+
+
+async def test_the_document_declares_what_the_webhook_answers(
+    stripe_client: httpx.AsyncClient,
+) -> None:
+    document = (await stripe_client.get("/openapi.json")).json()
+    operation = document["paths"][WEBHOOK]["post"]
+    assert operation["operationId"] == "stripe_webhook"
+    assert {int(status) for status in operation["responses"]} == {200, 400, 413, 415, 503}
+    [header] = operation["parameters"]
+    assert (header["name"], header["in"], header["required"]) == (
+        "Stripe-Signature",
+        "header",
+        True,
+    )
+    assert "security" not in operation
+
+
+async def test_a_body_that_is_not_json_is_415(
+    stripe_client: httpx.AsyncClient, engine: AsyncEngine
+) -> None:
+    payload = event("customer.created", {"id": "cus_x", "object": "customer"})
+    request = delivery(payload)
+    request["headers"]["Content-Type"] = "text/plain"
+    assert_error(await stripe_client.post(WEBHOOK, **request), 415)
+    assert await recorded(engine) == []
+
+
+def test_stripe_is_chosen_by_settings_and_needs_a_key(
+    database_url: str, localstripe_url: str, engine: AsyncEngine
+) -> None:
+    with pytest.raises(ValueError, match="ZOOPAY_STRIPE_API_KEY"):
+        Settings(database_url=database_url, processor="stripe")
+    settings = Settings(
+        database_url=database_url,
+        processor="stripe",
+        stripe_api_key="sk_test_secret_value",
+        stripe_api_base=localstripe_url,
+        stripe_webhook_secret="whsec_secret_value",
+    )
+    # Secrets never show in a repr (a log line, a traceback).
+    assert "sk_test_secret_value" not in repr(settings)
+    assert "whsec_secret_value" not in repr(settings)
+    processor = processor_from_settings(settings, engine=engine, clock=lambda: START)
+    assert isinstance(processor, StripeProcessor)
+    assert processor.name == "stripe"

@@ -1,0 +1,43 @@
+"""Stripe webhook deliveries as Stripe makes them: a JSON event and its `Stripe-Signature`
+(`t=TIMESTAMP,v1=HMAC-SHA256(secret, "TIMESTAMP.PAYLOAD")`, Stripe's documented scheme)."""
+
+import hashlib
+import hmac
+import json
+import time
+import uuid
+from typing import Any
+
+WEBHOOK_SECRET = "whsec_zoopay_test"
+
+
+def event(event_type: str, obj: dict[str, Any], event_id: str | None = None) -> bytes:
+    return json.dumps(
+        {
+            "id": event_id or f"evt_{uuid.uuid4().hex[:24]}",
+            "object": "event",
+            "type": event_type,
+            "api_version": "2024-06-20",
+            "created": int(time.time()),
+            "livemode": False,
+            "data": {"object": obj},
+        }
+    ).encode()
+
+
+def signature(payload: bytes, secret: str = WEBHOOK_SECRET, at: int | None = None) -> str:
+    timestamp = int(time.time()) if at is None else at
+    signed = f"{timestamp}.".encode() + payload
+    digest = hmac.new(secret.encode(), signed, hashlib.sha256).hexdigest()
+    return f"t={timestamp},v1={digest}"
+
+
+def delivery(payload: bytes, secret: str = WEBHOOK_SECRET, at: int | None = None) -> dict[str, Any]:
+    """httpx.post keyword arguments that deliver `payload` as Stripe would."""
+    return {
+        "content": payload,
+        "headers": {
+            "Content-Type": "application/json; charset=utf-8",
+            "Stripe-Signature": signature(payload, secret, at),
+        },
+    }
