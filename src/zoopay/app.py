@@ -25,6 +25,9 @@ from zoopay.billing.routes import router as billing_router
 from zoopay.catalog.routes import router as catalog_router
 from zoopay.catalog.service import Catalog, load_catalog
 from zoopay.config import Settings, get_settings
+from zoopay.console.routes import api_router as console_api_router
+from zoopay.console.routes import router as console_router
+from zoopay.console.routes import staff_router as console_staff_router
 from zoopay.db.engine import create_engine
 from zoopay.ledger.routes import router as ledger_router
 from zoopay.metering.batcher import CallRecorder
@@ -85,6 +88,7 @@ def create_app(
     app.state.catalog = app_catalog
     app.state.token_cache = TokenCache(app_engine)
     app.state.call_recorder = recorder
+    app.state.public_url = settings.public_url
     routers = (
         billing_router,
         subscriptions_router,
@@ -97,9 +101,13 @@ def create_app(
         metering_router,
         ledger_router,
         health_router,
+        console_api_router,
     )
     for router in routers:
         app.include_router(router)
+    # The console's pages: outside the OpenAPI document (their sign-in-link API is in it).
+    app.include_router(console_staff_router)
+    app.include_router(console_router)
     install_docs(app, title=app.title, openapi_url=OPENAPI_URL)
     install_error_handlers(app)
     hot_routes = [*billing_hot_routes, *metering_hot_routes]

@@ -36,6 +36,10 @@ class Settings(BaseSettings):
     db_statement_timeout: float = Field(default=Timeouts.statement, gt=0)
     db_pool_timeout: float = Field(default=Timeouts.pool, gt=0)
     sqlite_lock_timeout: float = Field(default=Timeouts.sqlite_lock, gt=0)
+    # Where people reach this server (https://pay.example.com): the base of console sign-in
+    # links. Unset, the API's link answers use the request's own address and the command
+    # line's http://ZOOPAY_HOST:ZOOPAY_PORT.
+    public_url: str | None = None
     # Reports waiting for the group commit; more get 503 with Retry-After.
     report_queue_limit: int = Field(default=2000, gt=0)
 

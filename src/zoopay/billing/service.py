@@ -68,8 +68,10 @@ async def set_balance(
     stable_micros: int | None,
     actor: str,
     now: datetime,
+    note: str | None = None,
 ) -> BalanceStatement:
-    """Staff set either or both buckets to absolute amounts, through the ledger."""
+    """Staff set either or both buckets to absolute amounts, through the ledger; `note` is the
+    reason in their words, kept on the entries (the console asks for one)."""
     balance, subscription = await refresh_if_due(
         conn, catalog, await lock_balance(conn, customer), now
     )
@@ -78,7 +80,7 @@ async def set_balance(
         conn,
         balance,
         {bucket: amount for bucket, amount in targets.items() if amount is not None},
-        Posting(Reason.STAFF_CHANGE, actor),
+        Posting(Reason.STAFF_CHANGE, actor, note=note),
         now,
     )
     return await _statement(conn, catalog, balance, subscription)

@@ -157,6 +157,8 @@ ledger_entries = Table(
     Column("actor", String(64), nullable=False),
     Column("reason", String(32), nullable=False),
     Column("reference", String(64)),
+    # Why a person moved it, in their words (a staff change made in the console).
+    Column("note", String(500)),
     Column("created_at", Timestamp, nullable=False),
     Index("ix_ledger_entries_customer", "customer_id", "id"),
 )
@@ -230,10 +232,38 @@ enterprise_prices = Table(
     Column("updated_at", Timestamp, nullable=False),
 )
 
+# The console's single-use sign-in links and its sessions; only SHA-256 hashes of their secrets.
+console_links = Table(
+    "console_links",
+    metadata,
+    Column("id", Id, primary_key=True),
+    Column("secret_hash", String(64), nullable=False, unique=True),
+    Column("user_id", Id, ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
+    Column("created_by", String(64), nullable=False),
+    Column("created_at", Timestamp, nullable=False),
+    Column("expires_at", Timestamp, nullable=False),
+    Column("used_at", Timestamp),
+)
+
+console_sessions = Table(
+    "console_sessions",
+    metadata,
+    Column("id", Id, primary_key=True),
+    Column("secret_hash", String(64), nullable=False, unique=True),
+    Column("user_id", Id, ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
+    # Signed in with an API token: the session lasts only while that token is valid.
+    Column("token_id", Id, ForeignKey("api_tokens.id", ondelete="CASCADE")),
+    Column("created_at", Timestamp, nullable=False),
+    Column("expires_at", Timestamp, nullable=False),
+    Column("ended_at", Timestamp),
+)
+
 __all__ = [
     "api_calls",
     "api_tokens",
     "balances",
+    "console_links",
+    "console_sessions",
     "enterprise_prices",
     "ledger_entries",
     "metadata",

@@ -51,6 +51,7 @@ async def _page(conn: Conn, customer: Customer, page: EntryPage) -> LedgerEntryR
             reason=entry.reason,
             reference=entry.reference,
             actor=entry.actor,
+            note=entry.note,
             created_at=entry.created_at,
         )
         for entry in rows[: page.limit]

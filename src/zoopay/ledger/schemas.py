@@ -21,6 +21,9 @@ class LedgerEntry(BaseModel):
         description="The API call id (api_call) or subscription id (grant, refresh, plan_change)"
     )
     actor: str = Field(description="The user, service token or `system` that caused it")
+    note: str | None = Field(
+        default=None, description="Why, in the words of the staff member who made the change"
+    )
     created_at: datetime
 
 
