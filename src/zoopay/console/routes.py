@@ -318,6 +318,8 @@ def _chart(usage: service.DailyUsage) -> dict[str, object]:
             for i, day in enumerate(usage.days)
         ],
         "categories": sorted(usage.by_category),
+        "first": usage.days[0],
+        "last": usage.days[-1],
         "colours": CATEGORY_COLOURS,
     }
 
