@@ -25,6 +25,7 @@ from zoopay.billing.routes import router as billing_router
 from zoopay.catalog.routes import router as catalog_router
 from zoopay.catalog.service import Catalog, load_catalog
 from zoopay.config import Settings, get_settings
+from zoopay.console.payments import router as console_payments_router
 from zoopay.console.routes import api_router as console_api_router
 from zoopay.console.routes import router as console_router
 from zoopay.console.routes import staff_router as console_staff_router
@@ -33,6 +34,10 @@ from zoopay.ledger.routes import router as ledger_router
 from zoopay.metering.batcher import CallRecorder
 from zoopay.metering.routes import HOT_ROUTES as metering_hot_routes
 from zoopay.metering.routes import router as metering_router
+from zoopay.payments.routes import router as payments_router
+from zoopay.processors import processor_from_settings
+from zoopay.processors.portal import router as portal_router
+from zoopay.processors.routes import router as processor_router
 from zoopay.subscriptions.routes import orgs_router as subscriptions_orgs_router
 from zoopay.subscriptions.routes import router as subscriptions_router
 from zoopay.subscriptions.routes import users_router as subscriptions_users_router
@@ -85,6 +90,10 @@ def create_app(
     )
     app.state.engine = app_engine
     app.state.clock = system_clock
+    # The processor reads the app's clock on every call, so that tests moving it move both.
+    app.state.processor = processor_from_settings(
+        settings, engine=app_engine, clock=lambda: app.state.clock()
+    )
     app.state.catalog = app_catalog
     app.state.token_cache = TokenCache(app_engine)
     app.state.call_recorder = recorder
@@ -100,6 +109,9 @@ def create_app(
         catalog_router,
         metering_router,
         ledger_router,
+        payments_router,
+        processor_router,
+        portal_router,
         health_router,
         console_api_router,
     )
@@ -107,6 +119,7 @@ def create_app(
         app.include_router(router)
     # The console's pages: outside the OpenAPI document (their sign-in-link API is in it).
     app.include_router(console_staff_router)
+    app.include_router(console_payments_router)
     app.include_router(console_router)
     install_docs(app, title=app.title, openapi_url=OPENAPI_URL)
     install_error_handlers(app)

@@ -16,6 +16,13 @@ class HttpServer(enum.StrEnum):
     GRANIAN = "granian"
 
 
+class ProcessorKind(enum.StrEnum):
+    """Who holds cards and moves money (zoopay.processors.processor_from_settings)."""
+
+    # Inside zoopay, in its own tables, with Stripe's test cards: needs no account or network.
+    EMBEDDED = "embedded"
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="ZOOPAY_")
 
@@ -42,6 +49,8 @@ class Settings(BaseSettings):
     public_url: str | None = None
     # Reports waiting for the group commit; more get 503 with Retry-After.
     report_queue_limit: int = Field(default=2000, gt=0)
+    # Who holds cards and takes money: `embedded` (default) needs nothing else.
+    processor: ProcessorKind = ProcessorKind.EMBEDDED
 
     def timeouts(self) -> Timeouts:
         return Timeouts(

@@ -42,6 +42,12 @@ class PaymentRequired(ZoopayError):
     error_code = "payment_required"
 
 
+class CardDeclined(PaymentRequired):
+    """The card's issuer refused it (the processor's `card_declined`)."""
+
+    error_code = "card_declined"
+
+
 class Forbidden(ZoopayError):
     status_code = 403
     error_code = "forbidden"

@@ -231,7 +231,7 @@ async def test_the_overview_shows_what_the_api_says(
     calls = (await client.get("/console/user/calls", params={"endpoint": "/file/"})).text
     api_calls = await ok(await client.get("/user/api-calls", headers=bearer(alice.token)))
     [call] = api_calls["items"]
-    assert f'data-call="{call["id"]}">{call["price"]} USD' in calls
+    assert f'data-call="{call["id"]}" data-label="Price">{call["price"]} USD' in calls
     none = (await client.get("/console/user/calls", params={"endpoint": "/ml/"})).text
     assert call["id"] not in none and "match these filters" in none
     tomorrow = (clock.now + timedelta(days=1)).date().isoformat()

@@ -82,12 +82,12 @@ LEDGER_PAGE = 50
 MAX_REASON = 500
 
 
-def _engine(request: Request) -> AsyncEngine:
+def engine_of(request: Request) -> AsyncEngine:
     engine: AsyncEngine = request.app.state.engine
     return engine
 
 
-def _catalog(request: Request) -> Catalog:
+def catalog_of(request: Request) -> Catalog:
     catalog: Catalog = request.app.state.catalog
     return catalog
 
@@ -97,7 +97,7 @@ def _principal(who: Viewer) -> Principal:
     return who.session.principal
 
 
-def _user(who: Viewer) -> User:
+def user_of(who: Viewer) -> User:
     """A console session is always a person's (services cannot sign in)."""
     user = _principal(who).user
     assert user is not None
@@ -138,7 +138,7 @@ async def link_page(
 @router.post("/link")
 async def redeem_link(request: Request) -> Response:
     form = await read_form(request)
-    async with transaction(_engine(request)) as conn:
+    async with transaction(engine_of(request)) as conn:
         opened = await service.redeem_link(conn, secret=form.get("secret", ""), now=now_of(request))
     return _signed_in(request, opened)
 
@@ -146,7 +146,7 @@ async def redeem_link(request: Request) -> Response:
 @router.post("/sign-in")
 async def sign_in_with_token(request: Request) -> Response:
     form = await read_form(request)
-    async with transaction(_engine(request)) as conn:
+    async with transaction(engine_of(request)) as conn:
         opened = await service.sign_in_with_token(
             conn, token=form.get("token", ""), now=now_of(request)
         )
@@ -164,7 +164,7 @@ def _signed_in(request: Request, opened: service.OpenedSession) -> Response:
 async def sign_out(request: Request) -> Response:
     who = await viewer(request)
     await checked_form(request, who)
-    async with transaction(_engine(request)) as conn:
+    async with transaction(engine_of(request)) as conn:
         await service.end_session(
             conn, secret=request.cookies.get("zoopay_console", ""), now=now_of(request)
         )
@@ -196,15 +196,15 @@ class Account:
         return self.membership is None or self.membership.role == OrgRole.ADMIN
 
 
-async def _account(request: Request, who: Viewer, kind: AccountKind) -> Account:
-    user = _user(who)
+async def account_of(request: Request, who: Viewer, kind: AccountKind) -> Account:
+    user = user_of(who)
     if kind == "user":
         return Account(kind, user.customer, None)
-    membership = await org_membership(_engine(request), user)
+    membership = await org_membership(engine_of(request), user)
     return Account(kind, membership.org, membership)
 
 
-async def _admin(account: Account) -> Membership:
+async def require_admin(account: Account) -> Membership:
     """The API's org_admin check, for an org page that only admins may see or use."""
     assert account.membership is not None
     return await org_admin(account.membership)
@@ -216,15 +216,15 @@ Kind = Annotated[AccountKind, Path(description="user or org")]
 @router.get("/{kind}/")
 async def overview(request: Request, kind: Kind) -> Response:
     who = await viewer(request)
-    account = await _account(request, who, kind)
-    now, catalog = now_of(request), _catalog(request)
-    statement = await current_statement(_engine(request), catalog, account.customer, now)
+    account = await account_of(request, who, kind)
+    now, catalog = now_of(request), catalog_of(request)
+    statement = await current_statement(engine_of(request), catalog, account.customer, now)
     balance = customer_balance(statement, True)
     period = _period(statement.subscription.anchor_at, now) if statement.subscription else None
     plan = current_plan(catalog, statement.subscription)
     usage = None
     if period is not None:
-        async with reading(_engine(request)) as conn:
+        async with reading(engine_of(request)) as conn:
             usage = await service.daily_usage(
                 conn,
                 catalog=catalog,
@@ -235,12 +235,12 @@ async def overview(request: Request, kind: Kind) -> Response:
             )
     invitations = []
     if kind == "user":
-        async with reading(_engine(request)) as conn:
+        async with reading(engine_of(request)) as conn:
             invitations = await list_invitations(
                 conn,
                 20,
                 None,
-                email=_user(who).email,
+                email=user_of(who).email,
                 now=now,
             )
     return render(
@@ -343,15 +343,15 @@ async def calls_page(
     page: Annotated[str, Query(max_length=200)] = "",
 ) -> Response:
     who = await viewer(request)
-    account = await _account(request, who, kind)
+    account = await account_of(request, who, kind)
     if kind == "org":
-        await _admin(account)  # /org/api-calls is for org admins
+        await require_admin(account)  # /org/api-calls is for org admins
     first, last = _day(since, "from"), _day(until, "to")
     start = datetime.combine(first, time(), who.zone) if first else None
     end = datetime.combine(last + timedelta(days=1), time(), who.zone) if last else None
     after = decode_page_token(page) if page else None
     org_id, user_id = (account.customer.id, None) if kind == "org" else (None, account.customer.id)
-    async with reading(_engine(request)) as conn:
+    async with reading(engine_of(request)) as conn:
         rows = await list_calls(
             conn,
             CALLS_PAGE + 1,
@@ -386,16 +386,16 @@ def _offered(catalog: Catalog, kind: AccountKind) -> list[Plan]:
 @router.get("/{kind}/plan")
 async def plan_page(request: Request, kind: Kind) -> Response:
     who = await viewer(request)
-    account = await _account(request, who, kind)
-    async with reading(_engine(request)) as conn:
+    account = await account_of(request, who, kind)
+    async with reading(engine_of(request)) as conn:
         subscription = await get_subscription(conn, account.customer)
-    current = current_plan(_catalog(request), subscription)
+    current = current_plan(catalog_of(request), subscription)
     return render(
         request,
         who,
         "plan.html",
         account=account,
-        plans=_offered(_catalog(request), kind),
+        plans=_offered(catalog_of(request), kind),
         current=current,
         subscription=subscription,
     )
@@ -414,10 +414,10 @@ async def plan_review(
 ) -> Response:
     """The change, priced, before it is confirmed."""
     who = await viewer(request)
-    account = await _account(request, who, kind)
-    catalog = _catalog(request)
+    account = await account_of(request, who, kind)
+    catalog = catalog_of(request)
     plan = _tier(tier, catalog, kind)
-    async with reading(_engine(request)) as conn:
+    async with reading(engine_of(request)) as conn:
         subscription = await get_subscription(conn, account.customer)
     current = current_plan(catalog, subscription)
     return render(
@@ -435,13 +435,13 @@ async def plan_review(
 async def plan_change(request: Request, kind: Kind) -> Response:
     who = await viewer(request)
     form = await checked_form(request, who)
-    account = await _account(request, who, kind)
+    account = await account_of(request, who, kind)
     if kind == "org":
-        await _admin(account)  # PUT /org/payment/subscriptions is for org admins
-    catalog = _catalog(request)
+        await require_admin(account)  # PUT /org/payment/subscriptions is for org admins
+    catalog = catalog_of(request)
     plan = _tier(form.get("tier", ""), catalog, kind)
-    user = _user(who)
-    async with transaction(_engine(request)) as conn:
+    user = user_of(who)
+    async with transaction(engine_of(request)) as conn:
         await change_plan(
             conn,
             catalog,
@@ -460,8 +460,8 @@ async def plan_change(request: Request, kind: Kind) -> Response:
 @router.get("/user/tokens")
 async def tokens_page(request: Request, created: str = "") -> Response:
     who = await viewer(request)
-    user = _user(who)
-    async with reading(_engine(request)) as conn:
+    user = user_of(who)
+    async with reading(engine_of(request)) as conn:
         tokens = await list_tokens(
             conn, TokenOwner.USER, user.id, limit=200, after=None, descending=True
         )
@@ -472,11 +472,11 @@ async def tokens_page(request: Request, created: str = "") -> Response:
 async def token_create(request: Request) -> Response:
     who = await viewer(request)
     form = await checked_form(request, who)
-    user = _user(who)
+    user = user_of(who)
     label = form.get("label", "").strip() or None
-    async with transaction(_engine(request)) as conn:
+    async with transaction(engine_of(request)) as conn:
         _record, secret = await create_user_token(conn, user, label=label, now=now_of(request))
-    async with reading(_engine(request)) as conn:
+    async with reading(engine_of(request)) as conn:
         tokens = await list_tokens(
             conn, TokenOwner.USER, user.id, limit=200, after=None, descending=True
         )
@@ -488,8 +488,8 @@ async def token_create(request: Request) -> Response:
 async def token_revoke(request: Request, token_id: Annotated[str, Path(max_length=64)]) -> Response:
     who = await viewer(request)
     await checked_form(request, who)
-    user = _user(who)
-    async with transaction(_engine(request)) as conn:
+    user = user_of(who)
+    async with transaction(engine_of(request)) as conn:
         await revoke_owned_token(
             conn, TokenOwner.USER, user.id, token_id=token_id, now=now_of(request)
         )
@@ -507,8 +507,8 @@ async def invitation_answer(
 ) -> Response:
     who = await viewer(request)
     await checked_form(request, who)
-    user = _user(who)
-    async with transaction(_engine(request)) as conn:
+    user = user_of(who)
+    async with transaction(engine_of(request)) as conn:
         await respond_to_invitation(
             conn, invitation_id, user=user, accept=answer == "accept", now=now_of(request)
         )
@@ -521,9 +521,9 @@ async def invitation_answer(
 @router.get("/org/members")
 async def members_page(request: Request) -> Response:
     who = await viewer(request)
-    account = await _account(request, who, "org")
-    admin = await _admin(account)
-    async with reading(_engine(request)) as conn:
+    account = await account_of(request, who, "org")
+    admin = await require_admin(account)
+    async with reading(engine_of(request)) as conn:
         members = await list_members(conn, admin.org_id, 1000, None)
         invitations = await list_invitations(
             conn, 1000, None, org_id=admin.org_id, now=now_of(request)
@@ -552,15 +552,15 @@ def _role(text: str) -> OrgRole:
 async def _org_admin_form(request: Request) -> tuple[Viewer, dict[str, str], Membership]:
     who = await viewer(request)
     form = await checked_form(request, who)
-    admin = await _admin(await _account(request, who, "org"))
+    admin = await require_admin(await account_of(request, who, "org"))
     return who, form, admin
 
 
 @router.post("/org/invitations")
 async def invitation_create(request: Request) -> Response:
     who, form, admin = await _org_admin_form(request)
-    user = _user(who)
-    async with transaction(_engine(request)) as conn:
+    user = user_of(who)
+    async with transaction(engine_of(request)) as conn:
         await invite(
             conn,
             admin.org_id,
@@ -577,8 +577,8 @@ async def invitation_revoke(
     request: Request, invitation_id: Annotated[str, Path(max_length=64)]
 ) -> Response:
     who, _form, admin = await _org_admin_form(request)
-    user = _user(who)
-    async with transaction(_engine(request)) as conn:
+    user = user_of(who)
+    async with transaction(engine_of(request)) as conn:
         await revoke_invitation(conn, admin.org_id, invitation_id, actor=user, now=now_of(request))
     return redirect("/console/org/members")
 
@@ -586,8 +586,8 @@ async def invitation_revoke(
 @router.post("/org/members/{user_id}/role")
 async def member_role(request: Request, user_id: Annotated[str, Path(max_length=64)]) -> Response:
     who, form, admin = await _org_admin_form(request)
-    user = _user(who)
-    async with transaction(_engine(request)) as conn:
+    user = user_of(who)
+    async with transaction(engine_of(request)) as conn:
         await set_role(
             conn,
             admin.org_id,
@@ -602,8 +602,8 @@ async def member_role(request: Request, user_id: Annotated[str, Path(max_length=
 @router.post("/org/members/{user_id}/remove")
 async def member_remove(request: Request, user_id: Annotated[str, Path(max_length=64)]) -> Response:
     who, _form, admin = await _org_admin_form(request)
-    user = _user(who)
-    async with transaction(_engine(request)) as conn:
+    user = user_of(who)
+    async with transaction(engine_of(request)) as conn:
         await remove_member(conn, admin.org_id, user_id, actor=user)
     return redirect("/console/org/members")
 
@@ -613,7 +613,7 @@ async def member_remove(request: Request, user_id: Annotated[str, Path(max_lengt
 
 async def _staff(request: Request) -> Viewer:
     who = await viewer(request)
-    user = _user(who)
+    user = user_of(who)
     await staff_user(user)  # the API's own check: 403 for anyone else
     return who
 
@@ -622,11 +622,11 @@ async def _staff(request: Request) -> Viewer:
 async def staff_home(request: Request, q: Annotated[str, Query(max_length=320)] = "") -> Response:
     who = await _staff(request)
     now = now_of(request)
-    async with reading(_engine(request)) as conn:
+    async with reading(engine_of(request)) as conn:
         hits = await service.find_customers(conn, text=q)
         business = await service.business_overview(
             conn,
-            catalog=_catalog(request),
+            catalog=catalog_of(request),
             since=now.replace(day=1, hour=0, minute=0, second=0, microsecond=0),
         )
     return render(request, who, "staff.html", q=q, hits=hits, business=business)
@@ -638,7 +638,7 @@ def _month_start(now: datetime) -> datetime:
 
 async def _staff_customer(request: Request, kind: AccountKind, customer_id: str) -> Customer:
     """The customer a staff page names; 404 for an unknown one, as the API's staff routes."""
-    async with reading(_engine(request)) as conn:
+    async with reading(engine_of(request)) as conn:
         if kind == "user":
             return (await find_user(conn, customer_id)).customer
         return (await find_org(conn, customer_id)).customer
@@ -653,10 +653,10 @@ async def staff_customer(
 ) -> Response:
     who = await _staff(request)
     customer = await _staff_customer(request, kind, customer_id)
-    catalog = _catalog(request)
-    statement = await current_statement(_engine(request), catalog, customer, now_of(request))
+    catalog = catalog_of(request)
+    statement = await current_statement(engine_of(request), catalog, customer, now_of(request))
     before = int(ledger_page) if ledger_page.isdigit() else None
-    async with reading(_engine(request)) as conn:
+    async with reading(engine_of(request)) as conn:
         entries = await list_entries(conn, customer, LEDGER_PAGE + 1, before)
         org_id, user_id = (customer.id, None) if kind == "org" else (None, customer.id)
         calls = await list_calls(conn, 20, None, descending=True, org_id=org_id, user_id=user_id)
@@ -712,11 +712,11 @@ async def staff_set_balance(
     monthly, stable = _amount(form, "monthly"), _amount(form, "stable")
     if monthly is None and stable is None:
         raise BadRequest("give a monthly or a stable amount (or both)")
-    staff = _user(who)
-    async with transaction(_engine(request)) as conn:
+    staff = user_of(who)
+    async with transaction(engine_of(request)) as conn:
         await set_balance(
             conn,
-            _catalog(request),
+            catalog_of(request),
             customer,
             monthly,
             stable,

@@ -258,6 +258,148 @@ console_sessions = Table(
     Column("ended_at", Timestamp),
 )
 
+# --- Payments: zoopay's side of money movement (billing information, usage thresholds).
+
+payment_customers = Table(
+    "payment_customers",
+    metadata,
+    # A user or org (ledger Customer) and who holds its cards: one processor customer, made on
+    # first need and kept (deleting billing information keeps the mapping, so cards and charges
+    # stay reconcilable).
+    Column("customer_id", Id, primary_key=True),
+    Column("customer_kind", String(8), nullable=False),
+    Column("processor", String(16), nullable=False),
+    Column("processor_customer_id", String(64), nullable=False),
+    # Billing information (Zoo's BillingInfo), present while `billing_info_at` is set.
+    Column("name", String(200)),
+    Column("phone", String(64), nullable=False, default=""),
+    Column("address_country", String(2)),
+    Column("address_state", String(200)),
+    Column("address_city", String(200)),
+    Column("address_street1", String(200)),
+    Column("address_street2", String(200)),
+    Column("address_zip", String(32)),
+    # An EU VAT id (extension: PUT /user/payment/tax-id), shown in Customer.metadata.
+    Column("vat_id", String(32)),
+    Column("billing_info_at", Timestamp),
+    # Set by dunning: the customer's last charge failed and money is overdue.
+    Column("delinquent", Boolean, nullable=False, default=False),
+    Column("created_at", Timestamp, nullable=False),
+    Column("updated_at", Timestamp, nullable=False),
+    Index("ux_payment_customers_processor", "processor", "processor_customer_id", unique=True),
+)
+
+usage_thresholds = Table(
+    "usage_thresholds",
+    metadata,
+    # The unpaid usage at which billing issues an early invoice (Zoo's aggregate-usage
+    # collection threshold): the customer's own choice and staff's override; neither means the
+    # default.
+    Column("customer_id", Id, primary_key=True),
+    Column("customer_kind", String(8), nullable=False),
+    Column("customer_amount_micros", BigInteger),
+    Column("admin_amount_micros", BigInteger),
+    # Optimistic concurrency: every change increments it; a PUT names the one it read.
+    Column("version", Integer, nullable=False, default=0),
+    Column("updated_at", Timestamp, nullable=False),
+)
+
+# --- The embedded processor's own tables (a stand-in for Stripe inside zoopay). zoopay's
+# domains never read them: they go through zoopay.processors' PaymentProcessor protocol.
+
+processor_customers = Table(
+    "processor_customers",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("email", String(320), nullable=False),
+    Column("name", String(200)),
+    # JSON object of strings.
+    Column("metadata", String(4000), nullable=False, default="{}"),
+    Column("default_payment_method_id", String(64)),
+    Column("created_at", Timestamp, nullable=False),
+    Column("updated_at", Timestamp, nullable=False),
+)
+
+processor_payment_methods = Table(
+    "processor_payment_methods",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("customer_id", String(64), ForeignKey("processor_customers.id"), nullable=False),
+    # The test token it was made from (pm_card_visa, ...): it decides how charges behave.
+    Column("token", String(64), nullable=False),
+    Column("brand", String(32), nullable=False),
+    Column("last4", String(4), nullable=False),
+    Column("exp_month", Integer, nullable=False),
+    Column("exp_year", Integer, nullable=False),
+    Column("country", String(2)),
+    Column("funding", String(16)),
+    Column("fingerprint", String(32), nullable=False),
+    Column("created_at", Timestamp, nullable=False),
+    # Detached methods stay, for the charges that name them.
+    Column("detached_at", Timestamp),
+    Index("ix_processor_payment_methods_customer", "customer_id", "created_at"),
+)
+
+processor_setup_intents = Table(
+    "processor_setup_intents",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("customer_id", String(64), ForeignKey("processor_customers.id"), nullable=False),
+    # SHA-256 of the client secret: the secret itself is shown once.
+    Column("secret_hash", String(64), nullable=False, unique=True),
+    # requires_payment_method, then succeeded (single use).
+    Column("status", String(32), nullable=False),
+    Column("payment_method_id", String(64)),
+    Column("created_at", Timestamp, nullable=False),
+    Column("confirmed_at", Timestamp),
+)
+
+processor_charges = Table(
+    "processor_charges",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("idempotency_key", String(255), nullable=False, unique=True),
+    Column("customer_id", String(64), ForeignKey("processor_customers.id"), nullable=False),
+    Column("payment_method_id", String(64)),
+    Column("amount_cents", BigInteger, nullable=False),
+    Column("currency", String(3), nullable=False),
+    Column("description", String(1000), nullable=False, default=""),
+    Column("status", String(32), nullable=False),
+    Column("failure_code", String(64)),
+    Column("failure_message", String(500)),
+    Column("created_at", Timestamp, nullable=False),
+    CheckConstraint("amount_cents > 0", name="ck_processor_charges_positive"),
+)
+
+processor_refunds = Table(
+    "processor_refunds",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("idempotency_key", String(255), nullable=False, unique=True),
+    Column("charge_id", String(64), ForeignKey("processor_charges.id"), nullable=False),
+    Column("amount_cents", BigInteger, nullable=False),
+    Column("status", String(32), nullable=False),
+    Column("created_at", Timestamp, nullable=False),
+    CheckConstraint("amount_cents > 0", name="ck_processor_refunds_positive"),
+    Index("ix_processor_refunds_charge", "charge_id"),
+)
+
+processor_portal_sessions = Table(
+    "processor_portal_sessions",
+    metadata,
+    # The card-management page: a single-use link (short-lived) opens a session whose secret
+    # the page's forms carry. Both stored as SHA-256 hashes.
+    Column("id", String(64), primary_key=True),
+    Column("customer_id", String(64), ForeignKey("processor_customers.id"), nullable=False),
+    Column("link_hash", String(64), nullable=False, unique=True),
+    Column("session_hash", String(64), unique=True),
+    Column("return_url", String(2048), nullable=False),
+    Column("created_at", Timestamp, nullable=False),
+    Column("link_expires_at", Timestamp, nullable=False),
+    Column("opened_at", Timestamp),
+    Column("session_expires_at", Timestamp),
+)
+
 __all__ = [
     "api_calls",
     "api_tokens",
@@ -271,6 +413,14 @@ __all__ = [
     "org_invitations",
     "org_members",
     "orgs",
+    "payment_customers",
+    "processor_charges",
+    "processor_customers",
+    "processor_payment_methods",
+    "processor_portal_sessions",
+    "processor_refunds",
+    "processor_setup_intents",
     "subscriptions",
+    "usage_thresholds",
     "users",
 ]

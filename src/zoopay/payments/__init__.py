@@ -1,0 +1,1 @@
+"""Payments: billing information, payment methods, tax readiness, usage thresholds."""

@@ -1,0 +1,311 @@
+"""The customer's side of money movement: who they are at the processor, their billing
+information, and the usage threshold at which billing invoices early.
+
+The processor answers from outside zoopay's transactions (each of its calls commits on its
+own), so the functions that call it take the engine, and call it while holding no write
+transaction of zoopay's: on SQLite that lock would make the processor wait for it.
+"""
+
+from dataclasses import dataclass, replace
+from datetime import datetime
+
+from sqlalchemy import RowMapping, Table, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from zoopay.db.engine import reading, transaction
+from zoopay.db.tables import balances, orgs, payment_customers, users
+from zoopay.errors import Conflict, NotFound
+from zoopay.ledger.service import Customer
+from zoopay.processors.base import PaymentProcessor
+
+
+@dataclass(frozen=True)
+class Address:
+    country: str
+    state: str | None = None
+    city: str | None = None
+    street1: str | None = None
+    street2: str | None = None
+    zip: str | None = None
+
+
+@dataclass(frozen=True)
+class BillingDetails:
+    """What Zoo's BillingInfo carries."""
+
+    name: str | None = None
+    phone: str = ""
+    address: Address | None = None
+
+
+@dataclass(frozen=True)
+class PaymentCustomer:
+    """A customer as the processor knows them, with their billing information."""
+
+    customer: Customer
+    processor: str
+    processor_customer_id: str
+    details: BillingDetails
+    vat_id: str | None
+    # When billing information was given (POST), None before and after DELETE.
+    billing_info_at: datetime | None
+    delinquent: bool
+    created_at: datetime
+    updated_at: datetime
+
+
+def _payment_customer(values: RowMapping) -> PaymentCustomer:
+    address = None
+    if values["address_country"] is not None:
+        address = Address(
+            country=values["address_country"],
+            state=values["address_state"],
+            city=values["address_city"],
+            street1=values["address_street1"],
+            street2=values["address_street2"],
+            zip=values["address_zip"],
+        )
+    return PaymentCustomer(
+        customer=Customer(values["customer_kind"], values["customer_id"]),
+        processor=values["processor"],
+        processor_customer_id=values["processor_customer_id"],
+        details=BillingDetails(name=values["name"], phone=values["phone"], address=address),
+        vat_id=values["vat_id"],
+        billing_info_at=values["billing_info_at"],
+        delinquent=values["delinquent"],
+        created_at=values["created_at"],
+        updated_at=values["updated_at"],
+    )
+
+
+async def find_payment_customer(
+    conn: AsyncConnection, *, customer: Customer
+) -> PaymentCustomer | None:
+    row = (
+        (
+            await conn.execute(
+                select(payment_customers).where(payment_customers.c.customer_id == customer.id)
+            )
+        )
+        .mappings()
+        .first()
+    )
+    return None if row is None else _payment_customer(row)
+
+
+async def customer_contact(conn: AsyncConnection, *, customer: Customer) -> tuple[str, str | None]:
+    """The email address and name the processor knows a customer by: a user's own, an org's
+    billing email and name."""
+    if customer.kind == "user":
+        query = select(users.c.email, users.c.name).where(users.c.id == customer.id)
+    else:
+        query = select(orgs.c.billing_email, orgs.c.name).where(orgs.c.id == customer.id)
+    row = (await conn.execute(query)).first()
+    if row is None:
+        raise NotFound(f"no {customer.kind} {customer.id}")
+    return str(row[0]), row[1]
+
+
+async def ensure_processor_customer(
+    engine: AsyncEngine, *, processor: PaymentProcessor, customer: Customer, now: datetime
+) -> str:
+    """The customer's id at the processor, creating the processor customer on first need.
+
+    Call it holding no write transaction (see the module's docstring). Two first calls at once
+    may both create one at the processor; the first recorded wins and the other stays unused
+    there, as with Stripe, never charged."""
+    async with reading(engine) as conn:
+        found = await find_payment_customer(conn, customer=customer)
+        if found is not None and found.processor == processor.name:
+            return found.processor_customer_id
+        email, name = await customer_contact(conn, customer=customer)
+    created = await processor.create_customer(
+        email=email,
+        name=name,
+        metadata={"zoopay_customer_kind": customer.kind, "zoopay_customer_id": customer.id},
+    )
+    async with transaction(engine) as conn:
+        if found is not None:
+            # The processor was changed (ZOOPAY_PROCESSOR): the customer starts anew there.
+            await conn.execute(
+                update(payment_customers)
+                .where(
+                    payment_customers.c.customer_id == customer.id,
+                    payment_customers.c.processor == found.processor,
+                )
+                .values(processor=processor.name, processor_customer_id=created, updated_at=now)
+            )
+        else:
+            await insert_unless_present(
+                conn,
+                payment_customers,
+                {
+                    "customer_id": customer.id,
+                    "customer_kind": customer.kind,
+                    "processor": processor.name,
+                    "processor_customer_id": created,
+                    "phone": "",
+                    "delinquent": False,
+                    "created_at": now,
+                    "updated_at": now,
+                },
+            )
+        recorded = await find_payment_customer(conn, customer=customer)
+    assert recorded is not None
+    return recorded.processor_customer_id
+
+
+async def insert_unless_present(
+    conn: AsyncConnection, table: Table, values: dict[str, object]
+) -> bool:
+    """Insert a row unless one with its key exists (a concurrent writer's): whether it did."""
+    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
+    statement = dialect.insert(table).values(values).on_conflict_do_nothing()
+    result = await conn.execute(statement)
+    return bool(result.rowcount)
+
+
+async def processor_customer_id(conn: AsyncConnection, *, customer: Customer) -> str | None:
+    """The customer's id at the processor, if they have one yet (a read: see
+    `ensure_processor_customer` to make one)."""
+    found = await find_payment_customer(conn, customer=customer)
+    return None if found is None else found.processor_customer_id
+
+
+# -- billing information
+
+
+async def save_billing_info(
+    conn: AsyncConnection,
+    *,
+    customer: Customer,
+    details: BillingDetails,
+    creating: bool,
+    now: datetime,
+) -> PaymentCustomer:
+    """POST (`creating`: 409 if there is billing information already) or PUT (404 if there is
+    none) the customer's billing information, whole. The processor customer must exist
+    (`ensure_processor_customer`)."""
+    found = await _locked(conn, customer)
+    if found is None:
+        raise NotFound("no billing information yet: POST it first")
+    if creating and found.billing_info_at is not None:
+        raise Conflict("billing information exists already: PUT to change it")
+    if not creating and found.billing_info_at is None:
+        raise NotFound("no billing information yet: POST it first")
+    address = details.address
+    await conn.execute(
+        update(payment_customers)
+        .where(payment_customers.c.customer_id == customer.id)
+        .values(
+            name=details.name,
+            phone=details.phone,
+            address_country=address.country if address else None,
+            address_state=address.state if address else None,
+            address_city=address.city if address else None,
+            address_street1=address.street1 if address else None,
+            address_street2=address.street2 if address else None,
+            address_zip=address.zip if address else None,
+            billing_info_at=found.billing_info_at or now,
+            updated_at=now,
+        )
+    )
+    return replace(
+        found, details=details, billing_info_at=found.billing_info_at or now, updated_at=now
+    )
+
+
+async def _locked(conn: AsyncConnection, customer: Customer) -> PaymentCustomer | None:
+    row = (
+        (
+            await conn.execute(
+                select(payment_customers)
+                .where(payment_customers.c.customer_id == customer.id)
+                .with_for_update()
+            )
+        )
+        .mappings()
+        .first()
+    )
+    return None if row is None else _payment_customer(row)
+
+
+async def billing_info(conn: AsyncConnection, *, customer: Customer) -> PaymentCustomer:
+    """The customer's billing information; 404 before it was given or after it was deleted."""
+    found = await find_payment_customer(conn, customer=customer)
+    if found is None or found.billing_info_at is None:
+        raise NotFound("no billing information yet: POST it first")
+    return found
+
+
+async def set_vat_id(
+    conn: AsyncConnection, *, customer: Customer, vat_id: str | None, now: datetime
+) -> PaymentCustomer:
+    """Record (or, with None, forget) the customer's EU VAT id, already validated."""
+    found = await _locked(conn, customer)
+    if found is None or found.billing_info_at is None:
+        raise NotFound("no billing information yet: POST it first")
+    await conn.execute(
+        update(payment_customers)
+        .where(payment_customers.c.customer_id == customer.id)
+        .values(vat_id=vat_id, updated_at=now)
+    )
+    return replace(found, vat_id=vat_id, updated_at=now)
+
+
+async def set_delinquent(
+    conn: AsyncConnection, *, customer: Customer, delinquent: bool, now: datetime
+) -> None:
+    """Dunning's mark: the customer's money is overdue (shown as Customer.delinquent)."""
+    await conn.execute(
+        update(payment_customers)
+        .where(payment_customers.c.customer_id == customer.id)
+        .values(delinquent=delinquent, updated_at=now)
+    )
+
+
+async def why_not_deletable(conn: AsyncConnection, *, customer: Customer) -> str | None:
+    """Why the customer's billing information may not be deleted now, or None if it may.
+
+    The one place the rule lives: money due now. Invoicing extends it with open invoices."""
+    due = (
+        await conn.execute(
+            select(balances.c.total_due_micros).where(balances.c.customer_id == customer.id)
+        )
+    ).scalar_one_or_none()
+    if due:
+        return "money is due: pay what is owed before deleting the billing information"
+    return None
+
+
+async def customer_deletable(conn: AsyncConnection, *, customer: Customer) -> bool:
+    return await why_not_deletable(conn, customer=customer) is None
+
+
+async def forget_billing_info(conn: AsyncConnection, *, customer: Customer, now: datetime) -> None:
+    """DELETE: the billing information goes (409 while money is due); the processor customer
+    stays mapped, so that its charges can still be reconciled."""
+    found = await _locked(conn, customer)
+    if found is None or found.billing_info_at is None:
+        raise NotFound("no billing information yet: POST it first")
+    reason = await why_not_deletable(conn, customer=customer)
+    if reason is not None:
+        raise Conflict(reason)
+    await conn.execute(
+        update(payment_customers)
+        .where(payment_customers.c.customer_id == customer.id)
+        .values(
+            name=None,
+            phone="",
+            address_country=None,
+            address_state=None,
+            address_city=None,
+            address_street1=None,
+            address_street2=None,
+            address_zip=None,
+            vat_id=None,
+            billing_info_at=None,
+            updated_at=now,
+        )
+    )

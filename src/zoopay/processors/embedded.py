@@ -1,0 +1,648 @@
+"""A payment processor inside zoopay, with Stripe's test-card semantics.
+
+It keeps its own tables (`processor_*`) and behaves like an outside service: every call is its
+own transaction on the engine, committed before it answers, so zoopay's database may roll back
+after it and `find_charge` still tells what happened. Call it outside a write transaction of
+your own: on SQLite a held write lock would make it wait (one writer at a time).
+
+It takes Stripe's test payment-method tokens only (no card number ever reaches zoopay):
+
+| token | brand, last4 | attach | a charge |
+|---|---|---|---|
+| pm_card_visa | visa 4242 | ok | succeeds |
+| pm_card_mastercard | mastercard 4444 | ok | succeeds |
+| pm_card_visa_chargeDeclined | visa 0002 | refused, `card_declined` | - |
+| pm_card_chargeCustomerFail | visa 0341 | ok | fails, `card_declined` |
+| pm_card_authenticationRequired | visa 3184 | ok | `requires_action` |
+
+Stripe.js's part (confirming a setup intent with a card) is `confirm_setup_intent`, served at
+`POST /processor/setup-intents/confirm`; the card-management page is zoopay.processors.portal.
+"""
+
+import hashlib
+import json
+import secrets
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+from urllib.parse import quote
+
+import sqlalchemy.exc
+from sqlalchemy import RowMapping, func, insert, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from zoopay.db.engine import reading, transaction
+from zoopay.db.tables import (
+    processor_charges,
+    processor_customers,
+    processor_payment_methods,
+    processor_portal_sessions,
+    processor_refunds,
+    processor_setup_intents,
+)
+from zoopay.processors.base import (
+    Card,
+    Charge,
+    ChargeStatus,
+    ProcessorError,
+    Refund,
+    SetupIntent,
+)
+
+Clock = Callable[[], datetime]
+
+# How long a portal link may wait to be opened, and how long the page it opens may act.
+PORTAL_LINK_LIFETIME = timedelta(minutes=10)
+PORTAL_SESSION_LIFETIME = timedelta(minutes=30)
+# Cards made from test tokens expire this many years after they are attached.
+CARD_YEARS = 3
+CURRENCIES = frozenset({"usd"})
+DECLINED_MESSAGE = "Your card was declined."
+
+
+@dataclass(frozen=True)
+class TestCard:
+    """What a Stripe test token stands for."""
+
+    brand: str
+    number: str
+    # What happens: "ok", "declined_on_attach", "charge_fails", "requires_action".
+    behaviour: str
+    country: str = "US"
+    funding: str = "credit"
+
+    @property
+    def last4(self) -> str:
+        return self.number[-4:]
+
+    @property
+    def fingerprint(self) -> str:
+        # Stable per card number, as Stripe's is per number and account.
+        return hashlib.sha256(f"zoopay-embedded:{self.number}".encode()).hexdigest()[:16]
+
+
+TEST_CARDS: Mapping[str, TestCard] = {
+    "pm_card_visa": TestCard("visa", "4242424242424242", "ok"),
+    "pm_card_mastercard": TestCard("mastercard", "5555555555554444", "ok"),
+    "pm_card_visa_chargeDeclined": TestCard("visa", "4000000000000002", "declined_on_attach"),
+    "pm_card_chargeCustomerFail": TestCard("visa", "4000000000000341", "charge_fails"),
+    "pm_card_authenticationRequired": TestCard("visa", "4000002760003184", "requires_action"),
+}
+
+
+def secret_hash(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def _new_id(prefix: str) -> str:
+    return f"{prefix}_{secrets.token_hex(12)}"
+
+
+def _card(row: Mapping[Any, Any], default_id: str | None) -> Card:
+    return Card(
+        id=row["id"],
+        brand=row["brand"],
+        last4=row["last4"],
+        exp_month=row["exp_month"],
+        exp_year=row["exp_year"],
+        country=row["country"],
+        funding=row["funding"],
+        fingerprint=row["fingerprint"],
+        created_at=row["created_at"],
+        is_default=row["id"] == default_id,
+    )
+
+
+def _charge(row: Mapping[Any, Any]) -> Charge:
+    return Charge(
+        id=row["id"],
+        idempotency_key=row["idempotency_key"],
+        status=ChargeStatus(row["status"]),
+        amount_cents=row["amount_cents"],
+        currency=row["currency"],
+        payment_method_id=row["payment_method_id"],
+        failure_code=row["failure_code"],
+        failure_message=row["failure_message"],
+    )
+
+
+def _refund(row: Mapping[Any, Any]) -> Refund:
+    return Refund(
+        id=row["id"],
+        charge_id=row["charge_id"],
+        idempotency_key=row["idempotency_key"],
+        amount_cents=row["amount_cents"],
+        status=row["status"],
+    )
+
+
+@dataclass(frozen=True)
+class PortalSession:
+    """An open card-management page: whose cards, its secret, where "back" leads."""
+
+    customer_id: str
+    secret: str
+    return_url: str
+
+
+class EmbeddedProcessor:
+    name = "embedded"
+
+    def __init__(self, engine: AsyncEngine, clock: Clock) -> None:
+        self._engine = engine
+        self._clock = clock
+
+    # -- customers
+
+    async def create_customer(
+        self, *, email: str, name: str | None, metadata: dict[str, str]
+    ) -> str:
+        customer_id = _new_id("cus")
+        now = self._clock()
+        async with transaction(self._engine) as conn:
+            await conn.execute(
+                insert(processor_customers).values(
+                    id=customer_id,
+                    email=email,
+                    name=name,
+                    metadata=json.dumps(metadata, sort_keys=True),
+                    created_at=now,
+                    updated_at=now,
+                )
+            )
+        return customer_id
+
+    async def update_customer(self, customer_id: str, *, email: str, name: str | None) -> None:
+        async with transaction(self._engine) as conn:
+            result = await conn.execute(
+                update(processor_customers)
+                .where(processor_customers.c.id == customer_id)
+                .values(email=email, name=name, updated_at=self._clock())
+            )
+            if result.rowcount == 0:
+                raise ProcessorError("resource_missing", f"No such customer: {customer_id!r}")
+
+    async def _customer(self, conn: AsyncConnection, customer_id: str) -> RowMapping:
+        row = (
+            (
+                await conn.execute(
+                    select(processor_customers).where(processor_customers.c.id == customer_id)
+                )
+            )
+            .mappings()
+            .first()
+        )
+        if row is None:
+            raise ProcessorError("resource_missing", f"No such customer: {customer_id!r}")
+        return row
+
+    # -- setup intents and payment methods
+
+    async def create_setup_intent(self, customer_id: str) -> SetupIntent:
+        intent_id = _new_id("seti")
+        client_secret = f"{intent_id}_secret_{secrets.token_urlsafe(24)}"
+        async with transaction(self._engine) as conn:
+            await self._customer(conn, customer_id)
+            await conn.execute(
+                insert(processor_setup_intents).values(
+                    id=intent_id,
+                    customer_id=customer_id,
+                    secret_hash=secret_hash(client_secret),
+                    status="requires_payment_method",
+                    created_at=self._clock(),
+                )
+            )
+        return SetupIntent(id=intent_id, client_secret=client_secret)
+
+    async def confirm_setup_intent(self, client_secret: str, payment_method: str) -> Card:
+        """Stripe.js's confirmCardSetup: attach the test card to the intent's customer, once.
+
+        ProcessorError `resource_missing` for a secret that was never issued, and
+        `setup_intent_unexpected_state` for one already used; `card_declined` for a card that
+        is refused (nothing attached, the intent may be confirmed again, as with Stripe);
+        `invalid_payment_method` for a token that is not one of the test cards."""
+        card = TEST_CARDS.get(payment_method)
+        now = self._clock()
+        async with transaction(self._engine) as conn:
+            intent = (
+                (
+                    await conn.execute(
+                        select(processor_setup_intents)
+                        .where(processor_setup_intents.c.secret_hash == secret_hash(client_secret))
+                        .with_for_update()
+                    )
+                )
+                .mappings()
+                .first()
+            )
+            if intent is None:
+                raise ProcessorError("resource_missing", "No such setup intent")
+            if intent["status"] != "requires_payment_method":
+                raise ProcessorError(
+                    "setup_intent_unexpected_state",
+                    "This setup intent was already confirmed: create a new one",
+                )
+            if card is None:
+                raise ProcessorError(
+                    "invalid_payment_method",
+                    "payment_method must be one of the test tokens: " + ", ".join(TEST_CARDS),
+                )
+            if card.behaviour == "declined_on_attach":
+                raise ProcessorError("card_declined", DECLINED_MESSAGE)
+            method_id = await self._attach(conn, intent["customer_id"], payment_method, card, now)
+            await conn.execute(
+                update(processor_setup_intents)
+                .where(processor_setup_intents.c.id == intent["id"])
+                .values(status="succeeded", payment_method_id=method_id, confirmed_at=now)
+            )
+            customer = await self._customer(conn, intent["customer_id"])
+            row = await self._method_row(conn, intent["customer_id"], method_id)
+            return _card(row, customer["default_payment_method_id"])
+
+    async def _attach(
+        self,
+        conn: AsyncConnection,
+        customer_id: str,
+        token: str,
+        card: TestCard,
+        now: datetime,
+    ) -> str:
+        method_id = _new_id("pm")
+        await conn.execute(
+            insert(processor_payment_methods).values(
+                id=method_id,
+                customer_id=customer_id,
+                token=token,
+                brand=card.brand,
+                last4=card.last4,
+                exp_month=12,
+                exp_year=now.year + CARD_YEARS,
+                country=card.country,
+                funding=card.funding,
+                fingerprint=card.fingerprint,
+                created_at=now,
+            )
+        )
+        # The first card becomes the default, as the customer would expect to be charged on it.
+        await conn.execute(
+            update(processor_customers)
+            .where(
+                processor_customers.c.id == customer_id,
+                processor_customers.c.default_payment_method_id.is_(None),
+            )
+            .values(default_payment_method_id=method_id, updated_at=now)
+        )
+        return method_id
+
+    async def _method_row(
+        self, conn: AsyncConnection, customer_id: str, method_id: str
+    ) -> RowMapping:
+        row = (
+            (
+                await conn.execute(
+                    select(processor_payment_methods).where(
+                        processor_payment_methods.c.id == method_id,
+                        processor_payment_methods.c.customer_id == customer_id,
+                        processor_payment_methods.c.detached_at.is_(None),
+                    )
+                )
+            )
+            .mappings()
+            .first()
+        )
+        if row is None:
+            raise ProcessorError("resource_missing", f"No such payment method: {method_id!r}")
+        return row
+
+    async def list_payment_methods(self, customer_id: str) -> list[Card]:
+        async with reading(self._engine) as conn:
+            customer = await self._customer(conn, customer_id)
+            rows = (
+                (
+                    await conn.execute(
+                        select(processor_payment_methods)
+                        .where(
+                            processor_payment_methods.c.customer_id == customer_id,
+                            processor_payment_methods.c.detached_at.is_(None),
+                        )
+                        .order_by(
+                            processor_payment_methods.c.created_at.desc(),
+                            processor_payment_methods.c.id.desc(),
+                        )
+                    )
+                )
+                .mappings()
+                .all()
+            )
+        cards = [_card(row, customer["default_payment_method_id"]) for row in rows]
+        # The default first, then newest first (a stable sort keeps the newest-first order).
+        return sorted(cards, key=lambda card: not card.is_default)
+
+    async def default_payment_method(self, customer_id: str) -> str | None:
+        async with reading(self._engine) as conn:
+            customer = await self._customer(conn, customer_id)
+        default: str | None = customer["default_payment_method_id"]
+        return default
+
+    async def set_default_payment_method(self, customer_id: str, payment_method_id: str) -> None:
+        async with transaction(self._engine) as conn:
+            await self._method_row(conn, customer_id, payment_method_id)
+            await conn.execute(
+                update(processor_customers)
+                .where(processor_customers.c.id == customer_id)
+                .values(default_payment_method_id=payment_method_id, updated_at=self._clock())
+            )
+
+    async def detach_payment_method(self, customer_id: str, payment_method_id: str) -> None:
+        now = self._clock()
+        async with transaction(self._engine) as conn:
+            await self._method_row(conn, customer_id, payment_method_id)
+            await conn.execute(
+                update(processor_payment_methods)
+                .where(processor_payment_methods.c.id == payment_method_id)
+                .values(detached_at=now)
+            )
+            # As with Stripe: detaching the default leaves the customer without one.
+            await conn.execute(
+                update(processor_customers)
+                .where(
+                    processor_customers.c.id == customer_id,
+                    processor_customers.c.default_payment_method_id == payment_method_id,
+                )
+                .values(default_payment_method_id=None, updated_at=now)
+            )
+
+    # -- charges and refunds
+
+    async def charge(
+        self,
+        customer_id: str,
+        *,
+        amount_cents: int,
+        currency: str,
+        idempotency_key: str,
+        description: str,
+        payment_method_id: str | None = None,
+    ) -> Charge:
+        if amount_cents <= 0:
+            raise ProcessorError("invalid_amount", "amount_cents must be a positive integer")
+        if currency not in CURRENCIES:
+            raise ProcessorError("invalid_currency", f"currency {currency!r} is not supported")
+        if not idempotency_key:
+            raise ProcessorError("invalid_request", "an idempotency key is required")
+        try:
+            async with transaction(self._engine) as conn:
+                existing = await self._charge_by_key(conn, idempotency_key)
+                if existing is not None:
+                    return self._same_charge(existing, customer_id, amount_cents, currency)
+                return await self._new_charge(
+                    conn,
+                    customer_id,
+                    amount_cents=amount_cents,
+                    currency=currency,
+                    idempotency_key=idempotency_key,
+                    description=description,
+                    payment_method_id=payment_method_id,
+                )
+        except sqlalchemy.exc.IntegrityError:
+            # Another call with the same key committed first: answer what it did.
+            async with reading(self._engine) as conn:
+                existing = await self._charge_by_key(conn, idempotency_key)
+            if existing is None:
+                raise
+            return self._same_charge(existing, customer_id, amount_cents, currency)
+
+    @staticmethod
+    def _same_charge(row: RowMapping, customer_id: str, amount_cents: int, currency: str) -> Charge:
+        if (row["customer_id"], row["amount_cents"], row["currency"]) != (
+            customer_id,
+            amount_cents,
+            currency,
+        ):
+            raise ProcessorError(
+                "idempotency_key_in_use",
+                "this idempotency key was used for another charge",
+            )
+        return _charge(row)
+
+    async def _charge_by_key(
+        self, conn: AsyncConnection, idempotency_key: str
+    ) -> RowMapping | None:
+        return (
+            (
+                await conn.execute(
+                    select(processor_charges).where(
+                        processor_charges.c.idempotency_key == idempotency_key
+                    )
+                )
+            )
+            .mappings()
+            .first()
+        )
+
+    async def _new_charge(
+        self,
+        conn: AsyncConnection,
+        customer_id: str,
+        *,
+        amount_cents: int,
+        currency: str,
+        idempotency_key: str,
+        description: str,
+        payment_method_id: str | None,
+    ) -> Charge:
+        customer = await self._customer(conn, customer_id)
+        method_id = payment_method_id or customer["default_payment_method_id"]
+        if method_id is None:
+            raise ProcessorError(
+                "no_payment_method", "the customer has no default payment method to charge"
+            )
+        method = await self._method_row(conn, customer_id, method_id)
+        behaviour = TEST_CARDS[method["token"]].behaviour
+        status, code, message = ChargeStatus.SUCCEEDED, None, None
+        if behaviour == "charge_fails":
+            status, code, message = ChargeStatus.FAILED, "card_declined", DECLINED_MESSAGE
+        elif behaviour == "requires_action":
+            status, code = ChargeStatus.REQUIRES_ACTION, "authentication_required"
+            message = "This payment requires the customer to authenticate."
+        values = {
+            "id": _new_id("pi"),
+            "idempotency_key": idempotency_key,
+            "customer_id": customer_id,
+            "payment_method_id": method_id,
+            "amount_cents": amount_cents,
+            "currency": currency,
+            "description": description,
+            "status": status.value,
+            "failure_code": code,
+            "failure_message": message,
+            "created_at": self._clock(),
+        }
+        await conn.execute(insert(processor_charges).values(**values))
+        return _charge(values)
+
+    async def find_charge(self, idempotency_key: str) -> Charge | None:
+        async with reading(self._engine) as conn:
+            row = await self._charge_by_key(conn, idempotency_key)
+        return None if row is None else _charge(row)
+
+    async def refund(self, charge_id: str, *, amount_cents: int, idempotency_key: str) -> Refund:
+        if amount_cents <= 0:
+            raise ProcessorError("invalid_amount", "amount_cents must be a positive integer")
+        try:
+            async with transaction(self._engine) as conn:
+                existing = await self._refund_by_key(conn, idempotency_key)
+                if existing is not None:
+                    return self._same_refund(existing, charge_id, amount_cents)
+                return await self._new_refund(conn, charge_id, amount_cents, idempotency_key)
+        except sqlalchemy.exc.IntegrityError:
+            async with reading(self._engine) as conn:
+                existing = await self._refund_by_key(conn, idempotency_key)
+            if existing is None:
+                raise
+            return self._same_refund(existing, charge_id, amount_cents)
+
+    @staticmethod
+    def _same_refund(row: RowMapping, charge_id: str, amount_cents: int) -> Refund:
+        if (row["charge_id"], row["amount_cents"]) != (charge_id, amount_cents):
+            raise ProcessorError(
+                "idempotency_key_in_use", "this idempotency key was used for another refund"
+            )
+        return _refund(row)
+
+    async def _refund_by_key(
+        self, conn: AsyncConnection, idempotency_key: str
+    ) -> RowMapping | None:
+        return (
+            (
+                await conn.execute(
+                    select(processor_refunds).where(
+                        processor_refunds.c.idempotency_key == idempotency_key
+                    )
+                )
+            )
+            .mappings()
+            .first()
+        )
+
+    async def _new_refund(
+        self, conn: AsyncConnection, charge_id: str, amount_cents: int, idempotency_key: str
+    ) -> Refund:
+        charge = (
+            (
+                await conn.execute(
+                    select(processor_charges)
+                    .where(processor_charges.c.id == charge_id)
+                    .with_for_update()
+                )
+            )
+            .mappings()
+            .first()
+        )
+        if charge is None:
+            raise ProcessorError("resource_missing", f"No such charge: {charge_id!r}")
+        if charge["status"] != ChargeStatus.SUCCEEDED:
+            raise ProcessorError("charge_not_refundable", "only a succeeded charge is refunded")
+        refunded = (
+            await conn.execute(
+                select(func.coalesce(func.sum(processor_refunds.c.amount_cents), 0)).where(
+                    processor_refunds.c.charge_id == charge_id
+                )
+            )
+        ).scalar_one()
+        if int(refunded) + amount_cents > charge["amount_cents"]:
+            raise ProcessorError(
+                "amount_too_large",
+                f"refunds would exceed the charge: {charge['amount_cents']} cents charged, "
+                f"{refunded} refunded already",
+            )
+        values = {
+            "id": _new_id("re"),
+            "idempotency_key": idempotency_key,
+            "charge_id": charge_id,
+            "amount_cents": amount_cents,
+            "status": "succeeded",
+            "created_at": self._clock(),
+        }
+        await conn.execute(insert(processor_refunds).values(**values))
+        return _refund(values)
+
+    # -- the card-management page
+
+    async def portal_url(self, customer_id: str, *, return_url: str) -> str:
+        """A path on this server (relative: never built from a request's Host header) with a
+        single-use link token that opens the page for PORTAL_LINK_LIFETIME."""
+        link = secrets.token_urlsafe(24)
+        now = self._clock()
+        async with transaction(self._engine) as conn:
+            await self._customer(conn, customer_id)
+            await conn.execute(
+                insert(processor_portal_sessions).values(
+                    id=_new_id("bps"),
+                    customer_id=customer_id,
+                    link_hash=secret_hash(link),
+                    return_url=return_url,
+                    created_at=now,
+                    link_expires_at=now + PORTAL_LINK_LIFETIME,
+                )
+            )
+        return f"/processor/portal/{quote(link)}"
+
+    async def open_portal(self, link: str) -> PortalSession:
+        """Use a portal link (once): the session the page's forms then carry."""
+        now = self._clock()
+        session_secret = secrets.token_urlsafe(24)
+        async with transaction(self._engine) as conn:
+            row = (
+                (
+                    await conn.execute(
+                        select(processor_portal_sessions)
+                        .where(processor_portal_sessions.c.link_hash == secret_hash(link))
+                        .with_for_update()
+                    )
+                )
+                .mappings()
+                .first()
+            )
+            if row is None or row["opened_at"] is not None or row["link_expires_at"] <= now:
+                raise ProcessorError(
+                    "portal_link_invalid",
+                    "this link was used already, has expired or was never issued: "
+                    "ask for a new one",
+                )
+            await conn.execute(
+                update(processor_portal_sessions)
+                .where(processor_portal_sessions.c.id == row["id"])
+                .values(
+                    opened_at=now,
+                    session_hash=secret_hash(session_secret),
+                    session_expires_at=now + PORTAL_SESSION_LIFETIME,
+                )
+            )
+        return PortalSession(row["customer_id"], session_secret, row["return_url"])
+
+    async def portal_session(self, secret: str) -> PortalSession:
+        """The open page a form's session secret names, while it lasts."""
+        async with reading(self._engine) as conn:
+            row = (
+                (
+                    await conn.execute(
+                        select(processor_portal_sessions).where(
+                            processor_portal_sessions.c.session_hash == secret_hash(secret)
+                        )
+                    )
+                )
+                .mappings()
+                .first()
+            )
+        expires = None if row is None else row["session_expires_at"]
+        if row is None or expires is None or expires <= self._clock():
+            raise ProcessorError("portal_session_invalid", "this page has expired: open a new link")
+        return PortalSession(row["customer_id"], secret, row["return_url"])
+
+    async def attach_test_card(self, customer_id: str, payment_method: str) -> Card:
+        """The page's "add a card": a setup intent confirmed at once, as the page would do
+        with Stripe.js."""
+        intent = await self.create_setup_intent(customer_id)
+        return await self.confirm_setup_intent(intent.client_secret, payment_method)

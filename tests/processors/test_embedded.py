@@ -1,0 +1,269 @@
+"""The embedded processor: Stripe's test-card semantics, idempotent charges and refunds,
+single-use setup intents, each call committed on its own."""
+
+import pytest
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from tests.conftest import Clock, World
+from tests.support.database import dump
+from zoopay.db.engine import reading
+from zoopay.db.tables import payment_customers, processor_charges, processor_setup_intents
+from zoopay.payments.service import ensure_processor_customer, processor_customer_id
+from zoopay.processors.base import Card, ChargeStatus, ProcessorError
+from zoopay.processors.embedded import TEST_CARDS, EmbeddedProcessor, secret_hash
+
+
+@pytest.fixture
+def processor(engine: AsyncEngine, clock: Clock) -> EmbeddedProcessor:
+    return EmbeddedProcessor(engine, lambda: clock.now)
+
+
+async def customer_with(processor: EmbeddedProcessor, *tokens: str) -> tuple[str, list[Card]]:
+    customer = await processor.create_customer(email="a@example.com", name="A", metadata={})
+    cards = []
+    for token in tokens:
+        intent = await processor.create_setup_intent(customer)
+        cards.append(await processor.confirm_setup_intent(intent.client_secret, token))
+    return customer, cards
+
+
+CARD_FACTS = [
+    ("pm_card_visa", "visa", "4242"),
+    ("pm_card_mastercard", "mastercard", "4444"),
+    ("pm_card_chargeCustomerFail", "visa", "0341"),
+    ("pm_card_authenticationRequired", "visa", "3184"),
+]
+
+
+@pytest.mark.parametrize(("token", "brand", "last4"), CARD_FACTS)
+async def test_a_test_token_attaches_as_its_card(
+    processor: EmbeddedProcessor, clock: Clock, token: str, brand: str, last4: str
+) -> None:
+    customer, [card] = await customer_with(processor, token)
+    assert card.id.startswith("pm_")
+    assert (card.brand, card.last4, card.exp_month, card.exp_year) == (brand, last4, 12, 2029)
+    assert (card.country, card.funding, card.is_default) == ("US", "credit", True)
+    assert card.fingerprint == TEST_CARDS[token].fingerprint
+    assert card.created_at == clock.now
+    assert await processor.list_payment_methods(customer) == [card]
+    assert await processor.default_payment_method(customer) == card.id
+
+
+async def test_the_same_card_twice_has_one_fingerprint(processor: EmbeddedProcessor) -> None:
+    _, (first, second, other) = await customer_with(
+        processor, "pm_card_visa", "pm_card_visa", "pm_card_mastercard"
+    )
+    assert first.fingerprint == second.fingerprint != other.fingerprint
+    assert first.id != second.id
+
+
+async def test_a_declined_card_is_refused_on_attach_and_nothing_changes(
+    processor: EmbeddedProcessor, engine: AsyncEngine
+) -> None:
+    customer, _ = await customer_with(processor)
+    intent = await processor.create_setup_intent(customer)
+    before = await dump(engine)
+    with pytest.raises(ProcessorError) as refused:
+        await processor.confirm_setup_intent(intent.client_secret, "pm_card_visa_chargeDeclined")
+    assert refused.value.code == "card_declined"
+    assert await dump(engine) == before
+    # As with Stripe, the intent may then be confirmed with another card.
+    card = await processor.confirm_setup_intent(intent.client_secret, "pm_card_visa")
+    assert card.last4 == "4242"
+
+
+async def test_a_setup_intent_is_single_use(
+    processor: EmbeddedProcessor, engine: AsyncEngine
+) -> None:
+    customer, _ = await customer_with(processor)
+    intent = await processor.create_setup_intent(customer)
+    assert intent.id.startswith("seti_") and intent.client_secret.startswith(intent.id)
+    await processor.confirm_setup_intent(intent.client_secret, "pm_card_visa")
+    before = await dump(engine)
+    for secret in (intent.client_secret, "seti_unknown_secret_x"):
+        with pytest.raises(ProcessorError) as refused:
+            await processor.confirm_setup_intent(secret, "pm_card_mastercard")
+        assert refused.value.code in ("setup_intent_unexpected_state", "resource_missing")
+    assert await dump(engine) == before
+    assert len(await processor.list_payment_methods(customer)) == 1
+
+
+async def test_the_client_secret_is_stored_hashed(
+    processor: EmbeddedProcessor, engine: AsyncEngine
+) -> None:
+    customer, _ = await customer_with(processor)
+    intent = await processor.create_setup_intent(customer)
+    async with reading(engine) as conn:
+        stored = (await conn.execute(select(processor_setup_intents))).mappings().one()
+    assert stored["secret_hash"] == secret_hash(intent.client_secret)
+    assert intent.client_secret not in str(dict(stored))
+
+
+async def test_an_unknown_token_is_refused(processor: EmbeddedProcessor) -> None:
+    customer, _ = await customer_with(processor)
+    intent = await processor.create_setup_intent(customer)
+    with pytest.raises(ProcessorError) as refused:
+        await processor.confirm_setup_intent(intent.client_secret, "pm_card_amex_typo")
+    assert refused.value.code == "invalid_payment_method"
+
+
+CHARGE_OUTCOMES = [
+    ("pm_card_visa", ChargeStatus.SUCCEEDED, None),
+    ("pm_card_mastercard", ChargeStatus.SUCCEEDED, None),
+    ("pm_card_chargeCustomerFail", ChargeStatus.FAILED, "card_declined"),
+    ("pm_card_authenticationRequired", ChargeStatus.REQUIRES_ACTION, "authentication_required"),
+]
+
+
+@pytest.mark.parametrize(("token", "status", "code"), CHARGE_OUTCOMES)
+async def test_a_charge_behaves_as_its_test_card(
+    processor: EmbeddedProcessor, token: str, status: ChargeStatus, code: str | None
+) -> None:
+    customer, [card] = await customer_with(processor, token)
+    charge = await processor.charge(
+        customer, amount_cents=1999, currency="usd", idempotency_key="inv-1", description="x"
+    )
+    assert (charge.status, charge.failure_code) == (status, code)
+    assert (charge.amount_cents, charge.currency, charge.payment_method_id) == (
+        1999,
+        "usd",
+        card.id,
+    )
+    assert charge.id.startswith("pi_")
+    assert await processor.find_charge("inv-1") == charge
+
+
+async def test_the_same_idempotency_key_takes_nothing_more(
+    processor: EmbeddedProcessor, engine: AsyncEngine
+) -> None:
+    customer, _ = await customer_with(processor, "pm_card_visa")
+    first = await processor.charge(
+        customer, amount_cents=500, currency="usd", idempotency_key="k", description="d"
+    )
+    again = await processor.charge(
+        customer, amount_cents=500, currency="usd", idempotency_key="k", description="d"
+    )
+    assert again == first
+    with pytest.raises(ProcessorError) as refused:
+        await processor.charge(
+            customer, amount_cents=600, currency="usd", idempotency_key="k", description="d"
+        )
+    assert refused.value.code == "idempotency_key_in_use"
+    async with reading(engine) as conn:
+        count = (await conn.execute(select(func.count()).select_from(processor_charges))).scalar()
+    assert count == 1
+    assert await processor.find_charge("other") is None
+
+
+async def test_a_charge_needs_a_payment_method(processor: EmbeddedProcessor) -> None:
+    customer, _ = await customer_with(processor)
+    with pytest.raises(ProcessorError) as refused:
+        await processor.charge(
+            customer, amount_cents=500, currency="usd", idempotency_key="k", description="d"
+        )
+    assert refused.value.code == "no_payment_method"
+    assert await processor.find_charge("k") is None
+
+
+async def test_a_charge_names_a_method_of_the_customer_only(processor: EmbeddedProcessor) -> None:
+    customer, _ = await customer_with(processor, "pm_card_visa")
+    _, [foreign] = await customer_with(processor, "pm_card_visa")
+    with pytest.raises(ProcessorError) as refused:
+        await processor.charge(
+            customer,
+            amount_cents=500,
+            currency="usd",
+            idempotency_key="k",
+            description="d",
+            payment_method_id=foreign.id,
+        )
+    assert refused.value.code == "resource_missing"
+
+
+@pytest.mark.parametrize(("amount", "currency"), [(0, "usd"), (-1, "usd"), (100, "eur")])
+async def test_bad_charges_are_refused(
+    processor: EmbeddedProcessor, amount: int, currency: str
+) -> None:
+    customer, _ = await customer_with(processor, "pm_card_visa")
+    with pytest.raises(ProcessorError):
+        await processor.charge(
+            customer, amount_cents=amount, currency=currency, idempotency_key="k", description=""
+        )
+    assert await processor.find_charge("k") is None
+
+
+async def test_refunds_are_idempotent_and_bounded(processor: EmbeddedProcessor) -> None:
+    customer, _ = await customer_with(processor, "pm_card_visa")
+    charge = await processor.charge(
+        customer, amount_cents=1000, currency="usd", idempotency_key="c", description=""
+    )
+    part = await processor.refund(charge.id, amount_cents=400, idempotency_key="r1")
+    assert (part.charge_id, part.amount_cents, part.status) == (charge.id, 400, "succeeded")
+    assert await processor.refund(charge.id, amount_cents=400, idempotency_key="r1") == part
+    with pytest.raises(ProcessorError) as refused:
+        await processor.refund(charge.id, amount_cents=601, idempotency_key="r2")
+    assert refused.value.code == "amount_too_large"
+    rest = await processor.refund(charge.id, amount_cents=600, idempotency_key="r2")
+    assert rest.amount_cents == 600
+
+
+async def test_a_failed_charge_is_not_refundable(processor: EmbeddedProcessor) -> None:
+    customer, _ = await customer_with(processor, "pm_card_chargeCustomerFail")
+    charge = await processor.charge(
+        customer, amount_cents=1000, currency="usd", idempotency_key="c", description=""
+    )
+    with pytest.raises(ProcessorError) as refused:
+        await processor.refund(charge.id, amount_cents=100, idempotency_key="r")
+    assert refused.value.code == "charge_not_refundable"
+
+
+async def test_default_first_then_newest_and_detach(
+    processor: EmbeddedProcessor, clock: Clock
+) -> None:
+    customer, [visa] = await customer_with(processor, "pm_card_visa")
+    clock.advance(minutes=1)
+    intent = await processor.create_setup_intent(customer)
+    master = await processor.confirm_setup_intent(intent.client_secret, "pm_card_mastercard")
+    assert [card.id for card in await processor.list_payment_methods(customer)] == [
+        visa.id,
+        master.id,
+    ]
+    await processor.set_default_payment_method(customer, master.id)
+    listed = await processor.list_payment_methods(customer)
+    assert [(card.id, card.is_default) for card in listed] == [(master.id, True), (visa.id, False)]
+    await processor.detach_payment_method(customer, master.id)
+    assert await processor.default_payment_method(customer) is None
+    assert [card.id for card in await processor.list_payment_methods(customer)] == [visa.id]
+    for call in (processor.detach_payment_method, processor.set_default_payment_method):
+        with pytest.raises(ProcessorError) as refused:
+            await call(customer, master.id)
+        assert refused.value.code == "resource_missing"
+
+
+async def test_another_customers_method_is_missing(processor: EmbeddedProcessor) -> None:
+    mine, _ = await customer_with(processor, "pm_card_visa")
+    _, [theirs] = await customer_with(processor, "pm_card_visa")
+    with pytest.raises(ProcessorError) as refused:
+        await processor.set_default_payment_method(mine, theirs.id)
+    assert refused.value.code == "resource_missing"
+
+
+async def test_a_processor_customer_is_made_once_on_first_need(
+    processor: EmbeddedProcessor, world: World, engine: AsyncEngine, clock: Clock
+) -> None:
+    person = await world.user("alice@example.com")
+    customer = person.user.customer
+    async with reading(engine) as conn:
+        assert await processor_customer_id(conn, customer=customer) is None
+    made = await ensure_processor_customer(
+        engine, processor=processor, customer=customer, now=clock.now
+    )
+    again = await ensure_processor_customer(
+        engine, processor=processor, customer=customer, now=clock.now
+    )
+    assert made == again and made.startswith("cus_")
+    async with reading(engine) as conn:
+        assert await processor_customer_id(conn, customer=customer) == made
+        rows = (await conn.execute(select(payment_customers))).mappings().all()
+    assert [(row["customer_id"], row["processor"]) for row in rows] == [(person.id, "embedded")]
