@@ -140,6 +140,18 @@ async def test_a_customer_signs_in_sees_the_apis_figures_changes_plan_and_manage
     await expect(page.locator("table.calls tbody tr")).to_have_count(1)
     await shoot(page, "calls")
 
+    await page.get_by_role("link", name="Billing", exact=True).click()
+    await page.get_by_role("button", name="Add a card").click()
+    await shoot(page, "card-form")
+    await page.get_by_label("visa 4242 ···· 4242 pm_card_visa").check()
+    await page.get_by_role("button", name="Save card").click()
+    await expect(page.locator("table.cards")).to_contain_text("visa ···· 4242")
+    methods = httpx.get(f"{server.base_url}/user/payment/methods", headers=alice.headers).json()
+    assert [(m["card"]["brand"], m["card"]["last4"]) for m in methods["items"]] == [
+        ("visa", "4242")
+    ]
+    await shoot(page, "billing")
+
     await page.get_by_role("link", name="Plan", exact=True).click()
     await shoot(page, "plan")
     await page.get_by_role("button", name="Review a change to pro").click()
