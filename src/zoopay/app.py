@@ -25,11 +25,15 @@ from zoopay.billing.routes import router as billing_router
 from zoopay.catalog.routes import router as catalog_router
 from zoopay.catalog.service import Catalog, load_catalog
 from zoopay.config import Settings, get_settings
+from zoopay.console.invoices import router as console_invoices_router
 from zoopay.console.payments import router as console_payments_router
 from zoopay.console.routes import api_router as console_api_router
 from zoopay.console.routes import router as console_router
 from zoopay.console.routes import staff_router as console_staff_router
 from zoopay.db.engine import create_engine
+from zoopay.invoicing.routes import links_router as invoice_links_router
+from zoopay.invoicing.routes import router as invoicing_router
+from zoopay.invoicing.service import reconcile_on_start
 from zoopay.ledger.routes import router as ledger_router
 from zoopay.metering.batcher import CallRecorder
 from zoopay.metering.routes import HOT_ROUTES as metering_hot_routes
@@ -66,6 +70,8 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        # Charges and refunds a crash left between the processor's answer and our commit.
+        await reconcile_on_start(app_engine, app.state.processor, app.state.clock())
         yield
         await recorder.close()
         if owns_engine:
@@ -89,6 +95,7 @@ def create_app(
         generate_unique_id_function=lambda route: route.name,
     )
     app.state.engine = app_engine
+    app.state.settings = settings
     app.state.clock = system_clock
     # The processor reads the app's clock on every call, so that tests moving it move both.
     app.state.processor = processor_from_settings(
@@ -112,6 +119,8 @@ def create_app(
         payments_router,
         processor_router,
         portal_router,
+        invoicing_router,
+        invoice_links_router,
         health_router,
         console_api_router,
     )
@@ -120,6 +129,7 @@ def create_app(
     # The console's pages: outside the OpenAPI document (their sign-in-link API is in it).
     app.include_router(console_staff_router)
     app.include_router(console_payments_router)
+    app.include_router(console_invoices_router)
     app.include_router(console_router)
     install_docs(app, title=app.title, openapi_url=OPENAPI_URL)
     install_error_handlers(app)

@@ -17,6 +17,7 @@ from zoopay.db import migrate
 from zoopay.db.engine import Timeouts, create_engine, transaction
 from zoopay.errors import BadRequest, ZoopayError
 from zoopay.instants import InstantOutOfRange, check_instant
+from zoopay.journal import service as journal
 from zoopay.subscriptions import service as subscriptions
 
 app = typer.Typer(no_args_is_help=True, help="zoopay: payments and API credits.")
@@ -32,6 +33,8 @@ app.add_typer(orgs_app, name="orgs")
 app.add_typer(tokens_app, name="tokens")
 app.add_typer(billing_app, name="billing")
 app.add_typer(console_app, name="console")
+ledger_app = typer.Typer(no_args_is_help=True, help="The books.")
+app.add_typer(ledger_app, name="ledger")
 
 T = TypeVar("T")
 COMMAND_TIMEOUTS = Timeouts(connect=30, statement=30, pool=30, sqlite_lock=30)
@@ -224,6 +227,21 @@ def _refresh_moment(at: datetime | None, now: datetime) -> datetime:
         return check_instant(at)
     except InstantOutOfRange as exc:
         raise BadRequest(f"--at {exc}") from None
+
+
+@ledger_app.command("verify")
+def ledger_verify() -> None:
+    """Check the books: every journal account equals its lines, every posting and the trial
+    balance sum to zero, every balance bucket equals its ledger entries. Prints
+    {"ok", "problems"}; exits 1 when anything is off."""
+
+    async def check(conn: AsyncConnection, _now: datetime) -> list[str]:
+        return await journal.verify(conn)
+
+    problems = _run(check)
+    _print({"ok": not problems, "problems": problems})
+    if problems:
+        raise typer.Exit(1)
 
 
 @orgs_app.command("create")

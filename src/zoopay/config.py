@@ -1,5 +1,6 @@
 import enum
 import json
+from decimal import Decimal
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Any
@@ -43,14 +44,40 @@ class Settings(BaseSettings):
     db_statement_timeout: float = Field(default=Timeouts.statement, gt=0)
     db_pool_timeout: float = Field(default=Timeouts.pool, gt=0)
     sqlite_lock_timeout: float = Field(default=Timeouts.sqlite_lock, gt=0)
-    # Where people reach this server (https://pay.example.com): the base of console sign-in
-    # links. Unset, the API's link answers use the request's own address and the command
-    # line's http://ZOOPAY_HOST:ZOOPAY_PORT.
-    public_url: str | None = None
     # Reports waiting for the group commit; more get 503 with Retry-After.
     report_queue_limit: int = Field(default=2000, gt=0)
     # Who holds cards and takes money: `embedded` (default) needs nothing else.
     processor: ProcessorKind = ProcessorKind.EMBEDDED
+
+    # Tax rates by ISO country code, as exact decimals: {"DE": "0.19"}. Empty: no tax.
+    tax_rates: Annotated[dict[str, Decimal], NoDecode] = {}
+    # Invoice numbers are this prefix, a dash and a sequence without gaps: ZP-000001.
+    invoice_prefix: str = Field(default="ZP", pattern=r"^[A-Z0-9]{1,12}$")
+    # The issuer printed on invoices.
+    invoice_issuer: str = "zoopay"
+    invoice_issuer_address: str = ""
+    # Where people reach this server (scheme://host[:port]): the base of invoice links and
+    # console sign-in links. Unset, an answer uses the request's own base URL, and
+    # `zoopay console link` http://ZOOPAY_HOST:ZOOPAY_PORT.
+    public_url: str | None = None
+
+    @field_validator("tax_rates", mode="before")
+    @classmethod
+    def _parse_tax_rates(cls, value: Any) -> Any:
+        # Parsed here with exact decimals: pydantic-settings' own JSON parsing makes floats.
+        if isinstance(value, str):
+            value = json.loads(value, parse_float=Decimal) if value.strip() else {}
+        return value
+
+    @field_validator("tax_rates")
+    @classmethod
+    def _check_tax_rates(cls, rates: dict[str, Decimal]) -> dict[str, Decimal]:
+        for country, rate in rates.items():
+            if len(country) != 2 or not country.isascii() or not country.isupper():
+                raise ValueError(f"{country!r} is not a two-letter ISO country code such as DE")
+            if not rate.is_finite() or rate < 0 or rate >= 1:
+                raise ValueError(f"the tax rate of {country} must be at least 0 and below 1")
+        return rates
 
     def timeouts(self) -> Timeouts:
         return Timeouts(

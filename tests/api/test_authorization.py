@@ -9,7 +9,7 @@ the error shape, its code and request id, and that the database is exactly as it
 """
 
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
@@ -21,6 +21,7 @@ from tests.conftest import Person, World
 from tests.support.database import dump
 from tests.support.errors import assert_error
 from tests.support.http import shown
+from tests.support.processor import VISA, embedded, processor_customer
 from zoopay.accounts import service as accounts
 from zoopay.accounts.service import Org, OrgRole, TokenOwner, create_owned_token
 from zoopay.db.engine import transaction
@@ -33,6 +34,8 @@ from zoopay.db.tables import (
     orgs,
     subscriptions,
 )
+from zoopay.invoicing.links import link_key
+from zoopay.invoicing.service import credits_line, issue_invoice
 
 NO_TOKEN = "no_token"
 BAD_TOKEN = "bad_token"
@@ -67,6 +70,8 @@ class Scene:
     other_service_account_id: str  # the other org's
     service_account_token: str  # the secret of the org under test's service account
     invitation: str  # pending: Acme's admin invited the plain user
+    # Ids a `prepare` made (invoices), for paths such as "/user/payment/invoices/{invoice}".
+    made: dict[str, str] = field(default_factory=dict)
 
     def person(self, principal: str) -> Person | None:
         people = {
@@ -100,6 +105,7 @@ class Scene:
             "member_token": self.member_token_id,
             "service_account": self.service_account_id,
             "invitation": self.invitation,
+            **self.made,
         }
 
 
@@ -626,6 +632,177 @@ async def swagger_ui_script(call: Call) -> None:
     assert "SwaggerUIBundle" in call.response.text
 
 
+# --- invoices (issue 9) --------------------------------------------------------------------------
+
+
+async def prepare_invoices(scene: Scene, client: httpx.AsyncClient) -> None:
+    """Everyone (and both orgs) has a visa at the processor and one open invoice of 10.00; the
+    member's and Acme's invoices are named `invoice` and `org_invoice`."""
+    now = scene.staff.user.created_at
+    processor = embedded(scene.engine, lambda: now)
+    people = [scene.plain, scene.member, scene.admin, scene.other, scene.staff]
+    customers = [person.user.customer for person in people]
+    customers += [scene.org.customer, scene.other_org.customer]
+    for customer in customers:
+        await processor_customer(scene.engine, processor, customer, now, VISA)
+        async with transaction(scene.engine) as conn:
+            invoice = await issue_invoice(
+                conn,
+                customer=customer,
+                lines=[credits_line(amount_micros=10_000_000)],
+                description="matrix",
+                tax_rates={},
+                prefix="ZP",
+                now=now,
+            )
+            await link_key(conn, now=now)  # made on the first invoice read, once
+        if customer == scene.member.user.customer:
+            scene.made["invoice"] = invoice.id
+        if customer == scene.org.customer:
+            scene.made["org_invoice"] = invoice.id
+
+
+async def prepare_paid_invoice(scene: Scene, client: httpx.AsyncClient) -> None:
+    await prepare_invoices(scene, client)
+    paid = await client.post(
+        f"/user/payment/invoices/{scene.made['invoice']}/pay", headers=scene.member.headers
+    )
+    assert paid.status_code == 200, paid.text
+
+
+async def own_invoices(call: Call) -> None:
+    [invoice] = call.body
+    assert invoice["customer_id"] == call.caller.id and invoice["total"] == "10.00"
+
+
+async def own_org_invoices(call: Call) -> None:
+    [invoice] = call.body
+    assert invoice["customer_id"] == call.scene.own_org(call.principal).id
+
+
+async def member_invoice(call: Call) -> None:
+    assert call.body["id"] == call.scene.made["invoice"]
+    assert call.body["status"] == "open" and call.body["can_retry_payment"] is True
+
+
+async def org_invoice(call: Call) -> None:
+    assert call.body["id"] == call.scene.made["org_invoice"]
+    assert call.body["customer_id"] == call.scene.org.id
+
+
+async def invoice_pdf(call: Call) -> None:
+    assert call.response.headers["content-type"] == "application/pdf"
+    assert call.response.content.startswith(b"%PDF")
+
+
+async def member_invoice_paid(call: Call) -> None:
+    assert call.body["status"] == "paid" and call.body["amount_paid"] == "10.00"
+    balance = await balance_of(call.scene.engine, call.scene.member.id)
+    assert balance["stable_micros"] == 10_000_000
+
+
+async def org_invoice_paid(call: Call) -> None:
+    assert call.body["status"] == "paid"
+    assert (await balance_of(call.scene.engine, call.scene.org.id))["stable_micros"] == 10_000_000
+
+
+async def credits_bought(call: Call) -> None:
+    assert call.body["status"] == "paid" and call.body["total"] == "5.00"
+    assert call.body["customer_id"] == call.caller.id
+    assert (await balance_of(call.scene.engine, call.caller.id))["stable_micros"] == 5_000_000
+
+
+async def org_credits_bought(call: Call) -> None:
+    own = call.scene.own_org(call.principal)
+    assert call.body["customer_id"] == own.id and call.body["total"] == "5.00"
+    assert (await balance_of(call.scene.engine, own.id))["stable_micros"] == 5_000_000
+    untouched = call.scene.untouched_org(call.principal)
+    assert (await balance_of(call.scene.engine, untouched.id))["stable_micros"] == 0
+
+
+async def invoice_refunded(call: Call) -> None:
+    assert call.body["amount_refunded"] == "4.00"
+    assert call.body["refund_status"] == "partially_refunded"
+    balance = await balance_of(call.scene.engine, call.scene.member.id)
+    assert balance["stable_micros"] == 6_000_000
+
+
+ORG_INVOICE = statuses(200, plain_user=404, staff=404, org_member=403, other_org_member=404)
+MEMBERS_OWN = statuses(404, org_member=200)
+INVOICE_ENDPOINTS = [
+    Endpoint("GET", "/user/payment/invoices", ANY_USER, own_invoices, prepare=prepare_invoices),
+    Endpoint("GET", "/org/payment/invoices", ORG_ADMIN, own_org_invoices, prepare=prepare_invoices),
+    Endpoint(
+        "GET",
+        "/user/payment/invoices/{invoice}",
+        MEMBERS_OWN,
+        member_invoice,
+        prepare=prepare_invoices,
+    ),
+    Endpoint(
+        "GET",
+        "/org/payment/invoices/{org_invoice}",
+        ORG_INVOICE,
+        org_invoice,
+        prepare=prepare_invoices,
+    ),
+    Endpoint(
+        "GET",
+        "/user/payment/invoices/{invoice}/pdf",
+        MEMBERS_OWN,
+        invoice_pdf,
+        prepare=prepare_invoices,
+    ),
+    Endpoint(
+        "GET",
+        "/org/payment/invoices/{org_invoice}/pdf",
+        ORG_INVOICE,
+        invoice_pdf,
+        prepare=prepare_invoices,
+    ),
+    Endpoint(
+        "POST",
+        "/user/payment/invoices/{invoice}/pay",
+        MEMBERS_OWN,
+        member_invoice_paid,
+        prepare=prepare_invoices,
+        params={},
+    ),
+    Endpoint(
+        "POST",
+        "/org/payment/invoices/{org_invoice}/pay",
+        ORG_INVOICE,
+        org_invoice_paid,
+        prepare=prepare_invoices,
+        params={},
+    ),
+    Endpoint(
+        "POST",
+        "/user/payment/credits",
+        statuses(201),
+        credits_bought,
+        body={"amount": "5.00"},
+        prepare=prepare_invoices,
+    ),
+    Endpoint(
+        "POST",
+        "/org/payment/credits",
+        ORG_ADMIN_CREATES,
+        org_credits_bought,
+        body={"amount": "5.00"},
+        prepare=prepare_invoices,
+    ),
+    Endpoint(
+        "POST",
+        "/invoices/{invoice}/refund",
+        STAFF_ONLY,
+        invoice_refunded,
+        body={"amount": "4.00", "idempotency_key": "matrix"},
+        prepare=prepare_paid_invoice,
+    ),
+]
+
+
 ENDPOINTS = [
     Endpoint("GET", "/user/payment/balance", ANY_USER, own_balance),
     Endpoint("GET", "/org/payment/balance", ANY_MEMBER, org_balance),
@@ -805,6 +982,7 @@ ENDPOINTS = [
         member_added_by_staff,
         body={"email": "{newcomer}", "role": "member"},
     ),
+    *INVOICE_ENDPOINTS,
     Endpoint("GET", "/", EVERYONE, openapi_document),
     Endpoint("GET", "/docs", EVERYONE, swagger_ui),
     Endpoint("GET", "/healthz", EVERYONE, alive),
@@ -820,7 +998,11 @@ NO_BODY = ("/accept", "/decline")
 
 
 def test_the_matrix_covers_every_endpoint_of_the_issue() -> None:
-    assert len({endpoint.name for endpoint in ENDPOINTS}) == len(ENDPOINTS) == 44
+    assert (
+        len({endpoint.name for endpoint in ENDPOINTS})
+        == len(ENDPOINTS)
+        == 44 + len(INVOICE_ENDPOINTS)
+    )
     for endpoint in ENDPOINTS:
         assert set(endpoint.expect) == set(PRINCIPALS), endpoint.name
         if (

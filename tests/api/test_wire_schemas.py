@@ -23,6 +23,7 @@ from zoopay.catalog.schemas import (
     OptionPerUser,
     ZooProductSubscriptions,
 )
+from zoopay.invoicing.schemas import Coupon, Discount, Invoice, InvoiceLineItem
 from zoopay.subscriptions.schemas import (
     ZooProductSubscriptionsOrgRequest,
     ZooProductSubscriptionsUserRequest,
@@ -41,6 +42,10 @@ MODELS: list[tuple[str, type[BaseModel]]] = [
     ("OrgMemberResultsPage", OrgMemberResultsPage),
     ("AddOrgMember", AddOrgMember),
     ("Error", Error),
+    ("Invoice", Invoice),
+    ("InvoiceLineItem", InvoiceLineItem),
+    ("Discount", Discount),
+    ("Coupon", Coupon),
 ]
 
 

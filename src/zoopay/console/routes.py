@@ -5,6 +5,7 @@ the very dependency functions (`require_user`, `org_membership`, `org_admin`, `s
 services the API's routes call, so it can do exactly what that token could.
 """
 
+import uuid
 from datetime import date, datetime, time, timedelta
 from typing import Annotated, Literal
 
@@ -65,7 +66,8 @@ from zoopay.console.web import (
 )
 from zoopay.db.engine import reading, transaction
 from zoopay.errors import BadRequest, Forbidden, NotFound
-from zoopay.ledger.service import Customer, list_entries
+from zoopay.invoicing.service import InvoiceStatus, list_invoices
+from zoopay.ledger.service import Balance, Customer, list_entries
 from zoopay.metering.service import list_calls
 from zoopay.money import InvalidAmount, parse_dollars, to_micros
 from zoopay.subscriptions.periods import add_months, period_start
@@ -233,6 +235,8 @@ async def overview(request: Request, kind: Kind) -> Response:
                 until=period[1],
                 zone=who.zone,
             )
+    async with reading(engine_of(request)) as conn:
+        failed = await service.failed_payments(conn, customer=account.customer)
     invitations = []
     if kind == "user":
         async with reading(engine_of(request)) as conn:
@@ -254,7 +258,7 @@ async def overview(request: Request, kind: Kind) -> Response:
         period=period,
         usage=usage,
         chart=_chart(usage) if usage else None,
-        warnings=_warnings(statement.balance, plan),
+        warnings=_warnings(statement.balance, plan, failed),
         invitations=invitations,
     )
 
@@ -265,11 +269,13 @@ def _period(anchor: datetime, now: datetime) -> tuple[datetime, datetime]:
     return start, add_months(anchor, months + 1)
 
 
-def _warnings(balance: object, plan: Plan | None) -> list[str]:
-    from zoopay.ledger.service import Balance
-
-    assert isinstance(balance, Balance)
+def _warnings(balance: Balance, plan: Plan | None, failed_payments: int) -> list[str]:
     found = []
+    if failed_payments:
+        found.append(
+            f"A payment failed: {failed_payments} invoice(s) are open. Pay them from Invoices,"
+            " or add a card under Billing."
+        )
     if balance.total_due_micros > 0:
         found.append("Money is due on this account: usage went past the credits.")
     grant = plan.monthly_grant_micros if plan else 0
@@ -611,7 +617,7 @@ async def member_remove(request: Request, user_id: Annotated[str, Path(max_lengt
 # --- staff ---
 
 
-async def _staff(request: Request) -> Viewer:
+async def staff_viewer(request: Request) -> Viewer:
     who = await viewer(request)
     user = user_of(who)
     await staff_user(user)  # the API's own check: 403 for anyone else
@@ -620,7 +626,7 @@ async def _staff(request: Request) -> Viewer:
 
 @staff_router.get("/staff/")
 async def staff_home(request: Request, q: Annotated[str, Query(max_length=320)] = "") -> Response:
-    who = await _staff(request)
+    who = await staff_viewer(request)
     now = now_of(request)
     async with reading(engine_of(request)) as conn:
         hits = await service.find_customers(conn, text=q)
@@ -636,7 +642,7 @@ def _month_start(now: datetime) -> datetime:
     return now.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
 
 
-async def _staff_customer(request: Request, kind: AccountKind, customer_id: str) -> Customer:
+async def staff_customer_of(request: Request, kind: AccountKind, customer_id: str) -> Customer:
     """The customer a staff page names; 404 for an unknown one, as the API's staff routes."""
     async with reading(engine_of(request)) as conn:
         if kind == "user":
@@ -651,8 +657,8 @@ async def staff_customer(
     customer_id: Annotated[str, Path(max_length=MAX_EMAIL)],
     ledger_page: Annotated[str, Query(max_length=20)] = "",
 ) -> Response:
-    who = await _staff(request)
-    customer = await _staff_customer(request, kind, customer_id)
+    who = await staff_viewer(request)
+    customer = await staff_customer_of(request, kind, customer_id)
     catalog = catalog_of(request)
     statement = await current_statement(engine_of(request), catalog, customer, now_of(request))
     before = int(ledger_page) if ledger_page.isdigit() else None
@@ -660,6 +666,7 @@ async def staff_customer(
         entries = await list_entries(conn, customer, LEDGER_PAGE + 1, before)
         org_id, user_id = (customer.id, None) if kind == "org" else (None, customer.id)
         calls = await list_calls(conn, 20, None, descending=True, org_id=org_id, user_id=user_id)
+        invoices = await list_invoices(conn, customer=customer, limit=100)
         name = await _customer_name(conn, customer)
     return render(
         request,
@@ -673,6 +680,9 @@ async def staff_customer(
         entries=entries[:LEDGER_PAGE],
         older=str(entries[LEDGER_PAGE - 1].id) if len(entries) > LEDGER_PAGE else None,
         calls=calls,
+        # Each refund form carries its own key: sent twice, it refunds once.
+        invoices=[(invoice, uuid.uuid4().hex) for invoice in invoices],
+        paid=InvoiceStatus.PAID,
     )
 
 
@@ -701,9 +711,9 @@ def _amount(form: dict[str, str], name: str) -> int | None:
 async def staff_set_balance(
     request: Request, kind: Kind, customer_id: Annotated[str, Path(max_length=MAX_EMAIL)]
 ) -> Response:
-    who = await _staff(request)
+    who = await staff_viewer(request)
     form = await checked_form(request, who)
-    customer = await _staff_customer(request, kind, customer_id)
+    customer = await staff_customer_of(request, kind, customer_id)
     reason = form.get("reason", "").strip()
     if not reason:
         raise BadRequest("a reason is required: it is kept in the ledger")

@@ -27,8 +27,10 @@ from zoopay.db.tables import (
     console_links,
     console_sessions,
     enterprise_prices,
+    invoices,
     org_members,
     orgs,
+    payment_customers,
     subscriptions,
     users,
 )
@@ -322,6 +324,9 @@ class BusinessOverview:
     usage_billed_micros: int
     total_due_micros: int
     customers_with_money_due: int
+    open_invoices: int
+    failing_invoices: int
+    delinquent_customers: int
 
 
 async def business_overview(
@@ -392,7 +397,35 @@ async def business_overview(
             )
         )
     ).one()
-    return BusinessOverview(by_plan, recurring, int(usage), int(due[0]), int(due[1]))
+    is_open = invoices.c.status == "open"
+    open_invoices, failing = (
+        await conn.execute(
+            select(func.count(), func.count().filter(invoices.c.attempt_count > 0)).where(is_open)
+        )
+    ).one()
+    delinquent = (
+        await conn.execute(select(func.count()).where(payment_customers.c.delinquent.is_(True)))
+    ).scalar_one()
+    return BusinessOverview(
+        by_plan,
+        recurring,
+        int(usage),
+        int(due[0]),
+        int(due[1]),
+        int(open_invoices),
+        int(failing),
+        int(delinquent),
+    )
+
+
+async def failed_payments(conn: AsyncConnection, *, customer: Customer) -> int:
+    """The customer's open invoices whose charge was tried and failed."""
+    query = select(func.count()).where(
+        invoices.c.customer_id == customer.id,
+        invoices.c.status == "open",
+        invoices.c.attempt_count > 0,
+    )
+    return int((await conn.execute(query)).scalar_one())
 
 
 def _monthly_micros(

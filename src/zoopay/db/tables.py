@@ -258,6 +258,163 @@ console_sessions = Table(
     Column("ended_at", Timestamp),
 )
 
+# Invoicing (issue 9). Amounts are micro-dollars; what is charged is whole cents (`total_micros`
+# is always a multiple of 10,000: see zoopay.invoicing.service on rounding).
+invoices = Table(
+    "invoices",
+    metadata,
+    Column("id", Id, primary_key=True),
+    Column("customer_kind", String(8), nullable=False),
+    Column("customer_id", Id, nullable=False),
+    # Given when the invoice is finalized, from invoice_counters: no gaps, never reused.
+    Column("number", String(32), unique=True),
+    # draft, open, paid, void or uncollectible.
+    Column("status", String(16), nullable=False),
+    Column("description", String(500), nullable=False),
+    Column("customer_email", String(320)),
+    Column("customer_name", String(200)),
+    Column("country", String(2)),
+    # The tax rate applied, as an exact decimal string ("0.19"); "0" when none.
+    Column("tax_rate", String(16), nullable=False),
+    Column("subtotal_micros", BigInteger, nullable=False),
+    Column("tax_micros", BigInteger, nullable=False),
+    Column("total_micros", BigInteger, nullable=False),
+    Column("amount_paid_micros", BigInteger, nullable=False, default=0),
+    Column("amount_refunded_micros", BigInteger, nullable=False, default=0),
+    Column("attempt_count", Integer, nullable=False, default=0),
+    # The processor's charge that paid it.
+    Column("charge_id", String(255)),
+    Column("created_at", Timestamp, nullable=False),
+    Column("finalized_at", Timestamp),
+    Column("paid_at", Timestamp),
+    Column("closed_at", Timestamp),
+    Column("updated_at", Timestamp, nullable=False),
+    CheckConstraint(
+        "amount_refunded_micros >= 0 AND amount_refunded_micros <= amount_paid_micros",
+        name="ck_invoices_refund_bounded",
+    ),
+    Index("ix_invoices_customer", "customer_id", "created_at", "id"),
+    Index("ix_invoices_status", "status", "created_at"),
+)
+
+invoice_lines = Table(
+    "invoice_lines",
+    metadata,
+    Column("id", Id, primary_key=True),
+    Column("invoice_id", Id, ForeignKey("invoices.id", ondelete="CASCADE"), nullable=False),
+    Column("position", Integer, nullable=False),
+    # plan_fee, usage, credits or rounding: what paying it does (zoopay.invoicing.service).
+    Column("kind", String(16), nullable=False),
+    Column("description", String(500), nullable=False),
+    Column("amount_micros", BigInteger, nullable=False),
+    # What the line is for, e.g. a subscription id and period, or a reference of the caller's.
+    Column("reference", String(128)),
+    Index("ix_invoice_lines_invoice", "invoice_id", "position"),
+)
+
+invoice_counters = Table(
+    "invoice_counters",
+    metadata,
+    # One row per number prefix, locked by the transaction that finalizes an invoice: a rolled
+    # back finalization gives its number back.
+    Column("prefix", String(16), primary_key=True),
+    Column("next_value", BigInteger, nullable=False),
+)
+
+invoice_payment_attempts = Table(
+    "invoice_payment_attempts",
+    metadata,
+    Column("id", Id, primary_key=True),
+    Column("invoice_id", Id, ForeignKey("invoices.id"), nullable=False),
+    Column("attempt", Integer, nullable=False),
+    # invoice-{invoice id}-attempt-{attempt}: sent with the charge; reconcile asks by it.
+    Column("idempotency_key", String(128), nullable=False, unique=True),
+    # pending (committed before the processor is called), succeeded, failed, requires_action,
+    # abandoned (the processor never saw it).
+    Column("status", String(16), nullable=False),
+    Column("amount_cents", BigInteger, nullable=False),
+    Column("processor_customer_id", String(255), nullable=False),
+    Column("payment_method_id", String(255)),
+    Column("charge_id", String(255)),
+    Column("failure_code", String(64)),
+    Column("failure_message", String(500)),
+    Column("created_at", Timestamp, nullable=False),
+    Column("updated_at", Timestamp, nullable=False),
+    Index("ix_invoice_payment_attempts_status", "status", "created_at"),
+    Index("ux_invoice_payment_attempts_attempt", "invoice_id", "attempt", unique=True),
+)
+
+invoice_refunds = Table(
+    "invoice_refunds",
+    metadata,
+    Column("id", Id, primary_key=True),
+    Column("invoice_id", Id, ForeignKey("invoices.id"), nullable=False),
+    # The staff's key (or one derived for them): the same key refunds once.
+    Column("idempotency_key", String(128), nullable=False, unique=True),
+    Column("amount_cents", BigInteger, nullable=False),
+    # The part of it that takes bought credits back out of the stable bucket.
+    Column("credits_micros", BigInteger, nullable=False),
+    # pending (committed before the processor is called), succeeded or failed.
+    Column("status", String(16), nullable=False),
+    Column("processor_refund_id", String(255)),
+    Column("actor", String(64), nullable=False),
+    Column("created_at", Timestamp, nullable=False),
+    Column("updated_at", Timestamp, nullable=False),
+    Index("ix_invoice_refunds_invoice", "invoice_id", "created_at"),
+)
+
+server_secrets = Table(
+    "server_secrets",
+    metadata,
+    # Made on first use and shared by every process through the database, e.g. the key that
+    # signs invoice links.
+    Column("name", String(32), primary_key=True),
+    Column("value", String(128), nullable=False),
+    Column("created_at", Timestamp, nullable=False),
+)
+
+# The money journal: double entry. Every posting's lines sum to zero; an account's balance is
+# the sum of its lines (debits positive, credits negative).
+journal_accounts = Table(
+    "journal_accounts",
+    metadata,
+    # kind, or kind:customer_id for a customer's account, e.g. receivable:<uuid>.
+    Column("id", String(64), primary_key=True),
+    Column("kind", String(24), nullable=False),
+    Column("customer_id", Id),
+    Column("balance_micros", BigInteger, nullable=False),
+    Column("updated_at", Timestamp, nullable=False),
+)
+
+journal_postings = Table(
+    "journal_postings",
+    metadata,
+    Column(
+        "id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    ),
+    # invoice_issued, charge, credit_purchase, refund, write_off, void
+    Column("kind", String(24), nullable=False),
+    Column("invoice_id", Id),
+    # The processor's charge or refund id.
+    Column("processor_ref", String(255)),
+    Column("memo", String(500), nullable=False),
+    Column("created_at", Timestamp, nullable=False),
+    Index("ix_journal_postings_invoice", "invoice_id", "id"),
+)
+
+journal_lines = Table(
+    "journal_lines",
+    metadata,
+    Column(
+        "id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    ),
+    Column("posting_id", BigInteger, ForeignKey("journal_postings.id"), nullable=False),
+    Column("account_id", String(64), ForeignKey("journal_accounts.id"), nullable=False),
+    Column("amount_micros", BigInteger, nullable=False),
+    Index("ix_journal_lines_account", "account_id"),
+    Index("ix_journal_lines_posting", "posting_id"),
+)
+
 # --- Payments: zoopay's side of money movement (billing information, usage thresholds).
 
 payment_customers = Table(
@@ -407,6 +564,14 @@ __all__ = [
     "console_links",
     "console_sessions",
     "enterprise_prices",
+    "invoice_counters",
+    "invoice_lines",
+    "invoice_payment_attempts",
+    "invoice_refunds",
+    "invoices",
+    "journal_accounts",
+    "journal_lines",
+    "journal_postings",
     "ledger_entries",
     "metadata",
     "monthly_grants",
@@ -420,6 +585,7 @@ __all__ = [
     "processor_portal_sessions",
     "processor_refunds",
     "processor_setup_intents",
+    "server_secrets",
     "subscriptions",
     "usage_thresholds",
     "users",

@@ -16,9 +16,13 @@ class LedgerEntry(BaseModel):
     bucket: Bucket
     delta: Money = Field(description="Signed: negative draws from the bucket")
     balance_after: Money
-    reason: Reason = Field(description="grant, refresh, staff_change, plan_change or api_call")
+    reason: Reason = Field(
+        description="grant, refresh, staff_change, plan_change, api_call, credit_purchase,"
+        " invoice_paid or refund"
+    )
     reference: str | None = Field(
-        description="The API call id (api_call) or subscription id (grant, refresh, plan_change)"
+        description="The API call id (api_call), subscription id (grant, refresh, plan_change)"
+        " or invoice id (credit_purchase, invoice_paid, refund)"
     )
     actor: str = Field(description="The user, service token or `system` that caused it")
     note: str | None = Field(

@@ -42,6 +42,10 @@ class Reason(enum.StrEnum):
     STAFF_CHANGE = "staff_change"
     PLAN_CHANGE = "plan_change"
     API_CALL = "api_call"
+    # Money movement (zoopay.invoicing): reference is the invoice id.
+    CREDIT_PURCHASE = "credit_purchase"
+    INVOICE_PAID = "invoice_paid"
+    REFUND = "refund"
 
 
 _COLUMN = {

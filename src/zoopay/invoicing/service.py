@@ -1,0 +1,1114 @@
+"""Invoices: issuing, numbering, charging through the processor, settling, refunds.
+
+Money rules (decided here, stated in the README):
+- Lines are micro-dollars (usage is priced to the micro); the processor takes whole cents. Tax
+  is `subtotal x rate`, rounded half-up to the micro-dollar; then subtotal + tax is rounded
+  half-up to whole cents and the difference becomes a line of its own (kind `rounding`), so that
+  the lines sum to the subtotal, subtotal + tax is the total, and the total is what is charged.
+  The journal posts the rounding line to the `rounding` account.
+- What a line does when its invoice is paid: `credits` adds its amount to the stable bucket;
+  `usage` settles its amount of `total_due` (at most what is due); `plan_fee` and `rounding`
+  only move money.
+
+Charging is two transactions around the processor call, so that a crash between them never
+charges twice and never loses a paid charge: an attempt row (status pending, with the
+idempotency key `invoice-{id}-attempt-{n}`) is committed before the processor is called, and
+the processor's answer is applied in a second transaction. `reconcile_pending_charges` finds
+attempts left pending and asks the processor what happened to them.
+"""
+
+import enum
+import logging
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from decimal import ROUND_HALF_UP, Decimal
+from typing import Any
+
+from sqlalchemy import func, insert, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from zoopay.db.engine import is_unavailable, reading, transaction
+from zoopay.db.tables import (
+    invoice_counters,
+    invoice_lines,
+    invoice_payment_attempts,
+    invoice_refunds,
+    invoices,
+)
+from zoopay.errors import BadRequest, Conflict, NotFound, PaymentRequired, ServiceUnavailable
+from zoopay.journal.service import Account, AccountKind, PostingKind, post_journal
+from zoopay.ledger.service import Bucket, Customer, Posting, Reason, lock_balance, post
+from zoopay.money import MAX_BALANCE_MICROS, format_micros
+from zoopay.processors.base import (
+    Charge,
+    ChargeStatus,
+    PaymentProcessor,
+    ProcessorError,
+    ProcessorUnavailable,
+)
+
+logger = logging.getLogger(__name__)
+
+MICROS_PER_CENT = 10_000
+CURRENCY = "usd"
+ZERO = Decimal(0)
+
+
+class InvoiceStatus(enum.StrEnum):
+    DRAFT = "draft"
+    OPEN = "open"
+    PAID = "paid"
+    VOID = "void"
+    UNCOLLECTIBLE = "uncollectible"
+
+
+class LineKind(enum.StrEnum):
+    PLAN_FEE = "plan_fee"
+    USAGE = "usage"
+    CREDITS = "credits"
+    ROUNDING = "rounding"
+
+
+class AttemptStatus(enum.StrEnum):
+    PENDING = "pending"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    REQUIRES_ACTION = "requires_action"
+    # Reconcile found that the processor never received it: nothing was taken.
+    ABANDONED = "abandoned"
+
+
+class RefundStatus(enum.StrEnum):
+    PARTIALLY_REFUNDED = "partially_refunded"
+    REFUNDED = "refunded"
+
+
+@dataclass(frozen=True)
+class NewLine:
+    """A line to invoice. `amount_micros` is never negative; `reference` says what it pays for
+    (a subscription id and period, a usage period), for the caller's own records."""
+
+    kind: LineKind
+    description: str
+    amount_micros: int
+    reference: str | None = None
+
+
+def plan_fee_line(*, tier_name: str, period: str, amount_micros: int, reference: str) -> NewLine:
+    """The fee of a plan for one period, e.g. ("Pro", "2026-01-15 to 2026-02-15")."""
+    return NewLine(LineKind.PLAN_FEE, f"{tier_name} plan, {period}", amount_micros, reference)
+
+
+def usage_line(*, period: str, amount_micros: int, reference: str | None = None) -> NewLine:
+    """Usage beyond the credits: paying it settles this much of the customer's total_due."""
+    return NewLine(LineKind.USAGE, f"API usage beyond credits, {period}", amount_micros, reference)
+
+
+def credits_line(*, amount_micros: int) -> NewLine:
+    """Stable API credits bought: paying it adds this much to the stable bucket."""
+    return NewLine(LineKind.CREDITS, "Prepaid API credits", amount_micros)
+
+
+@dataclass(frozen=True)
+class InvoiceLine:
+    id: str
+    kind: LineKind
+    description: str
+    amount_micros: int
+    reference: str | None
+
+
+@dataclass(frozen=True)
+class Invoice:
+    id: str
+    customer: Customer
+    number: str | None
+    status: InvoiceStatus
+    description: str
+    customer_email: str | None
+    customer_name: str | None
+    country: str | None
+    tax_rate: Decimal
+    subtotal_micros: int
+    tax_micros: int
+    total_micros: int
+    amount_paid_micros: int
+    amount_refunded_micros: int
+    attempt_count: int
+    charge_id: str | None
+    created_at: datetime
+    finalized_at: datetime | None
+    paid_at: datetime | None
+    closed_at: datetime | None
+    updated_at: datetime
+    lines: tuple[InvoiceLine, ...] = field(default=())
+
+    @property
+    def amount_due_micros(self) -> int:
+        """What the customer is asked to pay: the total of an invoice still to be paid."""
+        if self.status in (InvoiceStatus.VOID, InvoiceStatus.UNCOLLECTIBLE):
+            return 0
+        return self.total_micros
+
+    @property
+    def amount_remaining_micros(self) -> int:
+        if self.status not in (InvoiceStatus.DRAFT, InvoiceStatus.OPEN):
+            return 0
+        return self.total_micros - self.amount_paid_micros
+
+    @property
+    def paid(self) -> bool:
+        return self.status == InvoiceStatus.PAID
+
+    @property
+    def refund_status(self) -> RefundStatus | None:
+        if self.amount_refunded_micros == 0:
+            return None
+        if self.amount_refunded_micros >= self.amount_paid_micros:
+            return RefundStatus.REFUNDED
+        return RefundStatus.PARTIALLY_REFUNDED
+
+    def total_of(self, kind: LineKind) -> int:
+        return sum(line.amount_micros for line in self.lines if line.kind == kind)
+
+
+def round_half_up(micros: Decimal | int, unit: int) -> int:
+    """`micros` to a whole number of `unit`s (1 = micro-dollars, 10,000 = cents), half up."""
+    units = (Decimal(micros) / unit).quantize(Decimal(1), rounding=ROUND_HALF_UP)
+    return int(units) * unit
+
+
+def tax_rate_for(tax_rates: Mapping[str, Decimal], country: str | None) -> Decimal:
+    """The configured rate of the customer's country; no country or no rate: 0."""
+    if country is None:
+        return ZERO
+    return tax_rates.get(country.upper(), ZERO)
+
+
+# ---------------------------------------------------------------------------------- issuing
+
+
+async def create_draft_invoice(
+    conn: AsyncConnection,
+    *,
+    customer: Customer,
+    lines: Sequence[NewLine],
+    description: str,
+    tax_rates: Mapping[str, Decimal],
+    now: datetime,
+    country: str | None = None,
+    customer_email: str | None = None,
+    customer_name: str | None = None,
+) -> Invoice:
+    """A draft: amounts computed (tax, rounding to cents), no number yet, nothing posted."""
+    if not lines:
+        raise BadRequest("an invoice needs at least one line")
+    for line in lines:
+        if line.kind == LineKind.ROUNDING:
+            raise BadRequest("rounding lines are computed, not given")
+        if line.amount_micros < 0 or line.amount_micros > MAX_BALANCE_MICROS // 1000:
+            raise BadRequest(f"a line amount must be between 0 and a billion USD: {line}")
+        if not line.description.strip():
+            raise BadRequest("a line needs a description")
+    rate = tax_rate_for(tax_rates, country)
+    given = sum(line.amount_micros for line in lines)
+    tax = round_half_up(Decimal(given) * rate, 1)
+    total = round_half_up(given + tax, MICROS_PER_CENT)
+    all_lines = list(lines)
+    if total != given + tax:
+        all_lines.append(NewLine(LineKind.ROUNDING, "Rounding to whole cents", total - given - tax))
+    invoice_id = str(uuid.uuid4())
+    await conn.execute(
+        insert(invoices).values(
+            id=invoice_id,
+            customer_kind=customer.kind,
+            customer_id=customer.id,
+            number=None,
+            status=InvoiceStatus.DRAFT.value,
+            description=description[:500],
+            customer_email=customer_email,
+            customer_name=customer_name,
+            country=country.upper() if country else None,
+            tax_rate=str(rate),
+            subtotal_micros=total - tax,
+            tax_micros=tax,
+            total_micros=total,
+            amount_paid_micros=0,
+            amount_refunded_micros=0,
+            attempt_count=0,
+            created_at=now,
+            updated_at=now,
+        )
+    )
+    await conn.execute(
+        insert(invoice_lines),
+        [
+            {
+                "id": str(uuid.uuid4()),
+                "invoice_id": invoice_id,
+                "position": position,
+                "kind": line.kind.value,
+                "description": line.description[:500],
+                "amount_micros": line.amount_micros,
+                "reference": line.reference,
+            }
+            for position, line in enumerate(all_lines)
+        ],
+    )
+    return await lock_invoice(conn, invoice_id=invoice_id)
+
+
+async def next_invoice_number(conn: AsyncConnection, *, prefix: str) -> str:
+    """The next number of `prefix`, from its counter row, locked until the transaction ends:
+    numbers are handed out in commit order and a rolled-back transaction gives its back."""
+    bump = (
+        update(invoice_counters)
+        .where(invoice_counters.c.prefix == prefix)
+        .values(next_value=invoice_counters.c.next_value + 1)
+        .returning(invoice_counters.c.next_value)
+    )
+    value = (await conn.execute(bump)).scalar_one_or_none()
+    if value is None:
+        dialect: Any
+        if conn.dialect.name == "postgresql":
+            from sqlalchemy.dialects import postgresql as dialect
+        else:
+            from sqlalchemy.dialects import sqlite as dialect
+        await conn.execute(
+            dialect.insert(invoice_counters)
+            .values(prefix=prefix, next_value=0)
+            .on_conflict_do_nothing()
+        )
+        value = (await conn.execute(bump)).scalar_one()
+    return f"{prefix}-{int(value):06d}"
+
+
+async def finalize_invoice(
+    conn: AsyncConnection, *, invoice_id: str, prefix: str, now: datetime
+) -> Invoice:
+    """Draft -> open: a number, and the receivable posted. An invoice of 0 is paid at once."""
+    invoice = await lock_invoice(conn, invoice_id=invoice_id)
+    if invoice.status != InvoiceStatus.DRAFT:
+        raise Conflict(f"invoice {invoice.id} is {invoice.status}, not a draft")
+    number = await next_invoice_number(conn, prefix=prefix)
+    await conn.execute(
+        update(invoices)
+        .where(invoices.c.id == invoice.id)
+        .values(number=number, status=InvoiceStatus.OPEN.value, finalized_at=now, updated_at=now)
+    )
+    customer_id = invoice.customer.id
+    lines = [(Account(AccountKind.RECEIVABLE, customer_id), invoice.total_micros)]
+    lines += _line_accounts(invoice, sign=-1)
+    await post_journal(
+        conn,
+        kind=PostingKind.INVOICE_ISSUED,
+        lines=lines,
+        memo=f"invoice {number} issued",
+        invoice_id=invoice.id,
+        now=now,
+    )
+    opened = await lock_invoice(conn, invoice_id=invoice.id)
+    if opened.total_micros == 0:
+        return await settle_invoice(conn, invoice_id=invoice.id, charge=None, now=now)
+    return opened
+
+
+def _line_accounts(invoice: Invoice, *, sign: int) -> list[tuple[Account, int]]:
+    """Where an invoice's lines and tax go: revenue, billed credits, rounding, tax."""
+    accounts = {
+        LineKind.PLAN_FEE: Account(AccountKind.REVENUE),
+        LineKind.USAGE: Account(AccountKind.REVENUE),
+        LineKind.CREDITS: Account(AccountKind.CREDITS_BILLED, invoice.customer.id),
+        LineKind.ROUNDING: Account(AccountKind.ROUNDING),
+    }
+    lines = [(accounts[line.kind], sign * line.amount_micros) for line in invoice.lines]
+    lines.append((Account(AccountKind.TAX_PAYABLE), sign * invoice.tax_micros))
+    return lines
+
+
+async def issue_invoice(
+    conn: AsyncConnection,
+    *,
+    customer: Customer,
+    lines: Sequence[NewLine],
+    description: str,
+    tax_rates: Mapping[str, Decimal],
+    prefix: str,
+    now: datetime,
+    country: str | None = None,
+    customer_email: str | None = None,
+    customer_name: str | None = None,
+) -> Invoice:
+    """An open invoice with its number and its receivable posted, in the caller's transaction
+    (commit it before charging: `charge_invoice`). Of 0 it is paid at once."""
+    draft = await create_draft_invoice(
+        conn,
+        customer=customer,
+        lines=lines,
+        description=description,
+        tax_rates=tax_rates,
+        now=now,
+        country=country,
+        customer_email=customer_email,
+        customer_name=customer_name,
+    )
+    return await finalize_invoice(conn, invoice_id=draft.id, prefix=prefix, now=now)
+
+
+# --------------------------------------------------------------------------------- reading
+
+
+async def lock_invoice(conn: AsyncConnection, *, invoice_id: str) -> Invoice:
+    return await _read_invoice(conn, invoice_id, for_update=True)
+
+
+async def get_invoice(
+    conn: AsyncConnection, *, invoice_id: str, customer: Customer | None = None
+) -> Invoice:
+    """The invoice; NotFound when it is not `customer`'s (another's looks like none)."""
+    invoice = await _read_invoice(conn, invoice_id, for_update=False)
+    if customer is not None and invoice.customer != customer:
+        raise NotFound(f"no invoice {invoice_id}")
+    return invoice
+
+
+async def _read_invoice(conn: AsyncConnection, invoice_id: str, *, for_update: bool) -> Invoice:
+    query = select(invoices).where(invoices.c.id == invoice_id)
+    if for_update:
+        query = query.with_for_update()
+    row = (await conn.execute(query)).mappings().first()
+    if row is None:
+        raise NotFound(f"no invoice {invoice_id}")
+    [invoice] = await _with_lines(conn, [row])
+    return invoice
+
+
+async def list_invoices(
+    conn: AsyncConnection,
+    *,
+    customer: Customer,
+    limit: int,
+    before: tuple[datetime, str] | None = None,
+) -> list[Invoice]:
+    """A customer's invoices, newest first (drafts are not shown), `limit` of them, older than
+    `before` (created_at, id)."""
+    query = (
+        select(invoices)
+        .where(invoices.c.customer_id == customer.id)
+        .where(invoices.c.status != InvoiceStatus.DRAFT.value)
+        .order_by(invoices.c.created_at.desc(), invoices.c.id.desc())
+        .limit(limit)
+    )
+    if before is not None:
+        created_at, invoice_id = before
+        query = query.where(
+            (invoices.c.created_at < created_at)
+            | ((invoices.c.created_at == created_at) & (invoices.c.id < invoice_id))
+        )
+    rows = (await conn.execute(query)).mappings().all()
+    return await _with_lines(conn, rows)
+
+
+async def _with_lines(conn: AsyncConnection, rows: Sequence[Mapping[Any, Any]]) -> list[Invoice]:
+    if not rows:
+        return []
+    ids = [row["id"] for row in rows]
+    line_rows = await conn.execute(
+        select(invoice_lines)
+        .where(invoice_lines.c.invoice_id.in_(ids))
+        .order_by(invoice_lines.c.invoice_id, invoice_lines.c.position)
+    )
+    by_invoice: dict[str, list[InvoiceLine]] = {invoice_id: [] for invoice_id in ids}
+    for line in line_rows.mappings():
+        by_invoice[line["invoice_id"]].append(
+            InvoiceLine(
+                id=line["id"],
+                kind=LineKind(line["kind"]),
+                description=line["description"],
+                amount_micros=int(line["amount_micros"]),
+                reference=line["reference"],
+            )
+        )
+    return [_invoice_of_row(row, by_invoice[row["id"]]) for row in rows]
+
+
+def _invoice_of_row(row: Mapping[Any, Any], lines: list[InvoiceLine]) -> Invoice:
+    return Invoice(
+        id=row["id"],
+        customer=Customer(row["customer_kind"], row["customer_id"]),
+        number=row["number"],
+        status=InvoiceStatus(row["status"]),
+        description=row["description"],
+        customer_email=row["customer_email"],
+        customer_name=row["customer_name"],
+        country=row["country"],
+        tax_rate=Decimal(row["tax_rate"]),
+        subtotal_micros=int(row["subtotal_micros"]),
+        tax_micros=int(row["tax_micros"]),
+        total_micros=int(row["total_micros"]),
+        amount_paid_micros=int(row["amount_paid_micros"]),
+        amount_refunded_micros=int(row["amount_refunded_micros"]),
+        attempt_count=int(row["attempt_count"]),
+        charge_id=row["charge_id"],
+        created_at=row["created_at"],
+        finalized_at=row["finalized_at"],
+        paid_at=row["paid_at"],
+        closed_at=row["closed_at"],
+        updated_at=row["updated_at"],
+        lines=tuple(lines),
+    )
+
+
+# -------------------------------------------------------------------------------- settling
+
+
+async def settle_invoice(
+    conn: AsyncConnection, *, invoice_id: str, charge: Charge | None, now: datetime
+) -> Invoice:
+    """Open -> paid, by `charge` (None: nothing to charge, a 0 invoice or one paid elsewhere),
+    in the caller's transaction: the cash posted against the receivable, and each line's
+    effect on the balance (credits to the stable bucket, usage off total_due)."""
+    invoice = await lock_invoice(conn, invoice_id=invoice_id)
+    if invoice.status != InvoiceStatus.OPEN:
+        raise Conflict(f"invoice {invoice.number or invoice.id} is {invoice.status}, not open")
+    paid = invoice.total_micros - invoice.amount_paid_micros
+    if charge is not None and charge.amount_cents * MICROS_PER_CENT != paid:
+        raise Conflict(
+            f"charge {charge.id} of {charge.amount_cents} cents does not pay invoice"
+            f" {invoice.number}'s {format_micros(paid)} USD"
+        )
+    await conn.execute(
+        update(invoices)
+        .where(invoices.c.id == invoice.id)
+        .values(
+            status=InvoiceStatus.PAID.value,
+            amount_paid_micros=invoice.total_micros,
+            charge_id=charge.id if charge else None,
+            paid_at=now,
+            closed_at=now,
+            updated_at=now,
+        )
+    )
+    customer_id = invoice.customer.id
+    await post_journal(
+        conn,
+        kind=PostingKind.CHARGE,
+        lines=[
+            (Account(AccountKind.PROCESSOR_CASH), paid),
+            (Account(AccountKind.RECEIVABLE, customer_id), -paid),
+        ],
+        memo=f"invoice {invoice.number} paid",
+        invoice_id=invoice.id,
+        processor_ref=charge.id if charge else None,
+        now=now,
+    )
+    await _deliver(conn, invoice, now)
+    return await lock_invoice(conn, invoice_id=invoice.id)
+
+
+async def _deliver(conn: AsyncConnection, invoice: Invoice, now: datetime) -> None:
+    """What paying the invoice gives the customer: bought credits, settled usage."""
+    credits = invoice.total_of(LineKind.CREDITS)
+    usage = invoice.total_of(LineKind.USAGE)
+    if credits == 0 and usage == 0:
+        return
+    balance = await lock_balance(conn, invoice.customer)
+    if credits:
+        await post_journal(
+            conn,
+            kind=PostingKind.CREDIT_PURCHASE,
+            lines=[
+                (Account(AccountKind.CREDITS_BILLED, invoice.customer.id), credits),
+                (Account(AccountKind.CREDITS_SOLD, invoice.customer.id), -credits),
+            ],
+            memo=f"credits of invoice {invoice.number} delivered",
+            invoice_id=invoice.id,
+            now=now,
+        )
+        reason = Posting(Reason.CREDIT_PURCHASE, "system", invoice.id)
+        balance = await post(conn, balance, {Bucket.STABLE: credits}, reason, now)
+    settled = min(usage, max(balance.total_due_micros, 0))
+    if settled:
+        reason = Posting(Reason.INVOICE_PAID, "system", invoice.id)
+        await post(conn, balance, {Bucket.TOTAL_DUE: -settled}, reason, now)
+
+
+async def mark_uncollectible(conn: AsyncConnection, *, invoice_id: str, now: datetime) -> Invoice:
+    """Open -> uncollectible (dunning gave up): the receivable written off (credits never
+    delivered are simply not billed any more); nothing is charged again."""
+    return await _close_unpaid(conn, invoice_id, InvoiceStatus.UNCOLLECTIBLE, now)
+
+
+async def void_invoice(conn: AsyncConnection, *, invoice_id: str, now: datetime) -> Invoice:
+    """Draft or open -> void: issued in error; the issuing posting is reversed."""
+    return await _close_unpaid(conn, invoice_id, InvoiceStatus.VOID, now)
+
+
+async def _close_unpaid(
+    conn: AsyncConnection, invoice_id: str, status: InvoiceStatus, now: datetime
+) -> Invoice:
+    invoice = await lock_invoice(conn, invoice_id=invoice_id)
+    allowed = {InvoiceStatus.OPEN} | ({InvoiceStatus.DRAFT} if status == "void" else set())
+    if invoice.status not in allowed:
+        raise Conflict(f"invoice {invoice.number or invoice.id} is {invoice.status}")
+    pending = await _pending_attempt(conn, invoice.id)
+    if pending is not None:
+        raise Conflict(f"a payment of invoice {invoice.number} is in progress")
+    await conn.execute(
+        update(invoices)
+        .where(invoices.c.id == invoice.id)
+        .values(status=status.value, closed_at=now, updated_at=now)
+    )
+    if invoice.status == InvoiceStatus.OPEN:
+        receivable = Account(AccountKind.RECEIVABLE, invoice.customer.id)
+        if status == InvoiceStatus.VOID:
+            lines = [(receivable, -invoice.total_micros), *_line_accounts(invoice, sign=1)]
+            kind = PostingKind.VOID
+        else:
+            credits = invoice.total_of(LineKind.CREDITS)
+            lines = [
+                (receivable, -invoice.total_micros),
+                (Account(AccountKind.CREDITS_BILLED, invoice.customer.id), credits),
+                (Account(AccountKind.BAD_DEBT), invoice.total_micros - credits),
+            ]
+            kind = PostingKind.WRITE_OFF
+        await post_journal(
+            conn,
+            kind=kind,
+            lines=lines,
+            memo=f"invoice {invoice.number} {status}",
+            invoice_id=invoice.id,
+            now=now,
+        )
+    return await lock_invoice(conn, invoice_id=invoice.id)
+
+
+# -------------------------------------------------------------------------------- charging
+
+
+@dataclass(frozen=True)
+class Attempt:
+    id: str
+    invoice_id: str
+    attempt: int
+    idempotency_key: str
+    status: AttemptStatus
+    amount_cents: int
+    processor_customer_id: str
+    payment_method_id: str | None
+    charge_id: str | None
+    failure_code: str | None
+    failure_message: str | None
+    created_at: datetime
+
+
+def attempt_key(invoice_id: str, attempt: int) -> str:
+    """The idempotency key of a charge: what it pays for, so a retry can never pay twice."""
+    return f"invoice-{invoice_id}-attempt-{attempt}"
+
+
+@dataclass(frozen=True)
+class ChargeOutcome:
+    invoice: Invoice
+    attempt: Attempt | None  # None: the invoice was paid already, nothing was tried
+
+    def raise_unless_paid(self) -> Invoice:
+        """PaymentRequired with a message a person can act on, unless the invoice is paid."""
+        if self.invoice.paid:
+            return self.invoice
+        attempt = self.attempt
+        number = self.invoice.number
+        if attempt is not None and attempt.status == AttemptStatus.REQUIRES_ACTION:
+            raise PaymentRequired(
+                f"your bank asks you to authenticate the payment of invoice {number}: confirm it"
+                " with your bank, then pay the invoice again"
+            )
+        if attempt is not None and attempt.failure_code == "no_payment_method":
+            raise PaymentRequired(
+                f"invoice {number} is open and no payment method is on file: add a card, then"
+                f" pay it with POST /user/payment/invoices/{self.invoice.id}/pay"
+            )
+        reason = attempt.failure_message if attempt and attempt.failure_message else "declined"
+        raise PaymentRequired(
+            f"the charge for invoice {number} failed ({reason}): the invoice stays open; update"
+            " your payment method, then pay it again"
+        )
+
+
+# Test-only: called right after the processor answered and before its answer is committed, so
+# that a test can kill the process exactly there (tests/invoicing/test_crash.py).
+AfterAnswer = Callable[[Charge], None]
+
+
+async def charge_invoice(
+    engine: AsyncEngine,
+    processor: PaymentProcessor,
+    *,
+    invoice_id: str,
+    processor_customer_id: str,
+    now: datetime,
+    payment_method_id: str | None = None,
+    after_answer: AfterAnswer | None = None,
+) -> ChargeOutcome:
+    """Charge what an open invoice has left to pay, in its own transactions (never call it
+    inside one): the attempt is committed pending, the processor is called with the attempt's
+    idempotency key, and its answer is applied in a second transaction."""
+    async with transaction(engine) as conn:
+        invoice = await lock_invoice(conn, invoice_id=invoice_id)
+        pending = await _pending_attempt(conn, invoice.id)
+    if pending is not None:
+        # An earlier attempt never learned its answer: learn it before trying again.
+        await _reconcile_attempt(engine, processor, pending, now=now, abandon_after=None)
+    async with transaction(engine) as conn:
+        invoice = await lock_invoice(conn, invoice_id=invoice_id)
+        if invoice.status == InvoiceStatus.PAID:
+            return ChargeOutcome(invoice, None)
+        if invoice.status != InvoiceStatus.OPEN:
+            raise Conflict(f"invoice {invoice.number or invoice.id} is {invoice.status}")
+        if await _pending_attempt(conn, invoice.id) is not None:
+            raise Conflict(
+                f"a payment of invoice {invoice.number} is in progress: try again in a minute"
+            )
+        attempt = await _new_attempt(
+            conn, invoice, processor_customer_id, payment_method_id, now=now
+        )
+    try:
+        charge = await processor.charge(
+            processor_customer_id,
+            amount_cents=attempt.amount_cents,
+            currency=CURRENCY,
+            idempotency_key=attempt.idempotency_key,
+            description=f"Invoice {invoice.number}",
+            payment_method_id=payment_method_id,
+        )
+    except ProcessorError as exc:
+        async with transaction(engine) as conn:
+            await _fail_attempt(conn, attempt, exc.code, exc.message, now=now)
+            return ChargeOutcome(
+                await lock_invoice(conn, invoice_id=invoice.id),
+                await _attempt(conn, attempt.id),
+            )
+    except ProcessorUnavailable:
+        raise ServiceUnavailable(
+            f"the payment processor did not answer: the payment of invoice {invoice.number}"
+            " will be checked and completed; look at the invoice again shortly",
+            retry_after_seconds=5,
+        ) from None
+    if after_answer is not None:
+        after_answer(charge)
+    async with transaction(engine) as conn:
+        await apply_charge(conn, attempt_id=attempt.id, charge=charge, now=now)
+        return ChargeOutcome(
+            await lock_invoice(conn, invoice_id=invoice.id), await _attempt(conn, attempt.id)
+        )
+
+
+async def _new_attempt(
+    conn: AsyncConnection,
+    invoice: Invoice,
+    processor_customer_id: str,
+    payment_method_id: str | None,
+    *,
+    now: datetime,
+) -> Attempt:
+    number = invoice.attempt_count + 1
+    remaining = invoice.total_micros - invoice.amount_paid_micros
+    attempt_id = str(uuid.uuid4())
+    await conn.execute(
+        insert(invoice_payment_attempts).values(
+            id=attempt_id,
+            invoice_id=invoice.id,
+            attempt=number,
+            idempotency_key=attempt_key(invoice.id, number),
+            status=AttemptStatus.PENDING.value,
+            amount_cents=remaining // MICROS_PER_CENT,
+            processor_customer_id=processor_customer_id,
+            payment_method_id=payment_method_id,
+            created_at=now,
+            updated_at=now,
+        )
+    )
+    await conn.execute(
+        update(invoices)
+        .where(invoices.c.id == invoice.id)
+        .values(attempt_count=number, updated_at=now)
+    )
+    return await _attempt(conn, attempt_id)
+
+
+async def _attempt(conn: AsyncConnection, attempt_id: str) -> Attempt:
+    query = select(invoice_payment_attempts).where(invoice_payment_attempts.c.id == attempt_id)
+    return _attempt_of_row((await conn.execute(query)).mappings().one())
+
+
+def _attempt_of_row(row: Mapping[Any, Any]) -> Attempt:
+    return Attempt(
+        id=row["id"],
+        invoice_id=row["invoice_id"],
+        attempt=int(row["attempt"]),
+        idempotency_key=row["idempotency_key"],
+        status=AttemptStatus(row["status"]),
+        amount_cents=int(row["amount_cents"]),
+        processor_customer_id=row["processor_customer_id"],
+        payment_method_id=row["payment_method_id"],
+        charge_id=row["charge_id"],
+        failure_code=row["failure_code"],
+        failure_message=row["failure_message"],
+        created_at=row["created_at"],
+    )
+
+
+async def _pending_attempt(conn: AsyncConnection, invoice_id: str) -> Attempt | None:
+    query = select(invoice_payment_attempts).where(
+        invoice_payment_attempts.c.invoice_id == invoice_id,
+        invoice_payment_attempts.c.status == AttemptStatus.PENDING.value,
+    )
+    row = (await conn.execute(query)).mappings().first()
+    return _attempt_of_row(row) if row else None
+
+
+async def list_attempts(conn: AsyncConnection, *, invoice_id: str) -> list[Attempt]:
+    query = (
+        select(invoice_payment_attempts)
+        .where(invoice_payment_attempts.c.invoice_id == invoice_id)
+        .order_by(invoice_payment_attempts.c.attempt)
+    )
+    return [_attempt_of_row(row) for row in (await conn.execute(query)).mappings()]
+
+
+async def _fail_attempt(
+    conn: AsyncConnection, attempt: Attempt, code: str, message: str, *, now: datetime
+) -> None:
+    await conn.execute(
+        update(invoice_payment_attempts)
+        .where(invoice_payment_attempts.c.id == attempt.id)
+        .where(invoice_payment_attempts.c.status == AttemptStatus.PENDING.value)
+        .values(
+            status=AttemptStatus.FAILED.value,
+            failure_code=code[:64],
+            failure_message=message[:500],
+            updated_at=now,
+        )
+    )
+
+
+async def apply_charge(
+    conn: AsyncConnection, *, attempt_id: str, charge: Charge, now: datetime
+) -> Attempt:
+    """The processor's answer to an attempt, applied once: a success settles the invoice.
+    Applying the same answer again changes nothing."""
+    attempt = await _attempt(conn, attempt_id)
+    invoice = await lock_invoice(conn, invoice_id=attempt.invoice_id)
+    attempt = await _attempt(conn, attempt_id)  # again, under the invoice's lock
+    if attempt.status not in (AttemptStatus.PENDING, AttemptStatus.ABANDONED):
+        return attempt
+    status = AttemptStatus(charge.status.value)
+    await conn.execute(
+        update(invoice_payment_attempts)
+        .where(invoice_payment_attempts.c.id == attempt.id)
+        .values(
+            status=status.value,
+            charge_id=charge.id,
+            failure_code=charge.failure_code,
+            failure_message=(charge.failure_message or "")[:500] or None,
+            updated_at=now,
+        )
+    )
+    if charge.status == ChargeStatus.SUCCEEDED and invoice.status == InvoiceStatus.OPEN:
+        await settle_invoice(conn, invoice_id=invoice.id, charge=charge, now=now)
+    return await _attempt(conn, attempt.id)
+
+
+@dataclass
+class Reconciliation:
+    """What `reconcile_pending_charges` found, by attempt id."""
+
+    applied: list[str] = field(default_factory=list)
+    abandoned: list[str] = field(default_factory=list)
+    still_pending: list[str] = field(default_factory=list)
+
+
+# An attempt the processor has no charge for may still be on its way to it from a request in
+# progress; after this long it never will be.
+ABANDON_AFTER = timedelta(minutes=10)
+
+
+async def reconcile_pending_charges(
+    engine: AsyncEngine,
+    processor: PaymentProcessor,
+    *,
+    now: datetime,
+    abandon_after: timedelta = ABANDON_AFTER,
+) -> Reconciliation:
+    """Every attempt left pending (a crash, a processor that did not answer): ask the
+    processor for the charge made with its key and apply it; an attempt with no charge older
+    than `abandon_after` is marked abandoned (nothing was taken; the invoice stays open)."""
+    async with reading(engine) as conn:
+        query = (
+            select(invoice_payment_attempts)
+            .where(invoice_payment_attempts.c.status == AttemptStatus.PENDING.value)
+            .order_by(invoice_payment_attempts.c.created_at)
+        )
+        pending = [_attempt_of_row(row) for row in (await conn.execute(query)).mappings()]
+    report = Reconciliation()
+    for attempt in pending:
+        outcome = await _reconcile_attempt(
+            engine, processor, attempt, now=now, abandon_after=abandon_after
+        )
+        {"applied": report.applied, "abandoned": report.abandoned}.get(
+            outcome, report.still_pending
+        ).append(attempt.id)
+    return report
+
+
+async def _reconcile_attempt(
+    engine: AsyncEngine,
+    processor: PaymentProcessor,
+    attempt: Attempt,
+    *,
+    now: datetime,
+    abandon_after: timedelta | None,
+) -> str:
+    try:
+        charge = await processor.find_charge(attempt.idempotency_key)
+    except ProcessorUnavailable:
+        return "pending"
+    if charge is not None:
+        async with transaction(engine) as conn:
+            await apply_charge(conn, attempt_id=attempt.id, charge=charge, now=now)
+        return "applied"
+    if abandon_after is None or attempt.created_at > now - abandon_after:
+        return "pending"
+    async with transaction(engine) as conn:
+        await lock_invoice(conn, invoice_id=attempt.invoice_id)
+        await conn.execute(
+            update(invoice_payment_attempts)
+            .where(invoice_payment_attempts.c.id == attempt.id)
+            .where(invoice_payment_attempts.c.status == AttemptStatus.PENDING.value)
+            .values(status=AttemptStatus.ABANDONED.value, updated_at=now)
+        )
+    return "abandoned"
+
+
+# --------------------------------------------------------------------------------- refunds
+
+
+async def refund_invoice(
+    engine: AsyncEngine,
+    processor: PaymentProcessor,
+    *,
+    invoice_id: str,
+    amount_micros: int,
+    idempotency_key: str,
+    actor: str,
+    now: datetime,
+) -> Invoice:
+    """Refund part or all of a paid invoice through the processor. The same key refunds once
+    (a retry answers the invoice as it is); the refund row is committed pending before the
+    processor is called, like a charge. A refund takes the credits it returns out of the stable
+    bucket; credits already spent cannot be refunded (409)."""
+    if amount_micros <= 0 or amount_micros % MICROS_PER_CENT:
+        raise BadRequest("a refund is a positive amount in whole cents, e.g. 5.00")
+    key = f"refund-{invoice_id}-{idempotency_key}"
+    async with transaction(engine) as conn:
+        invoice = await lock_invoice(conn, invoice_id=invoice_id)
+        existing = await _refund_by_key(conn, key)
+        if existing is None:
+            credits = await _check_refund(conn, invoice, amount_micros)
+            existing = await _new_refund(conn, invoice, key, amount_micros, credits, actor, now)
+        elif existing["amount_cents"] * MICROS_PER_CENT != amount_micros:
+            raise Conflict(
+                f"idempotency key {idempotency_key!r} was used for a refund of"
+                f" {format_micros(existing['amount_cents'] * MICROS_PER_CENT)} USD"
+            )
+        if existing["status"] != "pending":
+            return invoice
+    if invoice.charge_id is None:
+        raise Conflict(f"invoice {invoice.number} was not paid by a charge: nothing to refund")
+    try:
+        refund = await processor.refund(
+            invoice.charge_id, amount_cents=existing["amount_cents"], idempotency_key=key
+        )
+    except ProcessorError as exc:
+        async with transaction(engine) as conn:
+            await conn.execute(
+                update(invoice_refunds)
+                .where(invoice_refunds.c.id == existing["id"])
+                .values(status="failed", updated_at=now)
+            )
+        raise BadRequest(f"the processor refused the refund: {exc.message}") from None
+    except ProcessorUnavailable:
+        raise ServiceUnavailable(
+            "the payment processor did not answer: send the same refund again (same"
+            " idempotency_key) to complete it",
+            retry_after_seconds=5,
+        ) from None
+    async with transaction(engine) as conn:
+        return await _apply_refund(conn, existing["id"], refund.id, now)
+
+
+async def _refund_by_key(conn: AsyncConnection, key: str) -> Mapping[str, Any] | None:
+    query = select(invoice_refunds).where(invoice_refunds.c.idempotency_key == key)
+    row = (await conn.execute(query)).mappings().first()
+    return dict(row) if row else None
+
+
+async def _check_refund(conn: AsyncConnection, invoice: Invoice, amount_micros: int) -> int:
+    """How much of the refund takes back credits; BadRequest beyond what was paid."""
+    if invoice.status != InvoiceStatus.PAID:
+        raise BadRequest(f"invoice {invoice.number} is {invoice.status}: only a paid one refunds")
+    committed = await conn.execute(
+        select(
+            func.coalesce(func.sum(invoice_refunds.c.amount_cents), 0),
+            func.coalesce(func.sum(invoice_refunds.c.credits_micros), 0),
+        ).where(
+            invoice_refunds.c.invoice_id == invoice.id,
+            invoice_refunds.c.status.in_(("pending", "succeeded")),
+        )
+    )
+    cents, credits_refunded = committed.one()
+    refundable = invoice.amount_paid_micros - int(cents) * MICROS_PER_CENT
+    if amount_micros > refundable:
+        raise BadRequest(
+            f"invoice {invoice.number} has {format_micros(refundable)} USD left to refund, less"
+            f" than {format_micros(amount_micros)}"
+        )
+    # Credits first: a credit purchase's refund returns credits before tax and rounding.
+    credits = min(amount_micros, invoice.total_of(LineKind.CREDITS) - int(credits_refunded))
+    if credits > 0:
+        balance = await lock_balance(conn, invoice.customer)
+        if balance.stable_micros < credits:
+            raise Conflict(
+                f"the customer has spent these credits: {format_micros(balance.stable_micros)}"
+                f" USD of stable credits are left, {format_micros(credits)} would be refunded"
+            )
+    return max(credits, 0)
+
+
+async def _new_refund(
+    conn: AsyncConnection,
+    invoice: Invoice,
+    key: str,
+    amount_micros: int,
+    credits_micros: int,
+    actor: str,
+    now: datetime,
+) -> Mapping[str, Any]:
+    row = {
+        "id": str(uuid.uuid4()),
+        "invoice_id": invoice.id,
+        "idempotency_key": key,
+        "amount_cents": amount_micros // MICROS_PER_CENT,
+        "credits_micros": credits_micros,
+        "status": "pending",
+        "processor_refund_id": None,
+        "actor": actor,
+        "created_at": now,
+        "updated_at": now,
+    }
+    await conn.execute(insert(invoice_refunds).values(row))
+    return row
+
+
+async def _apply_refund(
+    conn: AsyncConnection, refund_id: str, processor_refund_id: str, now: datetime
+) -> Invoice:
+    row = (
+        (await conn.execute(select(invoice_refunds).where(invoice_refunds.c.id == refund_id)))
+        .mappings()
+        .one()
+    )
+    invoice = await lock_invoice(conn, invoice_id=row["invoice_id"])
+    if row["status"] != "pending":
+        return invoice
+    amount = int(row["amount_cents"]) * MICROS_PER_CENT
+    credits = int(row["credits_micros"])
+    await conn.execute(
+        update(invoice_refunds)
+        .where(invoice_refunds.c.id == refund_id)
+        .values(status="succeeded", processor_refund_id=processor_refund_id, updated_at=now)
+    )
+    await conn.execute(
+        update(invoices)
+        .where(invoices.c.id == invoice.id)
+        .values(amount_refunded_micros=invoice.amount_refunded_micros + amount, updated_at=now)
+    )
+    await post_journal(
+        conn,
+        kind=PostingKind.REFUND,
+        lines=[
+            (Account(AccountKind.PROCESSOR_CASH), -amount),
+            (Account(AccountKind.CREDITS_SOLD, invoice.customer.id), credits),
+            (Account(AccountKind.REVENUE), amount - credits),
+        ],
+        memo=f"refund of invoice {invoice.number}",
+        invoice_id=invoice.id,
+        processor_ref=processor_refund_id,
+        now=now,
+    )
+    if credits:
+        balance = await lock_balance(conn, invoice.customer)
+        # Checked when the refund began; credits spent since then become money due.
+        taken = min(credits, max(balance.stable_micros, 0))
+        reason = Posting(Reason.REFUND, row["actor"], invoice.id)
+        deltas = {Bucket.STABLE: -taken, Bucket.TOTAL_DUE: credits - taken}
+        await post(conn, balance, deltas, reason, now)
+    return await lock_invoice(conn, invoice_id=invoice.id)
+
+
+async def reconcile_pending_refunds(
+    engine: AsyncEngine, processor: PaymentProcessor, *, now: datetime
+) -> int:
+    """Refunds left pending: asked again with their own key (the processor answers the same
+    refund, or makes it now); answers how many were completed."""
+    async with reading(engine) as conn:
+        rows = (
+            (
+                await conn.execute(
+                    select(invoice_refunds, invoices.c.charge_id)
+                    .join(invoices, invoices.c.id == invoice_refunds.c.invoice_id)
+                    .where(invoice_refunds.c.status == "pending")
+                )
+            )
+            .mappings()
+            .all()
+        )
+    done = 0
+    for row in rows:
+        try:
+            refund = await processor.refund(
+                row["charge_id"],
+                amount_cents=int(row["amount_cents"]),
+                idempotency_key=row["idempotency_key"],
+            )
+        except (ProcessorError, ProcessorUnavailable):
+            continue
+        async with transaction(engine) as conn:
+            await _apply_refund(conn, row["id"], refund.id, now)
+        done += 1
+    return done
+
+
+async def reconcile_on_start(
+    engine: AsyncEngine, processor: PaymentProcessor, now: datetime
+) -> Reconciliation | None:
+    """What a server does when it starts: pending charges and refunds reconciled. A database
+    or processor that does not answer does not stop the start (the next start, or `zoopay
+    billing run`, reconciles); it is logged."""
+    try:
+        report = await reconcile_pending_charges(engine, processor, now=now)
+        await reconcile_pending_refunds(engine, processor, now=now)
+    except Exception as exc:
+        if not is_unavailable(exc):
+            raise
+        logger.warning("reconciling pending charges at start failed: %s", exc)
+        return None
+    if report.applied or report.abandoned:
+        logger.info(
+            "reconciled %d pending charges, abandoned %d",
+            len(report.applied),
+            len(report.abandoned),
+        )
+    return report

@@ -1,0 +1,121 @@
+"""A process killed (SIGKILL) between the processor's answer and zoopay's commit: the next
+start reconciles it. Exactly one charge at the processor, the invoice paid once, the credits
+delivered once, the books clean."""
+
+import os
+import signal
+import subprocess
+import sys
+from datetime import datetime
+
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from tests.conftest import Clock, World
+from tests.support.processor import charge_count, embedded, processor_customer, succeeded_cents
+from zoopay.app import create_app
+from zoopay.config import Settings
+from zoopay.db.engine import reading, transaction
+from zoopay.invoicing.service import (
+    AttemptStatus,
+    InvoiceStatus,
+    charge_invoice,
+    credits_line,
+    get_invoice,
+    issue_invoice,
+    list_attempts,
+)
+from zoopay.journal.service import verify
+from zoopay.ledger.service import get_balance
+
+# Run in a process of its own: charge the invoice and SIGKILL itself the moment the processor
+# has answered, before the answer is committed.
+CHARGE_AND_DIE = r"""
+import asyncio, os, signal, sys
+from datetime import datetime
+from zoopay.db.engine import create_engine
+from zoopay.invoicing.service import charge_invoice
+from zoopay.processors.embedded import EmbeddedProcessor
+
+url, invoice_id, customer_id, now = sys.argv[1:5]
+moment = datetime.fromisoformat(now)
+
+def die(_charge):
+    os.kill(os.getpid(), signal.SIGKILL)
+
+async def main():
+    engine = create_engine(url)
+    processor = EmbeddedProcessor(engine, lambda: moment)
+    await charge_invoice(engine, processor, invoice_id=invoice_id,
+                         processor_customer_id=customer_id, now=moment, after_answer=die)
+
+asyncio.run(main())
+"""
+
+
+def charge_in_a_process_that_dies(
+    url: str, invoice_id: str, customer_id: str, now: datetime
+) -> int:
+    done = subprocess.run(
+        [sys.executable, "-c", CHARGE_AND_DIE, url, invoice_id, customer_id, now.isoformat()],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=os.environ,
+    )
+    return done.returncode
+
+
+async def test_a_killed_charge_is_reconciled_on_start_and_charged_once(
+    engine: AsyncEngine, world: World, clock: Clock, database_url: str
+) -> None:
+    person = await world.user()
+    customer = person.user.customer
+    processor = embedded(engine, lambda: clock.now)
+    cus = await processor_customer(engine, processor, customer, clock.now)
+    async with transaction(engine) as conn:
+        invoice = await issue_invoice(
+            conn,
+            customer=customer,
+            lines=[credits_line(amount_micros=25_000_000)],
+            description="credits",
+            tax_rates={},
+            prefix="ZP",
+            now=clock.now,
+        )
+
+    assert (
+        charge_in_a_process_that_dies(database_url, invoice.id, cus, clock.now) == -signal.SIGKILL
+    )
+
+    # The processor took the money; zoopay's database does not know yet.
+    assert await succeeded_cents(engine) == 2500
+    async with reading(engine) as conn:
+        assert (await get_invoice(conn, invoice_id=invoice.id)).status == InvoiceStatus.OPEN
+        [attempt] = await list_attempts(conn, invoice_id=invoice.id)
+        assert attempt.status == AttemptStatus.PENDING
+        assert (await get_balance(conn, customer)).stable_micros == 0
+
+    # The server starts: its start-up reconciles.
+    app = create_app(Settings(database_url=database_url), engine=engine)
+    app.state.clock = lambda: clock.now
+    async with app.router.lifespan_context(app):
+        pass
+
+    async with reading(engine) as conn:
+        paid = await get_invoice(conn, invoice_id=invoice.id)
+        [attempt] = await list_attempts(conn, invoice_id=invoice.id)
+        balance = await get_balance(conn, customer)
+        problems = await verify(conn)
+    assert paid.status == InvoiceStatus.PAID and paid.amount_paid_micros == 25_000_000
+    assert attempt.status == AttemptStatus.SUCCEEDED and paid.charge_id == attempt.charge_id
+    assert balance.stable_micros == 25_000_000
+    assert problems == []
+
+    # Paying again, or reconciling again, takes nothing more.
+    again = await charge_invoice(
+        engine, processor, invoice_id=invoice.id, processor_customer_id=cus, now=clock.now
+    )
+    assert again.attempt is None and again.invoice.paid
+    assert await charge_count(engine) == 1 and await succeeded_cents(engine) == 2500
+    async with reading(engine) as conn:
+        assert (await get_balance(conn, customer)).stable_micros == 25_000_000
