@@ -152,6 +152,20 @@ async def test_a_customer_signs_in_sees_the_apis_figures_changes_plan_and_manage
     ]
     await shoot(page, "billing")
 
+    await page.get_by_role("link", name="Invoices", exact=True).click()
+    await page.get_by_label("Amount, USD (whole cents, 1.00 to 100000.00)").fill("25.00")
+    await page.get_by_role("button", name="Buy credits").click()
+    await expect(page.locator("table.invoices tbody tr").first).to_contain_text("paid")
+    await expect(page.locator("table.invoices tbody tr").first).to_contain_text("25.00 USD")
+    await shoot(page, "invoices")
+    async with page.expect_download() as download_info:
+        await page.get_by_role("link", name="PDF").first.click()
+    download = await download_info.value
+    pdf = await download.path()
+    assert pdf is not None and Path(pdf).read_bytes().startswith(b"%PDF")
+    api = balance_of(server, alice)
+    assert api["stable_api_credits_remaining_monetary_value"] == "25.00"
+
     await page.get_by_role("link", name="Plan", exact=True).click()
     await shoot(page, "plan")
     await page.get_by_role("button", name="Review a change to pro").click()
@@ -259,3 +273,24 @@ async def test_staff_find_a_customer_and_set_a_balance_with_a_reason(
         f"{server.base_url}/users/{alice.id}/payment/ledger", headers=staff.headers
     ).json()
     assert ledger["items"][0]["note"] == "refund of ticket 42"
+
+    # A paid invoice (alice bought credits with a card), refunded in part by staff.
+    intent = httpx.post(f"{server.base_url}/user/payment/intent", headers=alice.headers).json()
+    confirmed = httpx.post(
+        f"{server.base_url}/processor/setup-intents/confirm",
+        json={"client_secret": intent["client_secret"], "payment_method": "pm_card_visa"},
+    )
+    assert confirmed.status_code == 200, confirmed.text
+    bought = httpx.post(
+        f"{server.base_url}/user/payment/credits", headers=alice.headers, json={"amount": "10.00"}
+    )
+    assert bought.status_code == 201, bought.text
+    number = bought.json()["number"]
+    await page.reload()
+    await page.get_by_label(f"Refund amount of invoice {number}, USD").fill("4.00")
+    await page.get_by_role("button", name=f"Refund invoice {number}").click()
+    row = page.locator(f'[data-invoice="{bought.json()["id"]}"]')
+    await expect(row.locator('[data-label="Refunded"]')).to_have_text("4.00 USD")
+    await shoot(page, "staff-refund")
+    api = balance_of(server, alice)
+    assert api["stable_api_credits_remaining_monetary_value"] == "31.50"  # 25.50 + 10 - 4
