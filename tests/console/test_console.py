@@ -464,3 +464,44 @@ async def test_the_staff_overview_counts_plans_and_revenue(
     assert 'data-plan="team">1<' in page
     # pro 49.00 + team 99.00 per member x 2 members
     assert f'data-testid="mrr">{Decimal("49") + 2 * Decimal("99"):.2f} USD' in page
+
+
+async def test_staff_set_a_users_plan_and_an_orgs_enterprise_price(
+    client: httpx.AsyncClient, world: World, engine: AsyncEngine, clock: Clock
+) -> None:
+    staff, alice, admin = await world.user(staff=True), await world.user(), await world.user()
+    org = await world.org(admin)
+    csrf = await sign_in(client, engine, staff, clock)
+    done = await client.post(
+        f"/console/staff/user/{alice.id}/plan", data={"csrf": csrf, "tier": "pro"}, headers=FORM
+    )
+    assert done.status_code == 303
+    api = await ok(await client.get("/user/payment/subscriptions", headers=bearer(alice.token)))
+    assert api["modeling_app"]["name"] == "pro"
+    wrong = await client.post(
+        f"/console/staff/user/{alice.id}/plan", data={"csrf": csrf, "tier": "team"}, headers=FORM
+    )
+    assert wrong.status_code == 400
+    path = f"/console/staff/org/{org.id}/enterprise-price"
+    bad = await client.post(
+        path,
+        data={"csrf": csrf, "type": "flat", "interval": "fortnight", "price": "10"},
+        headers=FORM,
+    )
+    assert bad.status_code == 400
+    priced = await client.post(
+        path,
+        data={"csrf": csrf, "type": "per_user", "interval": "month", "price": "80.00"},
+        headers=FORM,
+    )
+    assert priced.status_code == 303
+    balance = await ok(
+        await client.get(f"/orgs/{org.id}/payment/balance", headers=bearer(staff.token))
+    )
+    assert balance["modeling_app_enterprise_price"] == {
+        "type": "per_user",
+        "interval": "month",
+        "price": "80.00",
+    }
+    page = (await client.get(f"/console/staff/org/{org.id}")).text
+    assert "Enterprise price: 80.00 USD / month (per_user)" in page

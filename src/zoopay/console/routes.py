@@ -10,7 +10,7 @@ from datetime import date, datetime, time, timedelta
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, TypeAdapter, ValidationError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from zoopay.accounts.service import (
@@ -43,12 +43,18 @@ from zoopay.api.deps import (
     org_membership,
     staff_user,
 )
+from zoopay.api.errors import describe_validation
 from zoopay.api.openapi import errors
 from zoopay.api.pagination import decode_page_token, encode_page_token
 from zoopay.api.routing import json_router
 from zoopay.billing.routes import current_statement, customer_balance
 from zoopay.billing.service import set_balance
-from zoopay.catalog.schemas import TierName
+from zoopay.catalog.schemas import (
+    EnterpriseSubscriptionTierPrice,
+    OptionFlat,
+    OptionPerUser,
+    TierName,
+)
 from zoopay.catalog.service import Catalog, Plan
 from zoopay.console import service
 from zoopay.console.web import (
@@ -71,7 +77,12 @@ from zoopay.ledger.service import Balance, Customer, list_entries
 from zoopay.metering.service import list_calls
 from zoopay.money import InvalidAmount, parse_dollars, to_micros
 from zoopay.subscriptions.periods import add_months, period_start
-from zoopay.subscriptions.service import change_plan, current_plan, get_subscription
+from zoopay.subscriptions.service import (
+    change_plan,
+    current_plan,
+    get_subscription,
+    set_enterprise_price,
+)
 
 router = APIRouter(prefix="/console", include_in_schema=False, route_class=ConsoleRoute)
 # Matched before the customer pages' /console/{kind}/...: `staff` is no customer kind.
@@ -683,6 +694,7 @@ async def staff_customer(
         # Each refund form carries its own key: sent twice, it refunds once.
         invoices=[(invoice, uuid.uuid4().hex) for invoice in invoices],
         paid=InvoiceStatus.PAID,
+        plans=_offered(catalog, kind),
     )
 
 
@@ -735,6 +747,61 @@ async def staff_set_balance(
             note=reason,
         )
     return redirect(f"/console/staff/{kind}/{customer.id}")
+
+
+@staff_router.post("/staff/user/{customer_id}/plan")
+async def staff_set_plan(
+    request: Request, customer_id: Annotated[str, Path(max_length=MAX_EMAIL)]
+) -> Response:
+    """Staff: a user's plan, as PUT /users/{id}/payment/subscriptions (a plan change like any
+    other, the staff user as actor)."""
+    who = await staff_viewer(request)
+    form = await checked_form(request, who)
+    customer = await staff_customer_of(request, "user", customer_id)
+    plan = _tier(form.get("tier", ""), catalog_of(request), "user")
+    async with transaction(engine_of(request)) as conn:
+        await change_plan(
+            conn,
+            catalog_of(request),
+            customer,
+            TierName(plan.name),
+            None,
+            user_of(who).id,
+            now_of(request),
+        )
+    return redirect(f"/console/staff/user/{customer.id}")
+
+
+_ENTERPRISE_PRICE: TypeAdapter[OptionFlat | OptionPerUser] = TypeAdapter(
+    EnterpriseSubscriptionTierPrice
+)
+
+
+@staff_router.post("/staff/org/{customer_id}/enterprise-price")
+async def staff_set_enterprise_price(
+    request: Request, customer_id: Annotated[str, Path(max_length=64)]
+) -> Response:
+    """Staff: the price sales agreed with an org, as PUT /orgs/{id}/enterprise/pricing."""
+    who = await staff_viewer(request)
+    form = await checked_form(request, who)
+    customer = await staff_customer_of(request, "org", customer_id)
+    if catalog_of(request).plan(TierName.ENTERPRISE) is None:
+        raise BadRequest("the catalog offers no enterprise tier")
+    try:
+        price = _ENTERPRISE_PRICE.validate_python(
+            {
+                "type": form.get("type", ""),
+                "interval": form.get("interval", ""),
+                "price": parse_dollars(form.get("price", "").strip()),
+            }
+        )
+    except InvalidAmount as exc:
+        raise BadRequest(f"price: {exc}") from None
+    except ValidationError as exc:
+        raise BadRequest(describe_validation(exc.errors())) from None
+    async with transaction(engine_of(request)) as conn:
+        await set_enterprise_price(conn, customer, price, now_of(request))
+    return redirect(f"/console/staff/org/{customer.id}")
 
 
 # --- the sign-in link API (documented): for the product's backend and for staff ---

@@ -435,6 +435,10 @@ def _monthly_micros(
     amount = micros * seats if kind == "per_user" else micros
     if interval == "year":
         return amount // 12
+    if interval == "week":
+        return amount * 52 // 12
+    if interval == "day":
+        return amount * 365 // 12
     if annually and discount:
         return amount * (100 - discount) // 100
     return amount
