@@ -35,7 +35,6 @@ from zoopay.accounts.service import (
     set_role,
 )
 from zoopay.api.deps import (
-    CatalogDep,
     Engine,
     Now,
     current_principal,
@@ -71,7 +70,7 @@ from zoopay.console.web import (
     viewer,
 )
 from zoopay.db.engine import reading, transaction
-from zoopay.errors import BadRequest, Forbidden, NotFound
+from zoopay.errors import BadRequest, Forbidden
 from zoopay.invoicing.service import InvoiceStatus, list_invoices
 from zoopay.ledger.service import Balance, Customer, list_entries
 from zoopay.metering.service import list_calls
@@ -475,7 +474,7 @@ async def plan_change(request: Request, kind: Kind) -> Response:
 
 
 @router.get("/user/tokens")
-async def tokens_page(request: Request, created: str = "") -> Response:
+async def tokens_page(request: Request) -> Response:
     who = await viewer(request)
     user = user_of(who)
     async with reading(engine_of(request)) as conn:
@@ -861,6 +860,3 @@ async def create_console_link(
 
 def link_url(console: str, secret: str) -> str:
     return f"{console}link?secret={secret}"
-
-
-_ = (CatalogDep, NotFound)
