@@ -30,6 +30,7 @@ from zoopay.console.payments import router as console_payments_router
 from zoopay.console.routes import api_router as console_api_router
 from zoopay.console.routes import router as console_router
 from zoopay.console.routes import staff_router as console_staff_router
+from zoopay.console.web import redact_access_log
 from zoopay.db.engine import create_engine
 from zoopay.invoicing.routes import links_router as invoice_links_router
 from zoopay.invoicing.routes import router as invoicing_router
@@ -167,6 +168,7 @@ def create_app(
 def app_from_environment() -> FastAPI:
     """The app as `zoopay serve` runs it in each worker process: settings from ZOOPAY_*."""
     app = create_app(get_settings())
+    redact_access_log()
     _quiet_garbage_collector()
     return app
 

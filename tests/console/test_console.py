@@ -505,3 +505,22 @@ async def test_staff_set_a_users_plan_and_an_orgs_enterprise_price(
     }
     page = (await client.get(f"/console/staff/org/{org.id}")).text
     assert "Enterprise price: 80.00 USD / month (per_user)" in page
+
+
+def test_access_logs_never_show_a_link_secret() -> None:
+    import logging
+
+    from zoopay.console.web import RedactLinkSecrets
+
+    record = logging.LogRecord(
+        "uvicorn.access",
+        logging.INFO,
+        __file__,
+        1,
+        '%s - "%s %s HTTP/%s" %d',
+        ("127.0.0.1:5000", "GET", "/console/link?secret=zcl_abcDEF-123_x&x=1", "1.1", 200),
+        None,
+    )
+    assert RedactLinkSecrets().filter(record)
+    assert "zcl_abc" not in record.getMessage()
+    assert "/console/link?secret=[redacted]&x=1" in record.getMessage()

@@ -1,6 +1,8 @@
 """What every console page shares: templates, the session cookie, CSRF, forms, time zones,
 money, and the route class that turns a domain error into a page instead of JSON."""
 
+import logging
+import re
 import urllib.parse
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
@@ -64,6 +66,28 @@ _templates.filters["dollars"] = dollars
 
 def static_file(name: str) -> bytes:
     return files("zoopay.console").joinpath("static", name).read_bytes()
+
+
+_LINK_SECRET = re.compile(r"(secret=)[^&\s]+")
+
+
+class RedactLinkSecrets(logging.Filter):
+    """Access logs show a sign-in link's path without its secret (an unspent link in a log
+    would sign anyone who reads the log in)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple):
+            record.args = tuple(
+                _LINK_SECRET.sub(r"\1[redacted]", a) if isinstance(a, str) else a
+                for a in record.args
+            )
+        return True
+
+
+def redact_access_log() -> None:
+    access = logging.getLogger("uvicorn.access")
+    if not any(isinstance(f, RedactLinkSecrets) for f in access.filters):
+        access.addFilter(RedactLinkSecrets())
 
 
 class SignInRequired(Exception):
