@@ -25,6 +25,12 @@ from zoopay.billing.upgrades import ChangeTerms
 from zoopay.catalog.routes import router as catalog_router
 from zoopay.catalog.service import Catalog, load_catalog
 from zoopay.config import Settings, get_settings
+from zoopay.console.invoices import router as console_invoices_router
+from zoopay.console.payments import router as console_payments_router
+from zoopay.console.routes import api_router as console_api_router
+from zoopay.console.routes import router as console_router
+from zoopay.console.routes import staff_router as console_staff_router
+from zoopay.console.web import redact_access_log
 from zoopay.db.engine import create_engine
 from zoopay.invoicing.routes import links_router as invoice_links_router
 from zoopay.invoicing.routes import router as invoicing_router
@@ -108,6 +114,7 @@ def create_app(
     app.state.change_terms = ChangeTerms(settings.tax_rates, settings.invoice_prefix)
     app.state.token_cache = TokenCache(app_engine)
     app.state.call_recorder = recorder
+    app.state.public_url = settings.public_url
     routers = (
         billing_router,
         subscriptions_router,
@@ -126,6 +133,7 @@ def create_app(
         portal_router,
         health_router,
         stripe_webhook_router,
+        console_api_router,
     )
     hot_routes = [*metering_hot_routes, *billing_hot_routes]
     # First of all routes, the busiest first: the router tries them in order, and the other
@@ -133,6 +141,11 @@ def create_app(
     app.router.routes[:0] = hot_routes
     for router in routers:
         app.include_router(router)
+    # The console's pages: outside the OpenAPI document (their sign-in-link API is in it).
+    app.include_router(console_staff_router)
+    app.include_router(console_payments_router)
+    app.include_router(console_invoices_router)
+    app.include_router(console_router)
     install_docs(app, title=app.title, openapi_url=OPENAPI_URL)
     install_error_handlers(app)
     if settings.cors_origins:
@@ -167,6 +180,7 @@ def create_app(
 def app_from_environment() -> FastAPI:
     """The app as `zoopay serve` runs it in each worker process: settings from ZOOPAY_*."""
     app = create_app(get_settings())
+    redact_access_log()
     _quiet_garbage_collector()
     return app
 

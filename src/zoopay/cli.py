@@ -28,11 +28,13 @@ users_app = typer.Typer(no_args_is_help=True, help="Users.")
 orgs_app = typer.Typer(no_args_is_help=True, help="Organizations.")
 tokens_app = typer.Typer(no_args_is_help=True, help="API tokens.")
 billing_app = typer.Typer(no_args_is_help=True, help="Billing jobs.")
+console_app = typer.Typer(no_args_is_help=True, help="The web console.")
 app.add_typer(db_app, name="db")
 app.add_typer(users_app, name="users")
 app.add_typer(orgs_app, name="orgs")
 app.add_typer(tokens_app, name="tokens")
 app.add_typer(billing_app, name="billing")
+app.add_typer(console_app, name="console")
 ledger_app = typer.Typer(no_args_is_help=True, help="The books.")
 app.add_typer(ledger_app, name="ledger")
 
@@ -176,6 +178,23 @@ def tokens_create(
             user = await accounts.find_user(conn, id_or_email=str(email))
             record, token = await accounts.create_user_token(conn, user=user, label=None, now=now)
         return {"id": record.id, "token": token}
+
+    _print(_run(work))
+
+
+@console_app.command("link")
+def console_link(email: Annotated[str, typer.Argument(help="The user to sign in")]) -> None:
+    """Print a single-use sign-in link to the console for a user (valid 15 minutes)."""
+    from zoopay.console.routes import link_url
+    from zoopay.console.service import create_link
+
+    settings = get_settings()
+    base = settings.public_url or f"http://{settings.host}:{settings.port}"
+
+    async def work(conn: AsyncConnection, now: datetime) -> dict[str, Any]:
+        user = await accounts.find_user(conn, id_or_email=email)
+        link = await create_link(conn, user=user, created_by="operator", now=now)
+        return {"url": link_url(base.rstrip("/") + "/console/", link.secret)}
 
     _print(_run(work))
 

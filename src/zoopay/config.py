@@ -90,7 +90,9 @@ class Settings(BaseSettings):
     # The issuer printed on invoices.
     invoice_issuer: str = "zoopay"
     invoice_issuer_address: str = ""
-    # Where invoice links point (scheme://host[:port]); unset, the request's own base URL.
+    # Where people reach this server (scheme://host[:port]): the base of invoice links and
+    # console sign-in links. Unset, an answer uses the request's own base URL, and
+    # `zoopay console link` http://ZOOPAY_HOST:ZOOPAY_PORT.
     public_url: str | None = None
 
     @field_validator("tax_rates", mode="before")

@@ -72,8 +72,10 @@ async def set_balance(
     stable_micros: int | None,
     actor: str,
     now: datetime,
+    note: str | None = None,
 ) -> BalanceStatement:
-    """Staff set either or both buckets to absolute amounts, through the ledger."""
+    """Staff set either or both buckets to absolute amounts, through the ledger; `note` is the
+    reason in their words, kept on the entries (the console asks for one)."""
     balance, subscription = await refresh_if_due(
         conn, catalog=catalog, balance=await lock_balance(conn, customer=customer), now=now
     )
@@ -82,7 +84,7 @@ async def set_balance(
         conn,
         balance=balance,
         targets={bucket: amount for bucket, amount in targets.items() if amount is not None},
-        posting=Posting(Reason.STAFF_CHANGE, actor),
+        posting=Posting(Reason.STAFF_CHANGE, actor, note=note),
         now=now,
     )
     return await _statement(conn, catalog=catalog, balance=balance, subscription=subscription)

@@ -111,6 +111,13 @@ class Catalog:
                 return price
         return self._prices.default
 
+    def category(self, endpoint: str) -> str | None:
+        """The name of the category `endpoint` belongs to, as `api_price` matches it."""
+        for category, price in self._prices.categories.items():
+            if endpoint == category.value or any(endpoint.startswith(p) for p in price.prefixes):
+                return category.value
+        return None
+
     def call_price(self, endpoint: str) -> "CallPrice":
         """`api_price` in micro-dollars, remembered for the endpoints seen most."""
         price = self._price_of_endpoint.get(endpoint)

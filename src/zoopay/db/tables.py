@@ -157,6 +157,8 @@ ledger_entries = Table(
     Column("actor", String(64), nullable=False),
     Column("reason", String(32), nullable=False),
     Column("reference", String(64)),
+    # Why a person moved it, in their words (a staff change made in the console).
+    Column("note", String(500)),
     Column("created_at", Timestamp, nullable=False),
     Index("ix_ledger_entries_customer", "customer_id", "id"),
 )
@@ -275,6 +277,32 @@ enterprise_prices = Table(
     Column("interval", String(8), nullable=False),
     Column("price_micros", BigInteger, nullable=False),
     Column("updated_at", Timestamp, nullable=False),
+)
+
+# The console's single-use sign-in links and its sessions; only SHA-256 hashes of their secrets.
+console_links = Table(
+    "console_links",
+    metadata,
+    Column("id", Id, primary_key=True),
+    Column("secret_hash", String(64), nullable=False, unique=True),
+    Column("user_id", Id, ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
+    Column("created_by", String(64), nullable=False),
+    Column("created_at", Timestamp, nullable=False),
+    Column("expires_at", Timestamp, nullable=False),
+    Column("used_at", Timestamp),
+)
+
+console_sessions = Table(
+    "console_sessions",
+    metadata,
+    Column("id", Id, primary_key=True),
+    Column("secret_hash", String(64), nullable=False, unique=True),
+    Column("user_id", Id, ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
+    # Signed in with an API token: the session lasts only while that token is valid.
+    Column("token_id", Id, ForeignKey("api_tokens.id", ondelete="CASCADE")),
+    Column("created_at", Timestamp, nullable=False),
+    Column("expires_at", Timestamp, nullable=False),
+    Column("ended_at", Timestamp),
 )
 
 # Invoicing (issue 9). Amounts are micro-dollars; what is charged is whole cents (`total_micros`
@@ -597,6 +625,8 @@ __all__ = [
     "balances",
     "billing_closes",
     "billing_credits",
+    "console_links",
+    "console_sessions",
     "enterprise_prices",
     "invoice_counters",
     "invoice_lines",

@@ -26,6 +26,9 @@ class LedgerEntry(BaseModel):
         " or invoice id (credit_purchase, invoice_paid, refund)"
     )
     actor: str = Field(description="The user, service token or `system` that caused it")
+    note: str | None = Field(
+        default=None, description="Why, in the words of the staff member who made the change"
+    )
     created_at: datetime
 
     @classmethod

@@ -76,6 +76,8 @@ class Posting:
     reason: Reason
     actor: str
     reference: str | None = None
+    # A person's words on why (a staff change made in the console); None from the API.
+    note: str | None = None
 
 
 async def open_balance(conn: AsyncConnection, *, customer: Customer, now: datetime) -> Balance:
@@ -220,6 +222,7 @@ def _entry(
         "actor": posting.actor,
         "reason": posting.reason.value,
         "reference": posting.reference,
+        "note": posting.note,
         "created_at": now,
     }
 
@@ -248,6 +251,7 @@ class Entry:
     reason: Reason
     reference: str | None
     created_at: datetime
+    note: str | None = None
 
 
 async def list_entries(

@@ -388,13 +388,23 @@ async def list_calls(
     descending: bool = False,
     user_id: str | None = None,
     org_id: str | None = None,
+    endpoint_prefix: str | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
 ) -> list[CallRecord]:
-    """Calls in (created_at, id) order, of one user, one org, or everyone."""
+    """Calls in (created_at, id) order, of one user, one org, or everyone; optionally only
+    those to endpoints starting with `endpoint_prefix`, recorded from `since` to `until`."""
     query = _CALLS_WITH_EMAIL.limit(limit)
     if user_id is not None:
         query = query.where(api_calls.c.user_id == user_id)
     if org_id is not None:
         query = query.where(api_calls.c.org_id == org_id)
+    if endpoint_prefix:
+        query = query.where(api_calls.c.endpoint.startswith(endpoint_prefix, autoescape=True))
+    if since is not None:
+        query = query.where(api_calls.c.created_at >= since)
+    if until is not None:
+        query = query.where(api_calls.c.created_at < until)
     key = (api_calls.c.created_at, api_calls.c.id)
     query = ordered_after(query, key, after, descending=descending)
     return [CallRecord(**row) for row in (await conn.execute(query)).mappings()]

@@ -1,0 +1,212 @@
+"""The console's billing page: payment methods (the embedded processor's card form confirms a
+setup intent, as Stripe Elements would), billing information, tax status, the usage-collection
+threshold. The API's payment services and rules: a user's own; an org's for its admins."""
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Path, Request, Response
+from pydantic import ValidationError
+
+from zoopay.api.errors import describe_validation
+from zoopay.console.routes import (
+    AccountKind,
+    Kind,
+    account_of,
+    engine_of,
+    require_admin,
+)
+from zoopay.console.web import (
+    ConsoleRoute,
+    Viewer,
+    checked_form,
+    now_of,
+    redirect,
+    render,
+    viewer,
+)
+from zoopay.db.engine import reading, transaction
+from zoopay.errors import BadRequest, NotFound
+from zoopay.ledger.service import Customer
+from zoopay.money import InvalidAmount, parse_dollars, to_micros
+from zoopay.payments import flows, tax, thresholds
+from zoopay.payments.routes import MethodPath
+from zoopay.payments.schemas import AggregateUsageCollectionThresholdView, BillingInfo
+from zoopay.payments.service import find_payment_customer
+from zoopay.processors.base import PaymentProcessor, ProcessorError
+from zoopay.processors.embedded import TEST_CARDS, EmbeddedProcessor
+
+router = APIRouter(prefix="/console", include_in_schema=False, route_class=ConsoleRoute)
+
+
+def _processor(request: Request) -> PaymentProcessor:
+    processor: PaymentProcessor = request.app.state.processor
+    return processor
+
+
+async def _billing_customer(request: Request, who: Viewer, kind: AccountKind) -> Customer:
+    """Whose billing this is: the user's own, or the org's for an admin (as the API's
+    /org/payment* routes, org admins only)."""
+    account = await account_of(request, who, kind)
+    if kind == "org":
+        await require_admin(account)
+    return account.customer
+
+
+def _billing(kind: AccountKind) -> str:
+    return f"/console/{kind}/billing"
+
+
+@router.get("/{kind}/billing")
+async def billing_page(request: Request, kind: Kind) -> Response:
+    who = await viewer(request)
+    customer = await _billing_customer(request, who, kind)
+    account = await account_of(request, who, kind)
+    cards = await flows.list_cards(
+        engine_of(request), processor=_processor(request), customer=customer
+    )
+    async with reading(engine_of(request)) as conn:
+        record = await find_payment_customer(conn, customer=customer)
+        threshold = AggregateUsageCollectionThresholdView.of(
+            await thresholds.usage_threshold(conn, customer=customer)
+        )
+    has_info = record is not None and record.billing_info_at is not None
+    return render(
+        request,
+        who,
+        "billing.html",
+        account=account,
+        cards=cards,
+        info=record.details if has_info and record else None,
+        vat_id=record.vat_id if record else None,
+        tax_problems=tax.tax_problems(record),
+        threshold=threshold,
+        embedded=isinstance(_processor(request), EmbeddedProcessor),
+    )
+
+
+@router.post("/{kind}/billing/card")
+async def card_form(request: Request, kind: Kind) -> Response:
+    """Step one of adding a card: a setup intent, and zoopay's own card form to confirm it."""
+    who = await viewer(request)
+    await checked_form(request, who)
+    customer = await _billing_customer(request, who, kind)
+    processor = _processor(request)
+    if not isinstance(processor, EmbeddedProcessor):
+        raise NotFound("this server's processor takes cards with Stripe Elements")
+    secret = await flows.create_setup_intent(
+        engine_of(request), processor=processor, customer=customer, now=now_of(request)
+    )
+    account = await account_of(request, who, kind)
+    return render(
+        request, who, "card.html", account=account, client_secret=secret, cards=TEST_CARDS
+    )
+
+
+@router.post("/{kind}/billing/card/confirm")
+async def card_confirm(request: Request, kind: Kind) -> Response:
+    """Step two: confirm the setup intent with the card, as POST /processor/setup-intents/confirm
+    does (the client secret is the credential; it works once)."""
+    who = await viewer(request)
+    form = await checked_form(request, who)
+    await _billing_customer(request, who, kind)
+    processor = _processor(request)
+    if not isinstance(processor, EmbeddedProcessor):
+        raise NotFound("this server's processor takes cards with Stripe Elements")
+    secret, card = form.get("client_secret", ""), form.get("card", "")
+    if not secret or len(secret) > 200 or not card or len(card) > 64:
+        raise BadRequest("choose a card")
+    try:
+        await processor.confirm_setup_intent(secret, card)
+    except ProcessorError as error:
+        raise flows.processor_refusal(error) from None
+    return redirect(_billing(kind))
+
+
+@router.post("/{kind}/billing/cards/{method_id}/{action}")
+async def card_action(
+    request: Request,
+    kind: Kind,
+    method_id: MethodPath,
+    action: Annotated[str, Path(pattern="^(default|remove)$")],
+) -> Response:
+    who = await viewer(request)
+    await checked_form(request, who)
+    customer = await _billing_customer(request, who, kind)
+    change = flows.make_default if action == "default" else flows.remove_card
+    await change(
+        engine_of(request), processor=_processor(request), customer=customer, method_id=method_id
+    )
+    return redirect(_billing(kind))
+
+
+def _billing_info(form: dict[str, str]) -> BillingInfo:
+    """The form as the API's BillingInfo, validated by the same model."""
+    fields = ("street1", "street2", "city", "state", "zip")
+    address: dict[str, Any] = {f: form.get(f, "").strip() or None for f in fields}
+    address["country"] = form.get("country", "").strip().upper()
+    body: dict[str, Any] = {
+        "name": form.get("name", "").strip() or None,
+        "phone": form.get("phone", "").strip(),
+        "address": address if address["country"] else None,
+    }
+    try:
+        return BillingInfo.model_validate(body)
+    except ValidationError as exc:
+        raise BadRequest(describe_validation(exc.errors())) from None
+
+
+@router.post("/{kind}/billing/info")
+async def billing_info_save(request: Request, kind: Kind) -> Response:
+    who = await viewer(request)
+    form = await checked_form(request, who)
+    customer = await _billing_customer(request, who, kind)
+    info = _billing_info(form)
+    async with reading(engine_of(request)) as conn:
+        record = await find_payment_customer(conn, customer=customer)
+    await flows.save_billing_info(
+        engine_of(request),
+        processor=_processor(request),
+        customer=customer,
+        details=info.details(),
+        creating=record is None or record.billing_info_at is None,
+        now=now_of(request),
+    )
+    return redirect(_billing(kind))
+
+
+@router.post("/{kind}/billing/tax-id")
+async def tax_id_save(request: Request, kind: Kind) -> Response:
+    who = await viewer(request)
+    form = await checked_form(request, who)
+    customer = await _billing_customer(request, who, kind)
+    vat_id = form.get("vat_id", "").strip() or None
+    if vat_id is not None and len(vat_id) > 32:
+        raise BadRequest("a VAT id is at most 32 characters")
+    await flows.set_vat_id(
+        engine_of(request), customer=customer, vat_id=vat_id, now=now_of(request)
+    )
+    return redirect(_billing(kind))
+
+
+@router.post("/{kind}/billing/threshold")
+async def threshold_save(request: Request, kind: Kind) -> Response:
+    who = await viewer(request)
+    form = await checked_form(request, who)
+    customer = await _billing_customer(request, who, kind)
+    text = form.get("amount", "").strip()
+    try:
+        amount = to_micros(parse_dollars(text)) if text else None
+    except InvalidAmount as exc:
+        raise BadRequest(f"amount: {exc}") from None
+    version = form.get("version", "")
+    if not version.isdigit() or len(version) > 10:
+        raise BadRequest("the form is stale: reload the page")
+    async with transaction(engine_of(request)) as conn:
+        await thresholds.set_customer_threshold(
+            conn,
+            customer=customer,
+            amount_micros=amount,
+            expected_version=int(version),
+            now=now_of(request),
+        )
+    return redirect(_billing(kind))

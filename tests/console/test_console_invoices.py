@@ -1,0 +1,157 @@
+"""The console's invoices on the embedded processor: buying credits (an invoice charged at
+once), its PDF, paying an open invoice after a failed charge, and staff refunds (once per form,
+whatever the retries); members and other customers are kept out."""
+
+import re
+
+import httpx
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from tests.conftest import Clock, World
+from tests.console.test_console import FORM, sign_in
+from tests.console.test_console_billing import add_card
+from tests.support.database import dump
+from tests.support.http import bearer, ok
+
+
+async def test_a_customer_buys_credits_and_downloads_the_invoice(
+    client: httpx.AsyncClient, world: World, engine: AsyncEngine, clock: Clock
+) -> None:
+    alice = await world.user()
+    csrf = await sign_in(client, engine, alice, clock)
+    no_card = await client.post(
+        "/console/user/credits", data={"csrf": csrf, "amount": "25.00"}, headers=FORM
+    )
+    assert no_card.status_code == 402
+    assert (await add_card(client, csrf, "pm_card_visa")).status_code == 303
+    for amount in ("25.001", "0.50", "abc"):
+        bad = await client.post(
+            "/console/user/credits", data={"csrf": csrf, "amount": amount}, headers=FORM
+        )
+        assert bad.status_code == 400, amount
+    bought = await client.post(
+        "/console/user/credits", data={"csrf": csrf, "amount": "25"}, headers=FORM
+    )
+    assert bought.status_code == 303, bought.text
+    balance = await ok(await client.get("/user/payment/balance", headers=bearer(alice.token)))
+    assert balance["stable_api_credits_remaining_monetary_value"] == "25.00"
+    invoices = await ok(
+        await client.get(
+            "/user/payment/invoices", params={"limit": 10}, headers=bearer(alice.token)
+        )
+    )
+    paid = [i for i in invoices["items"] if i["status"] == "paid"]
+    assert len(paid) == 1
+    page = (await client.get("/console/user/invoices")).text
+    row = re.search(rf'data-invoice="{paid[0]["id"]}">(.*?)</tr>', page, re.S)
+    assert row is not None and "paid" in row.group(1) and "25.00 USD" in row.group(1)
+    pdf = await client.get(f"/console/user/invoices/{paid[0]['id']}/pdf")
+    assert pdf.status_code == 200 and pdf.headers["content-type"] == "application/pdf"
+    assert pdf.content.startswith(b"%PDF")
+    api_pdf = await client.get(
+        f"/user/payment/invoices/{paid[0]['id']}/pdf", headers=bearer(alice.token)
+    )
+    assert api_pdf.status_code == 200 and api_pdf.content[:5] == pdf.content[:5]
+
+
+async def test_another_customers_invoice_is_not_found(
+    client: httpx.AsyncClient, world: World, engine: AsyncEngine, clock: Clock
+) -> None:
+    alice, bob = await world.user(), await world.user()
+    bob_csrf = await sign_in(client, engine, bob, clock)
+    assert (await add_card(client, bob_csrf, "pm_card_visa")).status_code == 303
+    data = {"csrf": bob_csrf, "amount": "10.00"}
+    assert (await client.post("/console/user/credits", data=data, headers=FORM)).status_code == 303
+    invoices = await ok(await client.get("/user/payment/invoices", headers=bearer(bob.token)))
+    bob_invoice = invoices[0]["id"]
+    csrf = await sign_in(client, engine, alice, clock)
+    assert (await client.get(f"/console/user/invoices/{bob_invoice}/pdf")).status_code == 404
+    before = await dump(engine)
+    paid = await client.post(
+        f"/console/user/invoices/{bob_invoice}/pay", data={"csrf": csrf}, headers=FORM
+    )
+    assert paid.status_code == 404
+    refund = await client.post(
+        f"/console/staff/user/{bob.id}/invoices/{bob_invoice}/refund",
+        data={"csrf": csrf, "amount": "1.00", "idempotency_key": "k1"},
+        headers=FORM,
+    )
+    assert refund.status_code == 403
+    assert await dump(engine) == before
+
+
+async def test_an_open_invoice_is_paid_now_after_a_failed_charge(
+    client: httpx.AsyncClient, world: World, engine: AsyncEngine, clock: Clock
+) -> None:
+    alice = await world.user()
+    csrf = await sign_in(client, engine, alice, clock)
+    assert (await add_card(client, csrf, "pm_card_chargeCustomerFail")).status_code == 303
+    failed = await client.post(
+        "/console/user/credits", data={"csrf": csrf, "amount": "12.00"}, headers=FORM
+    )
+    assert failed.status_code == 402
+    overview = (await client.get("/console/user/")).text
+    assert "A payment failed" in overview
+    page = (await client.get("/console/user/invoices")).text
+    [invoice_id] = re.findall(r"/console/user/invoices/([0-9a-f-]{36})/pay", page)
+    assert "(payment failed)" in page
+    assert (await add_card(client, csrf, "pm_card_visa")).status_code == 303
+    methods = await ok(await client.get("/user/payment/methods", headers=bearer(alice.token)))
+    visa = next(m["id"] for m in methods["items"] if m["card"]["last4"] == "4242")
+    await client.post(
+        f"/console/user/billing/cards/{visa}/default", data={"csrf": csrf}, headers=FORM
+    )
+    paid = await client.post(
+        f"/console/user/invoices/{invoice_id}/pay", data={"csrf": csrf}, headers=FORM
+    )
+    assert paid.status_code == 303, paid.text
+    invoice = await ok(
+        await client.get(f"/user/payment/invoices/{invoice_id}", headers=bearer(alice.token))
+    )
+    assert invoice["status"] == "paid"
+    assert "A payment failed" not in (await client.get("/console/user/")).text
+
+
+async def test_staff_refund_an_invoice_once_per_form(
+    client: httpx.AsyncClient, world: World, engine: AsyncEngine, clock: Clock
+) -> None:
+    staff, alice = await world.user(staff=True), await world.user()
+    csrf = await sign_in(client, engine, alice, clock)
+    assert (await add_card(client, csrf, "pm_card_visa")).status_code == 303
+    data = {"csrf": csrf, "amount": "20.00"}
+    assert (await client.post("/console/user/credits", data=data, headers=FORM)).status_code == 303
+    staff_csrf = await sign_in(client, engine, staff, clock)
+    page = (await client.get(f"/console/staff/user/{alice.id}")).text
+    [(invoice_id, key)] = re.findall(
+        r'/invoices/([0-9a-f-]{36})/refund" class="inline">\s*'
+        r'<input type="hidden" name="csrf" value="[0-9a-f]+">\s*'
+        r'<input type="hidden" name="idempotency_key" value="([0-9a-f]+)">',
+        page,
+    )
+    path = f"/console/staff/user/{alice.id}/invoices/{invoice_id}/refund"
+    form = {"csrf": staff_csrf, "amount": "5.00", "idempotency_key": key}
+    for _ in range(2):  # a double click
+        response = await client.post(path, data=form, headers=FORM)
+        assert response.status_code == 303, response.text
+    balance = await ok(await client.get("/user/payment/balance", headers=bearer(alice.token)))
+    assert balance["stable_api_credits_remaining_monetary_value"] == "15.00"
+    page = (await client.get(f"/console/staff/user/{alice.id}")).text
+    row = re.search(rf'data-invoice="{invoice_id}">(.*?)</tr>', page, re.S)
+    assert row is not None and 'data-label="Refunded">5.00 USD' in row.group(1)
+    too_much = await client.post(
+        path, data={**form, "amount": "100.00", "idempotency_key": "other"}, headers=FORM
+    )
+    assert too_much.status_code == 400
+
+
+async def test_a_member_cannot_reach_the_orgs_invoices(
+    client: httpx.AsyncClient, world: World, engine: AsyncEngine, clock: Clock
+) -> None:
+    admin, member = await world.user(), await world.user()
+    await world.org(admin, member)
+    csrf = await sign_in(client, engine, member, clock)
+    assert (await client.get("/console/org/invoices")).status_code == 403
+    response = await client.post(
+        "/console/org/credits", data={"csrf": csrf, "amount": "10.00"}, headers=FORM
+    )
+    assert response.status_code == 403
