@@ -8,12 +8,14 @@ kept after the run. Playwright never downloads a browser here: it launches /usr/
 """
 
 import asyncio
+import re
 import shutil
 import time
 import urllib.parse
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
+from decimal import Decimal
 from pathlib import Path
 
 import httpx
@@ -170,9 +172,17 @@ async def test_a_customer_signs_in_sees_the_apis_figures_changes_plan_and_manage
     await shoot(page, "plan")
     await page.get_by_role("button", name="Review a change to pro").click()
     await expect(page.get_by_test_id("new-price")).to_have_text("49.00 USD")
+    # The proration is shown before the change is confirmed, and it is what is then charged.
+    proration = await page.get_by_test_id("proration").inner_text()
+    shown = re.search(r"Charged now to your default card: ([0-9]+\.[0-9]{2}) USD", proration)
+    assert shown is not None, proration
+    charged = Decimal(shown.group(1))
+    assert Decimal("0.00") < charged <= Decimal("49.00")
     await shoot(page, "plan-review")
     await page.get_by_role("button", name="Confirm change to pro").click()
     await expect(page.get_by_test_id("plan")).to_have_text("pro")
+    invoices = httpx.get(f"{server.base_url}/user/payment/invoices", headers=alice.headers).json()
+    assert (invoices[0]["status"], Decimal(invoices[0]["total"])) == ("paid", charged)
     subscription = httpx.get(
         f"{server.base_url}/user/payment/subscriptions", headers=alice.headers
     ).json()
