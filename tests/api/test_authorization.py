@@ -10,6 +10,7 @@ the error shape, its code and request id, and that the database is exactly as it
 
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -18,6 +19,7 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tests.conftest import Person, World
+from tests.support.billing import without_cards
 from tests.support.database import dump
 from tests.support.errors import assert_error
 from tests.support.http import shown
@@ -851,13 +853,24 @@ async def _attach(client: httpx.AsyncClient, headers: dict[str, str], base: str)
     return method_id
 
 
+async def _no_cards_on_file(scene: Scene) -> None:
+    # The cells on cards count them from none: take off the card every customer here was
+    # given for paid upgrades (tests/api/conftest.py).
+    people = [scene.staff, scene.plain, scene.member, scene.admin, scene.other, scene.target]
+    await without_cards(
+        scene.engine, datetime.now(UTC), *people, scene.newcomer, scene.org, scene.other_org
+    )
+
+
 async def prepare_cards(scene: Scene, client: httpx.AsyncClient) -> None:
     """A card of the member's own, and one of Acme's (attached by its admin)."""
+    await _no_cards_on_file(scene)
     scene.extras["member_card"] = await _attach(client, scene.member.headers, "/user")
     scene.extras["org_card"] = await _attach(client, scene.admin.headers, "/org")
 
 
 async def prepare_intent(scene: Scene, client: httpx.AsyncClient) -> None:
+    await _no_cards_on_file(scene)
     intent = await _ok(await client.post("/user/payment/intent", headers=scene.plain.headers), 201)
     scene.extras["client_secret"] = intent["client_secret"]
 

@@ -123,3 +123,17 @@ def add_card_to(database_url: str, kind: str, customer_id: str, card: str = "pm_
             await engine.dispose()
 
     asyncio.run(run())
+
+
+async def without_cards(
+    engine: AsyncEngine, now: datetime, *payers: Person | Org | Customer
+) -> None:
+    """Detach every card the payers have on file (as `DELETE .../payment/methods/{id}` would),
+    for tests that count a customer's cards from none."""
+    processor = EmbeddedProcessor(engine, lambda: now)
+    for payer in payers:
+        processor_id = await ensure_processor_customer(
+            engine, processor=processor, customer=customer_of(payer), now=now
+        )
+        for card in await processor.list_payment_methods(processor_id):
+            await processor.detach_payment_method(processor_id, card.id)
