@@ -11,6 +11,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tests.conftest import Clock, Person, World
+from tests.support.billing import with_card
 from tests.support.database import dump
 from tests.support.errors import assert_error
 from tests.support.http import bearer, ok
@@ -381,10 +382,28 @@ async def test_a_plan_change_is_reviewed_then_confirmed(
     assert (
         await client.get("/console/user/plan/review", params={"tier": "team"})
     ).status_code == 400
+    # No card: the console's change is the API's paid one, so it is refused and nothing changes.
+    refused = await client.post(
+        "/console/user/plan", data={"csrf": csrf, "tier": "pro"}, headers=FORM
+    )
+    assert refused.status_code == 402 and "no payment method is on file" in refused.text
+    api = await ok(await client.get("/user/payment/subscriptions", headers=bearer(alice.token)))
+    assert api["modeling_app"]["name"] == "free"
+    await with_card(engine, clock, alice)
+    review = await client.get("/console/user/plan/review", params={"tier": "pro"})
+    shown = re.search(r"Charged now to your default card: <strong>([0-9.]+) USD", review.text)
+    assert shown is not None, review.text
     done = await client.post("/console/user/plan", data={"csrf": csrf, "tier": "pro"}, headers=FORM)
     assert done.status_code == 303
     api = await ok(await client.get("/user/payment/subscriptions", headers=bearer(alice.token)))
     assert api["modeling_app"]["name"] == "pro"
+    invoices = await ok(await client.get("/user/payment/invoices", headers=bearer(alice.token)))
+    # The paid upgrade, and the refused attempt's invoice, voided (made at the same instant).
+    charged = Decimal(shown.group(1))
+    assert sorted((i["status"], Decimal(i["total"])) for i in invoices) == [
+        ("paid", charged),
+        ("void", charged),
+    ]
 
 
 # --- staff -------------------------------------------------------------------------------------
@@ -453,7 +472,8 @@ async def test_the_staff_overview_counts_plans_and_revenue(
         await world.user(),
     ]
     staff_person, pro_person, admin_person, member_person = people
-    await world.org(admin_person, member_person)
+    org = await world.org(admin_person, member_person)
+    await with_card(engine, clock, pro_person, org)  # upgrades are paid
     for token, path, tier in (
         (pro_person.token, "/user/payment/subscriptions", "pro"),
         (admin_person.token, "/org/payment/subscriptions", "team"),
