@@ -35,6 +35,7 @@ from tests.e2e.conftest import (
     wait_until_serving,
     zoopay_env,
 )
+from tests.support.http import add_card
 from zoopay.db.tables import api_calls, balances, ledger_entries
 
 KILL_WAIT_SECONDS = 15
@@ -170,6 +171,7 @@ def make_org(base_url: str, admin: Account, *members: Account, tier: str | None 
             accepted = http.post(path, headers=member.headers)
             assert accepted.status_code == 200, accepted.text
         if tier is not None:
+            add_card(http, admin.headers, "/org")  # the plan is paid for
             subscribed = http.put(
                 "/org/payment/subscriptions", json={"modeling_app": tier}, headers=admin.headers
             )

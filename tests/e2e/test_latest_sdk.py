@@ -24,6 +24,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import httpx
 from kittycad.models import (
     UpdatePaymentBalance,
     ZooProductSubscriptionsOrgRequest,
@@ -32,6 +33,7 @@ from kittycad.models import (
 from packaging.version import Version
 
 from tests.e2e.conftest import LiveServer, People, Zoopay
+from tests.support.http import add_card
 
 LATEST_SDK = Path(__file__).resolve().parents[2] / ".venv" / "kittycad-latest"
 
@@ -141,11 +143,15 @@ def test_newest_kittycad_reads_balances_and_subscriptions(
     staff.sdk.payments.update_payment_balance_for_any_user(
         id=free_user.id, body=UpdatePaymentBalance(stable_api_credits_remaining_monetary_value=2.75)
     )
+    with httpx.Client(base_url=server.base_url, timeout=30) as http:  # the plan is paid for
+        add_card(http, pro_user.headers)
     pro_user.sdk.payments.update_user_subscription(
         body=ZooProductSubscriptionsUserRequest(modeling_app="pro")
     )
     planless_org = zoopay.json("orgs", "create", "Planless", "--admin", planless_admin.email)
     team_org = zoopay.json("orgs", "create", "Team", "--admin", team_admin.email)
+    with httpx.Client(base_url=server.base_url, timeout=30) as http:  # the plan is paid for
+        add_card(http, team_admin.headers, "/org")
     team_admin.sdk.payments.update_org_subscription(
         body=ZooProductSubscriptionsOrgRequest(modeling_app="team")
     )

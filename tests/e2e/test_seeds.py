@@ -21,6 +21,7 @@ from kittycad.models.enterprise_subscription_tier_price import (
 from kittycad.models.plan_interval import PlanInterval
 
 from tests.e2e.conftest import Account, People, Zoopay
+from tests.support.http import add_card
 from tests.support.reference import reference_fields
 
 # The curl requests and response examples of the seed documents, kept as the project's fixtures.
@@ -78,6 +79,7 @@ def assert_balance_shape(body: dict[str, Any]) -> None:
 def org_on_team(zoopay: Zoopay, admin: Account, http: httpx.Client) -> str:
     """An org of `admin`'s, put on team by seed 003's own request."""
     org_id: str = zoopay.json("orgs", "create", "Seeded", "--admin", admin.email)["id"]
+    add_card(http, admin.headers, "/org")  # the plan is paid for
     response = replay(http, load_seed("003"), admin.token)
     assert response.status_code == 200, response.text
     return org_id
@@ -92,6 +94,7 @@ def test_seed_003_put_org_subscription(people: People, zoopay: Zoopay, http: htt
     )
     admin = people.user()
     zoopay.json("orgs", "create", "Seeded", "--admin", admin.email)
+    add_card(http, admin.headers, "/org")  # the plan is paid for
 
     response = replay(http, seed, admin.token)
     assert response.status_code == 200, response.text
