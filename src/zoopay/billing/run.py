@@ -5,49 +5,46 @@ and a rerun (a second run, or one after a crash) picks up only what is left:
 1. reconcile charge attempts left pending (a crash between the processor's answer and the
    commit): the processor is asked by idempotency key, never charged again;
 2. close: claim every ended period, a chunk of customers per transaction (billing.close);
-3. invoice: one invoice per claimed close, numbered, a chunk per transaction;
-4. charge every open invoice never tried, concurrently with a bound (`CHARGE_CONCURRENCY`);
+3. invoice: one invoice per claimed close, numbered, a chunk per transaction, set-based;
+4. charge every open invoice never tried, a batch of `CHARGE_CHUNK` at a time;
 5. dun: retry failed invoices whose retry day came (`ZOOPAY_DUNNING_DAYS`); when the last retry
    failed, the invoice is uncollectible and the customer delinquent.
 """
 
-import asyncio
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import and_, func, select, update
+from sqlalchemy import and_, func, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from zoopay.billing.close import CloseStatus, claim, claim_early, customers_to_close
 from zoopay.billing.dunning import exhausted, retry_due
 from zoopay.catalog.service import Catalog
-from zoopay.db.bulk import select_where_one_of
+from zoopay.db.bulk import select_where_one_of, update_all
 from zoopay.db.engine import reading, transaction
 from zoopay.db.tables import billing_closes, billing_credits, invoice_payment_attempts, invoices
-from zoopay.errors import ServiceUnavailable
+from zoopay.invoicing.bulk import Due, NewInvoice, charge_invoices, issue_invoices
 from zoopay.invoicing.service import (
     AttemptStatus,
     InvoiceStatus,
     NewLine,
-    charge_invoice,
-    issue_invoice,
     mark_uncollectible,
     plan_fee_line,
     reconcile_pending_charges,
     usage_line,
 )
 from zoopay.ledger.service import Customer
-from zoopay.payments.service import ensure_processor_customer, set_delinquent
+from zoopay.payments.service import billing_contacts, ensure_processor_customers, set_delinquent
 from zoopay.payments.thresholds import DEFAULT_MICROS
 from zoopay.processors.base import PaymentProcessor
 
 # Customers per claiming or invoicing transaction: short locks, few round trips per customer.
 CLOSE_CHUNK = 1000
-# Charges in flight at once: the processor's (and the database pool's) share of the work.
-CHARGE_CONCURRENCY = 16
+# Invoices per charging batch: one processor batch call (charge_many) and two transactions.
+CHARGE_CHUNK = 1000
 
 
 @dataclass(frozen=True)
@@ -100,6 +97,7 @@ _TO_INVOICE = (
     select(billing_closes)
     .where(billing_closes.c.status == CloseStatus.CLAIMED)
     .order_by(billing_closes.c.customer_id, billing_closes.c.period_end)
+    .with_for_update()
 )
 
 
@@ -111,66 +109,95 @@ async def invoice_closes(
     summary: RunSummary,
     chunk: int = CLOSE_CHUNK,
 ) -> None:
-    """An invoice for every claimed close, `chunk` per transaction: the invoice and the close's
-    `invoiced` mark commit together, so a crash leaves each close either invoiced or not."""
+    """An invoice for every claimed close, `chunk` per transaction: the invoices and the
+    closes' `invoiced` marks commit together, so a crash leaves each close either invoiced or
+    not. The closes are locked: a concurrent run waits, then finds them invoiced."""
     while True:
         async with transaction(engine) as conn:
             rows = (await conn.execute(_TO_INVOICE.limit(chunk))).mappings().all()
-            credits = await _credits(conn, [row["customer_id"] for row in rows])
-            for row in rows:
-                lines = close_lines(row, credit=credits.get(row["customer_id"], 0))
-                used = sum(line.amount_micros for line in close_lines(row)) - sum(
-                    line.amount_micros for line in lines
-                )
-                if used:
-                    await _use_credit(conn, row["customer_id"], used, at)
-                if not lines:
-                    await _mark(conn, row, CloseStatus.NOTHING_DUE, None, at)
-                    continue
-                invoice = await issue_invoice(
-                    conn,
-                    customer=Customer(row["customer_kind"], row["customer_id"]),
-                    lines=lines,
-                    description=f"zoopay, period ending {row['period_end']:%Y-%m-%d}",
-                    tax_rates=terms.tax_rates,
-                    prefix=terms.invoice_prefix,
-                    now=at,
-                )
-                await _mark(conn, row, CloseStatus.INVOICED, invoice.id, at)
-                summary.invoiced += 1
+            summary.invoiced += await invoice_chunk(conn, terms, rows, at=at)
         if len(rows) < chunk:
             return
 
 
-async def _mark(
-    conn: AsyncConnection, row: Any, status: str, invoice_id: str | None, at: datetime
-) -> None:
-    await conn.execute(
-        update(billing_closes)
-        .where(
-            billing_closes.c.customer_id == row["customer_id"],
-            billing_closes.c.period_end == row["period_end"],
+async def invoice_chunk(
+    conn: AsyncConnection, terms: BillingTerms, rows: Sequence[Mapping[Any, Any]], *, at: datetime
+) -> int:
+    """Invoice claimed closes (`billing_closes` rows) in the caller's transaction, set-based;
+    answers how many invoices were issued (a close with nothing left to bill is marked
+    nothing_due)."""
+    customers = [Customer(row["customer_kind"], row["customer_id"]) for row in rows]
+    credits = await _credits(conn, [c.id for c in customers])
+    contacts = await billing_contacts(conn, customers=customers)
+    used: dict[str, int] = {}
+    drafts, billed, nothing = [], [], []
+    for row, customer in zip(rows, customers, strict=True):
+        left = credits.get(customer.id, 0) - used.get(customer.id, 0)
+        lines = close_lines(row, credit=left)
+        use = sum(line.amount_micros for line in close_lines(row)) - sum(
+            line.amount_micros for line in lines
         )
-        .values(status=status, invoice_id=invoice_id, updated_at=at)
+        if use:
+            used[customer.id] = used.get(customer.id, 0) + use
+        if not lines:
+            nothing.append(row)
+            continue
+        contact = contacts[customer]
+        drafts.append(
+            NewInvoice(
+                customer=customer,
+                lines=lines,
+                description=f"zoopay, period ending {row['period_end']:%Y-%m-%d}",
+                country=contact.country,
+                customer_email=contact.email,
+                customer_name=contact.name,
+            )
+        )
+        billed.append(row)
+    await update_all(
+        conn,
+        billing_credits,
+        [
+            {"customer_id": c, "credit_micros": credits[c] - micros, "updated_at": at}
+            for c, micros in sorted(used.items())
+        ],
+        key="customer_id",
     )
+    issued = await issue_invoices(
+        conn, drafts=drafts, tax_rates=terms.tax_rates, prefix=terms.invoice_prefix, now=at
+    )
+    marks = [_mark(row, CloseStatus.NOTHING_DUE, None, at) for row in nothing]
+    marks += [
+        _mark(row, CloseStatus.INVOICED, invoice.id, at)
+        for row, invoice in zip(billed, issued, strict=True)
+    ]
+    await update_all(conn, billing_closes, marks, key=("customer_id", "period_end"))
+    return len(issued)
 
 
-_CREDITS = select(billing_credits.c.customer_id, billing_credits.c.credit_micros).order_by(
-    billing_credits.c.customer_id
+def _mark(
+    row: Mapping[str, Any], status: str, invoice_id: str | None, at: datetime
+) -> dict[str, Any]:
+    return {
+        "customer_id": row["customer_id"],
+        "period_end": row["period_end"],
+        "status": status,
+        "invoice_id": invoice_id,
+        "updated_at": at,
+    }
+
+
+# Locked: what a chunk uses of them is taken off in the same transaction.
+_CREDITS = (
+    select(billing_credits.c.customer_id, billing_credits.c.credit_micros)
+    .order_by(billing_credits.c.customer_id)
+    .with_for_update()
 )
 
 
 async def _credits(conn: AsyncConnection, customer_ids: list[str]) -> dict[str, int]:
     rows = await select_where_one_of(conn, _CREDITS, billing_credits.c.customer_id, customer_ids)
     return {row["customer_id"]: int(row["credit_micros"]) for row in rows if row["credit_micros"]}
-
-
-async def _use_credit(conn: AsyncConnection, customer_id: str, micros: int, at: datetime) -> None:
-    await conn.execute(
-        update(billing_credits)
-        .where(billing_credits.c.customer_id == customer_id)
-        .values(credit_micros=billing_credits.c.credit_micros - micros, updated_at=at)
-    )
 
 
 def close_lines(row: Any, *, credit: int = 0) -> list[NewLine]:
@@ -241,12 +268,11 @@ async def charge_new_invoices(
     *,
     at: datetime,
     summary: RunSummary,
-    concurrency: int = CHARGE_CONCURRENCY,
 ) -> None:
     async with reading(engine) as conn:
         rows = (await conn.execute(_NEVER_TRIED)).all()
     due = [(row[0], Customer(row[1], row[2])) for row in rows]
-    await _charge_all(engine, processor, due, at=at, summary=summary, concurrency=concurrency)
+    await _charge_all(engine, processor, due, at=at, summary=summary)
     summary.charged += len(due)
 
 
@@ -257,12 +283,11 @@ async def dun(
     *,
     at: datetime,
     summary: RunSummary,
-    concurrency: int = CHARGE_CONCURRENCY,
 ) -> None:
     """Retry each failed invoice whose retry day has come; give up on those whose last retry
     failed: uncollectible, and the customer delinquent until they pay."""
     retry = [due for due, done in await _failed(engine, terms, at=at) if not done]
-    await _charge_all(engine, processor, retry, at=at, summary=summary, concurrency=concurrency)
+    await _charge_all(engine, processor, retry, at=at, summary=summary)
     summary.retried += len(retry)
     # Those whose last retry failed (perhaps just now) are given up on.
     for (invoice_id, customer), done in await _failed(engine, terms, at=at):
@@ -301,33 +326,24 @@ async def _charge_all(
     *,
     at: datetime,
     summary: RunSummary,
-    concurrency: int,
+    chunk: int = CHARGE_CHUNK,
 ) -> None:
-    """Charge each invoice, at most `concurrency` at once (a pool of workers, not a task per
-    invoice: a million invoices are not a million coroutines)."""
-    queue = iter(due)
-
-    async def worker() -> None:
-        for invoice_id, customer in queue:
-            try:
-                processor_id = await ensure_processor_customer(
-                    engine, processor=processor, customer=customer, now=at
-                )
-                outcome = await charge_invoice(
-                    engine,
-                    processor,
-                    invoice_id=invoice_id,
-                    processor_customer_id=processor_id,
-                    now=at,
-                )
-            except ServiceUnavailable:
-                continue  # left pending: the next run reconciles it
+    """Charge each invoice, a chunk at a time: the chunk's processor customers looked up (and
+    made where missing), then one batch of attempts, charges and answers
+    (invoicing.bulk.charge_invoices)."""
+    for first in range(0, len(due), chunk):
+        part = due[first : first + chunk]
+        ids = await ensure_processor_customers(
+            engine, processor=processor, customers=[c for _, c in part], now=at
+        )
+        outcomes = await charge_invoices(
+            engine, processor, due=[Due(i, ids[c]) for i, c in part], now=at
+        )
+        for outcome in outcomes:
             if outcome.invoice.paid:
                 summary.paid += 1
             elif outcome.attempt is not None and outcome.attempt.status != AttemptStatus.PENDING:
                 summary.failed += 1
-
-    await asyncio.gather(*(worker() for _ in range(max(1, concurrency))))
 
 
 async def run_billing(

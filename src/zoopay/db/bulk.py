@@ -9,7 +9,7 @@ from collections.abc import Mapping, Sequence
 from functools import cache
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, Table, any_, update
+from sqlalchemy import ColumnElement, Select, Table, any_, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.dialects.postgresql import asyncpg as asyncpg_dialect
 from sqlalchemy.engine import Dialect
@@ -31,6 +31,14 @@ async def select_where_one_of(
     if is_postgresql(conn):
         return await (await driver(conn)).fetch(_compiled_any(query, column), list(values))  # type: ignore[no-any-return]
     return list((await conn.execute(query.where(column.in_(values)))).mappings())
+
+
+async def select_by(
+    conn: AsyncConnection, query: Select[Any], column: ColumnElement[Any], values: Sequence[Any]
+) -> dict[Any, Mapping[str, Any]]:
+    """`select_where_one_of`'s rows by their `column` (a key: one row each)."""
+    name = str(column.key)
+    return {row[name]: row for row in await select_where_one_of(conn, query, column, values)}
 
 
 async def insert_new(
@@ -62,22 +70,73 @@ async def insert_all(conn: AsyncConnection, table: Table, rows: Sequence[dict[st
 
 
 async def update_all(
-    conn: AsyncConnection, table: Table, rows: Sequence[dict[str, Any]], key: str = "id"
+    conn: AsyncConnection,
+    table: Table,
+    rows: Sequence[dict[str, Any]],
+    key: str | tuple[str, ...] = "id",
 ) -> None:
-    """Set, on each row named by `key`, the other columns given (the same ones in every row)."""
+    """Set, on each row named by `key` (a column, or several), the other columns given (the
+    same ones in every row)."""
+    await _update_all(conn, table, rows, _keys(key), add=None)
+
+
+async def add_to_all(
+    conn: AsyncConnection,
+    table: Table,
+    rows: Sequence[dict[str, Any]],
+    *,
+    add: str,
+    key: str = "id",
+) -> None:
+    """`update_all`, but the column `add` grows by the row's amount instead of being set (one
+    row per key: the amounts of a key are summed by the caller)."""
+    await _update_all(conn, table, rows, (key,), add=add)
+
+
+def _keys(key: str | tuple[str, ...]) -> tuple[str, ...]:
+    return (key,) if isinstance(key, str) else key
+
+
+async def _update_all(
+    conn: AsyncConnection,
+    table: Table,
+    rows: Sequence[dict[str, Any]],
+    keys: tuple[str, ...],
+    *,
+    add: str | None,
+) -> None:
     if not rows:
         return
     names = tuple(rows[0])
     if is_postgresql(conn):
-        await (await driver(conn)).execute(_unnest_update(table, names, key), *_columns_of(rows))
+        sql = _unnest_update(table, names, keys, add)
+        await (await driver(conn)).execute(sql, *_columns_of(rows))
         return
     renamed = [{f"new_{name}": value for name, value in row.items()} for row in rows]
-    statement = (
-        update(table)
-        .where(table.c[key] == bindparam(f"new_{key}"))
-        .values({name: bindparam(f"new_{name}") for name in names if name != key})
-    )
+    changes: dict[str, Any] = {name: bindparam(f"new_{name}") for name in names if name not in keys}
+    if add is not None:
+        changes[add] = table.c[add] + bindparam(f"new_{add}")
+    statement = update(table).values(changes)
+    for name in keys:
+        statement = statement.where(table.c[name] == bindparam(f"new_{name}"))
     await conn.execute(statement, renamed)
+
+
+async def reserve_ids(conn: AsyncConnection, table: Table, count: int) -> list[int]:
+    """`count` new values of `table`'s integer `id`, for rows inserted in this transaction
+    that other rows must name before the insert answers (PostgreSQL: from its sequence;
+    SQLite: past the largest, safe under its single writer lock, which the caller holds)."""
+    if count == 0:
+        return []
+    if is_postgresql(conn):
+        sql = (
+            f"SELECT nextval(pg_get_serial_sequence('{table.name}', 'id'))"
+            " FROM generate_series(1, $1)"
+        )
+        return sorted(int(row[0]) for row in await (await driver(conn)).fetch(sql, count))
+    largest = (await conn.execute(select(func.max(table.c.id)))).scalar()
+    first = int(largest or 0) + 1
+    return list(range(first, first + count))
 
 
 @cache
@@ -98,12 +157,19 @@ def _unnest_insert(table: Table, names: tuple[str, ...], suffix: str) -> str:
 
 
 @cache
-def _unnest_update(table: Table, names: tuple[str, ...], key: str) -> str:
+def _unnest_update(
+    table: Table, names: tuple[str, ...], keys: tuple[str, ...], add: str | None
+) -> str:
     arrays = ", ".join(f"${n}::{_pg_type(table, name)}[]" for n, name in enumerate(names, 1))
-    changes = ", ".join(f"{name} = new.{name}" for name in names if name != key)
+    changes = ", ".join(
+        f"{name} = {table.name}.{name} + new.{name}" if name == add else f"{name} = new.{name}"
+        for name in names
+        if name not in keys
+    )
+    same = " AND ".join(f"{table.name}.{name} = new.{name}" for name in keys)
     return (
         f"UPDATE {table.name} SET {changes} FROM unnest({arrays}) AS new({', '.join(names)})"
-        f" WHERE {table.name}.{key} = new.{key}"
+        f" WHERE {same}"
     )
 
 

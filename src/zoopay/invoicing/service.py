@@ -38,8 +38,23 @@ from zoopay.db.tables import (
     invoices,
 )
 from zoopay.errors import BadRequest, Conflict, NotFound, PaymentRequired, ServiceUnavailable
-from zoopay.journal.service import Account, AccountKind, PostingKind, post_journal
-from zoopay.ledger.service import Bucket, Customer, Posting, Reason, lock_balance, post
+from zoopay.journal.service import (
+    Account,
+    AccountKind,
+    NewPosting,
+    PostingKind,
+    post_journal,
+    post_posting,
+)
+from zoopay.ledger.service import (
+    Bucket,
+    Customer,
+    Posting,
+    Reason,
+    lock_balance,
+    post,
+    post_batch,
+)
 from zoopay.money import MAX_BALANCE_MICROS, format_micros
 from zoopay.processors.base import (
     Charge,
@@ -190,19 +205,25 @@ def tax_rate_for(tax_rates: Mapping[str, Decimal], country: str | None) -> Decim
 # ---------------------------------------------------------------------------------- issuing
 
 
-async def create_draft_invoice(
-    conn: AsyncConnection,
-    *,
-    customer: Customer,
-    lines: Sequence[NewLine],
-    description: str,
-    tax_rates: Mapping[str, Decimal],
-    now: datetime,
-    country: str | None = None,
-    customer_email: str | None = None,
-    customer_name: str | None = None,
-) -> Invoice:
-    """A draft: amounts computed (tax, rounding to cents), no number yet, nothing posted."""
+@dataclass(frozen=True)
+class Amounts:
+    """What an invoice's lines come to: the lines with a rounding line if one is needed, the
+    tax at the customer's rate and the total, in whole cents."""
+
+    rate: Decimal
+    lines: tuple[NewLine, ...]
+    tax_micros: int
+    total_micros: int
+
+    @property
+    def subtotal_micros(self) -> int:
+        return self.total_micros - self.tax_micros
+
+
+def invoice_amounts(
+    lines: Sequence[NewLine], *, tax_rates: Mapping[str, Decimal], country: str | None
+) -> Amounts:
+    """Check the lines (BadRequest) and compute the tax, the rounding and the total."""
     if not lines:
         raise BadRequest("an invoice needs at least one line")
     for line in lines:
@@ -219,54 +240,103 @@ async def create_draft_invoice(
     all_lines = list(lines)
     if total != given + tax:
         all_lines.append(NewLine(LineKind.ROUNDING, "Rounding to whole cents", total - given - tax))
+    return Amounts(rate, tuple(all_lines), tax, total)
+
+
+def draft_row(
+    invoice_id: str,
+    *,
+    customer: Customer,
+    amounts: Amounts,
+    description: str,
+    now: datetime,
+    country: str | None,
+    customer_email: str | None,
+    customer_name: str | None,
+) -> dict[str, Any]:
+    """The `invoices` row of a new draft."""
+    return {
+        "id": invoice_id,
+        "customer_kind": customer.kind,
+        "customer_id": customer.id,
+        "number": None,
+        "status": InvoiceStatus.DRAFT.value,
+        "description": description[:500],
+        "customer_email": customer_email,
+        "customer_name": customer_name,
+        "country": country.upper() if country else None,
+        "tax_rate": str(amounts.rate),
+        "subtotal_micros": amounts.subtotal_micros,
+        "tax_micros": amounts.tax_micros,
+        "total_micros": amounts.total_micros,
+        "amount_paid_micros": 0,
+        "amount_refunded_micros": 0,
+        "attempt_count": 0,
+        "created_at": now,
+        "updated_at": now,
+    }
+
+
+def line_rows(invoice_id: str, lines: Sequence[NewLine]) -> list[dict[str, Any]]:
+    """The `invoice_lines` rows of an invoice's lines, in order."""
+    return [
+        {
+            "id": str(uuid.uuid4()),
+            "invoice_id": invoice_id,
+            "position": position,
+            "kind": line.kind.value,
+            "description": line.description[:500],
+            "amount_micros": line.amount_micros,
+            "reference": line.reference,
+        }
+        for position, line in enumerate(lines)
+    ]
+
+
+async def create_draft_invoice(
+    conn: AsyncConnection,
+    *,
+    customer: Customer,
+    lines: Sequence[NewLine],
+    description: str,
+    tax_rates: Mapping[str, Decimal],
+    now: datetime,
+    country: str | None = None,
+    customer_email: str | None = None,
+    customer_name: str | None = None,
+) -> Invoice:
+    """A draft: amounts computed (tax, rounding to cents), no number yet, nothing posted."""
+    amounts = invoice_amounts(lines, tax_rates=tax_rates, country=country)
     invoice_id = str(uuid.uuid4())
-    await conn.execute(
-        insert(invoices).values(
-            id=invoice_id,
-            customer_kind=customer.kind,
-            customer_id=customer.id,
-            number=None,
-            status=InvoiceStatus.DRAFT.value,
-            description=description[:500],
-            customer_email=customer_email,
-            customer_name=customer_name,
-            country=country.upper() if country else None,
-            tax_rate=str(rate),
-            subtotal_micros=total - tax,
-            tax_micros=tax,
-            total_micros=total,
-            amount_paid_micros=0,
-            amount_refunded_micros=0,
-            attempt_count=0,
-            created_at=now,
-            updated_at=now,
-        )
+    row = draft_row(
+        invoice_id,
+        customer=customer,
+        amounts=amounts,
+        description=description,
+        now=now,
+        country=country,
+        customer_email=customer_email,
+        customer_name=customer_name,
     )
-    await conn.execute(
-        insert(invoice_lines),
-        [
-            {
-                "id": str(uuid.uuid4()),
-                "invoice_id": invoice_id,
-                "position": position,
-                "kind": line.kind.value,
-                "description": line.description[:500],
-                "amount_micros": line.amount_micros,
-                "reference": line.reference,
-            }
-            for position, line in enumerate(all_lines)
-        ],
-    )
+    await conn.execute(insert(invoices).values(row))
+    await conn.execute(insert(invoice_lines), line_rows(invoice_id, amounts.lines))
     return await lock_invoice(conn, invoice_id=invoice_id)
 
 
 async def next_invoice_number(conn: AsyncConnection, *, prefix: str) -> str:
     """The next number of `prefix`, from its counter row, locked until the transaction ends:
     numbers are handed out in commit order and a rolled-back transaction gives its back."""
+    [number] = await next_invoice_numbers(conn, prefix=prefix, count=1)
+    return number
+
+
+async def next_invoice_numbers(conn: AsyncConnection, *, prefix: str, count: int) -> list[str]:
+    """The next `count` numbers of `prefix`, in order, taken as one range from its counter
+    (locked until the transaction ends, as `next_invoice_number`)."""
     bump = (
         update(invoice_counters)
         .where(invoice_counters.c.prefix == prefix)
-        .values(next_value=invoice_counters.c.next_value + 1)
+        .values(next_value=invoice_counters.c.next_value + count)
         .returning(invoice_counters.c.next_value)
     )
     value = (await conn.execute(bump)).scalar_one_or_none()
@@ -282,7 +352,8 @@ async def next_invoice_number(conn: AsyncConnection, *, prefix: str) -> str:
             .on_conflict_do_nothing()
         )
         value = (await conn.execute(bump)).scalar_one()
-    return f"{prefix}-{int(value):06d}"
+    last = int(value)
+    return [f"{prefix}-{n:06d}" for n in range(last - count + 1, last + 1)]
 
 
 async def finalize_invoice(
@@ -298,21 +369,21 @@ async def finalize_invoice(
         .where(invoices.c.id == invoice.id)
         .values(number=number, status=InvoiceStatus.OPEN.value, finalized_at=now, updated_at=now)
     )
-    customer_id = invoice.customer.id
-    lines = [(Account(AccountKind.RECEIVABLE, customer_id), invoice.total_micros)]
-    lines += _line_accounts(invoice, sign=-1)
-    await post_journal(
-        conn,
-        kind=PostingKind.INVOICE_ISSUED,
-        lines=lines,
-        memo=f"invoice {number} issued",
-        invoice_id=invoice.id,
-        now=now,
-    )
+    await post_posting(conn, posting=issued_posting(invoice, number), now=now)
     opened = await lock_invoice(conn, invoice_id=invoice.id)
     if opened.total_micros == 0:
         return await settle_invoice(conn, invoice_id=invoice.id, charge=None, now=now)
     return opened
+
+
+def issued_posting(invoice: Invoice, number: str) -> NewPosting:
+    """The posting that opens an invoice numbered `number`: its receivable against where its
+    lines and tax go."""
+    lines = [(Account(AccountKind.RECEIVABLE, invoice.customer.id), invoice.total_micros)]
+    lines += _line_accounts(invoice, sign=-1)
+    return NewPosting(
+        PostingKind.INVOICE_ISSUED, lines, f"invoice {number} issued", invoice_id=invoice.id
+    )
 
 
 def _line_accounts(invoice: Invoice, *, sign: int) -> list[tuple[Account, int]]:
@@ -471,6 +542,19 @@ async def settle_invoice(
     in the caller's transaction: the cash posted against the receivable, and each line's
     effect on the balance (credits to the stable bucket, usage off total_due)."""
     invoice = await lock_invoice(conn, invoice_id=invoice_id)
+    await conn.execute(
+        update(invoices)
+        .where(invoices.c.id == invoice.id)
+        .values(paid_values(invoice, charge, now))
+    )
+    await post_posting(conn, posting=paid_posting(invoice, charge), now=now)
+    await _deliver(conn, invoice, now)
+    return await lock_invoice(conn, invoice_id=invoice.id)
+
+
+def paid_values(invoice: Invoice, charge: Charge | None, now: datetime) -> dict[str, Any]:
+    """The columns of an open invoice that `charge` pays (Conflict if it is not open, or if
+    the charge is not what it has left to pay)."""
     if invoice.status != InvoiceStatus.OPEN:
         raise Conflict(f"invoice {invoice.number or invoice.id} is {invoice.status}, not open")
     paid = invoice.total_micros - invoice.amount_paid_micros
@@ -479,64 +563,76 @@ async def settle_invoice(
             f"charge {charge.id} of {charge.amount_cents} cents does not pay invoice"
             f" {invoice.number}'s {format_micros(paid)} USD"
         )
-    await conn.execute(
-        update(invoices)
-        .where(invoices.c.id == invoice.id)
-        .values(
-            status=InvoiceStatus.PAID.value,
-            amount_paid_micros=invoice.total_micros,
-            charge_id=charge.id if charge else None,
-            paid_at=now,
-            closed_at=now,
-            updated_at=now,
-        )
-    )
-    customer_id = invoice.customer.id
-    await post_journal(
-        conn,
-        kind=PostingKind.CHARGE,
-        lines=[
+    return {
+        "status": InvoiceStatus.PAID.value,
+        "amount_paid_micros": invoice.total_micros,
+        "charge_id": charge.id if charge else None,
+        "paid_at": now,
+        "closed_at": now,
+        "updated_at": now,
+    }
+
+
+def paid_posting(invoice: Invoice, charge: Charge | None) -> NewPosting:
+    """The cash that paying the rest of an open invoice takes, against its receivable."""
+    paid = invoice.total_micros - invoice.amount_paid_micros
+    return NewPosting(
+        PostingKind.CHARGE,
+        [
             (Account(AccountKind.PROCESSOR_CASH), paid),
-            (Account(AccountKind.RECEIVABLE, customer_id), -paid),
+            (Account(AccountKind.RECEIVABLE, invoice.customer.id), -paid),
         ],
-        memo=f"invoice {invoice.number} paid",
+        f"invoice {invoice.number} paid",
         invoice_id=invoice.id,
         processor_ref=charge.id if charge else None,
-        now=now,
     )
-    await _deliver(conn, invoice, now)
-    return await lock_invoice(conn, invoice_id=invoice.id)
+
+
+Movement = tuple[dict[Bucket, int], Posting]
+
+
+def deliveries(invoice: Invoice, total_due_micros: int) -> tuple[list[NewPosting], list[Movement]]:
+    """What paying the invoice gives a customer whose total_due is `total_due_micros`: bought
+    credits (journal and stable bucket), settled usage (total_due, at most what is due)."""
+    credits = invoice.total_of(LineKind.CREDITS)
+    usage = invoice.total_of(LineKind.USAGE)
+    postings, movements = [], []
+    if credits:
+        customer_id = invoice.customer.id
+        postings.append(
+            NewPosting(
+                PostingKind.CREDIT_PURCHASE,
+                [
+                    (Account(AccountKind.CREDITS_BILLED, customer_id), credits),
+                    (Account(AccountKind.CREDITS_SOLD, customer_id), -credits),
+                ],
+                f"credits of invoice {invoice.number} delivered",
+                invoice_id=invoice.id,
+            )
+        )
+        reason = Posting(Reason.CREDIT_PURCHASE, "system", invoice.id)
+        movements.append(({Bucket.STABLE: credits}, reason))
+    settled = min(usage, max(total_due_micros, 0))
+    if settled:
+        reason = Posting(Reason.INVOICE_PAID, "system", invoice.id)
+        movements.append(({Bucket.TOTAL_DUE: -settled}, reason))
+    return postings, movements
+
+
+def delivers(invoice: Invoice) -> bool:
+    """Whether paying the invoice moves the customer's balance (credits or usage)."""
+    return bool(invoice.total_of(LineKind.CREDITS) or invoice.total_of(LineKind.USAGE))
 
 
 async def _deliver(conn: AsyncConnection, invoice: Invoice, now: datetime) -> None:
     """What paying the invoice gives the customer: bought credits, settled usage."""
-    credits = invoice.total_of(LineKind.CREDITS)
-    usage = invoice.total_of(LineKind.USAGE)
-    if credits == 0 and usage == 0:
+    if not delivers(invoice):
         return
     balance = await lock_balance(conn, customer=invoice.customer)
-    if credits:
-        await post_journal(
-            conn,
-            kind=PostingKind.CREDIT_PURCHASE,
-            lines=[
-                (Account(AccountKind.CREDITS_BILLED, invoice.customer.id), credits),
-                (Account(AccountKind.CREDITS_SOLD, invoice.customer.id), -credits),
-            ],
-            memo=f"credits of invoice {invoice.number} delivered",
-            invoice_id=invoice.id,
-            now=now,
-        )
-        reason = Posting(Reason.CREDIT_PURCHASE, "system", invoice.id)
-        balance = await post(
-            conn, balance=balance, deltas={Bucket.STABLE: credits}, posting=reason, now=now
-        )
-    settled = min(usage, max(balance.total_due_micros, 0))
-    if settled:
-        reason = Posting(Reason.INVOICE_PAID, "system", invoice.id)
-        await post(
-            conn, balance=balance, deltas={Bucket.TOTAL_DUE: -settled}, posting=reason, now=now
-        )
+    postings, movements = deliveries(invoice, balance.total_due_micros)
+    for posting in postings:
+        await post_posting(conn, posting=posting, now=now)
+    await post_batch(conn, work=[(balance, movements)], now=now)
 
 
 async def mark_uncollectible(conn: AsyncConnection, *, invoice_id: str, now: datetime) -> Invoice:
@@ -717,29 +813,37 @@ async def _new_attempt(
     *,
     now: datetime,
 ) -> Attempt:
-    number = invoice.attempt_count + 1
-    remaining = invoice.total_micros - invoice.amount_paid_micros
-    attempt_id = str(uuid.uuid4())
-    await conn.execute(
-        insert(invoice_payment_attempts).values(
-            id=attempt_id,
-            invoice_id=invoice.id,
-            attempt=number,
-            idempotency_key=attempt_key(invoice.id, number),
-            status=AttemptStatus.PENDING.value,
-            amount_cents=remaining // MICROS_PER_CENT,
-            processor_customer_id=processor_customer_id,
-            payment_method_id=payment_method_id,
-            created_at=now,
-            updated_at=now,
-        )
-    )
+    row = attempt_row(invoice, processor_customer_id, payment_method_id, now=now)
+    await conn.execute(insert(invoice_payment_attempts).values(row))
     await conn.execute(
         update(invoices)
         .where(invoices.c.id == invoice.id)
-        .values(attempt_count=number, updated_at=now)
+        .values(attempt_count=row["attempt"], updated_at=now)
     )
-    return await _attempt(conn, attempt_id)
+    return await _attempt(conn, row["id"])
+
+
+def attempt_row(
+    invoice: Invoice, processor_customer_id: str, payment_method_id: str | None, *, now: datetime
+) -> dict[str, Any]:
+    """The next attempt at charging what `invoice` has left to pay, pending."""
+    number = invoice.attempt_count + 1
+    remaining = invoice.total_micros - invoice.amount_paid_micros
+    return {
+        "id": str(uuid.uuid4()),
+        "invoice_id": invoice.id,
+        "attempt": number,
+        "idempotency_key": attempt_key(invoice.id, number),
+        "status": AttemptStatus.PENDING.value,
+        "amount_cents": remaining // MICROS_PER_CENT,
+        "processor_customer_id": processor_customer_id,
+        "payment_method_id": payment_method_id,
+        "charge_id": None,
+        "failure_code": None,
+        "failure_message": None,
+        "created_at": now,
+        "updated_at": now,
+    }
 
 
 async def _attempt(conn: AsyncConnection, attempt_id: str) -> Attempt:
@@ -789,13 +893,49 @@ async def _fail_attempt(
         update(invoice_payment_attempts)
         .where(invoice_payment_attempts.c.id == attempt.id)
         .where(invoice_payment_attempts.c.status == AttemptStatus.PENDING.value)
-        .values(
-            status=AttemptStatus.FAILED.value,
-            failure_code=code[:64],
-            failure_message=message[:500],
-            updated_at=now,
-        )
+        .values(failed_values(code, message, now))
     )
+
+
+def failed_values(code: str, message: str, now: datetime) -> dict[str, Any]:
+    """The columns of a pending attempt the processor refused (ProcessorError)."""
+    return {
+        "status": AttemptStatus.FAILED.value,
+        "failure_code": code[:64],
+        "failure_message": message[:500],
+        "updated_at": now,
+    }
+
+
+@dataclass(frozen=True)
+class ChargeAnswer:
+    """What applying the processor's answer does: the attempt's status, and whether the
+    invoice is settled by it."""
+
+    status: AttemptStatus
+    settles: bool
+
+
+def charge_answer(attempt: Attempt, invoice: Invoice, charge: Charge) -> ChargeAnswer | None:
+    """The rule of applying `charge` to `attempt` of `invoice` (both read under the invoice's
+    lock): None when the attempt was answered already (applying an answer again changes
+    nothing); a success settles an open invoice. Every path that applies answers (one charge
+    or a batch of them: invoicing.bulk) goes through here."""
+    if attempt.status not in (AttemptStatus.PENDING, AttemptStatus.ABANDONED):
+        return None
+    settles = charge.status == ChargeStatus.SUCCEEDED and invoice.status == InvoiceStatus.OPEN
+    return ChargeAnswer(AttemptStatus(charge.status.value), settles)
+
+
+def answered_values(charge: Charge, answer: ChargeAnswer, now: datetime) -> dict[str, Any]:
+    """The columns of an attempt that `charge` answered."""
+    return {
+        "status": answer.status.value,
+        "charge_id": charge.id,
+        "failure_code": charge.failure_code,
+        "failure_message": (charge.failure_message or "")[:500] or None,
+        "updated_at": now,
+    }
 
 
 async def apply_charge(
@@ -806,21 +946,15 @@ async def apply_charge(
     attempt = await _attempt(conn, attempt_id)
     invoice = await lock_invoice(conn, invoice_id=attempt.invoice_id)
     attempt = await _attempt(conn, attempt_id)  # again, under the invoice's lock
-    if attempt.status not in (AttemptStatus.PENDING, AttemptStatus.ABANDONED):
+    answer = charge_answer(attempt, invoice, charge)
+    if answer is None:
         return attempt
-    status = AttemptStatus(charge.status.value)
     await conn.execute(
         update(invoice_payment_attempts)
         .where(invoice_payment_attempts.c.id == attempt.id)
-        .values(
-            status=status.value,
-            charge_id=charge.id,
-            failure_code=charge.failure_code,
-            failure_message=(charge.failure_message or "")[:500] or None,
-            updated_at=now,
-        )
+        .values(answered_values(charge, answer, now))
     )
-    if charge.status == ChargeStatus.SUCCEEDED and invoice.status == InvoiceStatus.OPEN:
+    if answer.settles:
         await settle_invoice(conn, invoice_id=invoice.id, charge=charge, now=now)
     return await _attempt(conn, attempt.id)
 

@@ -24,6 +24,7 @@ from sqlalchemy import func, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from zoopay.db.bulk import add_to_all, insert_all, insert_new, reserve_ids, select_where_one_of
 from zoopay.db.tables import (
     balances,
     journal_accounts,
@@ -67,6 +68,28 @@ class UnbalancedPosting(ValueError):
     """A posting whose lines do not sum to zero: a bug, never written."""
 
 
+@dataclass(frozen=True)
+class NewPosting:
+    """A posting to write: balanced lines (micro-dollars, debits positive) and what it is for."""
+
+    kind: PostingKind
+    lines: Sequence[tuple[Account, int]]
+    memo: str
+    invoice_id: str | None = None
+    processor_ref: str | None = None
+
+
+def _moved(kind: PostingKind, lines: Sequence[tuple[Account, int]]) -> dict[Account, int]:
+    """A posting's lines merged by account, zeros left out; UnbalancedPosting unless they
+    sum to zero."""
+    if sum(amount for _, amount in lines) != 0:
+        raise UnbalancedPosting(f"{kind} posting does not sum to zero: {lines}")
+    merged: dict[Account, int] = {}
+    for account, amount in lines:
+        merged[account] = merged.get(account, 0) + amount
+    return {account: amount for account, amount in merged.items() if amount != 0}
+
+
 async def post_journal(
     conn: AsyncConnection,
     *,
@@ -79,12 +102,7 @@ async def post_journal(
 ) -> int | None:
     """Write one balanced posting and move its accounts, in the caller's transaction; zero
     lines are left out, and a posting of nothing but zeros writes nothing (answers None)."""
-    if sum(amount for _, amount in lines) != 0:
-        raise UnbalancedPosting(f"{kind} posting does not sum to zero: {lines}")
-    merged: dict[Account, int] = {}
-    for account, amount in lines:
-        merged[account] = merged.get(account, 0) + amount
-    moved = {account: amount for account, amount in merged.items() if amount != 0}
+    moved = _moved(kind, lines)
     if not moved:
         return None
     result = await conn.execute(
@@ -119,14 +137,85 @@ async def post_journal(
     return posting_id
 
 
-async def _ensure_account(conn: AsyncConnection, account: Account, now: datetime) -> None:
-    values = {
+async def post_posting(conn: AsyncConnection, *, posting: NewPosting, now: datetime) -> int | None:
+    """`post_journal` of a NewPosting."""
+    return await post_journal(
+        conn,
+        kind=posting.kind,
+        lines=posting.lines,
+        memo=posting.memo,
+        now=now,
+        invoice_id=posting.invoice_id,
+        processor_ref=posting.processor_ref,
+    )
+
+
+_LOCK_ACCOUNTS = select(journal_accounts.c.id).order_by(journal_accounts.c.id).with_for_update()
+
+
+async def post_journal_many(
+    conn: AsyncConnection, *, postings: Sequence[NewPosting], now: datetime
+) -> None:
+    """`post_journal` for many postings, as a few statements whatever their number: the same
+    postings, lines and account balances, in the caller's transaction."""
+    kept = [
+        (posting, moved) for posting in postings if (moved := _moved(posting.kind, posting.lines))
+    ]
+    if not kept:
+        return
+    ids = await reserve_ids(conn, journal_postings, len(kept))
+    await insert_all(
+        conn,
+        journal_postings,
+        [
+            {
+                "id": posting_id,
+                "kind": posting.kind.value,
+                "invoice_id": posting.invoice_id,
+                "processor_ref": posting.processor_ref,
+                "memo": posting.memo[:500],
+                "created_at": now,
+            }
+            for posting_id, (posting, _) in zip(ids, kept, strict=True)
+        ],
+    )
+    totals: dict[Account, int] = {}
+    for _, moved in kept:
+        for account, amount in moved.items():
+            totals[account] = totals.get(account, 0) + amount
+    accounts = sorted(totals, key=lambda a: a.id)
+    await insert_new(conn, journal_accounts, [_account_row(a, now) for a in accounts])
+    # Locked in id order, as post_journal takes them, before one statement moves them all.
+    await select_where_one_of(conn, _LOCK_ACCOUNTS, journal_accounts.c.id, [a.id for a in accounts])
+    await add_to_all(
+        conn,
+        journal_accounts,
+        [{"id": a.id, "balance_micros": totals[a], "updated_at": now} for a in accounts],
+        add="balance_micros",
+    )
+    await insert_all(
+        conn,
+        journal_lines,
+        [
+            {"posting_id": posting_id, "account_id": account.id, "amount_micros": amount}
+            for posting_id, (_, moved) in zip(ids, kept, strict=True)
+            for account, amount in moved.items()
+        ],
+    )
+
+
+def _account_row(account: Account, now: datetime) -> dict[str, object]:
+    return {
         "id": account.id,
         "kind": account.kind.value,
         "customer_id": account.customer_id,
         "balance_micros": 0,
         "updated_at": now,
     }
+
+
+async def _ensure_account(conn: AsyncConnection, account: Account, now: datetime) -> None:
+    values = _account_row(account, now)
     dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
     await conn.execute(dialect.insert(journal_accounts).values(values).on_conflict_do_nothing())
 

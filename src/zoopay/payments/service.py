@@ -6,6 +6,8 @@ own), so the functions that call it take the engine, and call it while holding n
 transaction of zoopay's: on SQLite that lock would make the processor wait for it.
 """
 
+import asyncio
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 
@@ -13,6 +15,7 @@ from sqlalchemy import RowMapping, Table, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from zoopay.db.bulk import select_by, select_where_one_of
 from zoopay.db.engine import reading, transaction
 from zoopay.db.tables import balances, orgs, payment_customers, users
 from zoopay.errors import Conflict, NotFound
@@ -154,6 +157,95 @@ async def ensure_processor_customer(
         recorded = await find_payment_customer(conn, customer=customer)
     assert recorded is not None
     return recorded.processor_customer_id
+
+
+# Customers whose processor customer a batch creates at once (each is a call to the processor).
+CREATE_CONCURRENCY = 16
+_PROCESSOR_IDS = select(
+    payment_customers.c.customer_id,
+    payment_customers.c.processor,
+    payment_customers.c.processor_customer_id,
+).order_by(payment_customers.c.customer_id)
+
+
+async def ensure_processor_customers(
+    engine: AsyncEngine,
+    *,
+    processor: PaymentProcessor,
+    customers: Sequence[Customer],
+    now: datetime,
+) -> dict[Customer, str]:
+    """`ensure_processor_customer` for many: one read for those who have one (the many), and
+    the missing ones created `CREATE_CONCURRENCY` at a time."""
+    async with reading(engine) as conn:
+        rows = await select_where_one_of(
+            conn, _PROCESSOR_IDS, payment_customers.c.customer_id, sorted(c.id for c in customers)
+        )
+    known = {
+        row["customer_id"]: row["processor_customer_id"]
+        for row in rows
+        if row["processor"] == processor.name
+    }
+    found = {c: known[c.id] for c in customers if c.id in known}
+    missing = [c for c in customers if c.id not in known]
+    bound = asyncio.Semaphore(CREATE_CONCURRENCY)
+
+    async def create(customer: Customer) -> None:
+        async with bound:
+            found[customer] = await ensure_processor_customer(
+                engine, processor=processor, customer=customer, now=now
+            )
+
+    await asyncio.gather(*(create(customer) for customer in missing))
+    return found
+
+
+@dataclass(frozen=True)
+class Contact:
+    """Who an invoice is addressed to: the email and name the processor knows, the billing
+    name if one was given, and the billing country (the tax's)."""
+
+    email: str | None
+    name: str | None
+    country: str | None
+
+
+_USER_CONTACTS = select(users.c.id, users.c.email, users.c.name).order_by(users.c.id)
+_ORG_CONTACTS = select(orgs.c.id, orgs.c.billing_email.label("email"), orgs.c.name).order_by(
+    orgs.c.id
+)
+_BILLING_CONTACTS = select(
+    payment_customers.c.customer_id, payment_customers.c.name, payment_customers.c.address_country
+).order_by(payment_customers.c.customer_id)
+
+
+async def billing_contacts(
+    conn: AsyncConnection, *, customers: Sequence[Customer]
+) -> dict[Customer, Contact]:
+    """Each customer's contact as a credit purchase's invoice names it (`customer_contact`,
+    then the billing information's name and country), in three statements for all."""
+    user_ids = sorted(c.id for c in customers if c.kind == "user")
+    org_ids = sorted(c.id for c in customers if c.kind == "org")
+    own = {
+        row["id"]: row
+        for query, column, ids in (
+            (_USER_CONTACTS, users.c.id, user_ids),
+            (_ORG_CONTACTS, orgs.c.id, org_ids),
+        )
+        for row in await select_where_one_of(conn, query, column, ids)
+    }
+    billing = await select_by(
+        conn, _BILLING_CONTACTS, payment_customers.c.customer_id, sorted(c.id for c in customers)
+    )
+    contacts = {}
+    for customer in customers:
+        account, info = own.get(customer.id), billing.get(customer.id)
+        contacts[customer] = Contact(
+            email=str(account["email"]) if account else None,
+            name=(info["name"] if info else None) or (account["name"] if account else None),
+            country=info["address_country"] if info else None,
+        )
+    return contacts
 
 
 async def insert_unless_present(

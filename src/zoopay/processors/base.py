@@ -11,7 +11,9 @@ Amounts cross this boundary in whole cents (as Stripe takes them); zoopay rounds
 to cents before it charges it.
 """
 
+import asyncio
 import enum
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
@@ -82,6 +84,23 @@ class ProcessorUnavailable(Exception):
     """The processor did not answer: whether it acted is unknown until asked again."""
 
 
+@dataclass(frozen=True)
+class ChargeRequest:
+    """One charge of a batch (`PaymentProcessor.charge_many`): `charge`'s arguments."""
+
+    customer_id: str
+    amount_cents: int
+    currency: str
+    idempotency_key: str
+    description: str
+    payment_method_id: str | None = None
+
+
+# What one request of a batch came to: the charge (succeeded, failed or requiring action), a
+# refusal (`charge` would raise it: no payment method, ...), or no answer (asked again later).
+ChargeResult = Charge | ProcessorError | ProcessorUnavailable
+
+
 class PaymentProcessor(Protocol):
     name: str
 
@@ -124,6 +143,12 @@ class PaymentProcessor(Protocol):
         takes nothing more. ProcessorError(`no_payment_method`) when there is none."""
         ...
 
+    async def charge_many(self, requests: Sequence[ChargeRequest]) -> list[ChargeResult]:
+        """`charge` for each request, answered in their order; a request's refusal or lost
+        answer is its result, never an exception that loses the others' answers. The same
+        idempotency keys answer the same Charges, as `charge` does."""
+        ...
+
     async def find_charge(self, idempotency_key: str) -> Charge | None:
         """The charge made with this key, if any: how reconciliation learns what happened."""
         ...
@@ -135,3 +160,27 @@ class PaymentProcessor(Protocol):
     async def portal_url(self, customer_id: str, *, return_url: str) -> str:
         """Where the customer manages their cards."""
         ...
+
+
+async def charge_each(
+    processor: PaymentProcessor, requests: Sequence[ChargeRequest], *, concurrency: int
+) -> list[ChargeResult]:
+    """`charge_many` as `charge` calls, at most `concurrency` in flight (a processor whose
+    calls are requests over the network)."""
+    bound = asyncio.Semaphore(max(1, concurrency))
+
+    async def one(request: ChargeRequest) -> ChargeResult:
+        async with bound:
+            try:
+                return await processor.charge(
+                    request.customer_id,
+                    amount_cents=request.amount_cents,
+                    currency=request.currency,
+                    idempotency_key=request.idempotency_key,
+                    description=request.description,
+                    payment_method_id=request.payment_method_id,
+                )
+            except (ProcessorError, ProcessorUnavailable) as exc:
+                return exc
+
+    return list(await asyncio.gather(*(one(request) for request in requests)))

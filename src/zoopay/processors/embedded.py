@@ -22,7 +22,7 @@ Stripe.js's part (confirming a setup intent with a card) is `confirm_setup_inten
 import hashlib
 import json
 import secrets
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -32,6 +32,7 @@ import sqlalchemy.exc
 from sqlalchemy import RowMapping, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from zoopay.db.bulk import insert_new, select_by
 from zoopay.db.engine import reading, transaction
 from zoopay.db.tables import (
     processor_charges,
@@ -44,6 +45,8 @@ from zoopay.db.tables import (
 from zoopay.processors.base import (
     Card,
     Charge,
+    ChargeRequest,
+    ChargeResult,
     ChargeStatus,
     ProcessorError,
     Refund,
@@ -135,6 +138,75 @@ def _refund(row: Mapping[Any, Any]) -> Refund:
         amount_cents=row["amount_cents"],
         status=row["status"],
     )
+
+
+def _invalid_charge(
+    amount_cents: int, currency: str, idempotency_key: str
+) -> ProcessorError | None:
+    """Why a charge request is refused before anything is looked at, if it is."""
+    if amount_cents <= 0:
+        return ProcessorError("invalid_amount", "amount_cents must be a positive integer")
+    if currency not in CURRENCIES:
+        return ProcessorError("invalid_currency", f"currency {currency!r} is not supported")
+    if not idempotency_key:
+        return ProcessorError("invalid_request", "an idempotency key is required")
+    return None
+
+
+_DEFAULT = "default_payment_method_id"
+_CUSTOMERS = select(processor_customers.c.id, processor_customers.c.default_payment_method_id)
+_METHODS = select(
+    processor_payment_methods.c.id,
+    processor_payment_methods.c.customer_id,
+    processor_payment_methods.c.token,
+).where(processor_payment_methods.c.detached_at.is_(None))
+_CHARGES = select(processor_charges)
+
+
+def _chargeable(
+    request: ChargeRequest,
+    customers: Mapping[str, Mapping[str, Any]],
+    methods: Mapping[str, Mapping[str, Any]],
+) -> Mapping[str, Any] | ProcessorError:
+    """The card a request charges (the one named, or the customer's default), or why none."""
+    customer = customers.get(request.customer_id)
+    if customer is None:
+        return ProcessorError("resource_missing", f"No such customer: {request.customer_id!r}")
+    method_id = request.payment_method_id or customer[_DEFAULT]
+    if method_id is None:
+        return ProcessorError(
+            "no_payment_method", "the customer has no default payment method to charge"
+        )
+    method = methods.get(method_id)
+    if method is None or method["customer_id"] != request.customer_id:
+        return ProcessorError("resource_missing", f"No such payment method: {method_id!r}")
+    return method
+
+
+def _charge_values(
+    request: ChargeRequest, method: Mapping[Any, Any], now: datetime
+) -> dict[str, Any]:
+    """The row of a new charge of `method`: its test card decides how it goes."""
+    behaviour = TEST_CARDS[method["token"]].behaviour
+    status, code, message = ChargeStatus.SUCCEEDED, None, None
+    if behaviour == "charge_fails":
+        status, code, message = ChargeStatus.FAILED, "card_declined", DECLINED_MESSAGE
+    elif behaviour == "requires_action":
+        status, code = ChargeStatus.REQUIRES_ACTION, "authentication_required"
+        message = "This payment requires the customer to authenticate."
+    return {
+        "id": _new_id("pi"),
+        "idempotency_key": request.idempotency_key,
+        "customer_id": request.customer_id,
+        "payment_method_id": method["id"],
+        "amount_cents": request.amount_cents,
+        "currency": request.currency,
+        "description": request.description,
+        "status": status.value,
+        "failure_code": code,
+        "failure_message": message,
+        "created_at": now,
+    }
 
 
 @dataclass(frozen=True)
@@ -385,12 +457,9 @@ class EmbeddedProcessor:
         description: str,
         payment_method_id: str | None = None,
     ) -> Charge:
-        if amount_cents <= 0:
-            raise ProcessorError("invalid_amount", "amount_cents must be a positive integer")
-        if currency not in CURRENCIES:
-            raise ProcessorError("invalid_currency", f"currency {currency!r} is not supported")
-        if not idempotency_key:
-            raise ProcessorError("invalid_request", "an idempotency key is required")
+        invalid = _invalid_charge(amount_cents, currency, idempotency_key)
+        if invalid is not None:
+            raise invalid
         try:
             async with transaction(self._engine) as conn:
                 existing = await self._charge_by_key(conn, idempotency_key)
@@ -414,7 +483,9 @@ class EmbeddedProcessor:
             return self._same_charge(existing, customer_id, amount_cents, currency)
 
     @staticmethod
-    def _same_charge(row: RowMapping, customer_id: str, amount_cents: int, currency: str) -> Charge:
+    def _same_charge(
+        row: Mapping[Any, Any], customer_id: str, amount_cents: int, currency: str
+    ) -> Charge:
         if (row["customer_id"], row["amount_cents"], row["currency"]) != (
             customer_id,
             amount_cents,
@@ -459,28 +530,112 @@ class EmbeddedProcessor:
                 "no_payment_method", "the customer has no default payment method to charge"
             )
         method = await self._method_row(conn, customer_id, method_id)
-        behaviour = TEST_CARDS[method["token"]].behaviour
-        status, code, message = ChargeStatus.SUCCEEDED, None, None
-        if behaviour == "charge_fails":
-            status, code, message = ChargeStatus.FAILED, "card_declined", DECLINED_MESSAGE
-        elif behaviour == "requires_action":
-            status, code = ChargeStatus.REQUIRES_ACTION, "authentication_required"
-            message = "This payment requires the customer to authenticate."
-        values = {
-            "id": _new_id("pi"),
-            "idempotency_key": idempotency_key,
-            "customer_id": customer_id,
-            "payment_method_id": method_id,
-            "amount_cents": amount_cents,
-            "currency": currency,
-            "description": description,
-            "status": status.value,
-            "failure_code": code,
-            "failure_message": message,
-            "created_at": self._clock(),
-        }
+        request = ChargeRequest(
+            customer_id, amount_cents, currency, idempotency_key, description, method_id
+        )
+        values = _charge_values(request, method, self._clock())
         await conn.execute(insert(processor_charges).values(**values))
         return _charge(values)
+
+    async def charge_many(self, requests: Sequence[ChargeRequest]) -> list[ChargeResult]:
+        """`charge` for a batch, set-based: one transaction of four statements (the keys
+        seen before, the customers, their cards, the new charges), whatever its size. A key
+        given twice in the batch is charged once, as a retry would be."""
+        first: dict[str, int] = {}
+        for i, request in enumerate(requests):
+            first.setdefault(request.idempotency_key, i)
+        results: dict[int, ChargeResult] = {}
+        valid = []
+        for i in sorted(first.values()):
+            request = requests[i]
+            invalid = _invalid_charge(
+                request.amount_cents, request.currency, request.idempotency_key
+            )
+            if invalid is None:
+                valid.append(i)
+            else:
+                results[i] = invalid
+        if valid:
+            async with transaction(self._engine) as conn:
+                new = await self._charge_batch(conn, requests, valid, results)
+                inserted = await insert_new(conn, processor_charges, [row for _, row in new])
+                # A key not inserted was charged by a concurrent call meanwhile: its answer.
+                raced = [i for i, row in new if row["id"] not in inserted]
+                keys = [requests[i].idempotency_key for i in raced]
+                earlier = await self._charges_by_key(conn, keys)
+            results.update((i, _charge(row)) for i, row in new)
+            for i in raced:
+                request = requests[i]
+                results[i] = self._same_or_refused(earlier[request.idempotency_key], request)
+        return [self._answer(results, first, request) for request in requests]
+
+    @classmethod
+    def _answer(
+        cls, results: dict[int, ChargeResult], first: dict[str, int], request: ChargeRequest
+    ) -> ChargeResult:
+        """A request's result: its key's first request's, if that charged the same."""
+        answer = results[first[request.idempotency_key]]
+        if isinstance(answer, Charge) and (answer.amount_cents, answer.currency) != (
+            request.amount_cents,
+            request.currency,
+        ):
+            return ProcessorError(
+                "idempotency_key_in_use", "this idempotency key was used for another charge"
+            )
+        return answer
+
+    async def _charge_batch(
+        self,
+        conn: AsyncConnection,
+        requests: Sequence[ChargeRequest],
+        valid: list[int],
+        results: dict[int, ChargeResult],
+    ) -> list[tuple[int, dict[str, Any]]]:
+        """The rows of the batch's new charges, by request index; the answers of keys seen
+        before and the refusals are put in `results`."""
+        existing = await self._charges_by_key(conn, [requests[i].idempotency_key for i in valid])
+        customers = await select_by(
+            conn,
+            _CUSTOMERS,
+            processor_customers.c.id,
+            sorted({requests[i].customer_id for i in valid}),
+        )
+        wanted = {
+            requests[i].payment_method_id or customers[requests[i].customer_id][_DEFAULT]
+            for i in valid
+            if requests[i].customer_id in customers
+        }
+        methods = await select_by(
+            conn, _METHODS, processor_payment_methods.c.id, sorted(m for m in wanted if m)
+        )
+        new: list[tuple[int, dict[str, Any]]] = []
+        now = self._clock()
+        for i in valid:
+            request = requests[i]
+            if request.idempotency_key in existing:
+                results[i] = self._same_or_refused(existing[request.idempotency_key], request)
+                continue
+            found = _chargeable(request, customers, methods)
+            if isinstance(found, ProcessorError):
+                results[i] = found
+            else:
+                new.append((i, _charge_values(request, found, now)))
+        return new
+
+    async def _charges_by_key(
+        self, conn: AsyncConnection, keys: Sequence[str]
+    ) -> dict[str, Mapping[str, Any]]:
+        column = processor_charges.c.idempotency_key
+        return await select_by(conn, _CHARGES, column, sorted(set(keys)))
+
+    @classmethod
+    def _same_or_refused(cls, row: Mapping[Any, Any], request: ChargeRequest) -> ChargeResult:
+        try:
+            return cls._same_charge(
+                row, request.customer_id, request.amount_cents, request.currency
+            )
+        except ProcessorError as exc:
+            return exc
 
     async def find_charge(self, idempotency_key: str) -> Charge | None:
         async with reading(self._engine) as conn:

@@ -1,0 +1,349 @@
+"""Invoicing many invoices at once: what zoopay.invoicing.service does for one, as a few
+statements for a whole chunk, with the same rules (the service's own functions decide every
+amount, posting and status; this module only batches the reads and writes).
+
+- `issue_invoices`: `issue_invoice` for a chunk: the invoices, their lines, one range of
+  numbers from the gap-free counter, the receivable postings, in the caller's transaction.
+- `charge_invoices`: `charge_invoice` for a chunk, in three steps around one batch call to the
+  processor (`PaymentProcessor.charge_many`): the attempts committed pending, the processor
+  asked with each attempt's idempotency key, the answers applied in one transaction. A crash
+  between the answer and its commit leaves the attempts pending, and
+  `reconcile_pending_charges` resolves them by key, never charging again.
+"""
+
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from zoopay.db.bulk import insert_all, select_where_one_of, update_all
+from zoopay.db.engine import transaction
+from zoopay.db.tables import invoice_lines, invoice_payment_attempts, invoices
+from zoopay.invoicing.service import (
+    CURRENCY,
+    Attempt,
+    AttemptStatus,
+    ChargeOutcome,
+    Invoice,
+    InvoiceLine,
+    InvoiceStatus,
+    LineKind,
+    NewLine,
+    _attempt_of_row,
+    _invoice_of_row,
+    answered_values,
+    attempt_row,
+    charge_answer,
+    deliveries,
+    delivers,
+    draft_row,
+    failed_values,
+    invoice_amounts,
+    issued_posting,
+    line_rows,
+    next_invoice_numbers,
+    paid_posting,
+    paid_values,
+)
+from zoopay.journal.service import NewPosting, post_journal_many
+from zoopay.ledger.service import Balance, Bucket, Customer, post_batch
+from zoopay.processors.base import (
+    Charge,
+    ChargeRequest,
+    ChargeResult,
+    PaymentProcessor,
+    ProcessorError,
+    ProcessorUnavailable,
+)
+from zoopay.subscriptions.service import lock_balances_with_subscriptions
+
+
+@dataclass(frozen=True)
+class NewInvoice:
+    """What `issue_invoice` takes for one invoice."""
+
+    customer: Customer
+    lines: Sequence[NewLine]
+    description: str
+    country: str | None = None
+    customer_email: str | None = None
+    customer_name: str | None = None
+
+
+async def issue_invoices(
+    conn: AsyncConnection,
+    *,
+    drafts: Sequence[NewInvoice],
+    tax_rates: Mapping[str, Decimal],
+    prefix: str,
+    now: datetime,
+) -> list[Invoice]:
+    """`issue_invoice` for each of `drafts`, in the caller's transaction: numbered in their
+    order from one range of the counter; those of 0 are paid at once. Every draft is checked
+    before anything is written (BadRequest, as `issue_invoice`)."""
+    amounts = [
+        invoice_amounts(draft.lines, tax_rates=tax_rates, country=draft.country) for draft in drafts
+    ]
+    if not drafts:
+        return []
+    numbers = await next_invoice_numbers(conn, prefix=prefix, count=len(drafts))
+    rows, lines, opened = [], [], []
+    for draft, amount, number in zip(drafts, amounts, numbers, strict=True):
+        invoice_id = str(uuid.uuid4())
+        row = draft_row(
+            invoice_id,
+            customer=draft.customer,
+            amounts=amount,
+            description=draft.description,
+            now=now,
+            country=draft.country,
+            customer_email=draft.customer_email,
+            customer_name=draft.customer_name,
+        )
+        # Finalized at once, as `finalize_invoice` does to the draft in the same transaction.
+        row |= {
+            "number": number,
+            "status": InvoiceStatus.OPEN.value,
+            "finalized_at": now,
+            "charge_id": None,
+            "paid_at": None,
+            "closed_at": None,
+        }
+        its_lines = line_rows(invoice_id, amount.lines)
+        rows.append(row)
+        lines.extend(its_lines)
+        opened.append(_invoice_of_row(row, [_line_of_row(line) for line in its_lines]))
+    await insert_all(conn, invoices, rows)
+    await insert_all(conn, invoice_lines, lines)
+    postings = [
+        issued_posting(invoice, number) for invoice, number in zip(opened, numbers, strict=True)
+    ]
+    await post_journal_many(conn, postings=postings, now=now)
+    free = {
+        invoice.id: invoice
+        for invoice in await settle_invoices(
+            conn, payments=[(i, None) for i in opened if i.total_micros == 0], now=now
+        )
+    }
+    return [free.get(invoice.id, invoice) for invoice in opened]
+
+
+def _line_of_row(row: Mapping[str, Any]) -> InvoiceLine:
+    return InvoiceLine(
+        id=row["id"],
+        kind=LineKind(row["kind"]),
+        description=row["description"],
+        amount_micros=row["amount_micros"],
+        reference=row["reference"],
+    )
+
+
+_LOCK_INVOICES = invoices.select().order_by(invoices.c.id).with_for_update()
+_LINES = invoice_lines.select().order_by(invoice_lines.c.invoice_id, invoice_lines.c.position)
+
+
+async def lock_invoices(conn: AsyncConnection, *, invoice_ids: Sequence[str]) -> dict[str, Invoice]:
+    """`lock_invoice` for many, locked in id order (so that two batches never deadlock)."""
+    ids = sorted(set(invoice_ids))
+    rows = await select_where_one_of(conn, _LOCK_INVOICES, invoices.c.id, ids)
+    by_invoice: dict[str, list[InvoiceLine]] = {row["id"]: [] for row in rows}
+    for line in await select_where_one_of(conn, _LINES, invoice_lines.c.invoice_id, ids):
+        by_invoice[line["invoice_id"]].append(_line_of_row(line))
+    return {row["id"]: _invoice_of_row(row, by_invoice[row["id"]]) for row in rows}
+
+
+async def settle_invoices(
+    conn: AsyncConnection,
+    *,
+    payments: Sequence[tuple[Invoice, Charge | None]],
+    now: datetime,
+) -> list[Invoice]:
+    """`settle_invoice` for many open invoices, read under their locks (`lock_invoices`):
+    paid, the cash posted, credits delivered and usage settled; answers them paid."""
+    if not payments:
+        return []
+    paid = [(invoice, paid_values(invoice, charge, now)) for invoice, charge in payments]
+    await update_all(conn, invoices, [{"id": invoice.id, **values} for invoice, values in paid])
+    postings = [paid_posting(invoice, charge) for invoice, charge in payments]
+    await _deliver_all(conn, [invoice for invoice, _ in payments], postings, now)
+    return [replace(invoice, **_fields(values)) for invoice, values in paid]
+
+
+def _fields(values: Mapping[str, Any]) -> dict[str, Any]:
+    return {**values, "status": InvoiceStatus(values["status"])}
+
+
+async def _deliver_all(
+    conn: AsyncConnection, paid: Sequence[Invoice], postings: list[NewPosting], now: datetime
+) -> None:
+    """Each paid invoice's deliveries (`invoicing.service.deliveries`), in their order, on
+    balances locked in customer order; the journal postings written with `postings`."""
+    delivering = [invoice for invoice in paid if delivers(invoice)]
+    customers = {invoice.customer for invoice in delivering}
+    locked = await lock_balances_with_subscriptions(conn, customers=customers) if customers else {}
+    balances: dict[Customer, Balance] = {c: balance for c, (balance, _) in locked.items()}
+    due = {customer: balance.total_due_micros for customer, balance in balances.items()}
+    work: dict[Customer, list[Any]] = {customer: [] for customer in balances}
+    for invoice in delivering:
+        its_postings, movements = deliveries(invoice, due[invoice.customer])
+        postings.extend(its_postings)
+        work[invoice.customer].extend(movements)
+        due[invoice.customer] += sum(deltas.get(Bucket.TOTAL_DUE, 0) for deltas, _ in movements)
+    await post_journal_many(conn, postings=postings, now=now)
+    await post_batch(
+        conn,
+        work=[(balances[c], work[c]) for c in sorted(balances, key=lambda c: c.id)],
+        now=now,
+    )
+
+
+# ------------------------------------------------------------------------------- charging
+
+
+@dataclass(frozen=True)
+class Due:
+    """An open invoice to charge, and the customer's id at the processor."""
+
+    invoice_id: str
+    processor_customer_id: str
+
+
+# Test-only: called right after the processor answered a batch and before the answers are
+# committed, so that a test can kill the process exactly there.
+AfterAnswers = Callable[[list[ChargeResult]], None]
+
+
+async def charge_invoices(
+    engine: AsyncEngine,
+    processor: PaymentProcessor,
+    *,
+    due: Sequence[Due],
+    now: datetime,
+    after_answers: AfterAnswers | None = None,
+) -> list[ChargeOutcome]:
+    """`charge_invoice` for a batch of open invoices, in its own transactions (never call it
+    inside one). Invoices no longer open, or with an attempt still pending (the reconcile
+    step's), are left alone. A processor that does not answer leaves the attempts pending."""
+    async with transaction(engine) as conn:
+        attempts = await start_attempts(conn, due=due, now=now)
+    if not attempts:
+        return []
+    requests = [
+        ChargeRequest(
+            customer_id=attempt.processor_customer_id,
+            amount_cents=attempt.amount_cents,
+            currency=CURRENCY,
+            idempotency_key=attempt.idempotency_key,
+            description=f"Invoice {number}",
+            payment_method_id=attempt.payment_method_id,
+        )
+        for attempt, number in attempts
+    ]
+    try:
+        results = await processor.charge_many(requests)
+    except ProcessorUnavailable:
+        return []
+    if after_answers is not None:
+        after_answers(results)
+    answered = [(attempt, result) for (attempt, _), result in zip(attempts, results, strict=True)]
+    async with transaction(engine) as conn:
+        return await apply_results(conn, results=answered, now=now)
+
+
+# Literal text: db.bulk compiles this once and sends only the invoice ids as parameters.
+_PENDING = invoice_payment_attempts.select().where(
+    text("invoice_payment_attempts.status = 'pending'")
+)
+
+
+async def start_attempts(
+    conn: AsyncConnection, *, due: Sequence[Due], now: datetime
+) -> list[tuple[Attempt, str | None]]:
+    """The next attempt of each open invoice of `due` with none pending, recorded pending, with
+    the invoice's number; in the caller's transaction (commit it before charging)."""
+    locked = await lock_invoices(conn, invoice_ids=[d.invoice_id for d in due])
+    ids = sorted(locked)
+    busy = {
+        row["invoice_id"]
+        for row in await select_where_one_of(
+            conn, _PENDING, invoice_payment_attempts.c.invoice_id, ids
+        )
+    }
+    rows, numbers = [], []
+    for d in due:
+        invoice = locked.get(d.invoice_id)
+        if invoice is None or invoice.status != InvoiceStatus.OPEN or invoice.id in busy:
+            continue
+        busy.add(invoice.id)  # the same invoice twice in `due`: one attempt
+        rows.append(attempt_row(invoice, d.processor_customer_id, None, now=now))
+        numbers.append(invoice.number)
+    await insert_all(conn, invoice_payment_attempts, rows)
+    await update_all(
+        conn,
+        invoices,
+        [{"id": r["invoice_id"], "attempt_count": r["attempt"], "updated_at": now} for r in rows],
+    )
+    return [(_attempt_of_row(row), number) for row, number in zip(rows, numbers, strict=True)]
+
+
+_ATTEMPTS = invoice_payment_attempts.select().order_by(invoice_payment_attempts.c.id)
+
+
+async def apply_results(
+    conn: AsyncConnection,
+    *,
+    results: Sequence[tuple[Attempt, ChargeResult]],
+    now: datetime,
+) -> list[ChargeOutcome]:
+    """The processor's answers to a batch of attempts, applied once (`charge_answer`'s rule,
+    as `apply_charge`): successes settle their invoices, refusals fail their attempts, and
+    attempts without an answer stay pending. In the caller's transaction."""
+    locked = await lock_invoices(conn, invoice_ids=[a.invoice_id for a, _ in results])
+    current = {
+        row["id"]: _attempt_of_row(row)
+        for row in await select_where_one_of(
+            conn, _ATTEMPTS, invoice_payment_attempts.c.id, sorted(a.id for a, _ in results)
+        )
+    }
+    changes: list[tuple[Attempt, dict[str, Any]]] = []
+    settling: list[tuple[Invoice, Charge | None]] = []
+    for attempt, result in results:
+        attempt = current[attempt.id]
+        invoice = locked[attempt.invoice_id]
+        if isinstance(result, ProcessorError) and attempt.status == AttemptStatus.PENDING:
+            changes.append((attempt, failed_values(result.code, result.message, now)))
+        elif isinstance(result, Charge):
+            answer = charge_answer(attempt, invoice, result)
+            if answer is not None:
+                changes.append((attempt, answered_values(result, answer, now)))
+                if answer.settles:
+                    settling.append((invoice, result))
+    await update_all(
+        conn, invoice_payment_attempts, [_attempt_change(a, values) for a, values in changes]
+    )
+    paid = {
+        invoice.id: invoice for invoice in await settle_invoices(conn, payments=settling, now=now)
+    }
+    changed = {attempt.id: _changed(attempt, values) for attempt, values in changes}
+    return [
+        ChargeOutcome(
+            paid.get(attempt.invoice_id, locked[attempt.invoice_id]),
+            changed.get(attempt.id, current[attempt.id]),
+        )
+        for attempt, _ in results
+    ]
+
+
+def _attempt_change(attempt: Attempt, values: Mapping[str, Any]) -> dict[str, Any]:
+    """One shape for every changed attempt (a refusal names no charge)."""
+    return {"id": attempt.id, "charge_id": None, **values}
+
+
+def _changed(attempt: Attempt, values: Mapping[str, Any]) -> Attempt:
+    fields = {k: v for k, v in values.items() if k != "updated_at"}
+    return replace(attempt, **{**fields, "status": AttemptStatus(values["status"])})
