@@ -6,9 +6,16 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from zoopay.db.bulk import insert_all, insert_new, select_where_one_of, update_all
+from zoopay.db.bulk import (
+    add_to_all,
+    insert_all,
+    insert_new,
+    reserve_ids,
+    select_where_one_of,
+    update_all,
+)
 from zoopay.db.engine import reading, transaction
-from zoopay.db.tables import users
+from zoopay.db.tables import billing_closes, journal_accounts, journal_postings, users
 
 NOW = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
 
@@ -106,3 +113,89 @@ async def test_bulk_statements_roll_back_with_their_transaction(engine: AsyncEng
             assert await insert_new(conn, users, [user_row(2)]) == {user_row(2)["id"]}
             raise RuntimeError("the unit of work fails")
     assert await stored_users(engine) == {}
+
+
+async def test_add_to_all_adds_and_update_all_takes_a_key_of_several_columns(
+    engine: AsyncEngine,
+) -> None:
+    accounts = [
+        {
+            "id": name,
+            "kind": "revenue",
+            "customer_id": None,
+            "balance_micros": 10,
+            "updated_at": NOW,
+        }
+        for name in ("a", "b", "c")
+    ]
+    later = NOW + timedelta(days=1)
+    async with transaction(engine) as conn:
+        await insert_all(conn, journal_accounts, accounts)
+        await add_to_all(
+            conn,
+            journal_accounts,
+            [
+                {"id": "a", "balance_micros": 5, "updated_at": later},
+                {"id": "c", "balance_micros": -15, "updated_at": later},
+            ],
+            add="balance_micros",
+        )
+        first, second = await reserve_ids(conn, journal_postings, 2), []
+        await insert_all(
+            conn,
+            journal_postings,
+            [
+                {
+                    "id": i,
+                    "kind": "charge",
+                    "invoice_id": None,
+                    "processor_ref": None,
+                    "memo": "m",
+                    "created_at": NOW,
+                }
+                for i in first
+            ],
+        )
+        second = await reserve_ids(conn, journal_postings, 1)
+    async with reading(engine) as conn:
+        rows = await conn.execute(
+            select(journal_accounts.c.id, journal_accounts.c.balance_micros).order_by("id")
+        )
+        assert [tuple(row) for row in rows] == [("a", 15), ("b", 10), ("c", -5)]
+    assert len(set(first)) == 2 and second[0] > max(first)
+
+    closes = [
+        {
+            "customer_id": f"c{n}",
+            "period_end": NOW + timedelta(days=d),
+            "customer_kind": "user",
+            "period_start": NOW,
+            "tier": "free",
+            "next_tier": "free",
+            "seats": 1,
+            "fee_micros": 0,
+            "usage_micros": 0,
+            "status": "claimed",
+            "invoice_id": None,
+            "created_at": NOW,
+            "updated_at": NOW,
+        }
+        for n in (1, 2)
+        for d in (1, 2)
+    ]
+    async with transaction(engine) as conn:
+        await insert_all(conn, billing_closes, closes)
+        mark = {"customer_id": "c1", "period_end": NOW + timedelta(days=2), "status": "invoiced"}
+        await update_all(conn, billing_closes, [mark], key=("customer_id", "period_end"))
+    async with reading(engine) as conn:
+        rows = await conn.execute(
+            select(billing_closes.c.customer_id, billing_closes.c.status).order_by(
+                billing_closes.c.customer_id, billing_closes.c.period_end
+            )
+        )
+        assert [tuple(row) for row in rows] == [
+            ("c1", "claimed"),
+            ("c1", "invoiced"),
+            ("c2", "claimed"),
+            ("c2", "claimed"),
+        ]

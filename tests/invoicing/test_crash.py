@@ -2,6 +2,7 @@
 start reconciles it. Exactly one charge at the processor, the invoice paid once, the credits
 delivered once, the books clean."""
 
+import json
 import os
 import signal
 import subprocess
@@ -15,6 +16,7 @@ from tests.support.processor import charge_count, embedded, processor_customer, 
 from zoopay.app import create_app
 from zoopay.config import Settings
 from zoopay.db.engine import reading, transaction
+from zoopay.invoicing.bulk import Due, charge_invoices
 from zoopay.invoicing.service import (
     AttemptStatus,
     InvoiceStatus,
@@ -23,6 +25,7 @@ from zoopay.invoicing.service import (
     get_invoice,
     issue_invoice,
     list_attempts,
+    reconcile_pending_charges,
 )
 from zoopay.journal.service import verify
 from zoopay.ledger.service import get_balance
@@ -119,3 +122,88 @@ async def test_a_killed_charge_is_reconciled_on_start_and_charged_once(
     assert await charge_count(engine) == 1 and await succeeded_cents(engine) == 2500
     async with reading(engine) as conn:
         assert (await get_balance(conn, customer=customer)).stable_micros == 25_000_000
+
+
+# The batched path (billing run): the whole batch answered by the processor, then killed
+# before any answer is committed.
+CHARGE_BATCH_AND_DIE = r"""
+import asyncio, json, os, signal, sys
+from datetime import datetime
+from zoopay.db.engine import create_engine
+from zoopay.invoicing.bulk import Due, charge_invoices
+from zoopay.processors.embedded import EmbeddedProcessor
+
+url, due, now = sys.argv[1:4]
+moment = datetime.fromisoformat(now)
+
+def die(_results):
+    os.kill(os.getpid(), signal.SIGKILL)
+
+async def main():
+    engine = create_engine(url)
+    processor = EmbeddedProcessor(engine, lambda: moment)
+    batch = [Due(invoice_id, customer_id) for invoice_id, customer_id in json.loads(due)]
+    await charge_invoices(engine, processor, due=batch, now=moment, after_answers=die)
+
+asyncio.run(main())
+"""
+
+
+async def test_a_batch_killed_after_the_processor_answered_is_reconciled_and_charged_once(
+    engine: AsyncEngine, world: World, clock: Clock, database_url: str
+) -> None:
+    people = [await world.user() for _ in range(3)]
+    processor = embedded(engine, lambda: clock.now)
+    due = []
+    for n, person in enumerate(people):
+        cus = await processor_customer(engine, processor, person.user.customer, clock.now)
+        async with transaction(engine) as conn:
+            invoice = await issue_invoice(
+                conn,
+                customer=person.user.customer,
+                lines=[credits_line(amount_micros=(n + 1) * 10_000_000)],
+                description="credits",
+                tax_rates={},
+                prefix="ZP",
+                now=clock.now,
+            )
+        due.append((invoice.id, cus))
+
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            CHARGE_BATCH_AND_DIE,
+            database_url,
+            json.dumps(due),
+            clock.now.isoformat(),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=os.environ,
+    )
+    assert done.returncode == -signal.SIGKILL, done.stderr
+
+    # The processor took all three; zoopay's database knows of none.
+    assert await succeeded_cents(engine) == 1000 + 2000 + 3000
+    async with reading(engine) as conn:
+        for invoice_id, _ in due:
+            assert (await get_invoice(conn, invoice_id=invoice_id)).status == InvoiceStatus.OPEN
+            [attempt] = await list_attempts(conn, invoice_id=invoice_id)
+            assert attempt.status == AttemptStatus.PENDING
+
+    # The next billing run starts by reconciling: by key, nothing charged again.
+    report = await reconcile_pending_charges(engine, processor, now=clock.now)
+    assert len(report.applied) == 3
+    again = await charge_invoices(engine, processor, due=[Due(i, c) for i, c in due], now=clock.now)
+    assert again == []  # all paid: nothing tried
+    assert await charge_count(engine) == 3 and await succeeded_cents(engine) == 6000
+    async with reading(engine) as conn:
+        for n, (person, (invoice_id, _)) in enumerate(zip(people, due, strict=True)):
+            paid = await get_invoice(conn, invoice_id=invoice_id)
+            [attempt] = await list_attempts(conn, invoice_id=invoice_id)
+            balance = await get_balance(conn, customer=person.user.customer)
+            assert paid.status == InvoiceStatus.PAID and paid.charge_id == attempt.charge_id
+            assert balance.stable_micros == (n + 1) * 10_000_000
+        assert await verify(conn) == []

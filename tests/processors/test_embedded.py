@@ -12,7 +12,7 @@ from tests.support.database import dump
 from zoopay.db.engine import reading
 from zoopay.db.tables import payment_customers, processor_charges, processor_setup_intents
 from zoopay.payments.service import ensure_processor_customer, processor_customer_id
-from zoopay.processors.base import Card, ChargeStatus, ProcessorError
+from zoopay.processors.base import Card, Charge, ChargeRequest, ChargeStatus, ProcessorError
 from zoopay.processors.embedded import TEST_CARDS, EmbeddedProcessor, secret_hash
 
 
@@ -304,3 +304,43 @@ async def test_concurrent_first_needs_record_one_processor_customer(
     async with reading(engine) as conn:
         recorded = await processor_customer_id(conn, customer=person.user.customer)
     assert set(made) == {recorded}
+
+
+async def test_charge_many_answers_each_request_as_charge_would_in_one_batch(
+    processor: EmbeddedProcessor,
+) -> None:
+    visa, _ = await customer_with(processor, "pm_card_visa")
+    failing, _ = await customer_with(processor, "pm_card_chargeCustomerFail")
+    cardless, _ = await customer_with(processor)
+    earlier = await processor.charge(
+        visa, amount_cents=500, currency="usd", idempotency_key="k-earlier", description="d"
+    )
+
+    def request(customer: str, key: str, cents: int = 100) -> ChargeRequest:
+        return ChargeRequest(customer, cents, "usd", key, "batch")
+
+    results = await processor.charge_many(
+        [
+            request(visa, "k-1"),
+            request(failing, "k-2"),
+            request(cardless, "k-3"),
+            request("cus_nobody", "k-4"),
+            request(visa, "k-earlier", 500),  # a retry: the same charge
+            request(visa, "k-earlier", 700),  # the key of another charge
+            request(visa, "k-1"),  # the same key twice in the batch: charged once
+            request(visa, "k-5", 0),
+        ]
+    )
+    ok, fails, no_card, nobody, retry, misused, twice, zero = results
+    assert isinstance(ok, Charge) and ok.status == ChargeStatus.SUCCEEDED
+    assert isinstance(fails, Charge) and fails.failure_code == "card_declined"
+    assert isinstance(no_card, ProcessorError) and no_card.code == "no_payment_method"
+    assert isinstance(nobody, ProcessorError) and nobody.code == "resource_missing"
+    assert retry == earlier
+    assert isinstance(misused, ProcessorError) and misused.code == "idempotency_key_in_use"
+    assert twice == ok
+    assert isinstance(zero, ProcessorError) and zero.code == "invalid_amount"
+    assert await processor.find_charge("k-1") == ok
+    async with reading(processor._engine) as conn:
+        count = (await conn.execute(select(func.count()).select_from(processor_charges))).scalar()
+    assert count == 3  # k-earlier, k-1, k-2
