@@ -169,8 +169,13 @@ def main() -> None:
             elapsed, answer = timed(url_of(copies["run"]), "billing", "run", "--at", at)
             rate = options.customers / elapsed
             rows.append(("zoopay billing run", elapsed, rate, rate >= 2000))
+            assert answer["paid"] == options.customers, answer
             rerun, again = timed(url_of(copies["run"]), "billing", "run", "--at", at)
             rows.append(("  the same run again (idempotent)", rerun, None, None))
+            assert again["invoiced"] == again["charged"] == 0, again
+            checked, books = timed(url_of(copies["run"]), "ledger", "verify")
+            assert books == {"ok": True, "problems": []}, books
+            rows.append(("  zoopay ledger verify (clean)", checked, None, None))
             print(json.dumps({"first": answer, "again": again}), file=sys.stderr)
         load.append(uptime())
     finally:
@@ -196,7 +201,11 @@ def report(
         target = ">= 2,000/s" if met is not None else ""
         verdict = "" if met is None else ("yes" if met else "NO")
         lines.append(f"| {name} | {seconds:.1f} | {shown} | {target} | {verdict} |")
-    lines += ["", *(f"uptime: {line}" for line in load)]
+    rates = {name: rate for name, _, rate, _ in rows if rate is not None}
+    if {"zoopay billing refresh", "zoopay billing run"} <= set(rates):
+        ratio = rates["zoopay billing run"] / rates["zoopay billing refresh"]
+        lines += ["", f"run/refresh (customers/s, same machine, same run): {ratio:.2f}"]
+    lines += ["", f"command: {' '.join(sys.argv)}", *(f"uptime: {line}" for line in load)]
     text = "\n".join(lines)
     print(text)
     options.out.parent.mkdir(parents=True, exist_ok=True)

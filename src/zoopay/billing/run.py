@@ -11,11 +11,12 @@ and a rerun (a second run, or one after a crash) picks up only what is left:
    failed, the invoice is uncollectible and the customer delinquent.
 """
 
-from collections.abc import Mapping, Sequence
+import asyncio
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import and_, func, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -24,7 +25,7 @@ from zoopay.billing.close import CloseStatus, claim, claim_early, customers_to_c
 from zoopay.billing.dunning import exhausted, retry_due
 from zoopay.catalog.service import Catalog
 from zoopay.db.bulk import select_where_one_of, update_all
-from zoopay.db.engine import reading, transaction
+from zoopay.db.engine import is_sqlite, reading, transaction
 from zoopay.db.tables import billing_closes, billing_credits, invoice_payment_attempts, invoices
 from zoopay.invoicing.bulk import Due, NewInvoice, charge_invoices, issue_invoices
 from zoopay.invoicing.service import (
@@ -45,6 +46,9 @@ from zoopay.processors.base import PaymentProcessor
 CLOSE_CHUNK = 1000
 # Invoices per charging batch: one processor batch call (charge_many) and two transactions.
 CHARGE_CHUNK = 1000
+# Chunks under way at once on PostgreSQL (SQLite has one writer: one at a time there).
+CHUNK_WORKERS = 2
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -134,10 +138,10 @@ async def invoice_chunk(
     for row, customer in zip(rows, customers, strict=True):
         left = credits.get(customer.id, 0) - used.get(customer.id, 0)
         lines = close_lines(row, credit=left)
-        use = sum(line.amount_micros for line in close_lines(row)) - sum(
-            line.amount_micros for line in lines
-        )
-        if use:
+        if left:
+            use = sum(line.amount_micros for line in close_lines(row)) - sum(
+                line.amount_micros for line in lines
+            )
             used[customer.id] = used.get(customer.id, 0) + use
         if not lines:
             nothing.append(row)
@@ -160,6 +164,7 @@ async def invoice_chunk(
         [
             {"customer_id": c, "credit_micros": credits[c] - micros, "updated_at": at}
             for c, micros in sorted(used.items())
+            if micros
         ],
         key="customer_id",
     )
@@ -330,9 +335,11 @@ async def _charge_all(
 ) -> None:
     """Charge each invoice, a chunk at a time: the chunk's processor customers looked up (and
     made where missing), then one batch of attempts, charges and answers
-    (invoicing.bulk.charge_invoices)."""
-    for first in range(0, len(due), chunk):
-        part = due[first : first + chunk]
+    (invoicing.bulk.charge_invoices). On PostgreSQL two chunks are under way at once, so that
+    one's statements run while the other's rows are built."""
+    chunks = [due[first : first + chunk] for first in range(0, len(due), chunk)]
+
+    async def charge(part: list[tuple[str, Customer]]) -> None:
         ids = await ensure_processor_customers(
             engine, processor=processor, customers=[c for _, c in part], now=at
         )
@@ -344,6 +351,22 @@ async def _charge_all(
                 summary.paid += 1
             elif outcome.attempt is not None and outcome.attempt.status != AttemptStatus.PENDING:
                 summary.failed += 1
+
+    await each_of(chunks, charge, workers=1 if is_sqlite(engine) else CHUNK_WORKERS)
+
+
+async def each_of(
+    items: Sequence[T], work: Callable[[T], Awaitable[None]], *, workers: int
+) -> None:
+    """`work` on every item, in order, at most `workers` at once; the first failure stops
+    the others from taking more (the run is resumable: a rerun does what is left)."""
+    queue = iter(items)
+
+    async def worker() -> None:
+        for item in queue:
+            await work(item)
+
+    await asyncio.gather(*(worker() for _ in range(max(1, workers))))
 
 
 async def run_billing(

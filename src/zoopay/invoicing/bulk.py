@@ -51,7 +51,7 @@ from zoopay.invoicing.service import (
     paid_values,
 )
 from zoopay.journal.service import NewPosting, post_journal_many
-from zoopay.ledger.service import Balance, Bucket, Customer, post_batch
+from zoopay.ledger.service import Bucket, Customer, lock_balances, post_batch
 from zoopay.processors.base import (
     Charge,
     ChargeRequest,
@@ -60,7 +60,6 @@ from zoopay.processors.base import (
     ProcessorError,
     ProcessorUnavailable,
 )
-from zoopay.subscriptions.service import lock_balances_with_subscriptions
 
 
 @dataclass(frozen=True)
@@ -147,12 +146,18 @@ _LOCK_INVOICES = invoices.select().order_by(invoices.c.id).with_for_update()
 _LINES = invoice_lines.select().order_by(invoice_lines.c.invoice_id, invoice_lines.c.position)
 
 
-async def lock_invoices(conn: AsyncConnection, *, invoice_ids: Sequence[str]) -> dict[str, Invoice]:
-    """`lock_invoice` for many, locked in id order (so that two batches never deadlock)."""
+async def lock_invoices(
+    conn: AsyncConnection, *, invoice_ids: Sequence[str], lines: bool = True
+) -> dict[str, Invoice]:
+    """`lock_invoice` for many, locked in id order (so that two batches never deadlock);
+    without their lines if `lines` is false (for what needs only the amounts)."""
     ids = sorted(set(invoice_ids))
     rows = await select_where_one_of(conn, _LOCK_INVOICES, invoices.c.id, ids)
     by_invoice: dict[str, list[InvoiceLine]] = {row["id"]: [] for row in rows}
-    for line in await select_where_one_of(conn, _LINES, invoice_lines.c.invoice_id, ids):
+    found = (
+        await select_where_one_of(conn, _LINES, invoice_lines.c.invoice_id, ids) if lines else []
+    )
+    for line in found:
         by_invoice[line["invoice_id"]].append(_line_of_row(line))
     return {row["id"]: _invoice_of_row(row, by_invoice[row["id"]]) for row in rows}
 
@@ -185,8 +190,7 @@ async def _deliver_all(
     balances locked in customer order; the journal postings written with `postings`."""
     delivering = [invoice for invoice in paid if delivers(invoice)]
     customers = {invoice.customer for invoice in delivering}
-    locked = await lock_balances_with_subscriptions(conn, customers=customers) if customers else {}
-    balances: dict[Customer, Balance] = {c: balance for c, (balance, _) in locked.items()}
+    balances = await lock_balances(conn, customers=customers) if customers else {}
     due = {customer: balance.total_due_micros for customer, balance in balances.items()}
     work: dict[Customer, list[Any]] = {customer: [] for customer in balances}
     for invoice in delivering:
@@ -266,7 +270,7 @@ async def start_attempts(
 ) -> list[tuple[Attempt, str | None]]:
     """The next attempt of each open invoice of `due` with none pending, recorded pending, with
     the invoice's number; in the caller's transaction (commit it before charging)."""
-    locked = await lock_invoices(conn, invoice_ids=[d.invoice_id for d in due])
+    locked = await lock_invoices(conn, invoice_ids=[d.invoice_id for d in due], lines=False)
     ids = sorted(locked)
     busy = {
         row["invoice_id"]

@@ -6,7 +6,7 @@ customer and bucket the entries sum to the balance.
 
 import enum
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any, Literal
@@ -14,7 +14,7 @@ from typing import Any, Literal
 from sqlalchemy import func, insert, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from zoopay.db.bulk import insert_all, update_all
+from zoopay.db.bulk import insert_all, select_where_one_of, update_all
 from zoopay.db.tables import balances, ledger_entries
 from zoopay.errors import BadRequest, NotFound
 from zoopay.money import MAX_BALANCE_MICROS, format_micros
@@ -118,6 +118,25 @@ async def _select_balance(
     if row is None:
         raise NotFound(f"no balance for {customer.kind} {customer.id}")
     return balance_of_row(customer, row)
+
+
+_LOCK_BALANCES = select(balances).order_by(balances.c.customer_id).with_for_update()
+
+
+async def lock_balances(
+    conn: AsyncConnection, *, customers: Iterable[Customer]
+) -> dict[Customer, Balance]:
+    """`lock_balance` for many, in one statement, locked in customer id order (the order every
+    batch takes them in, so that two never deadlock); NotFound if one has none."""
+    by_id = {customer.id: customer for customer in customers}
+    rows = await select_where_one_of(conn, _LOCK_BALANCES, balances.c.customer_id, sorted(by_id))
+    found = {
+        by_id[row["customer_id"]]: balance_of_row(by_id[row["customer_id"]], row) for row in rows
+    }
+    for customer in by_id.values():
+        if customer not in found:
+            raise NotFound(f"no balance for {customer.kind} {customer.id}")
+    return found
 
 
 def balance_of_row(customer: Customer, row: Mapping[Any, Any]) -> Balance:
