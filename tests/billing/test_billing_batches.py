@@ -233,7 +233,8 @@ async def test_a_run_that_fails_between_chunks_is_finished_by_the_next_billing_n
     with pytest.raises(RuntimeError):
         await bill(engine, catalog, processor, ENDED)
     done_before = await _invoice_count(engine)
-    assert done_before in (3, 7)  # invoicing stopped after a chunk, or charging did
+    # Invoicing stopped after the chunks under way (two at once on PostgreSQL), or charging did.
+    assert 3 <= done_before <= 7
 
     monkeypatch.setattr(billing_run, failing_step, real)
     rerun = await bill(engine, catalog, processor, ENDED)

@@ -18,7 +18,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any, TypeVar
 
-from sqlalchemy import and_, func, select
+from sqlalchemy import and_, func, select, text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from zoopay.billing.close import CloseStatus, claim, claim_early, customers_to_close
@@ -97,9 +97,17 @@ async def close_periods(
     return summary
 
 
+_CLAIMED = (
+    select(billing_closes.c.customer_id)
+    .where(billing_closes.c.status == CloseStatus.CLAIMED)
+    .group_by(billing_closes.c.customer_id)
+    .order_by(billing_closes.c.customer_id)
+)
+# Locked, and claimed still when the lock is had (literal text: db.bulk compiles it once and
+# sends only the customer ids as parameters).
 _TO_INVOICE = (
     select(billing_closes)
-    .where(billing_closes.c.status == CloseStatus.CLAIMED)
+    .where(text("billing_closes.status = 'claimed'"))
     .order_by(billing_closes.c.customer_id, billing_closes.c.period_end)
     .with_for_update()
 )
@@ -113,15 +121,22 @@ async def invoice_closes(
     summary: RunSummary,
     chunk: int = CLOSE_CHUNK,
 ) -> None:
-    """An invoice for every claimed close, `chunk` per transaction: the invoices and the
-    closes' `invoiced` marks commit together, so a crash leaves each close either invoiced or
-    not. The closes are locked: a concurrent run waits, then finds them invoiced."""
-    while True:
+    """An invoice for every claimed close, the closes of `chunk` customers per transaction
+    (two at once on PostgreSQL): the invoices and the closes' `invoiced` marks commit
+    together, so a crash leaves each close either invoiced or not. The closes are locked: a
+    concurrent run waits for them, then finds them invoiced."""
+    async with reading(engine) as conn:
+        customers = list((await conn.execute(_CLAIMED)).scalars())
+
+    async def invoice(part: list[str]) -> None:
         async with transaction(engine) as conn:
-            rows = (await conn.execute(_TO_INVOICE.limit(chunk))).mappings().all()
-            summary.invoiced += await invoice_chunk(conn, terms, rows, at=at)
-        if len(rows) < chunk:
-            return
+            rows = await select_where_one_of(conn, _TO_INVOICE, billing_closes.c.customer_id, part)
+            issued = await invoice_chunk(conn, terms, rows, at=at)
+        # Counted once committed, and not as `+= await ...`: the other worker counts too.
+        summary.invoiced += issued
+
+    chunks = [customers[first : first + chunk] for first in range(0, len(customers), chunk)]
+    await each_of(chunks, invoice, workers=1 if is_sqlite(engine) else CHUNK_WORKERS)
 
 
 async def invoice_chunk(
@@ -358,15 +373,24 @@ async def _charge_all(
 async def each_of(
     items: Sequence[T], work: Callable[[T], Awaitable[None]], *, workers: int
 ) -> None:
-    """`work` on every item, in order, at most `workers` at once; the first failure stops
-    the others from taking more (the run is resumable: a rerun does what is left)."""
+    """`work` on every item, in order, at most `workers` at once. After a failure no worker
+    takes another item; those under way finish theirs (never cut between a charge batch's
+    steps), then the first failure is raised: the run is resumable, a rerun does the rest."""
     queue = iter(items)
+    failures: list[Exception] = []
 
     async def worker() -> None:
         for item in queue:
-            await work(item)
+            try:
+                await work(item)
+            except Exception as exc:
+                failures.append(exc)
+            if failures:
+                return
 
     await asyncio.gather(*(worker() for _ in range(max(1, workers))))
+    if failures:
+        raise failures[0]
 
 
 async def run_billing(

@@ -90,9 +90,8 @@ async def issue_invoices(
     ]
     if not drafts:
         return []
-    numbers = await next_invoice_numbers(conn, prefix=prefix, count=len(drafts))
-    rows, lines, opened = [], [], []
-    for draft, amount, number in zip(drafts, amounts, numbers, strict=True):
+    rows, lines = [], []
+    for draft, amount in zip(drafts, amounts, strict=True):
         invoice_id = str(uuid.uuid4())
         row = draft_row(
             invoice_id,
@@ -106,19 +105,22 @@ async def issue_invoices(
         )
         # Finalized at once, as `finalize_invoice` does to the draft in the same transaction.
         row |= {
-            "number": number,
             "status": InvoiceStatus.OPEN.value,
             "finalized_at": now,
             "charge_id": None,
             "paid_at": None,
             "closed_at": None,
         }
-        its_lines = line_rows(invoice_id, amount.lines)
         rows.append(row)
-        lines.extend(its_lines)
+        lines.append(line_rows(invoice_id, amount.lines))
+    # The counter is locked from here to the commit: everything above is done without it.
+    numbers = await next_invoice_numbers(conn, prefix=prefix, count=len(drafts))
+    opened = []
+    for row, its_lines, number in zip(rows, lines, numbers, strict=True):
+        row["number"] = number
         opened.append(_invoice_of_row(row, [_line_of_row(line) for line in its_lines]))
     await insert_all(conn, invoices, rows)
-    await insert_all(conn, invoice_lines, lines)
+    await insert_all(conn, invoice_lines, [line for its_lines in lines for line in its_lines])
     postings = [
         issued_posting(invoice, number) for invoice, number in zip(opened, numbers, strict=True)
     ]
