@@ -8,7 +8,6 @@ customer adds them (a setup intent confirmed over HTTP); what kittycad has no me
 an invoice, reporting calls, refunds: extensions) is plain HTTP.
 """
 
-import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -16,7 +15,7 @@ import httpx
 from kittycad.models import BillingInfo, ZooProductSubscriptionsUserRequest
 
 from tests.e2e.conftest import Account, LiveServer, People, Zoopay
-from tests.e2e.metering_support import bearer, service_token
+from tests.e2e.metering_support import Call, bearer, micros, service_token
 from tests.e2e.test_sdk_invoices import PROBE as LIST_INVOICES
 from tests.e2e.test_sdk_money_movement import confirm, run_latest
 from tests.support.http import add_card
@@ -41,18 +40,8 @@ def upgrade_to_pro(http: httpx.Client, account: Account) -> None:
 
 
 def report_call(http: httpx.Client, service: str, account: Account, price: str) -> None:
-    now = datetime.now(UTC).isoformat()
-    call = {
-        "id": str(uuid.uuid4()),
-        "user_id": account.id,
-        "endpoint": "/file/conversion",
-        "method": "POST",
-        "status_code": 200,
-        "started_at": now,
-        "completed_at": now,
-        "price": price,
-    }
-    answer = http.post("/api-calls", headers=bearer(service), json=call)
+    call = Call(account.id, datetime.now(UTC), timedelta(seconds=3), micros(price))
+    answer = http.post("/api-calls", headers=bearer(service), json=call.fields())
     assert answer.status_code == 201, answer.text
 
 
