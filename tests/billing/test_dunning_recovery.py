@@ -46,18 +46,29 @@ NO_RETRIES = replace(TERMS, dunning_days=())
 SECOND_CLOSE = START + timedelta(days=63)  # 2026-03-15 has passed: the second period ended
 
 
-async def _pro(engine: AsyncEngine, catalog: Catalog, world: World, card: str) -> Person:
+async def _pro(
+    engine: AsyncEngine, catalog: Catalog, world: World, card: str, *, annually: bool = False
+) -> Person:
     person = await world.user()
-    await staff_plan(engine, catalog, person.user.customer, TierName.PRO, START)
+    customer = person.user.customer
+    await staff_plan(engine, catalog, customer, TierName.PRO, START, pay_annually=annually)
     await add_card(engine, embedded(engine, Clock(START)), person.user.customer, START, card)
     return person
 
 
 async def _delinquent_pro(
-    engine: AsyncEngine, catalog: Catalog, world: World, clock: Clock, *, usage: int = 0
+    engine: AsyncEngine,
+    catalog: Catalog,
+    world: World,
+    clock: Clock,
+    *,
+    usage: int = 0,
+    annually: bool = False,
 ) -> tuple[Person, str]:
-    """A Pro customer whose close invoice (next month's 49.00, and `usage`) dunning gave up on."""
-    person = await _pro(engine, catalog, world, "pm_card_chargeCustomerFail")
+    """A Pro customer whose close invoice (next month's 49.00 unless `annually`, and `usage`)
+    dunning gave up on."""
+    card = "pm_card_chargeCustomerFail"
+    person = await _pro(engine, catalog, world, card, annually=annually)
     if usage:
         await _owe(engine, person, usage)
     clock.now = ENDED
@@ -318,3 +329,15 @@ async def test_a_customer_who_paid_before_the_period_end_keeps_the_plan(
     assert (run.closed, run.invoiced, run.paid) == (1, 1, 1)
     assert await _tier(engine, pro) == ("pro", None)
     assert await _charged_cents(engine) == [4900, 4900]
+
+
+async def test_a_delinquent_customer_billed_annually_keeps_the_plan_until_the_year_ends(
+    engine: AsyncEngine, catalog: Catalog, world: World, clock: Clock
+) -> None:
+    # The year was paid for (comped here); the usage of the first month was not.
+    pro, _ = await _delinquent_pro(engine, catalog, world, clock, usage=4_250_000, annually=True)
+    assert (await _invoice_of(engine, pro))["total_micros"] == 4_250_000  # no fee mid-year
+    clock.now = SECOND_CLOSE
+    run = await bill(engine, catalog, embedded(engine, clock), SECOND_CLOSE, NO_RETRIES)
+    assert (run.closed, run.nothing_due) == (1, 1)
+    assert await _tier(engine, pro) == ("pro", None)

@@ -55,7 +55,13 @@ async def bill(
 
 
 async def staff_plan(
-    engine: AsyncEngine, catalog: Catalog, customer: Customer, tier: TierName, now: datetime
+    engine: AsyncEngine,
+    catalog: Catalog,
+    customer: Customer,
+    tier: TierName,
+    now: datetime,
+    *,
+    pay_annually: bool | None = None,
 ) -> None:
     """Put the customer on `tier` as staff would (comped: nothing charged)."""
     async with transaction(engine) as conn:
@@ -64,7 +70,7 @@ async def staff_plan(
             catalog=catalog,
             customer=customer,
             tier=tier,
-            pay_annually=None,
+            pay_annually=pay_annually,
             actor="staff",
             now=now,
         )
