@@ -23,11 +23,15 @@ from zoopay.catalog.service import Catalog
 from zoopay.config import Settings
 from zoopay.db.engine import transaction
 from zoopay.db.tables import invoices, subscriptions
+from zoopay.errors import ServiceUnavailable
 from zoopay.invoicing.service import (
+    apply_charge,
+    attempt_key,
     charge_invoice,
     credits_line,
     mark_uncollectible,
     plan_fee_line,
+    reconcile_pending_charges,
     void_invoice,
 )
 from zoopay.journal.service import Account, AccountKind, PostingKind, account_balance
@@ -38,7 +42,7 @@ from zoopay.payments.service import (
     find_payment_customer,
     set_delinquent,
 )
-from zoopay.processors.base import Charge
+from zoopay.processors.base import Charge, ProcessorUnavailable
 from zoopay.processors.embedded import EmbeddedProcessor
 
 # No retries: the close's failed charge is given up on in the same run.
@@ -341,3 +345,46 @@ async def test_a_delinquent_customer_billed_annually_keeps_the_plan_until_the_ye
     run = await bill(engine, catalog, embedded(engine, clock), SECOND_CLOSE, NO_RETRIES)
     assert (run.closed, run.nothing_due) == (1, 1)
     assert await _tier(engine, pro) == ("pro", None)
+
+
+class NeverAnswers(EmbeddedProcessor):
+    """A processor whose charges never arrive: the attempt stays pending, then is abandoned."""
+
+    async def charge(self, customer_id: str, **kwargs: Any) -> Charge:
+        raise ProcessorUnavailable
+
+
+async def test_a_charge_that_arrives_after_the_write_off_still_pays_the_invoice(
+    engine: AsyncEngine, catalog: Catalog, world: World, clock: Clock
+) -> None:
+    pro, invoice_id = await _delinquent_pro(engine, catalog, world, clock)
+    processor = embedded(engine, clock)
+    await add_card(engine, processor, pro.user.customer, clock.now)
+    processor_id = await ensure_processor_customer(
+        engine, processor=processor, customer=pro.user.customer, now=clock.now
+    )
+    with pytest.raises(ServiceUnavailable):
+        await charge_invoice(
+            engine,
+            NeverAnswers(engine, lambda: clock.now),
+            invoice_id=invoice_id,
+            processor_customer_id=processor_id,
+            now=clock.now,
+        )
+    clock.now += timedelta(minutes=11)
+    found = await reconcile_pending_charges(engine, processor, now=clock.now)
+    [attempt] = found.abandoned
+    # Yet the processor did take it (a late delivery, a webhook): money taken pays the invoice.
+    charge = await processor.charge(
+        processor_id,
+        amount_cents=4900,
+        currency="usd",
+        idempotency_key=attempt_key(invoice_id, 2),
+        description="late",
+    )
+    async with transaction(engine) as conn:
+        await apply_charge(conn, attempt_id=attempt, charge=charge, now=clock.now)
+    invoice = await _invoice_of(engine, pro)
+    assert (invoice["status"], invoice["charge_id"]) == ("paid", charge.id)
+    assert not await _delinquent(engine, pro)
+    await books_are_clean(engine)
