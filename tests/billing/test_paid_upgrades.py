@@ -8,7 +8,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tests.conftest import START, Clock, World
-from tests.support.billing import add_card, bill, embedded
+from tests.support.billing import add_card, bill, books_are_clean, embedded
 from tests.support.database import dump
 from zoopay.catalog.service import Catalog
 from zoopay.db.tables import billing_credits, invoices, processor_charges
@@ -43,10 +43,12 @@ async def test_an_upgrade_with_a_card_charges_the_prorated_price_and_changes_the
     async with engine.connect() as conn:
         [invoice] = (await conn.execute(select(invoices))).mappings().all()
     assert (invoice["status"], invoice["total_micros"]) == ("paid", 39_510_000)
+    await books_are_clean(engine)
     # The same change again (a retry) charges nothing more.
     again = await client.put(URL, headers=alice.headers, json={"modeling_app": "pro"})
     assert again.status_code == 200
     assert await _charges(engine) == [(3951, "succeeded")]
+    await books_are_clean(engine)
 
 
 async def test_without_a_card_or_with_a_failing_one_the_upgrade_is_402_and_nothing_changes(
@@ -73,6 +75,7 @@ async def test_without_a_card_or_with_a_failing_one_the_upgrade_is_402_and_nothi
         assert message in body["message"] and "your plan did not change" in body["message"]
         assert "$49.00" in body["message"]
         assert await _plan(client, person.headers) == "free"
+        await books_are_clean(engine)
     async with engine.connect() as conn:
         statuses = (await conn.execute(select(invoices.c.status))).scalars().all()
     assert sorted(statuses) == ["void", "void", "void"]
@@ -88,16 +91,19 @@ async def test_a_downgrade_is_at_once_and_its_unused_rest_pays_the_next_fee(
     up = await client.put(URL, headers=alice.headers, json={"modeling_app": "pro"})
     assert up.status_code == 200  # at the period's start: the whole 49.00
     assert await _charges(engine) == [(4900, "succeeded")]
+    await books_are_clean(engine)
     clock.advance(days=31 - 10)  # 10 of 31 days left
     down = await client.put(URL, headers=alice.headers, json={"modeling_app": "free"})
     assert down.json()["modeling_app"]["name"] == "free"
     async with engine.connect() as conn:
         credit = (await conn.execute(select(billing_credits.c.credit_micros))).scalar_one()
     assert credit == 49_000_000 * 10 // 31  # 15.806451
+    await books_are_clean(engine)
     # Back up: the rest of the period again, charged; the credit stays for the next invoice.
     back = await client.put(URL, headers=alice.headers, json={"modeling_app": "pro"})
     assert back.status_code == 200
     assert await _charges(engine) == [(4900, "succeeded"), (1580, "succeeded")]
+    await books_are_clean(engine)
     clock.now = START + timedelta(days=32)
     summary = await bill(engine, catalog, processor, clock.now)
     assert summary.paid == 1
@@ -116,3 +122,4 @@ async def test_staff_changes_are_comped(
     assert await _charges(engine) == []
     after = await dump(engine)
     assert after["invoices"] == before["invoices"] == []
+    await books_are_clean(engine)
