@@ -11,7 +11,7 @@ from tests.conftest import START, Clock, World
 from tests.support.billing import add_card, bill, books_are_clean, embedded
 from tests.support.database import dump
 from zoopay.catalog.service import Catalog
-from zoopay.db.tables import billing_credits, invoices, processor_charges
+from zoopay.db.tables import billing_credits, invoice_lines, invoices, processor_charges
 
 URL = "/user/payment/subscriptions"
 
@@ -122,4 +122,59 @@ async def test_staff_changes_are_comped(
     assert await _charges(engine) == []
     after = await dump(engine)
     assert after["invoices"] == before["invoices"] == []
+    await books_are_clean(engine)
+
+
+async def _fee_lines(engine: AsyncEngine) -> list[tuple[str, int]]:
+    async with engine.connect() as conn:
+        query = (
+            select(invoices.c.status, invoice_lines.c.amount_micros)
+            .join(invoice_lines, invoice_lines.c.invoice_id == invoices.c.id)
+            .where(invoice_lines.c.kind == "plan_fee", invoices.c.status != "void")
+            .order_by(invoices.c.created_at, invoices.c.number)
+        )
+        return [(str(status), int(amount)) for status, amount in await conn.execute(query)]
+
+
+async def test_an_upgrade_after_a_period_ended_and_before_its_close_pays_the_new_period_once(
+    client: httpx.AsyncClient, engine: AsyncEngine, world: World, clock: Clock, catalog: Catalog
+) -> None:
+    """The upgrade charged the rest of the new period (it is priced from the period that
+    began), and the close then billed that period's whole fee again at the new plan: charged
+    twice for one period. Now the close bills the new period at free, the upgrade its rest."""
+    processor = embedded(engine, clock)
+    alice = await world.user()
+    await add_card(engine, processor, alice.user.customer, clock.now)
+    clock.now = START + timedelta(days=32)  # the period ended on 2026-02-15 12:00; not closed
+    up = await client.put(URL, headers=alice.headers, json={"modeling_app": "pro"})
+    assert up.status_code == 200, up.text
+    await bill(engine, catalog, processor, clock.now)
+    # The close billed free (0) for the new period; the upgrade its rest on pro: 27 of 28 days.
+    assert await _fee_lines(engine) == [("paid", 47_250_000)]
+    assert await _charges(engine) == [(4725, "succeeded")]
+    await books_are_clean(engine)
+
+
+async def test_a_downgrade_after_a_period_ended_and_before_its_close_credits_what_was_paid(
+    client: httpx.AsyncClient, engine: AsyncEngine, world: World, clock: Clock, catalog: Catalog
+) -> None:
+    """A downgrade a day after the period ended credited the unused rest of a new period on
+    the old plan that nobody had billed (the close then billed the new plan: nothing). Now the
+    close bills the new period at pro and the credit of its unused rest pays it back: the
+    customer pays for one day of pro, as the service was."""
+    processor = embedded(engine, clock)
+    alice = await world.user()
+    await add_card(engine, processor, alice.user.customer, clock.now)
+    up = await client.put(URL, headers=alice.headers, json={"modeling_app": "pro"})
+    assert up.status_code == 200, up.text
+    clock.now = START + timedelta(days=32)  # the period ended on 2026-02-15 12:00; not closed
+    down = await client.put(URL, headers=alice.headers, json={"modeling_app": "free"})
+    assert down.status_code == 200, down.text
+    await bill(engine, catalog, processor, clock.now)
+    async with engine.connect() as conn:
+        credit = (await conn.execute(select(billing_credits.c.credit_micros))).scalar()
+    # The first period (49.00); the new one on pro (49.00) less the credit of its unused 27 of
+    # 28 days (47.25): its first day, 1.75. Nothing is left to credit.
+    assert await _fee_lines(engine) == [("paid", 49_000_000), ("paid", 1_750_000)]
+    assert credit == 0
     await books_are_clean(engine)
