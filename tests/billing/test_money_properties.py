@@ -2,7 +2,8 @@
 real database, checked after every step by tests.support.books.money_problems: the journal
 verifies (trial balance zero), no invoice is charged twice and the processor's cash is what
 the invoices say, credits in = grants + purchases, total_due never negative and each paid
-invoice's usage settled exactly once.
+invoice's usage settled exactly once. Beside them, a model of each customer's plans: a refused
+change changes nothing, and a close bills the next period's fee at the plan the period ended on.
 
 Three customers (two users, an org of two members) change plans (paid upgrades through
 billing.upgrades.change_plan_paid, downgrades), make calls (the metering service), buy credits
