@@ -81,7 +81,8 @@ async def invoices_page(request: Request, kind: Kind) -> Response:
 async def invoice_pdf(request: Request, kind: Kind, invoice_id: InvoiceId) -> Response:
     who = await viewer(request)
     customer = await _invoicing_customer(request, who, kind)
-    return _pdf_response(request, await _own(engine_of(request), customer, invoice_id))
+    engine = engine_of(request)
+    return await _pdf_response(engine, request, await _own(engine, customer, invoice_id))
 
 
 @router.post("/{kind}/invoices/{invoice_id}/pay")
