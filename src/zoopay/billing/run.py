@@ -27,6 +27,7 @@ from zoopay.catalog.service import Catalog
 from zoopay.db.bulk import select_where_one_of, update_all
 from zoopay.db.engine import is_sqlite, reading, transaction
 from zoopay.db.tables import billing_closes, billing_credits, invoice_payment_attempts, invoices
+from zoopay.errors import Conflict
 from zoopay.invoicing.bulk import Due, NewInvoice, charge_invoices, issue_invoices
 from zoopay.invoicing.service import (
     AttemptStatus,
@@ -313,9 +314,14 @@ async def dun(
     for (invoice_id, customer), done in await _failed(engine, terms, at=at):
         if not done:
             continue
-        async with transaction(engine) as conn:
-            await mark_uncollectible(conn, invoice_id=invoice_id, now=at)
-            await set_delinquent(conn, customer=customer, delinquent=True, now=at)
+        try:
+            async with transaction(engine) as conn:
+                await mark_uncollectible(conn, invoice_id=invoice_id, now=at)
+                await set_delinquent(conn, customer=customer, delinquent=True, now=at)
+        except Conflict:
+            # The customer paid it since it was read, or is paying it now (a pending attempt):
+            # nothing is given up on; a payment that fails leaves it for the next run.
+            continue
         summary.uncollectible += 1
 
 

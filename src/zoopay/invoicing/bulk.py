@@ -36,6 +36,7 @@ from zoopay.invoicing.service import (
     NewLine,
     _attempt_of_row,
     _invoice_of_row,
+    _settle_charged,
     answered_values,
     attempt_row,
     charge_answer,
@@ -46,6 +47,7 @@ from zoopay.invoicing.service import (
     invoice_amounts,
     issued_posting,
     line_rows,
+    lock_invoice,
     next_invoice_numbers,
     paid_posting,
     paid_values,
@@ -332,9 +334,18 @@ async def apply_results(
     await update_all(
         conn, invoice_payment_attempts, [_attempt_change(a, values) for a, values in changes]
     )
+    # A written-off invoice paid after all (its attempt outlived dunning) goes the one-invoice
+    # way, reinstated first (`_settle_charged`); the open ones are settled together.
+    written_off = [(i, c) for i, c in settling if i.status != InvoiceStatus.OPEN]
+    for invoice, charge in written_off:
+        if charge is not None:
+            await _settle_charged(conn, invoice, charge, now=now)
+    reopened = {i.id: await lock_invoice(conn, invoice_id=i.id) for i, _ in written_off}
+    settling = [(i, c) for i, c in settling if i.status == InvoiceStatus.OPEN]
     paid = {
         invoice.id: invoice for invoice in await settle_invoices(conn, payments=settling, now=now)
     }
+    paid |= reopened
     changed = {attempt.id: _changed(attempt, values) for attempt, values in changes}
     return [
         ChargeOutcome(
