@@ -32,34 +32,52 @@ from zoopay.ledger.service import get_balance
 
 # Run in a process of its own: charge the invoice and SIGKILL itself the moment the processor
 # has answered, before the answer is committed.
-CHARGE_AND_DIE = r"""
-import asyncio, os, signal, sys
+# What both killed processes share: the engine, the processor, and dying on the answer.
+DIE_ON_ANSWER = r"""
+import asyncio, json, os, signal, sys
 from datetime import datetime
 from zoopay.db.engine import create_engine
-from zoopay.invoicing.service import charge_invoice
 from zoopay.processors.embedded import EmbeddedProcessor
 
-url, invoice_id, customer_id, now = sys.argv[1:5]
+url, target, now = sys.argv[1:4]
 moment = datetime.fromisoformat(now)
 
-def die(_charge):
+def die(_answer):
     os.kill(os.getpid(), signal.SIGKILL)
 
-async def main():
+def parts():
     engine = create_engine(url)
-    processor = EmbeddedProcessor(engine, lambda: moment)
+    return engine, EmbeddedProcessor(engine, lambda: moment)
+"""
+
+CHARGE_AND_DIE = (
+    DIE_ON_ANSWER
+    + r"""
+from zoopay.invoicing.service import charge_invoice
+
+async def main():
+    engine, processor = parts()
+    invoice_id, customer_id = json.loads(target)
     await charge_invoice(engine, processor, invoice_id=invoice_id,
                          processor_customer_id=customer_id, now=moment, after_answer=die)
 
 asyncio.run(main())
 """
+)
 
 
 def charge_in_a_process_that_dies(
     url: str, invoice_id: str, customer_id: str, now: datetime
 ) -> int:
     done = subprocess.run(
-        [sys.executable, "-c", CHARGE_AND_DIE, url, invoice_id, customer_id, now.isoformat()],
+        [
+            sys.executable,
+            "-c",
+            CHARGE_AND_DIE,
+            url,
+            json.dumps([invoice_id, customer_id]),
+            now.isoformat(),
+        ],
         capture_output=True,
         text=True,
         timeout=120,
@@ -126,27 +144,19 @@ async def test_a_killed_charge_is_reconciled_on_start_and_charged_once(
 
 # The batched path (billing run): the whole batch answered by the processor, then killed
 # before any answer is committed.
-CHARGE_BATCH_AND_DIE = r"""
-import asyncio, json, os, signal, sys
-from datetime import datetime
-from zoopay.db.engine import create_engine
+CHARGE_BATCH_AND_DIE = (
+    DIE_ON_ANSWER
+    + r"""
 from zoopay.invoicing.bulk import Due, charge_invoices
-from zoopay.processors.embedded import EmbeddedProcessor
-
-url, due, now = sys.argv[1:4]
-moment = datetime.fromisoformat(now)
-
-def die(_results):
-    os.kill(os.getpid(), signal.SIGKILL)
 
 async def main():
-    engine = create_engine(url)
-    processor = EmbeddedProcessor(engine, lambda: moment)
-    batch = [Due(invoice_id, customer_id) for invoice_id, customer_id in json.loads(due)]
+    engine, processor = parts()
+    batch = [Due(invoice_id, customer_id) for invoice_id, customer_id in json.loads(target)]
     await charge_invoices(engine, processor, due=batch, now=moment, after_answers=die)
 
 asyncio.run(main())
 """
+)
 
 
 async def test_a_batch_killed_after_the_processor_answered_is_reconciled_and_charged_once(
