@@ -28,8 +28,13 @@ from zoopay.console.web import (
 )
 from zoopay.db.engine import reading
 from zoopay.errors import BadRequest
-from zoopay.invoicing.routes import _buy, _own, _pay, _pdf_response
-from zoopay.invoicing.schemas import BuyCredits
+from zoopay.invoicing.actions import (
+    buy_credits,
+    issuer_of,
+    own_invoice,
+    pay_invoice_now,
+    pdf_response,
+)
 from zoopay.invoicing.service import InvoiceStatus, get_invoice, list_invoices, refund_invoice
 from zoopay.ledger.service import Customer
 from zoopay.money import MICROS_PER_DOLLAR, InvalidAmount, parse_dollars, to_micros
@@ -73,7 +78,8 @@ async def invoices_page(request: Request, kind: Kind) -> Response:
 async def invoice_pdf(request: Request, kind: Kind, invoice_id: InvoiceId) -> Response:
     who = await viewer(request)
     customer = await _invoicing_customer(request, who, kind)
-    return _pdf_response(request, await _own(engine_of(request), customer, invoice_id))
+    invoice = await own_invoice(engine_of(request), customer=customer, invoice_id=invoice_id)
+    return pdf_response(invoice, issuer_of(request.app.state.settings))
 
 
 @router.post("/{kind}/invoices/{invoice_id}/pay")
@@ -81,8 +87,13 @@ async def invoice_pay(request: Request, kind: Kind, invoice_id: InvoiceId) -> Re
     who = await viewer(request)
     await checked_form(request, who)
     customer = await _invoicing_customer(request, who, kind)
-    engine = engine_of(request)
-    await _pay(engine, _processor(request), request, customer, invoice_id, now_of(request))
+    await pay_invoice_now(
+        engine_of(request),
+        processor=_processor(request),
+        customer=customer,
+        invoice_id=invoice_id,
+        now=now_of(request),
+    )
     return redirect(f"/console/{kind}/invoices")
 
 
@@ -96,9 +107,16 @@ async def credits_buy(request: Request, kind: Kind) -> Response:
         amount = parse_dollars(form.get("amount", "").strip())
     except InvalidAmount as exc:
         raise BadRequest(f"amount: {exc}") from None
-    engine = engine_of(request)
-    body = BuyCredits(amount=amount)
-    await _buy(engine, _processor(request), request, customer, body, now_of(request))
+    settings = request.app.state.settings
+    await buy_credits(
+        engine_of(request),
+        processor=_processor(request),
+        customer=customer,
+        amount=amount,
+        tax_rates=settings.tax_rates,
+        prefix=settings.invoice_prefix,
+        now=now_of(request),
+    )
     return redirect(f"/console/{kind}/invoices")
 
 

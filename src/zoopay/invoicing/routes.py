@@ -1,9 +1,7 @@
 """Invoices over HTTP: listings (Zoo's), one invoice, its PDF and page, paying it, buying
 credits (extensions) and refunds (staff)."""
 
-import uuid
 from datetime import datetime
-from decimal import Decimal
 from typing import Annotated, Any
 
 from fastapi import Query, Request, Response
@@ -16,9 +14,17 @@ from zoopay.api.pagination import Limit, PageToken, decode_page_token, encode_pa
 from zoopay.api.routing import json_router
 from zoopay.config import Settings
 from zoopay.db.engine import reading, transaction
-from zoopay.errors import BadRequest, quoted
+from zoopay.errors import BadRequest
 from zoopay.invoicing import links
-from zoopay.invoicing.documents import Issuer, render_html, render_pdf
+from zoopay.invoicing.actions import (
+    buy_credits,
+    checked_invoice_id,
+    issuer_of,
+    own_invoice,
+    pay_invoice_now,
+    pdf_response,
+)
+from zoopay.invoicing.documents import Issuer, render_html
 from zoopay.invoicing.schemas import (
     BuyCredits,
     Invoice,
@@ -28,28 +34,18 @@ from zoopay.invoicing.schemas import (
 )
 from zoopay.invoicing.service import (
     MICROS_PER_CENT,
-    charge_invoice,
-    credits_line,
     get_invoice,
-    issue_invoice,
     list_invoices,
     refund_invoice,
 )
 from zoopay.invoicing.service import Invoice as InvoiceRecord
 from zoopay.ledger.service import Customer
 from zoopay.money import to_micros
-from zoopay.payments.service import (
-    customer_contact,
-    ensure_processor_customer,
-    find_payment_customer,
-)
 from zoopay.processors.base import PaymentProcessor
 
 router = json_router(tags=["payments"])
 links_router = json_router(tags=["invoices"])
 
-MIN_CREDITS = Decimal("1.00")
-MAX_CREDITS = Decimal("100000.00")
 LEGACY_LIST_LIMIT = 100
 
 
@@ -69,8 +65,7 @@ def _base_url(request: Request) -> str:
 
 
 def _issuer(request: Request) -> Issuer:
-    settings = _settings(request)
-    return Issuer(settings.invoice_issuer, settings.invoice_issuer_address)
+    return issuer_of(_settings(request))
 
 
 async def _link_key(engine: AsyncEngine, now: datetime) -> bytes:
@@ -168,25 +163,14 @@ async def list_invoices_for_org(
 # ---------------------------------------------------------------------------- one invoice
 
 
-def _checked_id(invoice_id: str) -> str:
-    try:
-        return str(uuid.UUID(invoice_id))
-    except ValueError:
-        raise BadRequest(f"invoice id {quoted(invoice_id)} is not a UUID") from None
-
-
-async def _own(engine: AsyncEngine, customer: Customer, invoice_id: str) -> InvoiceRecord:
-    invoice_id = _checked_id(invoice_id)
-    async with reading(engine) as conn:
-        return await get_invoice(conn, invoice_id=invoice_id, customer=customer)
-
-
 @router.get("/user/payment/invoices/{id}", response_model=InvoiceDetail, responses=errors(404))
 async def get_invoice_for_user(
     user: CurrentUser, engine: Engine, request: Request, now: Now, id: IdInPath
 ) -> InvoiceDetail:
     """One of the caller's invoices, with its refunds (extension)."""
-    return await _detail(engine, request, await _own(engine, user.customer, id), now)
+    return await _detail(
+        engine, request, await own_invoice(engine, customer=user.customer, invoice_id=id), now
+    )
 
 
 @router.get("/org/payment/invoices/{id}", response_model=InvoiceDetail, responses=errors(404))
@@ -194,7 +178,9 @@ async def get_invoice_for_org(
     admin: OrgAdmin, engine: Engine, request: Request, now: Now, id: IdInPath
 ) -> InvoiceDetail:
     """Org admin: one of the org's invoices, with its refunds (extension)."""
-    return await _detail(engine, request, await _own(engine, admin.org, id), now)
+    return await _detail(
+        engine, request, await own_invoice(engine, customer=admin.org, invoice_id=id), now
+    )
 
 
 _PDF: dict[int | str, dict[str, Any]] = {
@@ -203,15 +189,6 @@ _PDF: dict[int | str, dict[str, Any]] = {
 _HTML: dict[int | str, dict[str, Any]] = {
     200: {"content": {"text/html": {"schema": {"type": "string"}}}}
 }
-
-
-def _pdf_response(request: Request, invoice: InvoiceRecord) -> Response:
-    name = f"invoice-{invoice.number or invoice.id}.pdf"
-    return Response(
-        render_pdf(invoice, _issuer(request)),
-        media_type="application/pdf",
-        headers={"Content-Disposition": f'inline; filename="{name}"', "Cache-Control": "private"},
-    )
 
 
 def _html_response(request: Request, invoice: InvoiceRecord, pdf_url: str) -> HTMLResponse:
@@ -235,7 +212,8 @@ async def get_invoice_pdf_for_user(
     user: CurrentUser, engine: Engine, request: Request, id: IdInPath
 ) -> Response:
     """The invoice as a PDF (extension)."""
-    return _pdf_response(request, await _own(engine, user.customer, id))
+    invoice = await own_invoice(engine, customer=user.customer, invoice_id=id)
+    return pdf_response(invoice, _issuer(request))
 
 
 @router.get(
@@ -247,7 +225,8 @@ async def get_invoice_pdf_for_org(
     admin: OrgAdmin, engine: Engine, request: Request, id: IdInPath
 ) -> Response:
     """Org admin: the invoice as a PDF (extension)."""
-    return _pdf_response(request, await _own(engine, admin.org, id))
+    invoice = await own_invoice(engine, customer=admin.org, invoice_id=id)
+    return pdf_response(invoice, _issuer(request))
 
 
 Expires = Annotated[int, Query(ge=0, le=2**40, description="The link's expiry (Unix seconds)")]
@@ -257,7 +236,7 @@ Signature = Annotated[str, Query(pattern="^[0-9a-f]{64}$", description="The link
 async def _signed(
     engine: AsyncEngine, invoice_id: str, kind: str, expires: int, signature: str, now: datetime
 ) -> InvoiceRecord:
-    invoice_id = _checked_id(invoice_id)
+    invoice_id = checked_invoice_id(invoice_id)
     key = await _link_key(engine, now)
     links.check_signature(key, invoice_id, kind, expires=expires, signature=signature, now=now)
     async with reading(engine) as conn:
@@ -276,7 +255,8 @@ async def get_invoice_pdf_by_link(
     signature: Signature,
 ) -> Response:
     """An invoice's PDF from its signed link (an invoice's `pdf`): no token needed."""
-    return _pdf_response(request, await _signed(engine, id, "pdf", expires, signature, now))
+    invoice = await _signed(engine, id, "pdf", expires, signature, now)
+    return pdf_response(invoice, _issuer(request))
 
 
 @links_router.get(
@@ -299,28 +279,6 @@ async def get_invoice_page_by_link(
 # --------------------------------------------------------------------------------- paying
 
 
-async def _pay(
-    engine: AsyncEngine,
-    processor: PaymentProcessor,
-    request: Request,
-    customer: Customer,
-    invoice_id: str,
-    now: datetime,
-) -> InvoiceDetail:
-    await _own(engine, customer, invoice_id)
-    processor_customer = await ensure_processor_customer(
-        engine, processor=processor, customer=customer, now=now
-    )
-    outcome = await charge_invoice(
-        engine,
-        processor,
-        invoice_id=invoice_id,
-        processor_customer_id=processor_customer,
-        now=now,
-    )
-    return await _detail(engine, request, outcome.raise_unless_paid(), now)
-
-
 @router.post(
     "/user/payment/invoices/{id}/pay",
     response_model=InvoiceDetail,
@@ -331,7 +289,10 @@ async def pay_invoice_for_user(
 ) -> InvoiceDetail:
     """Charge an open invoice now with the default payment method (extension); a paid one is
     answered as it is. 402 with what to do when the charge fails."""
-    return await _pay(engine, _processor(request), request, user.customer, id, now)
+    paid = await pay_invoice_now(
+        engine, processor=_processor(request), customer=user.customer, invoice_id=id, now=now
+    )
+    return await _detail(engine, request, paid, now)
 
 
 @router.post(
@@ -343,54 +304,25 @@ async def pay_invoice_for_org(
     admin: OrgAdmin, engine: Engine, request: Request, now: Now, id: IdInPath
 ) -> InvoiceDetail:
     """Org admin: charge an open invoice of the org now (extension)."""
-    return await _pay(engine, _processor(request), request, admin.org, id, now)
-
-
-def _credits_micros(amount: Decimal) -> int:
-    if amount != amount.quantize(Decimal("0.01")):
-        raise BadRequest("credits are bought in whole cents, e.g. 25.00")
-    if not MIN_CREDITS <= amount <= MAX_CREDITS:
-        raise BadRequest(f"credits are bought from {MIN_CREDITS} to {MAX_CREDITS} USD at a time")
-    return to_micros(amount)
+    paid = await pay_invoice_now(
+        engine, processor=_processor(request), customer=admin.org, invoice_id=id, now=now
+    )
+    return await _detail(engine, request, paid, now)
 
 
 async def _buy(
-    engine: AsyncEngine,
-    processor: PaymentProcessor,
-    request: Request,
-    customer: Customer,
-    body: BuyCredits,
-    now: datetime,
-) -> InvoiceDetail:
-    micros = _credits_micros(body.amount)
-    processor_customer = await ensure_processor_customer(
-        engine, processor=processor, customer=customer, now=now
-    )
+    engine: AsyncEngine, request: Request, customer: Customer, body: BuyCredits, now: datetime
+) -> InvoiceRecord:
     settings = _settings(request)
-    async with transaction(engine) as conn:
-        email, name = await customer_contact(conn, customer=customer)
-        found = await find_payment_customer(conn, customer=customer)
-        address = found.details.address if found else None
-        invoice = await issue_invoice(
-            conn,
-            customer=customer,
-            lines=[credits_line(amount_micros=micros)],
-            description="Prepaid API credits",
-            tax_rates=settings.tax_rates,
-            prefix=settings.invoice_prefix,
-            now=now,
-            country=address.country if address else None,
-            customer_email=email,
-            customer_name=(found.details.name if found else None) or name,
-        )
-    outcome = await charge_invoice(
+    return await buy_credits(
         engine,
-        processor,
-        invoice_id=invoice.id,
-        processor_customer_id=processor_customer,
+        processor=_processor(request),
+        customer=customer,
+        amount=body.amount,
+        tax_rates=settings.tax_rates,
+        prefix=settings.invoice_prefix,
         now=now,
     )
-    return await _detail(engine, request, outcome.raise_unless_paid(), now)
 
 
 @router.post(
@@ -405,7 +337,9 @@ async def buy_credits_for_user(
     """Buy stable API credits (extension): an invoice is issued and charged at once; the
     stable bucket grows by the amount when, and only when, it is paid. 402 with what to do when
     the charge fails: nothing is credited and the invoice stays open."""
-    return await _buy(engine, _processor(request), request, user.customer, body, now)
+    return await _detail(
+        engine, request, await _buy(engine, request, user.customer, body, now), now
+    )
 
 
 @router.post(
@@ -418,7 +352,7 @@ async def buy_credits_for_org(
     admin: OrgAdmin, engine: Engine, request: Request, now: Now, body: BuyCredits
 ) -> InvoiceDetail:
     """Org admin: buy stable API credits for the org (extension)."""
-    return await _buy(engine, _processor(request), request, admin.org, body, now)
+    return await _detail(engine, request, await _buy(engine, request, admin.org, body, now), now)
 
 
 # -------------------------------------------------------------------------------- refunds
@@ -443,7 +377,7 @@ async def refund_invoice_as_staff(
     micros = to_micros(body.amount)
     if micros % MICROS_PER_CENT:
         raise BadRequest("a refund is in whole cents, e.g. 5.00")
-    id = _checked_id(id)
+    id = checked_invoice_id(id)
     async with reading(engine) as conn:
         await get_invoice(conn, invoice_id=id)
     invoice = await refund_invoice(
