@@ -188,6 +188,19 @@ OrgMember = Annotated[Membership, Depends(org_membership)]
 OrgReader = Annotated[Customer, Depends(org_reader)]
 OrgAdmin = Annotated[Membership, Depends(org_admin)]
 
+
+async def user_customer(user: CurrentUser) -> Customer:
+    return user.customer
+
+
+async def org_customer(admin: OrgAdmin) -> Customer:
+    return admin.org
+
+
+# Whose money a `/user/...` route, and the same `/org/...` route for the org's admins, handle.
+UserCustomer = Annotated[Customer, Depends(user_customer)]
+OrgCustomer = Annotated[Customer, Depends(org_customer)]
+
 # Ids in paths as the services accept them, said in the OpenAPI document (the services refuse
 # anything else with a message naming the id).
 IdInPath = Annotated[

@@ -11,7 +11,7 @@ from fastapi import Request, Response
 from fastapi.dependencies.models import Dependant
 from fastapi.routing import APIRoute, APIRouter
 
-from zoopay.api.deps import authenticate_request, current_principal
+from zoopay.api.deps import OrgCustomer, UserCustomer, authenticate_request, current_principal
 from zoopay.errors import BadRequest, UnsupportedMediaType, quoted
 
 _BODY_METHODS = {"POST", "PUT", "PATCH"}
@@ -144,3 +144,30 @@ def _bound(endpoint: Endpoint, values: Mapping[str, object]) -> Endpoint:
         return await endpoint(**parameters, **values)
 
     return handler
+
+
+_ORG_DOC = "\n\nOrg admin: "
+
+
+def for_user_and_org(
+    router: APIRouter, route: str, **options: Any
+) -> Callable[[Endpoint], Endpoint]:
+    """Registers the body as `route` ("METHOD /{who}/...") for a user and, the same, for an
+    org's admins, its `customer` parameter theirs: each operation named as the body with `who`
+    replaced by user or org, and described by its part of the docstring (the org's is the
+    paragraph from "Org admin:")."""
+    method, path = route.split(" ")
+
+    def register(endpoint: Endpoint) -> Endpoint:
+        user_doc, org_doc = inspect.cleandoc(endpoint.__doc__ or "").split(_ORG_DOC)
+        return shared_route(
+            router,
+            method,
+            path,
+            endpoint.__name__.replace("who", "{who}"),
+            Variant("user", user_doc, annotations={"customer": UserCustomer}),
+            Variant("org", "Org admin: " + org_doc, annotations={"customer": OrgCustomer}),
+            **options,
+        )(endpoint)
+
+    return register

@@ -1,6 +1,7 @@
 """Invoices over HTTP: listings (Zoo's), one invoice, its PDF and page, paying it, buying
 credits (extensions) and refunds (staff)."""
 
+from collections.abc import Callable
 from datetime import datetime
 from typing import Annotated, Any
 
@@ -8,10 +9,10 @@ from fastapi import Query, Request, Response
 from fastapi.responses import HTMLResponse
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from zoopay.api.deps import CurrentUser, Engine, IdInPath, Now, OrgAdmin, StaffUser
+from zoopay.api.deps import Engine, IdInPath, Now, StaffUser
 from zoopay.api.openapi import errors
 from zoopay.api.pagination import Limit, PageToken, decode_page_token, encode_page_token
-from zoopay.api.routing import json_router
+from zoopay.api.routing import Endpoint, for_user_and_org, json_router
 from zoopay.config import Settings
 from zoopay.db.engine import reading, transaction
 from zoopay.errors import BadRequest
@@ -45,6 +46,11 @@ from zoopay.processors.base import PaymentProcessor
 
 router = json_router(tags=["payments"])
 links_router = json_router(tags=["invoices"])
+
+
+def _for_both(route: str, **options: Any) -> Callable[[Endpoint], Endpoint]:
+    return for_user_and_org(router, route, **options)
+
 
 LEGACY_LIST_LIMIT = 100
 
@@ -134,53 +140,33 @@ async def _list(
 OptionalLimit = Annotated[Limit | None, Query()]
 
 
-@router.get("/user/payment/invoices", response_model=InvoiceList, description=_LIST_DOC)
-async def list_invoices_for_user(
-    user: CurrentUser,
+@_for_both("GET /{who}/payment/invoices", response_model=InvoiceList, description=_LIST_DOC)
+async def list_invoices_for_who(
+    customer: Customer,
     engine: Engine,
     request: Request,
     now: Now,
     limit: OptionalLimit = None,
     page_token: PageToken = None,
 ) -> InvoiceList:
-    """The caller's invoices."""
-    return await _list(engine, request, user.customer, limit, page_token, now)
+    """The caller's invoices.
 
-
-@router.get("/org/payment/invoices", response_model=InvoiceList, description=_LIST_DOC)
-async def list_invoices_for_org(
-    admin: OrgAdmin,
-    engine: Engine,
-    request: Request,
-    now: Now,
-    limit: OptionalLimit = None,
-    page_token: PageToken = None,
-) -> InvoiceList:
-    """Org admin: the org's invoices."""
-    return await _list(engine, request, admin.org, limit, page_token, now)
+    Org admin: the org's invoices."""
+    return await _list(engine, request, customer, limit, page_token, now)
 
 
 # ---------------------------------------------------------------------------- one invoice
 
 
-@router.get("/user/payment/invoices/{id}", response_model=InvoiceDetail, responses=errors(404))
-async def get_invoice_for_user(
-    user: CurrentUser, engine: Engine, request: Request, now: Now, id: IdInPath
+@_for_both("GET /{who}/payment/invoices/{id}", response_model=InvoiceDetail, responses=errors(404))
+async def get_invoice_for_who(
+    customer: Customer, engine: Engine, request: Request, now: Now, id: IdInPath
 ) -> InvoiceDetail:
-    """One of the caller's invoices, with its refunds (extension)."""
-    return await _detail(
-        engine, request, await own_invoice(engine, customer=user.customer, invoice_id=id), now
-    )
+    """One of the caller's invoices, with its refunds (extension).
 
-
-@router.get("/org/payment/invoices/{id}", response_model=InvoiceDetail, responses=errors(404))
-async def get_invoice_for_org(
-    admin: OrgAdmin, engine: Engine, request: Request, now: Now, id: IdInPath
-) -> InvoiceDetail:
-    """Org admin: one of the org's invoices, with its refunds (extension)."""
-    return await _detail(
-        engine, request, await own_invoice(engine, customer=admin.org, invoice_id=id), now
-    )
+    Org admin: one of the org's invoices, with its refunds (extension)."""
+    invoice = await own_invoice(engine, customer=customer, invoice_id=id)
+    return await _detail(engine, request, invoice, now)
 
 
 _PDF: dict[int | str, dict[str, Any]] = {
@@ -203,29 +189,18 @@ _PAGE_HEADERS = {
 }
 
 
-@router.get(
-    "/user/payment/invoices/{id}/pdf",
+@_for_both(
+    "GET /{who}/payment/invoices/{id}/pdf",
     response_class=Response,
     responses={**_PDF, **errors(404)},
 )
-async def get_invoice_pdf_for_user(
-    user: CurrentUser, engine: Engine, request: Request, id: IdInPath
+async def get_invoice_pdf_for_who(
+    customer: Customer, engine: Engine, request: Request, id: IdInPath
 ) -> Response:
-    """The invoice as a PDF (extension)."""
-    invoice = await own_invoice(engine, customer=user.customer, invoice_id=id)
-    return pdf_response(invoice, _issuer(request))
+    """The invoice as a PDF (extension).
 
-
-@router.get(
-    "/org/payment/invoices/{id}/pdf",
-    response_class=Response,
-    responses={**_PDF, **errors(404)},
-)
-async def get_invoice_pdf_for_org(
-    admin: OrgAdmin, engine: Engine, request: Request, id: IdInPath
-) -> Response:
-    """Org admin: the invoice as a PDF (extension)."""
-    invoice = await own_invoice(engine, customer=admin.org, invoice_id=id)
+    Org admin: the invoice as a PDF (extension)."""
+    invoice = await own_invoice(engine, customer=customer, invoice_id=id)
     return pdf_response(invoice, _issuer(request))
 
 
@@ -279,42 +254,40 @@ async def get_invoice_page_by_link(
 # --------------------------------------------------------------------------------- paying
 
 
-@router.post(
-    "/user/payment/invoices/{id}/pay",
+@_for_both(
+    "POST /{who}/payment/invoices/{id}/pay",
     response_model=InvoiceDetail,
     responses=errors(402, 404, 409),
 )
-async def pay_invoice_for_user(
-    user: CurrentUser, engine: Engine, request: Request, now: Now, id: IdInPath
+async def pay_invoice_for_who(
+    customer: Customer, engine: Engine, request: Request, now: Now, id: IdInPath
 ) -> InvoiceDetail:
     """Charge an open invoice now with the default payment method (extension); a paid one is
-    answered as it is. 402 with what to do when the charge fails."""
+    answered as it is. 402 with what to do when the charge fails.
+
+    Org admin: charge an open invoice of the org now (extension)."""
     paid = await pay_invoice_now(
-        engine, processor=_processor(request), customer=user.customer, invoice_id=id, now=now
+        engine, processor=_processor(request), customer=customer, invoice_id=id, now=now
     )
     return await _detail(engine, request, paid, now)
 
 
-@router.post(
-    "/org/payment/invoices/{id}/pay",
+@_for_both(
+    "POST /{who}/payment/credits",
     response_model=InvoiceDetail,
-    responses=errors(402, 404, 409),
+    status_code=201,
+    responses=errors(402),
 )
-async def pay_invoice_for_org(
-    admin: OrgAdmin, engine: Engine, request: Request, now: Now, id: IdInPath
+async def buy_credits_for_who(
+    customer: Customer, engine: Engine, request: Request, now: Now, body: BuyCredits
 ) -> InvoiceDetail:
-    """Org admin: charge an open invoice of the org now (extension)."""
-    paid = await pay_invoice_now(
-        engine, processor=_processor(request), customer=admin.org, invoice_id=id, now=now
-    )
-    return await _detail(engine, request, paid, now)
+    """Buy stable API credits (extension): an invoice is issued and charged at once; the
+    stable bucket grows by the amount when, and only when, it is paid. 402 with what to do when
+    the charge fails: nothing is credited and the invoice stays open.
 
-
-async def _buy(
-    engine: AsyncEngine, request: Request, customer: Customer, body: BuyCredits, now: datetime
-) -> InvoiceRecord:
+    Org admin: buy stable API credits for the org (extension)."""
     settings = _settings(request)
-    return await buy_credits(
+    invoice = await buy_credits(
         engine,
         processor=_processor(request),
         customer=customer,
@@ -323,36 +296,7 @@ async def _buy(
         prefix=settings.invoice_prefix,
         now=now,
     )
-
-
-@router.post(
-    "/user/payment/credits",
-    response_model=InvoiceDetail,
-    status_code=201,
-    responses=errors(402),
-)
-async def buy_credits_for_user(
-    user: CurrentUser, engine: Engine, request: Request, now: Now, body: BuyCredits
-) -> InvoiceDetail:
-    """Buy stable API credits (extension): an invoice is issued and charged at once; the
-    stable bucket grows by the amount when, and only when, it is paid. 402 with what to do when
-    the charge fails: nothing is credited and the invoice stays open."""
-    return await _detail(
-        engine, request, await _buy(engine, request, user.customer, body, now), now
-    )
-
-
-@router.post(
-    "/org/payment/credits",
-    response_model=InvoiceDetail,
-    status_code=201,
-    responses=errors(402),
-)
-async def buy_credits_for_org(
-    admin: OrgAdmin, engine: Engine, request: Request, now: Now, body: BuyCredits
-) -> InvoiceDetail:
-    """Org admin: buy stable API credits for the org (extension)."""
-    return await _detail(engine, request, await _buy(engine, request, admin.org, body, now), now)
+    return await _detail(engine, request, invoice, now)
 
 
 # -------------------------------------------------------------------------------- refunds

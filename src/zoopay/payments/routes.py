@@ -2,7 +2,6 @@
 (`/user/...`) and, identically, for an org's admins (`/org/...`)."""
 
 import base64
-import inspect
 from collections.abc import Callable
 from datetime import datetime
 from typing import Annotated, Any
@@ -11,10 +10,10 @@ from fastapi import Depends, Path, Query, Request, Response
 from fastapi.responses import RedirectResponse
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from zoopay.api.deps import Conn, CurrentUser, Engine, Now, OrgAdmin
+from zoopay.api.deps import Conn, Engine, Now
 from zoopay.api.openapi import errors
 from zoopay.api.pagination import MAX_PAGE
-from zoopay.api.routing import Endpoint, Variant, json_router, shared_route
+from zoopay.api.routing import Endpoint, for_user_and_org, json_router
 from zoopay.errors import BadRequest
 from zoopay.ledger.service import Customer as LedgerCustomer
 from zoopay.money import to_micros
@@ -45,17 +44,6 @@ async def get_processor(request: Request) -> PaymentProcessor:
 Processor = Annotated[PaymentProcessor, Depends(get_processor)]
 
 
-async def user_customer(user: CurrentUser) -> LedgerCustomer:
-    return user.customer
-
-
-async def org_customer(admin: OrgAdmin) -> LedgerCustomer:
-    return admin.org
-
-
-UserCustomer = Annotated[LedgerCustomer, Depends(user_customer)]
-OrgCustomer = Annotated[LedgerCustomer, Depends(org_customer)]
-
 # Payment-method ids as processors issue them (Stripe's and the embedded one's).
 MethodPath = Annotated[
     str,
@@ -73,28 +61,10 @@ def _customer(statement: CustomerStatement) -> Customer:
 
 
 _NO_CONTENT: dict[str, Any] = {"status_code": 204, "response_class": Response}
-_ORG_DOC = "\n\nOrg admin: "
 
 
 def _for_both(route: str, **options: Any) -> Callable[[Endpoint], Endpoint]:
-    """Registers the body as `route` ("METHOD /{who}/...") for a user and, the same, for an
-    org's admins: each operation named as the body with `who` replaced by user or org, and
-    described by its part of the docstring (the org's is the paragraph from "Org admin:")."""
-    method, path = route.split(" ")
-
-    def register(endpoint: Endpoint) -> Endpoint:
-        user_doc, org_doc = inspect.cleandoc(endpoint.__doc__ or "").split(_ORG_DOC)
-        return shared_route(
-            router,
-            method,
-            path,
-            endpoint.__name__.replace("who", "{who}"),
-            Variant("user", user_doc, annotations={"customer": UserCustomer}),
-            Variant("org", "Org admin: " + org_doc, annotations={"customer": OrgCustomer}),
-            **options,
-        )(endpoint)
-
-    return register
+    return for_user_and_org(router, route, **options)
 
 
 # -- billing information
