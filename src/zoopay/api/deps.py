@@ -27,22 +27,49 @@ from zoopay.accounts.service import (
     membership_of,
 )
 from zoopay.catalog.service import Catalog
+from zoopay.config import Settings
 from zoopay.db.engine import reading, transaction
 from zoopay.errors import BadRequest, Forbidden, NotFound, Unauthorized
 from zoopay.ledger.service import Customer
+from zoopay.processors.base import PaymentProcessor
 from zoopay.wire import UUID_PATTERN
 
 _bearer = HTTPBearer(auto_error=False, description="An API token: `Authorization: Bearer TOKEN`")
 
 
-async def get_engine(request: Request) -> AsyncEngine:
+# What the app keeps for every request (zoopay.app.create_app), read by routes and console pages.
+
+
+def engine_of(request: Request) -> AsyncEngine:
     engine: AsyncEngine = request.app.state.engine
     return engine
 
 
-async def get_catalog(request: Request) -> Catalog:
+def catalog_of(request: Request) -> Catalog:
     catalog: Catalog = request.app.state.catalog
     return catalog
+
+
+def processor_of(request: Request) -> PaymentProcessor:
+    processor: PaymentProcessor = request.app.state.processor
+    return processor
+
+
+def settings_of(request: Request) -> Settings:
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+async def get_engine(request: Request) -> AsyncEngine:
+    return engine_of(request)
+
+
+async def get_catalog(request: Request) -> Catalog:
+    return catalog_of(request)
+
+
+async def get_processor(request: Request) -> PaymentProcessor:
+    return processor_of(request)
 
 
 def system_clock() -> datetime:
@@ -181,6 +208,7 @@ def query_flag(name: str, value: str) -> bool:
 Conn = Annotated[AsyncConnection, Depends(get_conn, scope="function")]
 Engine = Annotated[AsyncEngine, Depends(get_engine)]
 CatalogDep = Annotated[Catalog, Depends(get_catalog)]
+Processor = Annotated[PaymentProcessor, Depends(get_processor)]
 Now = Annotated[datetime, Depends(get_now)]
 CurrentUser = Annotated[User, Depends(current_user)]
 StaffUser = Annotated[User, Depends(staff_user)]

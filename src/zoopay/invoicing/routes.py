@@ -9,11 +9,10 @@ from fastapi import Query, Request, Response
 from fastapi.responses import HTMLResponse
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from zoopay.api.deps import Engine, IdInPath, Now, StaffUser
+from zoopay.api.deps import Engine, IdInPath, Now, StaffUser, processor_of, settings_of
 from zoopay.api.openapi import errors
 from zoopay.api.pagination import Limit, PageToken, decode_page_token, encode_page_token
 from zoopay.api.routing import Endpoint, for_user_and_org, json_router
-from zoopay.config import Settings
 from zoopay.db.engine import reading, transaction
 from zoopay.errors import BadRequest
 from zoopay.invoicing import links
@@ -42,7 +41,6 @@ from zoopay.invoicing.service import (
 from zoopay.invoicing.service import Invoice as InvoiceRecord
 from zoopay.ledger.service import Customer
 from zoopay.money import to_micros
-from zoopay.processors.base import PaymentProcessor
 
 router = json_router(tags=["payments"])
 links_router = json_router(tags=["invoices"])
@@ -55,23 +53,13 @@ def _for_both(route: str, **options: Any) -> Callable[[Endpoint], Endpoint]:
 LEGACY_LIST_LIMIT = 100
 
 
-def _processor(request: Request) -> PaymentProcessor:
-    processor: PaymentProcessor = request.app.state.processor
-    return processor
-
-
-def _settings(request: Request) -> Settings:
-    settings: Settings = request.app.state.settings
-    return settings
-
-
 def _base_url(request: Request) -> str:
-    configured = _settings(request).public_url
+    configured = settings_of(request).public_url
     return (configured or str(request.base_url)).rstrip("/")
 
 
 def _issuer(request: Request) -> Issuer:
-    return issuer_of(_settings(request))
+    return issuer_of(settings_of(request))
 
 
 async def _link_key(engine: AsyncEngine, now: datetime) -> bytes:
@@ -267,7 +255,7 @@ async def pay_invoice_for_who(
 
     Org admin: charge an open invoice of the org now (extension)."""
     paid = await pay_invoice_now(
-        engine, processor=_processor(request), customer=customer, invoice_id=id, now=now
+        engine, processor=processor_of(request), customer=customer, invoice_id=id, now=now
     )
     return await _detail(engine, request, paid, now)
 
@@ -286,10 +274,10 @@ async def buy_credits_for_who(
     the charge fails: nothing is credited and the invoice stays open.
 
     Org admin: buy stable API credits for the org (extension)."""
-    settings = _settings(request)
+    settings = settings_of(request)
     invoice = await buy_credits(
         engine,
-        processor=_processor(request),
+        processor=processor_of(request),
         customer=customer,
         amount=body.amount,
         tax_rates=settings.tax_rates,
@@ -326,7 +314,7 @@ async def refund_invoice_as_staff(
         await get_invoice(conn, invoice_id=id)
     invoice = await refund_invoice(
         engine,
-        _processor(request),
+        processor_of(request),
         invoice_id=id,
         amount_micros=micros,
         idempotency_key=body.idempotency_key,

@@ -6,11 +6,11 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import Depends, Path, Query, Request, Response
+from fastapi import Path, Query, Response
 from fastapi.responses import RedirectResponse
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from zoopay.api.deps import Conn, Engine, Now
+from zoopay.api.deps import Conn, Engine, Now, Processor
 from zoopay.api.openapi import errors
 from zoopay.api.pagination import MAX_PAGE
 from zoopay.api.routing import Endpoint, for_user_and_org, json_router
@@ -34,14 +34,6 @@ from zoopay.payments.service import find_payment_customer
 from zoopay.processors.base import PaymentProcessor
 
 router = json_router(tags=["payments"])
-
-
-async def get_processor(request: Request) -> PaymentProcessor:
-    processor: PaymentProcessor = request.app.state.processor
-    return processor
-
-
-Processor = Annotated[PaymentProcessor, Depends(get_processor)]
 
 
 # Payment-method ids as processors issue them (Stripe's and the embedded one's).
