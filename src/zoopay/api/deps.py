@@ -3,9 +3,9 @@
 Every dependency is `async def`: FastAPI would run a plain `def` in a thread pool.
 """
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
-from typing import Annotated
+from typing import Annotated, Any, TypeVar
 
 from fastapi import Depends, Path, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -37,39 +37,32 @@ from zoopay.wire import UUID_PATTERN
 _bearer = HTTPBearer(auto_error=False, description="An API token: `Authorization: Bearer TOKEN`")
 
 
+_T = TypeVar("_T")
+
+
+def _reader(name: str) -> Callable[[Request], Any]:
+    def read(request: Request) -> Any:
+        return getattr(request.app.state, name)
+
+    return read
+
+
+def _dependency(read: Callable[[Request], _T]) -> Callable[[Request], Awaitable[_T]]:
+    async def dependency(request: Request) -> _T:
+        return read(request)
+
+    return dependency
+
+
 # What the app keeps for every request (zoopay.app.create_app), read by routes and console pages.
-
-
-def engine_of(request: Request) -> AsyncEngine:
-    engine: AsyncEngine = request.app.state.engine
-    return engine
-
-
-def catalog_of(request: Request) -> Catalog:
-    catalog: Catalog = request.app.state.catalog
-    return catalog
-
-
-def processor_of(request: Request) -> PaymentProcessor:
-    processor: PaymentProcessor = request.app.state.processor
-    return processor
-
-
-def settings_of(request: Request) -> Settings:
-    settings: Settings = request.app.state.settings
-    return settings
-
-
-async def get_engine(request: Request) -> AsyncEngine:
-    return engine_of(request)
-
-
-async def get_catalog(request: Request) -> Catalog:
-    return catalog_of(request)
-
-
-async def get_processor(request: Request) -> PaymentProcessor:
-    return processor_of(request)
+engine_of: Callable[[Request], AsyncEngine] = _reader("engine")
+catalog_of: Callable[[Request], Catalog] = _reader("catalog")
+processor_of: Callable[[Request], PaymentProcessor] = _reader("processor")
+settings_of: Callable[[Request], Settings] = _reader("settings")
+get_engine = _dependency(engine_of)
+get_catalog = _dependency(catalog_of)
+get_processor = _dependency(processor_of)
+Engine = Annotated[AsyncEngine, Depends(get_engine)]
 
 
 def system_clock() -> datetime:
@@ -99,9 +92,7 @@ async def get_conn(
         yield conn
 
 
-async def get_token_cache(request: Request) -> TokenCache:
-    cache: TokenCache = request.app.state.token_cache
-    return cache
+get_token_cache: Callable[[Request], Awaitable[TokenCache]] = _dependency(_reader("token_cache"))
 
 
 async def current_principal(
@@ -154,16 +145,16 @@ async def current_user(principal: Annotated[Principal, Depends(current_principal
     return require_user(principal)
 
 
-async def staff_user(user: Annotated[User, Depends(current_user)]) -> User:
+CurrentUser = Annotated[User, Depends(current_user)]
+
+
+async def staff_user(user: CurrentUser) -> User:
     if not user.is_staff:
         raise Forbidden("this endpoint is for staff only")
     return user
 
 
-async def org_membership(
-    engine: Annotated[AsyncEngine, Depends(get_engine)],
-    user: Annotated[User, Depends(current_user)],
-) -> Membership:
+async def org_membership(engine: Engine, user: CurrentUser) -> Membership:
     async with reading(engine) as conn:
         membership = await membership_of(conn, user=user)
     if membership is None:
@@ -172,8 +163,7 @@ async def org_membership(
 
 
 async def org_reader(
-    engine: Annotated[AsyncEngine, Depends(get_engine)],
-    principal: Annotated[Principal, Depends(current_principal)],
+    engine: Engine, principal: Annotated[Principal, Depends(current_principal)]
 ) -> Customer:
     """The org whose balance and plan the caller may read: their own, or, for an org's service
     account, that org (the only thing a service account may do)."""
@@ -206,11 +196,9 @@ def query_flag(name: str, value: str) -> bool:
 
 
 Conn = Annotated[AsyncConnection, Depends(get_conn, scope="function")]
-Engine = Annotated[AsyncEngine, Depends(get_engine)]
 CatalogDep = Annotated[Catalog, Depends(get_catalog)]
 Processor = Annotated[PaymentProcessor, Depends(get_processor)]
 Now = Annotated[datetime, Depends(get_now)]
-CurrentUser = Annotated[User, Depends(current_user)]
 StaffUser = Annotated[User, Depends(staff_user)]
 OrgMember = Annotated[Membership, Depends(org_membership)]
 OrgReader = Annotated[Customer, Depends(org_reader)]
