@@ -1,11 +1,11 @@
 """Invoices over HTTP: listings (Zoo's), one invoice, its PDF and page, paying it, buying
 credits (extensions) and refunds (staff)."""
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import Query, Request, Response
+from fastapi import Depends, Query, Request, Response
 from fastapi.responses import HTMLResponse
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -196,29 +196,29 @@ Expires = Annotated[int, Query(ge=0, le=2**40, description="The link's expiry (U
 Signature = Annotated[str, Query(pattern="^[0-9a-f]{64}$", description="The link's signature")]
 
 
-async def _signed(
-    engine: AsyncEngine, invoice_id: str, kind: str, expires: int, signature: str, now: datetime
-) -> InvoiceRecord:
-    invoice_id = checked_invoice_id(invoice_id)
-    key = await _link_key(engine, now)
-    links.check_signature(key, invoice_id, kind, expires=expires, signature=signature, now=now)
-    async with reading(engine) as conn:
-        return await get_invoice(conn, invoice_id=invoice_id)
+def _signed_invoice(kind: str) -> Callable[..., Awaitable[InvoiceRecord]]:
+    """The invoice a signed link of `kind` names, its signature checked (a 403 when it is not
+    this server's or has expired)."""
+
+    async def signed(
+        engine: Engine, now: Now, id: IdInPath, expires: Expires, signature: Signature
+    ) -> InvoiceRecord:
+        invoice_id = checked_invoice_id(id)
+        key = await _link_key(engine, now)
+        links.check_signature(key, invoice_id, kind, expires=expires, signature=signature, now=now)
+        async with reading(engine) as conn:
+            return await get_invoice(conn, invoice_id=invoice_id)
+
+    return signed
 
 
 @links_router.get(
     "/invoices/{id}/pdf", response_class=Response, responses={**_PDF, **errors(403, 404)}
 )
 async def get_invoice_pdf_by_link(
-    engine: Engine,
-    request: Request,
-    now: Now,
-    id: IdInPath,
-    expires: Expires,
-    signature: Signature,
+    invoice: Annotated[InvoiceRecord, Depends(_signed_invoice("pdf"))], request: Request
 ) -> Response:
     """An invoice's PDF from its signed link (an invoice's `pdf`): no token needed."""
-    invoice = await _signed(engine, id, "pdf", expires, signature, now)
     return pdf_response(invoice, _issuer(request))
 
 
@@ -226,15 +226,12 @@ async def get_invoice_pdf_by_link(
     "/invoices/{id}/html", response_class=HTMLResponse, responses={**_HTML, **errors(403, 404)}
 )
 async def get_invoice_page_by_link(
+    invoice: Annotated[InvoiceRecord, Depends(_signed_invoice("html"))],
     engine: Engine,
     request: Request,
     now: Now,
-    id: IdInPath,
-    expires: Expires,
-    signature: Signature,
 ) -> HTMLResponse:
     """An invoice's page from its signed link (an invoice's `url`): no token needed."""
-    invoice = await _signed(engine, id, "html", expires, signature, now)
     pdf, _url = _links(await _link_key(engine, now), request, invoice, now)
     return _html_response(request, invoice, pdf)
 
