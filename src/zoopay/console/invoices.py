@@ -33,7 +33,13 @@ from zoopay.invoicing.actions import (
     pay_invoice_now,
     pdf_response,
 )
-from zoopay.invoicing.service import InvoiceStatus, get_invoice, list_invoices, refund_invoice
+from zoopay.invoicing.service import (
+    CHARGEABLE,
+    InvoiceStatus,
+    get_invoice,
+    list_invoices,
+    refund_invoice,
+)
 from zoopay.money import MICROS_PER_DOLLAR, InvalidAmount, parse_dollars, to_micros
 
 router = APIRouter(prefix="/console", include_in_schema=False, route_class=ConsoleRoute)
@@ -55,6 +61,8 @@ async def invoices_page(request: Request, kind: Kind) -> Response:
         account=await account_of(request, who, kind),
         invoices=invoices,
         open_status=InvoiceStatus.OPEN,
+        # An uncollectible invoice is still paid this way: the delinquent customer's way out.
+        payable_statuses=CHARGEABLE,
     )
 
 
@@ -63,7 +71,7 @@ async def invoice_pdf(request: Request, kind: Kind, invoice_id: InvoiceId) -> Re
     who = await viewer(request)
     customer = await paying_customer(request, who, kind)
     invoice = await own_invoice(engine_of(request), customer=customer, invoice_id=invoice_id)
-    return pdf_response(invoice, issuer_of(settings_of(request)))
+    return await pdf_response(engine_of(request), invoice, issuer_of(settings_of(request)))
 
 
 @router.post("/{kind}/invoices/{invoice_id}/pay")

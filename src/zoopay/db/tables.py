@@ -445,7 +445,7 @@ journal_postings = Table(
     "journal_postings",
     metadata,
     _serial(),
-    # invoice_issued, charge, credit_purchase, refund, write_off, void
+    # invoice_issued, charge, credit_purchase, refund, write_off, write_off_reversed, void
     Column("kind", String(24), nullable=False),
     Column("invoice_id", Id),
     # The processor's charge or refund id.

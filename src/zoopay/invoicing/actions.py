@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from zoopay.config import Settings
 from zoopay.db.engine import reading, transaction
 from zoopay.errors import BadRequest, quoted
-from zoopay.invoicing.documents import Issuer, render_pdf
+from zoopay.invoicing.documents import Issuer, account_email, render_pdf
 from zoopay.invoicing.service import (
     Invoice,
     charge_invoice,
@@ -127,10 +127,18 @@ def issuer_of(settings: Settings) -> Issuer:
     return Issuer(settings.invoice_issuer, settings.invoice_issuer_address)
 
 
-def pdf_response(invoice: Invoice, issuer: Issuer) -> Response:
+async def billed_email(engine: AsyncEngine, invoice: Invoice) -> str | None:
+    """Who the invoice is billed to when it names no email: the account's."""
+    if invoice.customer_email:
+        return None
+    async with reading(engine) as conn:
+        return await account_email(conn, customer=invoice.customer)
+
+
+async def pdf_response(engine: AsyncEngine, invoice: Invoice, issuer: Issuer) -> Response:
     name = f"invoice-{invoice.number or invoice.id}.pdf"
     return Response(
-        render_pdf(invoice, issuer),
+        render_pdf(invoice, issuer, await billed_email(engine, invoice)),
         media_type="application/pdf",
         headers={"Content-Disposition": f'inline; filename="{name}"', "Cache-Control": "private"},
     )

@@ -17,6 +17,7 @@ from zoopay.db.engine import reading, transaction
 from zoopay.errors import BadRequest
 from zoopay.invoicing import links
 from zoopay.invoicing.actions import (
+    billed_email,
     buy_credits,
     checked_invoice_id,
     issuer_of,
@@ -165,8 +166,10 @@ _HTML: dict[int | str, dict[str, Any]] = {
 }
 
 
-def _html_response(request: Request, invoice: InvoiceRecord, pdf_url: str) -> HTMLResponse:
-    page = render_html(invoice, _issuer(request), pdf_url)
+async def _html_response(
+    engine: AsyncEngine, request: Request, invoice: InvoiceRecord, pdf_url: str
+) -> HTMLResponse:
+    page = render_html(invoice, _issuer(request), pdf_url, await billed_email(engine, invoice))
     return HTMLResponse(page, headers=_PAGE_HEADERS)
 
 
@@ -189,7 +192,7 @@ async def get_invoice_pdf_for_who(
 
     Org admin: the invoice as a PDF (extension)."""
     invoice = await own_invoice(engine, customer=customer, invoice_id=id)
-    return pdf_response(invoice, _issuer(request))
+    return await pdf_response(engine, invoice, _issuer(request))
 
 
 Expires = Annotated[int, Query(ge=0, le=2**40, description="The link's expiry (Unix seconds)")]
@@ -216,10 +219,12 @@ def _signed_invoice(kind: str) -> Callable[..., Awaitable[InvoiceRecord]]:
     "/invoices/{id}/pdf", response_class=Response, responses={**_PDF, **errors(403, 404)}
 )
 async def get_invoice_pdf_by_link(
-    invoice: Annotated[InvoiceRecord, Depends(_signed_invoice("pdf"))], request: Request
+    invoice: Annotated[InvoiceRecord, Depends(_signed_invoice("pdf"))],
+    engine: Engine,
+    request: Request,
 ) -> Response:
     """An invoice's PDF from its signed link (an invoice's `pdf`): no token needed."""
-    return pdf_response(invoice, _issuer(request))
+    return await pdf_response(engine, invoice, _issuer(request))
 
 
 @links_router.get(
@@ -233,7 +238,7 @@ async def get_invoice_page_by_link(
 ) -> HTMLResponse:
     """An invoice's page from its signed link (an invoice's `url`): no token needed."""
     pdf, _url = _links(await _link_key(engine, now), request, invoice, now)
-    return _html_response(request, invoice, pdf)
+    return await _html_response(engine, request, invoice, pdf)
 
 
 # --------------------------------------------------------------------------------- paying

@@ -15,6 +15,11 @@ charges twice and never loses a paid charge: an attempt row (status pending, wit
 idempotency key `invoice-{id}-attempt-{n}`) is committed before the processor is called, and
 the processor's answer is applied in a second transaction. `reconcile_pending_charges` finds
 attempts left pending and asks the processor what happened to them.
+
+An uncollectible invoice (dunning gave up) can still be paid: the customer's way out. Its
+charge first reverses the write-off (receivable back from bad debt), then settles it as any
+paid invoice; once no uncollectible invoice of theirs is left, the customer is no longer
+delinquent. A void invoice is never charged.
 """
 
 import enum
@@ -41,6 +46,7 @@ from zoopay.errors import BadRequest, Conflict, NotFound, PaymentRequired, Servi
 from zoopay.journal.service import Account, AccountKind, PostingKind, post_journal
 from zoopay.ledger.service import Bucket, Customer, Posting, Reason, lock_balance, post
 from zoopay.money import MAX_BALANCE_MICROS, format_micros
+from zoopay.payments.service import lock_payment_customer, set_delinquent
 from zoopay.processors.base import (
     Charge,
     ChargeStatus,
@@ -571,12 +577,7 @@ async def _close_unpaid(
             lines = [(receivable, -invoice.total_micros), *_line_accounts(invoice, sign=1)]
             kind = PostingKind.VOID
         else:
-            credits = invoice.total_of(LineKind.CREDITS)
-            lines = [
-                (receivable, -invoice.total_micros),
-                (Account(AccountKind.CREDITS_BILLED, invoice.customer.id), credits),
-                (Account(AccountKind.BAD_DEBT), invoice.total_micros - credits),
-            ]
+            lines = _write_off_lines(invoice, sign=1)
             kind = PostingKind.WRITE_OFF
         await post_journal(
             conn,
@@ -589,7 +590,59 @@ async def _close_unpaid(
     return await lock_invoice(conn, invoice_id=invoice.id)
 
 
+def _write_off_lines(invoice: Invoice, *, sign: int) -> list[tuple[Account, int]]:
+    """What writing an invoice off posts (`sign` 1) or what undoing it posts (-1): the
+    receivable to bad debt, and its credits (never delivered) no longer billed."""
+    credits = invoice.total_of(LineKind.CREDITS)
+    return [
+        (Account(AccountKind.RECEIVABLE, invoice.customer.id), -sign * invoice.total_micros),
+        (Account(AccountKind.CREDITS_BILLED, invoice.customer.id), sign * credits),
+        (Account(AccountKind.BAD_DEBT), sign * (invoice.total_micros - credits)),
+    ]
+
+
+async def _reinstate(conn: AsyncConnection, invoice: Invoice, *, now: datetime) -> None:
+    """Uncollectible -> open, in the transaction that settles its charge: the write-off undone,
+    so that the charge posts against the receivable as for any invoice."""
+    await conn.execute(
+        update(invoices)
+        .where(invoices.c.id == invoice.id)
+        .values(status=InvoiceStatus.OPEN.value, closed_at=None, updated_at=now)
+    )
+    await post_journal(
+        conn,
+        kind=PostingKind.WRITE_OFF_REVERSED,
+        lines=_write_off_lines(invoice, sign=-1),
+        memo=f"invoice {invoice.number} paid after it was written off",
+        invoice_id=invoice.id,
+        now=now,
+    )
+
+
+async def end_delinquency(conn: AsyncConnection, *, customer: Customer, now: datetime) -> bool:
+    """Dunning's mark comes off once the customer has no uncollectible invoice left; whether it
+    did. The customer's row is locked before the invoices are counted, and dunning writes the
+    mark after the invoice it gives up on, so a write-off committing meanwhile is either counted
+    here or sets the mark again after this."""
+    found = await lock_payment_customer(conn, customer=customer)
+    if found is None or not found.delinquent:
+        return False
+    left = (
+        select(invoices.c.id)
+        .where(invoices.c.customer_id == customer.id)
+        .where(invoices.c.status == InvoiceStatus.UNCOLLECTIBLE.value)
+        .limit(1)
+    )
+    if (await conn.execute(left)).first() is not None:
+        return False
+    await set_delinquent(conn, customer=customer, delinquent=False, now=now)
+    return True
+
+
 # -------------------------------------------------------------------------------- charging
+
+# What a charge may pay: an open invoice, or one dunning gave up on (the customer paying it).
+CHARGEABLE = (InvoiceStatus.OPEN, InvoiceStatus.UNCOLLECTIBLE)
 
 
 @dataclass(frozen=True)
@@ -636,8 +689,8 @@ class ChargeOutcome:
             )
         reason = attempt.failure_message if attempt and attempt.failure_message else "declined"
         raise PaymentRequired(
-            f"the charge for invoice {number} failed ({reason}): the invoice stays open; update"
-            " your payment method, then pay it again"
+            f"the charge for invoice {number} failed ({reason}): the invoice stays"
+            f" {self.invoice.status}; update your payment method, then pay it again"
         )
 
 
@@ -656,9 +709,10 @@ async def charge_invoice(
     payment_method_id: str | None = None,
     after_answer: AfterAnswer | None = None,
 ) -> ChargeOutcome:
-    """Charge what an open invoice has left to pay, in its own transactions (never call it
-    inside one): the attempt is committed pending, the processor is called with the attempt's
-    idempotency key, and its answer is applied in a second transaction."""
+    """Charge what an open or uncollectible invoice has left to pay, in its own transactions
+    (never call it inside one): the attempt is committed pending, the processor is called with
+    the attempt's idempotency key, and its answer is applied in a second transaction. A paid
+    invoice is answered as it is (nothing charged); a void one is a Conflict."""
     async with transaction(engine) as conn:
         invoice = await lock_invoice(conn, invoice_id=invoice_id)
         pending = await _pending_attempt(conn, invoice.id)
@@ -669,8 +723,10 @@ async def charge_invoice(
         invoice = await lock_invoice(conn, invoice_id=invoice_id)
         if invoice.status == InvoiceStatus.PAID:
             return ChargeOutcome(invoice, None)
-        if invoice.status != InvoiceStatus.OPEN:
-            raise Conflict(f"invoice {invoice.number or invoice.id} is {invoice.status}")
+        if invoice.status not in CHARGEABLE:
+            raise Conflict(
+                f"invoice {invoice.number or invoice.id} is {invoice.status}: it is not to be paid"
+            )
         if await _pending_attempt(conn, invoice.id) is not None:
             raise Conflict(
                 f"a payment of invoice {invoice.number} is in progress: try again in a minute"
@@ -820,9 +876,23 @@ async def apply_charge(
             updated_at=now,
         )
     )
-    if charge.status == ChargeStatus.SUCCEEDED and invoice.status == InvoiceStatus.OPEN:
-        await settle_invoice(conn, invoice_id=invoice.id, charge=charge, now=now)
+    if charge.status == ChargeStatus.SUCCEEDED and invoice.status in CHARGEABLE:
+        await _settle_charged(conn, invoice, charge, now=now)
     return await _attempt(conn, attempt.id)
+
+
+async def _settle_charged(
+    conn: AsyncConnection, invoice: Invoice, charge: Charge, *, now: datetime
+) -> None:
+    """A charge that succeeded pays its invoice; one written off is reinstated first (money
+    taken always pays: even from an attempt made before dunning gave up), and its customer may
+    stop being delinquent."""
+    if invoice.status == InvoiceStatus.OPEN:
+        await settle_invoice(conn, invoice_id=invoice.id, charge=charge, now=now)
+        return
+    await _reinstate(conn, invoice, now=now)
+    await settle_invoice(conn, invoice_id=invoice.id, charge=charge, now=now)
+    await end_delinquency(conn, customer=invoice.customer, now=now)
 
 
 @dataclass

@@ -12,7 +12,7 @@ negative) sum to zero; each account keeps its balance, always the sum of its lin
   refunds (credit balance). Spending credits is metering, not money, so this is what was
   bought, not what is left.
 - `rounding`: what rounding invoices to whole cents added or took off.
-- `bad_debt`: invoices written off as uncollectible.
+- `bad_debt`: invoices written off as uncollectible (and not paid since).
 """
 
 import enum
@@ -50,6 +50,8 @@ class PostingKind(enum.StrEnum):
     CREDIT_PURCHASE = "credit_purchase"
     REFUND = "refund"
     WRITE_OFF = "write_off"
+    # An uncollectible invoice paid after all: its write-off undone, before the charge posts.
+    WRITE_OFF_REVERSED = "write_off_reversed"
     VOID = "void"
 
 
