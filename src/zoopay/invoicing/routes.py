@@ -215,14 +215,14 @@ def _signed_invoice(kind: str) -> Callable[..., Awaitable[InvoiceRecord]]:
     return signed
 
 
+SignedPdf = Annotated[InvoiceRecord, Depends(_signed_invoice("pdf"))]
+SignedPage = Annotated[InvoiceRecord, Depends(_signed_invoice("html"))]
+
+
 @links_router.get(
     "/invoices/{id}/pdf", response_class=Response, responses={**_PDF, **errors(403, 404)}
 )
-async def get_invoice_pdf_by_link(
-    invoice: Annotated[InvoiceRecord, Depends(_signed_invoice("pdf"))],
-    engine: Engine,
-    request: Request,
-) -> Response:
+async def get_invoice_pdf_by_link(invoice: SignedPdf, engine: Engine, request: Request) -> Response:
     """An invoice's PDF from its signed link (an invoice's `pdf`): no token needed."""
     return await pdf_response(engine, invoice, _issuer(request))
 
@@ -231,10 +231,7 @@ async def get_invoice_pdf_by_link(
     "/invoices/{id}/html", response_class=HTMLResponse, responses={**_HTML, **errors(403, 404)}
 )
 async def get_invoice_page_by_link(
-    invoice: Annotated[InvoiceRecord, Depends(_signed_invoice("html"))],
-    engine: Engine,
-    request: Request,
-    now: Now,
+    invoice: SignedPage, engine: Engine, request: Request, now: Now
 ) -> HTMLResponse:
     """An invoice's page from its signed link (an invoice's `url`): no token needed."""
     pdf, _url = _links(await _link_key(engine, now), request, invoice, now)
