@@ -14,8 +14,18 @@ def quoted(value: object) -> str:
 
 
 class ZoopayError(Exception):
+    """A failure the API answers with `status_code` and `error_code`: a subclass names both in
+    its header, e.g. `class NotFound(ZoopayError, status=404, code="not_found")`."""
+
     status_code = 500
     error_code = "internal_error"
+
+    def __init_subclass__(cls, *, status: int | None = None, code: str | None = None) -> None:
+        super().__init_subclass__()
+        if status is not None:
+            cls.status_code = status
+        if code is not None:
+            cls.error_code = code
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
@@ -27,57 +37,36 @@ class ZoopayError(Exception):
         return {}
 
 
-class BadRequest(ZoopayError):
-    status_code = 400
-    error_code = "bad_request"
+class BadRequest(ZoopayError, status=400, code="bad_request"): ...
 
 
-class Unauthorized(ZoopayError):
-    status_code = 401
-    error_code = "unauthorized"
+class Unauthorized(ZoopayError, status=401, code="unauthorized"): ...
 
 
-class PaymentRequired(ZoopayError):
-    status_code = 402
-    error_code = "payment_required"
+class PaymentRequired(ZoopayError, status=402, code="payment_required"): ...
 
 
-class CardDeclined(PaymentRequired):
+class CardDeclined(PaymentRequired, code="card_declined"):
     """The card's issuer refused it (the processor's `card_declined`)."""
 
-    error_code = "card_declined"
+
+class Forbidden(ZoopayError, status=403, code="forbidden"): ...
 
 
-class Forbidden(ZoopayError):
-    status_code = 403
-    error_code = "forbidden"
+class NotFound(ZoopayError, status=404, code="not_found"): ...
 
 
-class NotFound(ZoopayError):
-    status_code = 404
-    error_code = "not_found"
+class Conflict(ZoopayError, status=409, code="conflict"): ...
 
 
-class Conflict(ZoopayError):
-    status_code = 409
-    error_code = "conflict"
+class PayloadTooLarge(ZoopayError, status=413, code="payload_too_large"): ...
 
 
-class PayloadTooLarge(ZoopayError):
-    status_code = 413
-    error_code = "payload_too_large"
+class UnsupportedMediaType(ZoopayError, status=415, code="unsupported_media_type"): ...
 
 
-class UnsupportedMediaType(ZoopayError):
-    status_code = 415
-    error_code = "unsupported_media_type"
-
-
-class ServiceUnavailable(ZoopayError):
+class ServiceUnavailable(ZoopayError, status=503, code="service_unavailable"):
     """The database is down, hung or saturated: try again a little later."""
-
-    status_code = 503
-    error_code = "service_unavailable"
 
     def __init__(self, message: str, retry_after_seconds: int = 1) -> None:
         super().__init__(message)
@@ -88,8 +77,5 @@ class ServiceUnavailable(ZoopayError):
         return {"Retry-After": str(self.retry_after_seconds)}
 
 
-class MethodNotAllowed(ZoopayError):
+class MethodNotAllowed(ZoopayError, status=405, code="method_not_allowed"):
     """The path exists, with other methods (the response's Allow header names them)."""
-
-    status_code = 405
-    error_code = "method_not_allowed"

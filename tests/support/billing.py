@@ -7,6 +7,8 @@ import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tests.conftest import Clock, Person, World
+from tests.support import processor as processor_support
+from tests.support.processor import VISA, default_card, processor_customer
 from zoopay.accounts.service import Org
 from zoopay.billing.run import BillingTerms, RunSummary, run_billing
 from zoopay.catalog.schemas import TierName
@@ -22,7 +24,9 @@ TERMS = BillingTerms(dunning_days=(1, 3, 5, 7), tax_rates={}, invoice_prefix="ZP
 
 
 def embedded(engine: AsyncEngine, clock: Clock) -> EmbeddedProcessor:
-    return EmbeddedProcessor(engine, lambda: clock.now)
+    """The embedded processor on a test's `Clock` (tests.support.processor.embedded takes a
+    function of the time)."""
+    return processor_support.embedded(engine, lambda: clock.now)
 
 
 async def add_card(
@@ -30,15 +34,11 @@ async def add_card(
     processor: EmbeddedProcessor,
     customer: Customer,
     now: datetime,
-    card: str = "pm_card_visa",
+    card: str = VISA,
 ) -> str:
     """A card on file as the customer's default (Stripe's test tokens); answers its id."""
-    processor_id = await ensure_processor_customer(
-        engine, processor=processor, customer=customer, now=now
-    )
-    attached = await processor.attach_test_card(processor_id, card)
-    await processor.set_default_payment_method(processor_id, attached.id)
-    return attached.id
+    processor_id = await processor_customer(engine, processor, customer, now, card=None)
+    return await default_card(processor, processor_id, card)
 
 
 async def bill(
@@ -82,7 +82,7 @@ async def books_are_clean(engine: AsyncEngine) -> None:
 
 
 async def with_card(
-    engine: AsyncEngine, clock: Clock, *payers: Person | Org | Customer, card: str = "pm_card_visa"
+    engine: AsyncEngine, clock: Clock, *payers: Person | Org | Customer, card: str = VISA
 ) -> None:
     """Give each payer (a user, an org, a customer) a card on file, `pm_card_visa` by default:
     a customer's own upgrade is charged to it (zoopay.billing.upgrades)."""
@@ -130,7 +130,7 @@ def cards_on_file(world: World, engine: AsyncEngine) -> None:
     PayingWorld(world, engine).install()
 
 
-def add_card_to(database_url: str, kind: str, customer_id: str, card: str = "pm_card_visa") -> None:
+def add_card_to(database_url: str, kind: str, customer_id: str, card: str = VISA) -> None:
     """For live-server tests: a card on file for a user or org of the server's database, as
     the embedded processor's card page would add it."""
     from datetime import UTC

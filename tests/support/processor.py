@@ -35,9 +35,15 @@ async def processor_customer(
         engine, processor=processor, customer=customer, now=now
     )
     if card is not None:
-        method = await processor.attach_test_card(customer_id, card)
-        await processor.set_default_payment_method(customer_id, method.id)
+        await default_card(processor, customer_id, card)
     return customer_id
+
+
+async def default_card(processor: EmbeddedProcessor, customer_id: str, card: str = VISA) -> str:
+    """Attach `card` (one of Stripe's test tokens) and make it the default; answers its id."""
+    method = await processor.attach_test_card(customer_id, card)
+    await processor.set_default_payment_method(customer_id, method.id)
+    return method.id
 
 
 async def succeeded_cents(engine: AsyncEngine) -> int:

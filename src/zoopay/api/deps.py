@@ -3,9 +3,9 @@
 Every dependency is `async def`: FastAPI would run a plain `def` in a thread pool.
 """
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
-from typing import Annotated
+from typing import Annotated, Any, TypeVar
 
 from fastapi import Depends, Path, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -27,22 +27,42 @@ from zoopay.accounts.service import (
     membership_of,
 )
 from zoopay.catalog.service import Catalog
+from zoopay.config import Settings
 from zoopay.db.engine import reading, transaction
 from zoopay.errors import BadRequest, Forbidden, NotFound, Unauthorized
 from zoopay.ledger.service import Customer
+from zoopay.processors.base import PaymentProcessor
 from zoopay.wire import UUID_PATTERN
 
 _bearer = HTTPBearer(auto_error=False, description="An API token: `Authorization: Bearer TOKEN`")
 
 
-async def get_engine(request: Request) -> AsyncEngine:
-    engine: AsyncEngine = request.app.state.engine
-    return engine
+_T = TypeVar("_T")
 
 
-async def get_catalog(request: Request) -> Catalog:
-    catalog: Catalog = request.app.state.catalog
-    return catalog
+def _reader(name: str) -> Callable[[Request], Any]:
+    def read(request: Request) -> Any:
+        return getattr(request.app.state, name)
+
+    return read
+
+
+def _dependency(read: Callable[[Request], _T]) -> Callable[[Request], Awaitable[_T]]:
+    async def dependency(request: Request) -> _T:
+        return read(request)
+
+    return dependency
+
+
+# What the app keeps for every request (zoopay.app.create_app), read by routes and console pages.
+engine_of: Callable[[Request], AsyncEngine] = _reader("engine")
+catalog_of: Callable[[Request], Catalog] = _reader("catalog")
+processor_of: Callable[[Request], PaymentProcessor] = _reader("processor")
+settings_of: Callable[[Request], Settings] = _reader("settings")
+get_engine = _dependency(engine_of)
+get_catalog = _dependency(catalog_of)
+get_processor = _dependency(processor_of)
+Engine = Annotated[AsyncEngine, Depends(get_engine)]
 
 
 def system_clock() -> datetime:
@@ -72,9 +92,7 @@ async def get_conn(
         yield conn
 
 
-async def get_token_cache(request: Request) -> TokenCache:
-    cache: TokenCache = request.app.state.token_cache
-    return cache
+get_token_cache: Callable[[Request], Awaitable[TokenCache]] = _dependency(_reader("token_cache"))
 
 
 async def current_principal(
@@ -127,16 +145,16 @@ async def current_user(principal: Annotated[Principal, Depends(current_principal
     return require_user(principal)
 
 
-async def staff_user(user: Annotated[User, Depends(current_user)]) -> User:
+CurrentUser = Annotated[User, Depends(current_user)]
+
+
+async def staff_user(user: CurrentUser) -> User:
     if not user.is_staff:
         raise Forbidden("this endpoint is for staff only")
     return user
 
 
-async def org_membership(
-    engine: Annotated[AsyncEngine, Depends(get_engine)],
-    user: Annotated[User, Depends(current_user)],
-) -> Membership:
+async def org_membership(engine: Engine, user: CurrentUser) -> Membership:
     async with reading(engine) as conn:
         membership = await membership_of(conn, user=user)
     if membership is None:
@@ -145,8 +163,7 @@ async def org_membership(
 
 
 async def org_reader(
-    engine: Annotated[AsyncEngine, Depends(get_engine)],
-    principal: Annotated[Principal, Depends(current_principal)],
+    engine: Engine, principal: Annotated[Principal, Depends(current_principal)]
 ) -> Customer:
     """The org whose balance and plan the caller may read: their own, or, for an org's service
     account, that org (the only thing a service account may do)."""
@@ -179,14 +196,26 @@ def query_flag(name: str, value: str) -> bool:
 
 
 Conn = Annotated[AsyncConnection, Depends(get_conn, scope="function")]
-Engine = Annotated[AsyncEngine, Depends(get_engine)]
 CatalogDep = Annotated[Catalog, Depends(get_catalog)]
+Processor = Annotated[PaymentProcessor, Depends(get_processor)]
 Now = Annotated[datetime, Depends(get_now)]
-CurrentUser = Annotated[User, Depends(current_user)]
 StaffUser = Annotated[User, Depends(staff_user)]
 OrgMember = Annotated[Membership, Depends(org_membership)]
 OrgReader = Annotated[Customer, Depends(org_reader)]
 OrgAdmin = Annotated[Membership, Depends(org_admin)]
+
+
+async def user_customer(user: CurrentUser) -> Customer:
+    return user.customer
+
+
+async def org_customer(admin: OrgAdmin) -> Customer:
+    return admin.org
+
+
+# Whose money a `/user/...` route, and the same `/org/...` route for the org's admins, handle.
+UserCustomer = Annotated[Customer, Depends(user_customer)]
+OrgCustomer = Annotated[Customer, Depends(org_customer)]
 
 # Ids in paths as the services accept them, said in the OpenAPI document (the services refuse
 # anything else with a message naming the id).

@@ -1,7 +1,9 @@
 """The route class every router uses: JSON bodies parsed exactly, only JSON accepted."""
 
+import inspect
 import json
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
+from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
@@ -9,7 +11,7 @@ from fastapi import Request, Response
 from fastapi.dependencies.models import Dependant
 from fastapi.routing import APIRoute, APIRouter
 
-from zoopay.api.deps import authenticate_request, current_principal
+from zoopay.api.deps import OrgCustomer, UserCustomer, authenticate_request, current_principal
 from zoopay.errors import BadRequest, UnsupportedMediaType, quoted
 
 _BODY_METHODS = {"POST", "PUT", "PATCH"}
@@ -88,3 +90,84 @@ def json_router(**kwargs: Any) -> APIRouter:
     """A router whose bodies are exact JSON; a body without a content type is read as JSON,
     because the kittycad SDK sends its bodies without one."""
     return APIRouter(route_class=JsonRoute, strict_content_type=False, **kwargs)
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One registration of a route body that several routes share (a user's and an org's, a
+    create and an update): `{who}` in the path and the name becomes `who`; `annotations` give
+    parameters their dependency (e.g. whose customer), `values` fix parameters outright."""
+
+    who: str
+    doc: str
+    annotations: Mapping[str, object] = field(default_factory=dict)
+    values: Mapping[str, object] = field(default_factory=dict)
+
+
+Endpoint = Callable[..., Awaitable[Any]]
+
+
+def shared_route(
+    router: APIRouter, method: str, path: str, name: str, *variants: Variant, **route: Any
+) -> Callable[[Endpoint], Endpoint]:
+    """Registers the decorated body once per variant, each its own operation (own name, own
+    description), in the order given."""
+
+    def register(endpoint: Endpoint) -> Endpoint:
+        signature = inspect.signature(endpoint)
+        for variant in variants:
+            parameters = [
+                parameter.replace(
+                    annotation=variant.annotations.get(parameter.name, parameter.annotation)
+                )
+                for parameter in signature.parameters.values()
+                if parameter.name not in variant.values
+            ]
+            handler = _bound(endpoint, variant.values)
+            handler.__doc__ = variant.doc
+            # FastAPI reads a route's parameters from its signature.
+            handler.__signature__ = signature.replace(parameters=parameters)  # type: ignore[attr-defined]
+            router.add_api_route(
+                path.replace("{who}", variant.who),
+                handler,
+                methods=[method],
+                name=name.replace("{who}", variant.who),
+                **route,
+            )
+        return endpoint
+
+    return register
+
+
+def _bound(endpoint: Endpoint, values: Mapping[str, object]) -> Endpoint:
+    async def handler(**parameters: Any) -> Any:
+        return await endpoint(**parameters, **values)
+
+    return handler
+
+
+_ORG_DOC = "\n\nOrg admin: "
+
+
+def for_user_and_org(
+    router: APIRouter, route: str, **options: Any
+) -> Callable[[Endpoint], Endpoint]:
+    """Registers the body as `route` ("METHOD /{who}/...") for a user and, the same, for an
+    org's admins, its `customer` parameter theirs: each operation named as the body with `who`
+    replaced by user or org, and described by its part of the docstring (the org's is the
+    paragraph from "Org admin:")."""
+    method, path = route.split(" ")
+
+    def register(endpoint: Endpoint) -> Endpoint:
+        user_doc, org_doc = inspect.cleandoc(endpoint.__doc__ or "").split(_ORG_DOC)
+        return shared_route(
+            router,
+            method,
+            path,
+            endpoint.__name__.replace("who", "{who}"),
+            Variant("user", user_doc, annotations={"customer": UserCustomer}),
+            Variant("org", "Org admin: " + org_doc, annotations={"customer": OrgCustomer}),
+            **options,
+        )(endpoint)
+
+    return register

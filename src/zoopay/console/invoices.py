@@ -7,19 +7,17 @@ from typing import Annotated
 from fastapi import APIRouter, Path, Request, Response
 
 from zoopay.accounts.service import MAX_EMAIL
+from zoopay.api.deps import engine_of, processor_of, settings_of
 from zoopay.console.routes import (
-    AccountKind,
     Kind,
     account_of,
-    engine_of,
-    require_admin,
+    paying_customer,
     staff_customer_of,
     staff_viewer,
     user_of,
 )
 from zoopay.console.web import (
     ConsoleRoute,
-    Viewer,
     checked_form,
     now_of,
     redirect,
@@ -28,8 +26,13 @@ from zoopay.console.web import (
 )
 from zoopay.db.engine import reading
 from zoopay.errors import BadRequest
-from zoopay.invoicing.routes import _buy, _own, _pay, _pdf_response
-from zoopay.invoicing.schemas import BuyCredits
+from zoopay.invoicing.actions import (
+    buy_credits,
+    issuer_of,
+    own_invoice,
+    pay_invoice_now,
+    pdf_response,
+)
 from zoopay.invoicing.service import (
     CHARGEABLE,
     InvoiceStatus,
@@ -37,9 +40,7 @@ from zoopay.invoicing.service import (
     list_invoices,
     refund_invoice,
 )
-from zoopay.ledger.service import Customer
 from zoopay.money import MICROS_PER_DOLLAR, InvalidAmount, parse_dollars, to_micros
-from zoopay.processors.base import PaymentProcessor
 
 router = APIRouter(prefix="/console", include_in_schema=False, route_class=ConsoleRoute)
 INVOICES_SHOWN = 100
@@ -47,22 +48,10 @@ MICROS_PER_CENT = MICROS_PER_DOLLAR // 100
 InvoiceId = Annotated[str, Path(max_length=64)]
 
 
-def _processor(request: Request) -> PaymentProcessor:
-    processor: PaymentProcessor = request.app.state.processor
-    return processor
-
-
-async def _invoicing_customer(request: Request, who: Viewer, kind: AccountKind) -> Customer:
-    account = await account_of(request, who, kind)
-    if kind == "org":
-        await require_admin(account)  # /org/payment/invoices* is for org admins
-    return account.customer
-
-
 @router.get("/{kind}/invoices")
 async def invoices_page(request: Request, kind: Kind) -> Response:
     who = await viewer(request)
-    customer = await _invoicing_customer(request, who, kind)
+    customer = await paying_customer(request, who, kind)
     async with reading(engine_of(request)) as conn:
         invoices = await list_invoices(conn, customer=customer, limit=INVOICES_SHOWN)
     return render(
@@ -80,18 +69,23 @@ async def invoices_page(request: Request, kind: Kind) -> Response:
 @router.get("/{kind}/invoices/{invoice_id}/pdf")
 async def invoice_pdf(request: Request, kind: Kind, invoice_id: InvoiceId) -> Response:
     who = await viewer(request)
-    customer = await _invoicing_customer(request, who, kind)
-    engine = engine_of(request)
-    return await _pdf_response(engine, request, await _own(engine, customer, invoice_id))
+    customer = await paying_customer(request, who, kind)
+    invoice = await own_invoice(engine_of(request), customer=customer, invoice_id=invoice_id)
+    return await pdf_response(engine_of(request), invoice, issuer_of(settings_of(request)))
 
 
 @router.post("/{kind}/invoices/{invoice_id}/pay")
 async def invoice_pay(request: Request, kind: Kind, invoice_id: InvoiceId) -> Response:
     who = await viewer(request)
     await checked_form(request, who)
-    customer = await _invoicing_customer(request, who, kind)
-    engine = engine_of(request)
-    await _pay(engine, _processor(request), request, customer, invoice_id, now_of(request))
+    customer = await paying_customer(request, who, kind)
+    await pay_invoice_now(
+        engine_of(request),
+        processor=processor_of(request),
+        customer=customer,
+        invoice_id=invoice_id,
+        now=now_of(request),
+    )
     return redirect(f"/console/{kind}/invoices")
 
 
@@ -100,14 +94,21 @@ async def credits_buy(request: Request, kind: Kind) -> Response:
     """Buy stable credits: an invoice issued and charged at once, as POST /user/payment/credits."""
     who = await viewer(request)
     form = await checked_form(request, who)
-    customer = await _invoicing_customer(request, who, kind)
+    customer = await paying_customer(request, who, kind)
     try:
         amount = parse_dollars(form.get("amount", "").strip())
     except InvalidAmount as exc:
         raise BadRequest(f"amount: {exc}") from None
-    engine = engine_of(request)
-    body = BuyCredits(amount=amount)
-    await _buy(engine, _processor(request), request, customer, body, now_of(request))
+    settings = settings_of(request)
+    await buy_credits(
+        engine_of(request),
+        processor=processor_of(request),
+        customer=customer,
+        amount=amount,
+        tax_rates=settings.tax_rates,
+        prefix=settings.invoice_prefix,
+        now=now_of(request),
+    )
     return redirect(f"/console/{kind}/invoices")
 
 
@@ -137,7 +138,7 @@ async def invoice_refund(
         await get_invoice(conn, invoice_id=invoice_id, customer=customer)
     await refund_invoice(
         engine,
-        _processor(request),
+        processor_of(request),
         invoice_id=invoice_id,
         amount_micros=micros,
         idempotency_key=key,

@@ -7,17 +7,16 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Path, Request, Response
 from pydantic import ValidationError
 
+from zoopay.api.deps import engine_of, processor_of
 from zoopay.api.errors import describe_validation
 from zoopay.console.routes import (
     AccountKind,
     Kind,
     account_of,
-    engine_of,
-    require_admin,
+    paying_customer,
 )
 from zoopay.console.web import (
     ConsoleRoute,
-    Viewer,
     checked_form,
     now_of,
     redirect,
@@ -26,30 +25,15 @@ from zoopay.console.web import (
 )
 from zoopay.db.engine import reading, transaction
 from zoopay.errors import BadRequest, NotFound
-from zoopay.ledger.service import Customer
 from zoopay.money import InvalidAmount, parse_dollars, to_micros
 from zoopay.payments import flows, tax, thresholds
 from zoopay.payments.routes import MethodPath
 from zoopay.payments.schemas import AggregateUsageCollectionThresholdView, BillingInfo
 from zoopay.payments.service import find_payment_customer
-from zoopay.processors.base import PaymentProcessor, ProcessorError
+from zoopay.processors.base import ProcessorError
 from zoopay.processors.embedded import TEST_CARDS, EmbeddedProcessor
 
 router = APIRouter(prefix="/console", include_in_schema=False, route_class=ConsoleRoute)
-
-
-def _processor(request: Request) -> PaymentProcessor:
-    processor: PaymentProcessor = request.app.state.processor
-    return processor
-
-
-async def _billing_customer(request: Request, who: Viewer, kind: AccountKind) -> Customer:
-    """Whose billing this is: the user's own, or the org's for an admin (as the API's
-    /org/payment* routes, org admins only)."""
-    account = await account_of(request, who, kind)
-    if kind == "org":
-        await require_admin(account)
-    return account.customer
 
 
 def _billing(kind: AccountKind) -> str:
@@ -59,10 +43,10 @@ def _billing(kind: AccountKind) -> str:
 @router.get("/{kind}/billing")
 async def billing_page(request: Request, kind: Kind) -> Response:
     who = await viewer(request)
-    customer = await _billing_customer(request, who, kind)
+    customer = await paying_customer(request, who, kind)
     account = await account_of(request, who, kind)
     cards = await flows.list_cards(
-        engine_of(request), processor=_processor(request), customer=customer
+        engine_of(request), processor=processor_of(request), customer=customer
     )
     async with reading(engine_of(request)) as conn:
         record = await find_payment_customer(conn, customer=customer)
@@ -80,7 +64,7 @@ async def billing_page(request: Request, kind: Kind) -> Response:
         vat_id=record.vat_id if record else None,
         tax_problems=tax.tax_problems(record),
         threshold=threshold,
-        embedded=isinstance(_processor(request), EmbeddedProcessor),
+        embedded=isinstance(processor_of(request), EmbeddedProcessor),
     )
 
 
@@ -89,8 +73,8 @@ async def card_form(request: Request, kind: Kind) -> Response:
     """Step one of adding a card: a setup intent, and zoopay's own card form to confirm it."""
     who = await viewer(request)
     await checked_form(request, who)
-    customer = await _billing_customer(request, who, kind)
-    processor = _processor(request)
+    customer = await paying_customer(request, who, kind)
+    processor = processor_of(request)
     if not isinstance(processor, EmbeddedProcessor):
         raise NotFound("this server's processor takes cards with Stripe Elements")
     secret = await flows.create_setup_intent(
@@ -108,8 +92,8 @@ async def card_confirm(request: Request, kind: Kind) -> Response:
     does (the client secret is the credential; it works once)."""
     who = await viewer(request)
     form = await checked_form(request, who)
-    await _billing_customer(request, who, kind)
-    processor = _processor(request)
+    await paying_customer(request, who, kind)
+    processor = processor_of(request)
     if not isinstance(processor, EmbeddedProcessor):
         raise NotFound("this server's processor takes cards with Stripe Elements")
     secret, card = form.get("client_secret", ""), form.get("card", "")
@@ -131,10 +115,10 @@ async def card_action(
 ) -> Response:
     who = await viewer(request)
     await checked_form(request, who)
-    customer = await _billing_customer(request, who, kind)
+    customer = await paying_customer(request, who, kind)
     change = flows.make_default if action == "default" else flows.remove_card
     await change(
-        engine_of(request), processor=_processor(request), customer=customer, method_id=method_id
+        engine_of(request), processor=processor_of(request), customer=customer, method_id=method_id
     )
     return redirect(_billing(kind))
 
@@ -159,13 +143,13 @@ def _billing_info(form: dict[str, str]) -> BillingInfo:
 async def billing_info_save(request: Request, kind: Kind) -> Response:
     who = await viewer(request)
     form = await checked_form(request, who)
-    customer = await _billing_customer(request, who, kind)
+    customer = await paying_customer(request, who, kind)
     info = _billing_info(form)
     async with reading(engine_of(request)) as conn:
         record = await find_payment_customer(conn, customer=customer)
     await flows.save_billing_info(
         engine_of(request),
-        processor=_processor(request),
+        processor=processor_of(request),
         customer=customer,
         details=info.details(),
         creating=record is None or record.billing_info_at is None,
@@ -178,7 +162,7 @@ async def billing_info_save(request: Request, kind: Kind) -> Response:
 async def tax_id_save(request: Request, kind: Kind) -> Response:
     who = await viewer(request)
     form = await checked_form(request, who)
-    customer = await _billing_customer(request, who, kind)
+    customer = await paying_customer(request, who, kind)
     vat_id = form.get("vat_id", "").strip() or None
     if vat_id is not None and len(vat_id) > 32:
         raise BadRequest("a VAT id is at most 32 characters")
@@ -192,7 +176,7 @@ async def tax_id_save(request: Request, kind: Kind) -> Response:
 async def threshold_save(request: Request, kind: Kind) -> Response:
     who = await viewer(request)
     form = await checked_form(request, who)
-    customer = await _billing_customer(request, who, kind)
+    customer = await paying_customer(request, who, kind)
     text = form.get("amount", "").strip()
     try:
         amount = to_micros(parse_dollars(text)) if text else None

@@ -11,7 +11,6 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from pydantic import BaseModel, Field, TypeAdapter, ValidationError
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 from zoopay.accounts.service import (
     EMAIL_PATTERN,
@@ -37,9 +36,12 @@ from zoopay.accounts.service import (
 from zoopay.api.deps import (
     Engine,
     Now,
+    catalog_of,
     current_principal,
+    engine_of,
     org_admin,
     org_membership,
+    processor_of,
     staff_user,
 )
 from zoopay.api.errors import describe_validation
@@ -94,16 +96,6 @@ AccountKind = Literal["user", "org"]
 CALLS_PAGE = 50
 LEDGER_PAGE = 50
 MAX_REASON = 500
-
-
-def engine_of(request: Request) -> AsyncEngine:
-    engine: AsyncEngine = request.app.state.engine
-    return engine
-
-
-def catalog_of(request: Request) -> Catalog:
-    catalog: Catalog = request.app.state.catalog
-    return catalog
 
 
 def _principal(who: Viewer) -> Principal:
@@ -222,6 +214,15 @@ async def require_admin(account: Account) -> Membership:
     """The API's org_admin check, for an org page that only admins may see or use."""
     assert account.membership is not None
     return await org_admin(account.membership)
+
+
+async def paying_customer(request: Request, who: Viewer, kind: AccountKind) -> Customer:
+    """Whose money a billing or invoices page handles: the user's own, or the org's for an admin
+    (as the API's /org/payment* routes, org admins only)."""
+    account = await account_of(request, who, kind)
+    if kind == "org":
+        await require_admin(account)
+    return account.customer
 
 
 Kind = Annotated[AccountKind, Path(description="user or org")]
@@ -474,7 +475,7 @@ async def plan_change(request: Request, kind: Kind) -> Response:
     await change_plan_paid(
         engine_of(request),
         catalog=catalog,
-        processor=request.app.state.processor,
+        processor=processor_of(request),
         terms=request.app.state.change_terms,
         customer=account.customer,
         tier=TierName(plan.name),

@@ -44,6 +44,26 @@ class UtcDateTime(TypeDecorator[datetime]):
 Timestamp = UtcDateTime()
 Id = String(36)
 
+
+def _stamps() -> tuple[Column[datetime], Column[datetime]]:
+    """When a row was made and last changed."""
+    return Column("created_at", Timestamp, nullable=False), Column(
+        "updated_at", Timestamp, nullable=False
+    )
+
+
+def _serial() -> Column[int]:
+    """An id the database counts up (on SQLite, the rowid: an INTEGER primary key)."""
+    return Column(
+        "id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    )
+
+
+def _processor_customer() -> Column[str]:
+    """The embedded processor's customer a row of its tables belongs to."""
+    return Column("customer_id", String(64), ForeignKey("processor_customers.id"), nullable=False)
+
+
 users = Table(
     "users",
     metadata,
@@ -51,8 +71,7 @@ users = Table(
     Column("email", String(320), nullable=False, unique=True),
     Column("name", String(200)),
     Column("is_staff", Boolean, nullable=False, default=False),
-    Column("created_at", Timestamp, nullable=False),
-    Column("updated_at", Timestamp, nullable=False),
+    *_stamps(),
     # Deleted users keep their row, ledger and calls for the audit trail; their tokens stop.
     Column("deleted_at", Timestamp),
 )
@@ -70,8 +89,7 @@ api_tokens = Table(
     Column("label", String(200)),
     # The secret's last characters, so that its owner can tell tokens apart.
     Column("hint", String(8)),
-    Column("created_at", Timestamp, nullable=False),
-    Column("updated_at", Timestamp, nullable=False),
+    *_stamps(),
     # Revoked tokens stay, for the calls that name them.
     Column("revoked_at", Timestamp),
     Index("ix_api_tokens_user", "user_id", "created_at", "id"),
@@ -88,8 +106,7 @@ orgs = Table(
     Column("image", String(2048)),
     Column("phone", String(64), nullable=False, default=""),
     Column("allow_users_in_domain_to_auto_join", Boolean),
-    Column("created_at", Timestamp, nullable=False),
-    Column("updated_at", Timestamp, nullable=False),
+    *_stamps(),
 )
 
 org_members = Table(
@@ -99,8 +116,7 @@ org_members = Table(
     # A user belongs to at most one org, as in Zoo's API.
     Column("user_id", Id, ForeignKey("users.id", ondelete="CASCADE"), primary_key=True),
     Column("role", String(16), nullable=False),
-    Column("created_at", Timestamp, nullable=False),
-    Column("updated_at", Timestamp, nullable=False),
+    *_stamps(),
     Index("ix_org_members_org", "org_id", "created_at"),
 )
 
@@ -115,8 +131,7 @@ org_invitations = Table(
     # pending, accepted, declined or revoked; decided invitations stay as the record.
     Column("status", String(16), nullable=False),
     Column("invited_by", Id, nullable=False),
-    Column("created_at", Timestamp, nullable=False),
-    Column("updated_at", Timestamp, nullable=False),
+    *_stamps(),
     Column("expires_at", Timestamp, nullable=False),
     # One pending invitation per org and email: inviting again renews it.
     Index(
@@ -140,16 +155,13 @@ balances = Table(
     Column("monthly_micros", BigInteger, nullable=False, default=0),
     Column("stable_micros", BigInteger, nullable=False, default=0),
     Column("total_due_micros", BigInteger, nullable=False, default=0),
-    Column("created_at", Timestamp, nullable=False),
-    Column("updated_at", Timestamp, nullable=False),
+    *_stamps(),
 )
 
 ledger_entries = Table(
     "ledger_entries",
     metadata,
-    Column(
-        "id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
-    ),
+    _serial(),
     Column("customer_id", Id, nullable=False),
     Column("bucket", String(16), nullable=False),
     Column("delta_micros", BigInteger, nullable=False),
@@ -174,8 +186,7 @@ subscriptions = Table(
     # Monthly periods start at anchor + k months; period_start is the one last granted.
     Column("anchor_at", Timestamp, nullable=False),
     Column("period_start", Timestamp, nullable=False),
-    Column("created_at", Timestamp, nullable=False),
-    Column("updated_at", Timestamp, nullable=False),
+    *_stamps(),
     # The start of the billing period still open: every period before it is closed (invoiced
     # by `zoopay billing run`, or found to owe nothing).
     Column("closed_through", Timestamp, nullable=False),
@@ -205,8 +216,7 @@ billing_closes = Table(
     # claimed (to invoice), invoiced (an invoice exists: charging is dunning's), nothing_due.
     Column("status", String(16), nullable=False),
     Column("invoice_id", Id),
-    Column("created_at", Timestamp, nullable=False),
-    Column("updated_at", Timestamp, nullable=False),
+    *_stamps(),
     CheckConstraint(
         "fee_micros >= 0 AND usage_micros >= 0 AND seats >= 0", name="ck_billing_closes_amounts"
     ),
@@ -385,8 +395,7 @@ invoice_payment_attempts = Table(
     Column("charge_id", String(255)),
     Column("failure_code", String(64)),
     Column("failure_message", String(500)),
-    Column("created_at", Timestamp, nullable=False),
-    Column("updated_at", Timestamp, nullable=False),
+    *_stamps(),
     Index("ix_invoice_payment_attempts_status", "status", "created_at"),
     Index("ux_invoice_payment_attempts_attempt", "invoice_id", "attempt", unique=True),
 )
@@ -405,8 +414,7 @@ invoice_refunds = Table(
     Column("status", String(16), nullable=False),
     Column("processor_refund_id", String(255)),
     Column("actor", String(64), nullable=False),
-    Column("created_at", Timestamp, nullable=False),
-    Column("updated_at", Timestamp, nullable=False),
+    *_stamps(),
     Index("ix_invoice_refunds_invoice", "invoice_id", "created_at"),
 )
 
@@ -436,9 +444,7 @@ journal_accounts = Table(
 journal_postings = Table(
     "journal_postings",
     metadata,
-    Column(
-        "id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
-    ),
+    _serial(),
     # invoice_issued, charge, credit_purchase, refund, write_off, write_off_reversed, void
     Column("kind", String(24), nullable=False),
     Column("invoice_id", Id),
@@ -452,9 +458,7 @@ journal_postings = Table(
 journal_lines = Table(
     "journal_lines",
     metadata,
-    Column(
-        "id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
-    ),
+    _serial(),
     Column("posting_id", BigInteger, ForeignKey("journal_postings.id"), nullable=False),
     Column("account_id", String(64), ForeignKey("journal_accounts.id"), nullable=False),
     Column("amount_micros", BigInteger, nullable=False),
@@ -488,8 +492,7 @@ payment_customers = Table(
     Column("billing_info_at", Timestamp),
     # Set by dunning: the customer's last charge failed and money is overdue.
     Column("delinquent", Boolean, nullable=False, default=False),
-    Column("created_at", Timestamp, nullable=False),
-    Column("updated_at", Timestamp, nullable=False),
+    *_stamps(),
     Index("ux_payment_customers_processor", "processor", "processor_customer_id", unique=True),
 )
 
@@ -520,15 +523,14 @@ processor_customers = Table(
     # JSON object of strings.
     Column("metadata", String(4000), nullable=False, default="{}"),
     Column("default_payment_method_id", String(64)),
-    Column("created_at", Timestamp, nullable=False),
-    Column("updated_at", Timestamp, nullable=False),
+    *_stamps(),
 )
 
 processor_payment_methods = Table(
     "processor_payment_methods",
     metadata,
     Column("id", String(64), primary_key=True),
-    Column("customer_id", String(64), ForeignKey("processor_customers.id"), nullable=False),
+    _processor_customer(),
     # The test token it was made from (pm_card_visa, ...): it decides how charges behave.
     Column("token", String(64), nullable=False),
     Column("brand", String(32), nullable=False),
@@ -548,7 +550,7 @@ processor_setup_intents = Table(
     "processor_setup_intents",
     metadata,
     Column("id", String(64), primary_key=True),
-    Column("customer_id", String(64), ForeignKey("processor_customers.id"), nullable=False),
+    _processor_customer(),
     # SHA-256 of the client secret: the secret itself is shown once.
     Column("secret_hash", String(64), nullable=False, unique=True),
     # requires_payment_method, then succeeded (single use).
@@ -563,7 +565,7 @@ processor_charges = Table(
     metadata,
     Column("id", String(64), primary_key=True),
     Column("idempotency_key", String(255), nullable=False, unique=True),
-    Column("customer_id", String(64), ForeignKey("processor_customers.id"), nullable=False),
+    _processor_customer(),
     Column("payment_method_id", String(64)),
     Column("amount_cents", BigInteger, nullable=False),
     Column("currency", String(3), nullable=False),
@@ -594,7 +596,7 @@ processor_portal_sessions = Table(
     # The card-management page: a single-use link (short-lived) opens a session whose secret
     # the page's forms carry. Both stored as SHA-256 hashes.
     Column("id", String(64), primary_key=True),
-    Column("customer_id", String(64), ForeignKey("processor_customers.id"), nullable=False),
+    _processor_customer(),
     Column("link_hash", String(64), nullable=False, unique=True),
     Column("session_hash", String(64), unique=True),
     Column("return_url", String(2048), nullable=False),

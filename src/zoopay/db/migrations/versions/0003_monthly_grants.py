@@ -1,18 +1,12 @@
-"""monthly grants: what each billing period granted, so plan flips cannot mint credits
-
-Revision ID: 0003
-Revises: 0002
-"""
-
-from collections.abc import Sequence
+"""monthly grants: what each billing period granted, so plan flips cannot mint credits"""
 
 import sqlalchemy as sa
 from alembic import op
 
+from zoopay.db.migrations.columns import at, micros, uuid
+
 revision: str = "0003"
 down_revision: str | None = "0002"
-branch_labels: str | Sequence[str] | None = None
-depends_on: str | Sequence[str] | None = None
 
 # The current period of every subscription, with what its ledger shows entering the monthly
 # bucket by grant, plan change or refresh since the period began: the most this period can
@@ -37,11 +31,11 @@ GROUP BY s.customer_id, s.period_start, s.updated_at
 def upgrade() -> None:
     op.create_table(
         "monthly_grants",
-        sa.Column("customer_id", sa.String(36), primary_key=True),
+        uuid("customer_id", primary_key=True),
         sa.Column("period_start", sa.DateTime(timezone=True), primary_key=True),
-        sa.Column("granted_micros", sa.BigInteger(), nullable=False),
-        sa.Column("largest_grant_micros", sa.BigInteger(), nullable=False),
-        sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+        micros("granted_micros"),
+        micros("largest_grant_micros"),
+        at("updated_at"),
         sa.CheckConstraint(
             "granted_micros >= 0 AND granted_micros <= largest_grant_micros",
             name="ck_monthly_grants_bounded",

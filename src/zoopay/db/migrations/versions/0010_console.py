@@ -1,57 +1,36 @@
-"""console: sign-in links, sessions, and a person's note on a ledger entry
-
-Revision ID: 0010
-Revises: 0007
-"""
-
-from collections.abc import Sequence
+"""console: sign-in links, sessions, and a person's note on a ledger entry"""
 
 import sqlalchemy as sa
 from alembic import op
 
+from zoopay.db.migrations.columns import at, text, uuid
+
 revision: str = "0010"
 down_revision: str | None = "0009"
-branch_labels: str | Sequence[str] | None = None
-depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:
     with op.batch_alter_table("ledger_entries") as batch_op:
-        batch_op.add_column(sa.Column("note", sa.String(500), nullable=True))
+        batch_op.add_column(text("note", 500))
     op.create_table(
         "console_links",
-        sa.Column("id", sa.String(36), primary_key=True),
+        uuid("id", primary_key=True),
         sa.Column("secret_hash", sa.String(64), nullable=False, unique=True),
-        sa.Column(
-            "user_id",
-            sa.String(36),
-            sa.ForeignKey("users.id", ondelete="CASCADE"),
-            nullable=False,
-        ),
-        sa.Column("created_by", sa.String(64), nullable=False),
-        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
-        sa.Column("expires_at", sa.DateTime(timezone=True), nullable=False),
-        sa.Column("used_at", sa.DateTime(timezone=True), nullable=True),
+        uuid("user_id", sa.ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
+        text("created_by", 64, nullable=False),
+        at("created_at"),
+        at("expires_at"),
+        at("used_at", nullable=True),
     )
     op.create_table(
         "console_sessions",
-        sa.Column("id", sa.String(36), primary_key=True),
+        uuid("id", primary_key=True),
         sa.Column("secret_hash", sa.String(64), nullable=False, unique=True),
-        sa.Column(
-            "user_id",
-            sa.String(36),
-            sa.ForeignKey("users.id", ondelete="CASCADE"),
-            nullable=False,
-        ),
-        sa.Column(
-            "token_id",
-            sa.String(36),
-            sa.ForeignKey("api_tokens.id", ondelete="CASCADE"),
-            nullable=True,
-        ),
-        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
-        sa.Column("expires_at", sa.DateTime(timezone=True), nullable=False),
-        sa.Column("ended_at", sa.DateTime(timezone=True), nullable=True),
+        uuid("user_id", sa.ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
+        uuid("token_id", sa.ForeignKey("api_tokens.id", ondelete="CASCADE")),
+        at("created_at"),
+        at("expires_at"),
+        at("ended_at", nullable=True),
     )
 
 
