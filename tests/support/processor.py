@@ -7,8 +7,9 @@ from datetime import datetime
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from zoopay.db.engine import reading
+from zoopay.db.engine import reading, transaction
 from zoopay.db.tables import processor_charges, processor_refunds
+from zoopay.invoicing.service import credits_line, issue_invoice
 from zoopay.ledger.service import Customer
 from zoopay.payments.service import ensure_processor_customer
 from zoopay.processors.base import Charge, ProcessorUnavailable
@@ -17,6 +18,7 @@ from zoopay.processors.embedded import EmbeddedProcessor
 VISA = "pm_card_visa"
 DECLINES = "pm_card_chargeCustomerFail"
 AUTHENTICATES = "pm_card_authenticationRequired"
+DOLLARS_25 = 25_000_000
 
 
 def embedded(engine: AsyncEngine, clock: Callable[[], datetime]) -> EmbeddedProcessor:
@@ -67,3 +69,20 @@ class Unreachable(EmbeddedProcessor):
 
     async def charge(self, customer_id: str, **kwargs: object) -> Charge:  # type: ignore[override]
         raise ProcessorUnavailable("connection reset")
+
+
+async def open_credits_invoice(
+    engine: AsyncEngine, now: datetime, customer: Customer, micros: int = DOLLARS_25
+) -> str:
+    """An open invoice for `micros` of credits (25.00 USD unless told): its id."""
+    async with transaction(engine) as conn:
+        invoice = await issue_invoice(
+            conn,
+            customer=customer,
+            lines=[credits_line(amount_micros=micros)],
+            description="credits",
+            tax_rates={},
+            prefix="ZP",
+            now=now,
+        )
+    return invoice.id

@@ -487,6 +487,42 @@ class EmbeddedProcessor:
             row = await self._charge_by_key(conn, idempotency_key)
         return None if row is None else _charge(row)
 
+    async def cancel_charge(self, charge_id: str) -> Charge:
+        return await self._finish_waiting(charge_id, ChargeStatus.CANCELED, "canceled")
+
+    async def authenticate_charge(self, charge_id: str, *, approved: bool = True) -> Charge:
+        """What the customer's bank answers when they authenticate a charge that waits for them
+        (3-D Secure, which Stripe.js shows them): it succeeds, or fails. As with Stripe, nothing
+        tells zoopay at once (the embedded processor sends no webhooks): zoopay learns it when
+        it asks, before the invoice's next attempt and in `zoopay billing run`."""
+        if approved:
+            return await self._finish_waiting(charge_id, ChargeStatus.SUCCEEDED, None)
+        return await self._finish_waiting(charge_id, ChargeStatus.FAILED, "authentication_failed")
+
+    async def _finish_waiting(
+        self, charge_id: str, status: ChargeStatus, code: str | None
+    ) -> Charge:
+        """A charge that waits for the customer moves to `status`, once; any other is answered
+        as it is."""
+        message = {
+            "canceled": "The payment was canceled before the customer authenticated it.",
+            "authentication_failed": "The customer's bank refused the authentication.",
+        }.get(code or "")
+        async with transaction(self._engine) as conn:
+            await conn.execute(
+                update(processor_charges)
+                .where(
+                    processor_charges.c.id == charge_id,
+                    processor_charges.c.status == ChargeStatus.REQUIRES_ACTION.value,
+                )
+                .values(status=status.value, failure_code=code, failure_message=message)
+            )
+            query = select(processor_charges).where(processor_charges.c.id == charge_id)
+            row = (await conn.execute(query)).mappings().first()
+        if row is None:
+            raise ProcessorError("resource_missing", f"No such charge: {charge_id!r}")
+        return _charge(row)
+
     async def refund(self, charge_id: str, *, amount_cents: int, idempotency_key: str) -> Refund:
         if amount_cents <= 0:
             raise ProcessorError("invalid_amount", "amount_cents must be a positive integer")
