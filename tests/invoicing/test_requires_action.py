@@ -7,8 +7,6 @@ reconcile of `zoopay billing run`. The same rules on Stripe, with its webhook:
 tests/processors/test_stripe_requires_action.py.
 """
 
-from dataclasses import dataclass
-
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -18,8 +16,11 @@ from tests.support.processor import (
     AUTHENTICATES,
     DOLLARS_25,
     VISA,
+    Waiting,
     charge_count,
+    invoice_state,
     open_credits_invoice,
+    pay_again,
     processor_customer,
     refunded_cents,
     succeeded_cents,
@@ -27,11 +28,8 @@ from tests.support.processor import (
 from zoopay.db.engine import reading, transaction
 from zoopay.invoicing.service import (
     AttemptStatus,
-    ChargeOutcome,
     InvoiceStatus,
     charge_invoice,
-    get_invoice,
-    list_attempts,
     reconcile_pending_charges,
     void_invoice,
 )
@@ -44,16 +42,6 @@ from zoopay.processors.embedded import EmbeddedProcessor
 @pytest.fixture
 def processor(engine: AsyncEngine, clock: Clock) -> EmbeddedProcessor:
     return EmbeddedProcessor(engine, lambda: clock.now)
-
-
-@dataclass(frozen=True)
-class Waiting:
-    """An invoice of 25.00 USD whose first charge waits for the customer."""
-
-    customer: Customer
-    processor_customer_id: str
-    invoice_id: str
-    charge_id: str
 
 
 async def waiting_invoice(
@@ -74,18 +62,6 @@ async def waiting_invoice(
     return Waiting(customer, cus, invoice_id, outcome.attempt.charge_id)
 
 
-async def pay_again(
-    engine: AsyncEngine, processor: EmbeddedProcessor, clock: Clock, w: Waiting
-) -> ChargeOutcome:
-    return await charge_invoice(
-        engine,
-        processor,
-        invoice_id=w.invoice_id,
-        processor_customer_id=w.processor_customer_id,
-        now=clock.now,
-    )
-
-
 async def void(engine: AsyncEngine, clock: Clock, invoice_id: str) -> None:
     async with transaction(engine) as conn:
         await void_invoice(conn, invoice_id=invoice_id, now=clock.now)
@@ -94,13 +70,6 @@ async def void(engine: AsyncEngine, clock: Clock, invoice_id: str) -> None:
 async def switch_to_visa(processor: EmbeddedProcessor, cus: str) -> None:
     visa = await processor.attach_test_card(cus, VISA)
     await processor.set_default_payment_method(cus, visa.id)
-
-
-async def state(engine: AsyncEngine, invoice_id: str) -> tuple[InvoiceStatus, list[str]]:
-    async with reading(engine) as conn:
-        invoice = await get_invoice(conn, invoice_id=invoice_id)
-        attempts = await list_attempts(conn, invoice_id=invoice_id)
-    return invoice.status, [attempt.status.value for attempt in attempts]
 
 
 async def stable(engine: AsyncEngine, customer: Customer) -> int:
@@ -126,14 +95,14 @@ async def test_a_charge_authenticated_later_pays_once_and_a_retry_charges_nothin
     authenticated = await processor.authenticate_charge(w.charge_id)
     assert authenticated.status == ChargeStatus.SUCCEEDED
     await switch_to_visa(processor, w.processor_customer_id)
-    retried = await pay_again(engine, processor, clock, w)
+    retried = await pay_again(engine, processor, clock.now, w)
     assert retried.invoice.paid and retried.attempt is None
     assert (retried.invoice.charge_id, retried.invoice.attempt_count) == (w.charge_id, 1)
-    assert await state(engine, w.invoice_id) == (InvoiceStatus.PAID, ["succeeded"])
+    assert await invoice_state(engine, w.invoice_id) == (InvoiceStatus.PAID, ["succeeded"])
     assert (await succeeded_cents(engine), await charge_count(engine)) == (2500, 1)
     assert await stable(engine, w.customer) == DOLLARS_25
     # And again: paid, nothing more.
-    again = await pay_again(engine, processor, clock, w)
+    again = await pay_again(engine, processor, clock.now, w)
     assert again.attempt is None and await charge_count(engine) == 1
     assert await stable(engine, w.customer) == DOLLARS_25
     await books_are_clean(engine, w.customer)
@@ -149,7 +118,7 @@ async def test_billing_runs_reconcile_learns_of_the_authentication(
     await processor.authenticate_charge(w.charge_id)
     report = await reconcile_pending_charges(engine, processor, now=clock.now)
     assert len(report.applied) == 1 and report.refunded == []
-    assert await state(engine, w.invoice_id) == (InvoiceStatus.PAID, ["succeeded"])
+    assert await invoice_state(engine, w.invoice_id) == (InvoiceStatus.PAID, ["succeeded"])
     again = await reconcile_pending_charges(engine, processor, now=clock.now)
     assert (again.applied, again.still_pending) == ([], [])
     assert (await succeeded_cents(engine), await stable(engine, w.customer)) == (2500, DOLLARS_25)
@@ -161,10 +130,13 @@ async def test_a_new_attempt_cancels_the_charge_still_waiting_for_the_customer(
 ) -> None:
     w = await waiting_invoice(engine, world, clock, processor)
     await switch_to_visa(processor, w.processor_customer_id)
-    retried = await pay_again(engine, processor, clock, w)
+    retried = await pay_again(engine, processor, clock.now, w)
     assert retried.invoice.paid and retried.invoice.attempt_count == 2
     assert retried.invoice.charge_id != w.charge_id
-    assert await state(engine, w.invoice_id) == (InvoiceStatus.PAID, ["canceled", "succeeded"])
+    assert await invoice_state(engine, w.invoice_id) == (
+        InvoiceStatus.PAID,
+        ["canceled", "succeeded"],
+    )
     # The customer authenticates the first one too late: it was canceled, nothing is taken.
     late = await processor.authenticate_charge(w.charge_id)
     assert (late.status, late.failure_code) == (ChargeStatus.CANCELED, "canceled")
@@ -185,7 +157,7 @@ async def test_a_success_for_an_invoice_voided_meanwhile_is_refunded_once(
 
     report = await reconcile_pending_charges(engine, processor, now=clock.now)
     assert len(report.applied) == 1 and len(report.refunded) == 1
-    assert await state(engine, w.invoice_id) == (InvoiceStatus.VOID, ["refunded"])
+    assert await invoice_state(engine, w.invoice_id) == (InvoiceStatus.VOID, ["refunded"])
     assert (await succeeded_cents(engine), await refunded_cents(engine)) == (2500, 2500)
     again = await reconcile_pending_charges(engine, processor, now=clock.now)
     assert (again.applied, again.refunded) == ([], [])
@@ -203,7 +175,7 @@ async def test_a_closed_invoices_waiting_charge_is_canceled_by_reconcile(
     await void(engine, clock, w.invoice_id)
     report = await reconcile_pending_charges(engine, processor, now=clock.now)
     assert len(report.applied) == 1 and report.refunded == []
-    assert await state(engine, w.invoice_id) == (InvoiceStatus.VOID, ["canceled"])
+    assert await invoice_state(engine, w.invoice_id) == (InvoiceStatus.VOID, ["canceled"])
     late = await processor.authenticate_charge(w.charge_id)
     assert late.status == ChargeStatus.CANCELED
     assert await succeeded_cents(engine) == 0

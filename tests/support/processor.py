@@ -2,6 +2,7 @@
 with one of Stripe's test cards (zoopay.processors.embedded), and what the processor holds."""
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import func, select
@@ -9,10 +10,18 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from zoopay.db.engine import reading, transaction
 from zoopay.db.tables import processor_charges, processor_refunds
-from zoopay.invoicing.service import credits_line, issue_invoice
+from zoopay.invoicing.service import (
+    ChargeOutcome,
+    InvoiceStatus,
+    charge_invoice,
+    credits_line,
+    get_invoice,
+    issue_invoice,
+    list_attempts,
+)
 from zoopay.ledger.service import Customer
 from zoopay.payments.service import ensure_processor_customer
-from zoopay.processors.base import Charge, ProcessorUnavailable
+from zoopay.processors.base import Charge, PaymentProcessor, ProcessorUnavailable
 from zoopay.processors.embedded import EmbeddedProcessor
 
 VISA = "pm_card_visa"
@@ -86,3 +95,33 @@ async def open_credits_invoice(
             now=now,
         )
     return invoice.id
+
+
+@dataclass(frozen=True)
+class Waiting:
+    """An open invoice whose first charge waits for the customer (requires_action)."""
+
+    customer: Customer
+    processor_customer_id: str
+    invoice_id: str
+    charge_id: str
+
+
+async def pay_again(
+    engine: AsyncEngine, processor: PaymentProcessor, now: datetime, waiting: Waiting
+) -> ChargeOutcome:
+    return await charge_invoice(
+        engine,
+        processor,
+        invoice_id=waiting.invoice_id,
+        processor_customer_id=waiting.processor_customer_id,
+        now=now,
+    )
+
+
+async def invoice_state(engine: AsyncEngine, invoice_id: str) -> tuple[InvoiceStatus, list[str]]:
+    """The invoice's status and its attempts' statuses, first attempt first."""
+    async with reading(engine) as conn:
+        invoice = await get_invoice(conn, invoice_id=invoice_id)
+        attempts = await list_attempts(conn, invoice_id=invoice_id)
+    return invoice.status, [attempt.status.value for attempt in attempts]
