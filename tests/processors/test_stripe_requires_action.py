@@ -6,14 +6,11 @@ invoice is paid exactly once, whatever zoopay tried meanwhile.
 The same rules on the embedded processor: tests/invoicing/test_requires_action.py.
 """
 
-from dataclasses import dataclass
 from typing import Any
 
 import httpx
-import pytest
-from sqlalchemy.ext.asyncio import AsyncEngine
 
-from tests.conftest import Clock, World
+from tests.processors.conftest import Stripe
 from tests.processors.test_stripe_webhook import (
     WEBHOOK,
     intent_as_stripe_sends_it,
@@ -41,30 +38,6 @@ from zoopay.processors.stripe import KEY_METADATA, StripeProcessor
 
 AUTHENTICATION_REQUIRED = "4000002760003184"
 VISA = "4242424242424242"
-
-
-@dataclass(frozen=True)
-class Stripe:
-    """What these tests use: zoopay on the stripe processor, and localstripe behind it."""
-
-    client: httpx.AsyncClient
-    processor: StripeProcessor
-    base_url: str
-    engine: AsyncEngine
-    world: World
-    clock: Clock
-
-
-@pytest.fixture
-def stripe(
-    stripe_client: httpx.AsyncClient,
-    stripe_processor: StripeProcessor,
-    localstripe_url: str,
-    engine: AsyncEngine,
-    world: World,
-    clock: Clock,
-) -> Stripe:
-    return Stripe(stripe_client, stripe_processor, localstripe_url, engine, world, clock)
 
 
 async def waiting_invoice(stripe: Stripe) -> Waiting:

@@ -143,6 +143,7 @@ class PaymentProcessor(Protocol):
         """Refund part or all of a succeeded charge; the same key answers the same Refund."""
         ...
 
-    async def portal_url(self, customer_id: str, *, return_url: str) -> str:
-        """Where the customer manages their cards."""
+    async def portal_url(self, customer_id: str, *, return_url: str) -> str | None:
+        """Where the customer manages their cards: a page of the processor's (Stripe's
+        customer portal), or None when it has none and zoopay's console is that page."""
         ...

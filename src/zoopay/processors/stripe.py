@@ -301,6 +301,29 @@ class StripeProcessor:
         await self._set_default(customer_id, payment_method_id)
         return True
 
+    async def confirmed_method(self, customer_id: str, setup_intent_id: str) -> str:
+        """The payment method a setup intent of this customer's attached once Stripe.js
+        confirmed it (the console's Stripe Elements form); `resource_missing` for another
+        customer's intent or one that does not exist, `setup_intent_unexpected_state` for one
+        not (yet) succeeded."""
+        try:
+            intent = _plain(await self._client.v1.setup_intents.retrieve_async(setup_intent_id))
+        except stripe.InvalidRequestError as exc:
+            if exc.http_status == 404:
+                raise ProcessorError("resource_missing", "No such setup intent") from exc
+            _refused(exc)
+        except stripe.StripeError as exc:
+            _refused(exc)
+        method_id = _id_of(intent.get("payment_method"))
+        if _id_of(intent.get("customer")) != customer_id:
+            raise ProcessorError("resource_missing", "No such setup intent")
+        if intent.get("status") != "succeeded" or method_id is None:
+            raise ProcessorError(
+                "setup_intent_unexpected_state",
+                "The card was not confirmed: add it again",
+            )
+        return method_id
+
     # -- charges and refunds
 
     async def charge(
