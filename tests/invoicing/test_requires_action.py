@@ -8,6 +8,7 @@ tests/processors/test_stripe_requires_action.py.
 """
 
 import pytest
+from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tests.conftest import Clock, World
@@ -26,11 +27,16 @@ from tests.support.processor import (
     succeeded_cents,
 )
 from zoopay.db.engine import reading, transaction
+from zoopay.db.tables import processor_charges
 from zoopay.invoicing.service import (
     AttemptStatus,
     InvoiceStatus,
+    apply_charge,
+    attempt_key,
     charge_invoice,
+    list_attempts,
     reconcile_pending_charges,
+    refund_stray_charges,
     void_invoice,
 )
 from zoopay.journal.service import Account, AccountKind, account_balance
@@ -179,4 +185,36 @@ async def test_a_closed_invoices_waiting_charge_is_canceled_by_reconcile(
     late = await processor.authenticate_charge(w.charge_id)
     assert late.status == ChargeStatus.CANCELED
     assert await succeeded_cents(engine) == 0
+    await books_are_clean(engine, w.customer)
+
+
+async def test_a_success_reported_for_an_attempt_taken_for_canceled_is_refunded(
+    engine: AsyncEngine, world: World, clock: Clock, processor: EmbeddedProcessor
+) -> None:
+    """Should the processor ever report a success for a charge zoopay took for canceled (a
+    cancel that raced the customer's authentication), the money is not ignored: the invoice
+    was paid by the new attempt, so this one is refunded in full."""
+    w = await waiting_invoice(engine, world, clock, processor)
+    await switch_to_visa(processor, w.processor_customer_id)
+    assert (await pay_again(engine, processor, clock.now, w)).invoice.paid
+    async with transaction(engine) as conn:  # the processor's truth, unlike what it answered
+        await conn.execute(
+            update(processor_charges)
+            .where(processor_charges.c.id == w.charge_id)
+            .values(status="succeeded", failure_code=None, failure_message=None)
+        )
+    succeeded = await processor.find_charge(attempt_key(w.invoice_id, 1))
+    assert succeeded is not None and succeeded.status == ChargeStatus.SUCCEEDED
+    async with reading(engine) as conn:
+        [first, _] = await list_attempts(conn, invoice_id=w.invoice_id)
+    async with transaction(engine) as conn:
+        late = await apply_charge(conn, attempt_id=first.id, charge=succeeded, now=clock.now)
+    assert late.status == AttemptStatus.REFUND_DUE
+    assert await refund_stray_charges(engine, processor, now=clock.now) == [first.id]
+    assert await invoice_state(engine, w.invoice_id) == (
+        InvoiceStatus.PAID,
+        ["refunded", "succeeded"],
+    )
+    assert (await succeeded_cents(engine), await refunded_cents(engine)) == (5000, 2500)
+    assert await stable(engine, w.customer) == DOLLARS_25
     await books_are_clean(engine, w.customer)

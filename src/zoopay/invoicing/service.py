@@ -105,6 +105,15 @@ UNSETTLED_ATTEMPTS = frozenset(
 )
 
 
+def takes_answer(attempt: AttemptStatus, charge: ChargeStatus) -> bool:
+    """Whether an attempt takes the processor's answer: an unsettled one any answer; one zoopay
+    took for canceled a success all the same (money taken is never ignored: it settles the
+    invoice, or is refunded)."""
+    if attempt == AttemptStatus.CANCELED:
+        return charge == ChargeStatus.SUCCEEDED
+    return attempt in UNSETTLED_ATTEMPTS
+
+
 class RefundStatus(enum.StrEnum):
     PARTIALLY_REFUNDED = "partially_refunded"
     REFUNDED = "refunded"
@@ -833,7 +842,7 @@ async def apply_charge(
     invoice = await lock_invoice(conn, invoice_id=attempt.invoice_id)
     attempt = await _attempt(conn, attempt_id)  # again, under the invoice's lock
     status = AttemptStatus(charge.status.value)
-    if attempt.status not in UNSETTLED_ATTEMPTS or attempt.status == status:
+    if not takes_answer(attempt.status, charge.status) or attempt.status == status:
         return attempt
     settles = charge.status == ChargeStatus.SUCCEEDED and invoice.status == InvoiceStatus.OPEN
     if charge.status == ChargeStatus.SUCCEEDED and not settles:
@@ -961,6 +970,9 @@ async def _cancel_waiting(
     try:
         charge = await processor.cancel_charge(attempt.charge_id)
     except ProcessorError as exc:
+        if exc.code != "resource_missing":
+            # Refused to cancel, and still waiting: charging anew could charge twice.
+            raise ProcessorUnavailable(exc.message) from exc
         # The processor knows no such charge: it cannot succeed later either.
         charge = _canceled(attempt, exc)
     async with transaction(engine) as conn:

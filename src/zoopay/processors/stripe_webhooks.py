@@ -31,7 +31,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from zoopay.db.tables import invoice_payment_attempts, stripe_events
 from zoopay.errors import BadRequest
-from zoopay.invoicing.service import UNSETTLED_ATTEMPTS, AttemptStatus, apply_charge
+from zoopay.invoicing.service import AttemptStatus, apply_charge, takes_answer
 from zoopay.payments.service import insert_unless_present
 from zoopay.processors.base import ProcessorUnavailable
 from zoopay.processors.stripe import KEY_METADATA, charge_of_intent
@@ -123,7 +123,7 @@ async def _apply_intent(conn: AsyncConnection, intent: Mapping[str, Any], now: d
         invoice_payment_attempts.c.idempotency_key == key
     )
     attempt = (await conn.execute(query)).mappings().first()
-    if attempt is None or AttemptStatus(attempt["status"]) not in UNSETTLED_ATTEMPTS:
+    if attempt is None:
         return Outcome.RECORDED
     try:
         charge = charge_of_intent(intent)
@@ -131,5 +131,7 @@ async def _apply_intent(conn: AsyncConnection, intent: Mapping[str, Any], now: d
         return Outcome.RECORDED  # still processing: a later event tells the end
     except (KeyError, TypeError, ValueError):
         raise BadRequest("the event's payment intent lacks its amount or status") from None
+    if not takes_answer(AttemptStatus(attempt["status"]), charge.status):
+        return Outcome.RECORDED
     applied = await apply_charge(conn, attempt_id=attempt["id"], charge=charge, now=now)
     return Outcome.RECORDED if applied.status == attempt["status"] else Outcome.APPLIED
