@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from zoopay.accounts import service as accounts
 from zoopay.billing import run as billing
 from zoopay.catalog.service import Catalog, CatalogError, load_catalog
-from zoopay.config import HttpServer, get_settings
+from zoopay.config import HttpServer, ProcessorKind, get_settings
 from zoopay.db import migrate
 from zoopay.db.engine import Timeouts, create_engine, transaction
 from zoopay.errors import BadRequest, ZoopayError
@@ -229,12 +229,29 @@ def billing_refresh(
     _print({"refreshed": refreshed})
 
 
+# Why a future --at is refused unless asked for, and only on the embedded processor.
+REHEARSAL_WARNING = (
+    "warning: --allow-future: billing as of {at}, which has not come yet. This is a rehearsal"
+    " for a test install: periods that have not ended are closed and invoiced now, and their"
+    " charges are made on the embedded processor (no real money). Never do it on a database"
+    " whose customers are real."
+)
+
+
 @billing_app.command("run")
 def billing_run(
     at: Annotated[
         datetime | None,
         typer.Option(formats=["%Y-%m-%dT%H:%M:%S%z", "%Y-%m-%dT%H:%M:%S"], help="Default: now"),
     ] = None,
+    allow_future: Annotated[
+        bool,
+        typer.Option(
+            "--allow-future",
+            help="Test installs only, embedded processor only: let --at be in the future, to"
+            " rehearse a period close (see the README's Walkthrough)",
+        ),
+    ] = False,
 ) -> None:
     """Close every billing period that has ended: one invoice per customer with the next
     period's fee and the usage due, charged; retry failed charges on the dunning schedule.
@@ -250,7 +267,15 @@ def billing_run(
     )
 
     async def run(engine: AsyncEngine, now: datetime) -> dict[str, int]:
-        at = _refresh_moment(moment, now)
+        if allow_future and settings.processor != ProcessorKind.EMBEDDED:
+            raise BadRequest(
+                "--allow-future rehearses on the embedded processor only: on"
+                f" {settings.processor.value} it would charge real cards for periods that have"
+                " not begun"
+            )
+        at = _refresh_moment(moment, now, allow_future=allow_future)
+        if at > now:
+            typer.echo(REHEARSAL_WARNING.format(at=at.isoformat()), err=True)
         processor = processor_from_settings(settings, engine=engine, clock=lambda: at)
         summary = await billing.run_billing(engine, catalog, processor, terms, at=at)
         return summary.as_json()
@@ -258,12 +283,16 @@ def billing_run(
     _print(_run_with_engine(run))
 
 
-def _refresh_moment(at: datetime | None, now: datetime) -> datetime:
-    """--at may catch up on a past moment, never start a period that has not begun."""
+def _refresh_moment(at: datetime | None, now: datetime, *, allow_future: bool = False) -> datetime:
+    """--at may catch up on a past moment, never start a period that has not begun (unless a
+    rehearsal says --allow-future)."""
     if at is None:
         return now
-    if at > now:
-        raise BadRequest(f"--at {at.isoformat()} is in the future; it must not be after now")
+    if at > now and not allow_future:
+        raise BadRequest(
+            f"--at {at.isoformat()} is in the future; it must not be after now (a test install"
+            " may rehearse a period close with --allow-future)"
+        )
     try:
         return check_instant(at)
     except InstantOutOfRange as exc:

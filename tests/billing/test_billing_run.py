@@ -7,13 +7,12 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tests.conftest import START, Clock, Person, World
-from tests.support.billing import add_card, bill, embedded
+from tests.support.billing import add_card, bill, embedded, staff_plan
 from zoopay.catalog.schemas import TierName
 from zoopay.catalog.service import Catalog
 from zoopay.db.engine import transaction
 from zoopay.db.tables import billing_closes, invoices, processor_charges
 from zoopay.ledger.service import Bucket, Posting, Reason, get_balance, lock_balance, post
-from zoopay.subscriptions.service import change_plan
 
 ENDED = START + timedelta(days=32)
 
@@ -50,16 +49,7 @@ async def test_a_run_invoices_charges_and_settles_each_customer_once(
 ) -> None:
     processor = embedded(engine, clock)
     pro, spender, idle = await world.user(), await world.user(), await world.user()
-    async with transaction(engine) as conn:
-        await change_plan(
-            conn,
-            catalog=catalog,
-            customer=pro.user.customer,
-            tier=TierName.PRO,
-            pay_annually=None,
-            actor="staff",
-            now=START,
-        )
+    await staff_plan(engine, catalog, pro.user.customer, TierName.PRO, START)
     for person in (pro, spender):
         await add_card(engine, processor, person.user.customer, START)
     await _owe(engine, spender, 4_250_000)
@@ -117,16 +107,7 @@ async def test_dunning_retries_on_schedule_then_makes_the_customer_delinquent(
 ) -> None:
     processor = embedded(engine, clock)
     pro = await world.user()
-    async with transaction(engine) as conn:
-        await change_plan(
-            conn,
-            catalog=catalog,
-            customer=pro.user.customer,
-            tier=TierName.PRO,
-            pay_annually=None,
-            actor="staff",
-            now=START,
-        )
+    await staff_plan(engine, catalog, pro.user.customer, TierName.PRO, START)
     await add_card(engine, processor, pro.user.customer, START, "pm_card_chargeCustomerFail")
     service = await world.user(staff=True)
 

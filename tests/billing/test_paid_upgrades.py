@@ -17,7 +17,7 @@ from tests.support.errors import assert_error
 from tests.support.processor import refunded_cents
 from zoopay.billing import upgrades
 from zoopay.catalog.service import Catalog
-from zoopay.db.tables import billing_credits, invoices, processor_charges
+from zoopay.db.tables import billing_credits, invoice_lines, invoices, processor_charges
 from zoopay.errors import Conflict
 from zoopay.subscriptions.service import change_plan
 
@@ -51,10 +51,12 @@ async def test_an_upgrade_with_a_card_charges_the_prorated_price_and_changes_the
     async with engine.connect() as conn:
         [invoice] = (await conn.execute(select(invoices))).mappings().all()
     assert (invoice["status"], invoice["total_micros"]) == ("paid", 39_510_000)
+    await books_are_clean(engine)
     # The same change again (a retry) charges nothing more.
     again = await client.put(URL, headers=alice.headers, json={"modeling_app": "pro"})
     assert again.status_code == 200
     assert await _charges(engine) == [(3951, "succeeded")]
+    await books_are_clean(engine)
 
 
 async def test_without_a_card_or_with_a_failing_one_the_upgrade_is_402_and_nothing_changes(
@@ -81,6 +83,7 @@ async def test_without_a_card_or_with_a_failing_one_the_upgrade_is_402_and_nothi
         assert message in body["message"] and "your plan did not change" in body["message"]
         assert "$49.00" in body["message"]
         assert await _plan(client, person.headers) == "free"
+        await books_are_clean(engine)
     async with engine.connect() as conn:
         statuses = (await conn.execute(select(invoices.c.status))).scalars().all()
     assert sorted(statuses) == ["void", "void", "void"]
@@ -98,16 +101,19 @@ async def test_a_downgrade_is_at_once_and_its_unused_rest_pays_the_next_fee(
     up = await client.put(URL, headers=alice.headers, json={"modeling_app": "pro"})
     assert up.status_code == 200  # at the period's start: the whole 49.00
     assert await _charges(engine) == [(4900, "succeeded")]
+    await books_are_clean(engine)
     clock.advance(days=31 - 10)  # 10 of 31 days left
     down = await client.put(URL, headers=alice.headers, json={"modeling_app": "free"})
     assert down.json()["modeling_app"]["name"] == "free"
     async with engine.connect() as conn:
         credit = (await conn.execute(select(billing_credits.c.credit_micros))).scalar_one()
     assert credit == 49_000_000 * 10 // 31  # 15.806451
+    await books_are_clean(engine)
     # Back up: the rest of the period again, charged; the credit stays for the next invoice.
     back = await client.put(URL, headers=alice.headers, json={"modeling_app": "pro"})
     assert back.status_code == 200
     assert await _charges(engine) == [(4900, "succeeded"), (1580, "succeeded")]
+    await books_are_clean(engine)
     clock.now = START + timedelta(days=32)
     summary = await bill(engine, catalog, processor, clock.now)
     assert summary.paid == 1
@@ -179,3 +185,84 @@ async def test_a_paid_upgrade_whose_plan_change_fails_is_refunded_in_full(
     assert await _charges(engine) == [(4900, "succeeded"), (4900, "succeeded")]
     assert await refunded_cents(engine) == 4900
     await books_are_clean(engine)
+    await books_are_clean(engine)
+
+
+async def _fee_lines(engine: AsyncEngine) -> list[tuple[str, int]]:
+    async with engine.connect() as conn:
+        query = (
+            select(invoices.c.status, invoice_lines.c.amount_micros)
+            .join(invoice_lines, invoice_lines.c.invoice_id == invoices.c.id)
+            .where(invoice_lines.c.kind == "plan_fee", invoices.c.status != "void")
+            .order_by(invoices.c.created_at, invoices.c.number)
+        )
+        return [(str(status), int(amount)) for status, amount in await conn.execute(query)]
+
+
+async def test_an_upgrade_after_a_period_ended_and_before_its_close_pays_the_new_period_once(
+    client: httpx.AsyncClient, engine: AsyncEngine, world: World, clock: Clock, catalog: Catalog
+) -> None:
+    """The upgrade charged the rest of the new period (it is priced from the period that
+    began), and the close then billed that period's whole fee again at the new plan: charged
+    twice for one period. Now the close bills the new period at free, the upgrade its rest."""
+    processor = embedded(engine, clock)
+    alice = await world.user()
+    await add_card(engine, processor, alice.user.customer, clock.now)
+    clock.now = START + timedelta(days=32)  # the period ended on 2026-02-15 12:00; not closed
+    up = await client.put(URL, headers=alice.headers, json={"modeling_app": "pro"})
+    assert up.status_code == 200, up.text
+    await bill(engine, catalog, processor, clock.now)
+    # The close billed free (0) for the new period; the upgrade its rest on pro: 27 of 28 days.
+    assert await _fee_lines(engine) == [("paid", 47_250_000)]
+    assert await _charges(engine) == [(4725, "succeeded")]
+    await books_are_clean(engine)
+
+
+async def test_a_downgrade_after_a_period_ended_and_before_its_close_credits_what_was_paid(
+    client: httpx.AsyncClient, engine: AsyncEngine, world: World, clock: Clock, catalog: Catalog
+) -> None:
+    """A downgrade a day after the period ended credited the unused rest of a new period on
+    the old plan that nobody had billed (the close then billed the new plan: nothing). Now the
+    close bills the new period at pro and the credit of its unused rest pays it back: the
+    customer pays for one day of pro, as the service was."""
+    processor = embedded(engine, clock)
+    alice = await world.user()
+    await add_card(engine, processor, alice.user.customer, clock.now)
+    up = await client.put(URL, headers=alice.headers, json={"modeling_app": "pro"})
+    assert up.status_code == 200, up.text
+    clock.now = START + timedelta(days=32)  # the period ended on 2026-02-15 12:00; not closed
+    down = await client.put(URL, headers=alice.headers, json={"modeling_app": "free"})
+    assert down.status_code == 200, down.text
+    await bill(engine, catalog, processor, clock.now)
+    async with engine.connect() as conn:
+        credit = (await conn.execute(select(billing_credits.c.credit_micros))).scalar()
+    # The first period (49.00); the new one on pro (49.00) less the credit of its unused 27 of
+    # 28 days (47.25): its first day, 1.75. Nothing is left to credit.
+    assert await _fee_lines(engine) == [("paid", 49_000_000), ("paid", 1_750_000)]
+    assert credit == 0
+    await books_are_clean(engine)
+
+
+@pytest.mark.xfail(strict=True, reason="open: a downgrade credits the rest of an unpaid fee")
+async def test_a_downgrade_credits_nothing_of_a_period_whose_fee_is_unpaid(
+    client: httpx.AsyncClient, engine: AsyncEngine, world: World, clock: Clock, catalog: Catalog
+) -> None:
+    """Seen while writing the money property test, not fixed (the rule needs a decision: no
+    credit, or the open invoice's fee cut to the days used). The close's fee invoice fails;
+    a downgrade the next day credits 27/28 of that unpaid fee against future fees; dunning
+    then writes the invoice off, and the credit stays: service paid for by nobody."""
+    processor = embedded(engine, clock)
+    alice = await world.user()
+    await add_card(engine, processor, alice.user.customer, clock.now)
+    up = await client.put(URL, headers=alice.headers, json={"modeling_app": "pro"})
+    assert up.status_code == 200, up.text
+    await add_card(engine, processor, alice.user.customer, clock.now, "pm_card_chargeCustomerFail")
+    clock.now = START + timedelta(days=31)  # 2026-02-15 12:00: the period ended
+    summary = await bill(engine, catalog, processor, clock.now)
+    assert (summary.invoiced, summary.failed) == (1, 1)
+    clock.advance(days=1)
+    down = await client.put(URL, headers=alice.headers, json={"modeling_app": "free"})
+    assert down.status_code == 200, down.text
+    async with engine.connect() as conn:
+        credit = (await conn.execute(select(billing_credits.c.credit_micros))).scalar()
+    assert not credit, f"{credit} micro-dollars credited of a fee that is not paid"

@@ -8,6 +8,7 @@ from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tests.conftest import START, Person, World
+from tests.support.billing import staff_plan
 from tests.support.cli import zoopay_json
 from zoopay.billing.close import claim, customers_to_close
 from zoopay.billing.run import close_periods
@@ -16,7 +17,6 @@ from zoopay.catalog.service import Catalog
 from zoopay.db.engine import transaction
 from zoopay.db.tables import billing_closes, subscriptions
 from zoopay.ledger.service import Bucket, Customer, Posting, Reason, get_balance, lock_balance, post
-from zoopay.subscriptions.service import change_plan
 
 ENDED = START + timedelta(days=32)  # START is 2026-01-15 12:00: the period ended 2026-02-15
 
@@ -40,21 +40,6 @@ async def _closes(engine: AsyncEngine) -> dict[str, dict[str, Any]]:
     return {row["customer_id"]: dict(row) for row in rows}
 
 
-async def _upgrade(
-    engine: AsyncEngine, catalog: Catalog, customer: Customer, tier: TierName
-) -> None:
-    async with transaction(engine) as conn:
-        await change_plan(
-            conn,
-            catalog=catalog,
-            customer=customer,
-            tier=tier,
-            pay_annually=None,
-            actor="test",
-            now=START,
-        )
-
-
 async def test_a_close_bills_the_next_fee_and_the_usage_once_and_starts_the_new_period(
     engine: AsyncEngine, catalog: Catalog, world: World
 ) -> None:
@@ -62,8 +47,8 @@ async def test_a_close_bills_the_next_fee_and_the_usage_once_and_starts_the_new_
     admin, member = await world.user(), await world.user()
     org = await world.org(admin, member)
     await _spend(engine, spender, due_micros=4_250_000)
-    await _upgrade(engine, catalog, pro.user.customer, TierName.PRO)
-    await _upgrade(engine, catalog, Customer("org", org.id), TierName.TEAM)
+    await staff_plan(engine, catalog, pro.user.customer, TierName.PRO, START)
+    await staff_plan(engine, catalog, Customer("org", org.id), TierName.TEAM, START)
 
     early = await close_periods(engine, catalog, at=START + timedelta(days=30))
     assert (early.closed, early.nothing_due) == (0, 0)
@@ -129,7 +114,7 @@ async def test_a_downgrade_waiting_for_the_period_end_takes_effect_at_the_close(
     engine: AsyncEngine, catalog: Catalog, world: World
 ) -> None:
     pro = await world.user()
-    await _upgrade(engine, catalog, pro.user.customer, TierName.PRO)
+    await staff_plan(engine, catalog, pro.user.customer, TierName.PRO, START)
     async with transaction(engine) as conn:
         await conn.execute(
             update(subscriptions)

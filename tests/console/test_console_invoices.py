@@ -3,15 +3,19 @@ once), its PDF, paying an open invoice after a failed charge, and staff refunds 
 whatever the retries); members and other customers are kept out."""
 
 import re
+from typing import Any
 
 import httpx
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from tests.conftest import Clock, World
+from tests.conftest import Clock, Person, World
 from tests.console.test_console import FORM, sign_in
 from tests.console.test_console_billing import add_card
 from tests.support.database import dump
 from tests.support.http import bearer, ok
+from zoopay.db.engine import transaction
+from zoopay.invoicing.service import mark_uncollectible
+from zoopay.payments.service import find_payment_customer, set_delinquent
 
 
 async def test_a_customer_buys_credits_and_downloads_the_invoice(
@@ -80,23 +84,27 @@ async def test_another_customers_invoice_is_not_found(
     assert await dump(engine) == before
 
 
-async def test_an_open_invoice_is_paid_now_after_a_failed_charge(
-    client: httpx.AsyncClient, world: World, engine: AsyncEngine, clock: Clock
-) -> None:
-    alice = await world.user()
-    csrf = await sign_in(client, engine, alice, clock)
+async def _a_purchase_that_failed(
+    client: httpx.AsyncClient, engine: AsyncEngine, clock: Clock, person: Person
+) -> str:
+    """The person signs in, adds a card whose charges fail and buys 12.00 of credits on the
+    console (a 402, the invoice open); answers the session's csrf."""
+    csrf = await sign_in(client, engine, person, clock)
     assert (await add_card(client, csrf, "pm_card_chargeCustomerFail")).status_code == 303
     failed = await client.post(
         "/console/user/credits", data={"csrf": csrf, "amount": "12.00"}, headers=FORM
     )
     assert failed.status_code == 402
-    overview = (await client.get("/console/user/")).text
-    assert "A payment failed" in overview
-    page = (await client.get("/console/user/invoices")).text
-    [invoice_id] = re.findall(r"/console/user/invoices/([0-9a-f-]{36})/pay", page)
-    assert "(payment failed)" in page
+    return csrf
+
+
+async def _pay_with_a_visa(
+    client: httpx.AsyncClient, csrf: str, person: Person, invoice_id: str
+) -> Any:
+    """A visa added and made the default on the console, then the invoice paid with Pay now;
+    answers the invoice as the API shows it after."""
     assert (await add_card(client, csrf, "pm_card_visa")).status_code == 303
-    methods = await ok(await client.get("/user/payment/methods", headers=bearer(alice.token)))
+    methods = await ok(await client.get("/user/payment/methods", headers=bearer(person.token)))
     visa = next(m["id"] for m in methods["items"] if m["card"]["last4"] == "4242")
     await client.post(
         f"/console/user/billing/cards/{visa}/default", data={"csrf": csrf}, headers=FORM
@@ -105,11 +113,44 @@ async def test_an_open_invoice_is_paid_now_after_a_failed_charge(
         f"/console/user/invoices/{invoice_id}/pay", data={"csrf": csrf}, headers=FORM
     )
     assert paid.status_code == 303, paid.text
-    invoice = await ok(
-        await client.get(f"/user/payment/invoices/{invoice_id}", headers=bearer(alice.token))
+    return await ok(
+        await client.get(f"/user/payment/invoices/{invoice_id}", headers=bearer(person.token))
     )
+
+
+async def test_an_open_invoice_is_paid_now_after_a_failed_charge(
+    client: httpx.AsyncClient, world: World, engine: AsyncEngine, clock: Clock
+) -> None:
+    alice = await world.user()
+    csrf = await _a_purchase_that_failed(client, engine, clock, alice)
+    overview = (await client.get("/console/user/")).text
+    assert "A payment failed" in overview
+    page = (await client.get("/console/user/invoices")).text
+    [invoice_id] = re.findall(r"/console/user/invoices/([0-9a-f-]{36})/pay", page)
+    assert "(payment failed)" in page
+    invoice = await _pay_with_a_visa(client, csrf, alice, invoice_id)
     assert invoice["status"] == "paid"
     assert "A payment failed" not in (await client.get("/console/user/")).text
+
+
+async def test_an_uncollectible_invoice_is_paid_now_and_the_delinquency_ends(
+    client: httpx.AsyncClient, world: World, engine: AsyncEngine, clock: Clock
+) -> None:
+    alice = await world.user()
+    csrf = await _a_purchase_that_failed(client, engine, clock, alice)
+    [invoice] = await ok(await client.get("/user/payment/invoices", headers=bearer(alice.token)))
+    async with transaction(engine) as conn:  # as dunning gives up on an invoice
+        await mark_uncollectible(conn, invoice_id=invoice["id"], now=clock.now)
+        await set_delinquent(conn, customer=alice.user.customer, delinquent=True, now=clock.now)
+    page = (await client.get("/console/user/invoices")).text
+    assert re.findall(r"/console/user/invoices/([0-9a-f-]{36})/pay", page) == [invoice["id"]]
+    after = await _pay_with_a_visa(client, csrf, alice, invoice["id"])
+    assert (after["status"], after["amount_paid"]) == ("paid", "12.00")
+    balance = await ok(await client.get("/user/payment/balance", headers=bearer(alice.token)))
+    assert balance["stable_api_credits_remaining_monetary_value"] == "12.00"
+    async with engine.connect() as conn:
+        found = await find_payment_customer(conn, customer=alice.user.customer)
+    assert found is not None and found.delinquent is False
 
 
 async def test_staff_refund_an_invoice_once_per_form(

@@ -120,10 +120,12 @@ print(json.dumps(out))
 """
 
 
-def run_latest(server: LiveServer, account: Account) -> dict[str, Any]:
+def run_latest(server: LiveServer, account: Account, probe: str = PROBE) -> Any:
+    """What `probe` (a script run with kittycad 1.8.0, given the base URL and the account's
+    token) printed as JSON."""
     assert (LATEST_SDK / "kittycad").is_dir(), f"{LATEST_SDK} is missing: `make test` installs it"
     result = subprocess.run(
-        [sys.executable, "-c", PROBE, server.base_url, account.token],
+        [sys.executable, "-c", probe, server.base_url, account.token],
         env={**os.environ, "PYTHONPATH": str(LATEST_SDK)},
         capture_output=True,
         text=True,
@@ -131,8 +133,7 @@ def run_latest(server: LiveServer, account: Account) -> dict[str, Any]:
         check=False,
     )
     assert result.returncode == 0, result.stderr
-    probe: dict[str, Any] = json.loads(result.stdout)
-    return probe
+    return json.loads(result.stdout)
 
 
 def test_cards_default_threshold_and_portal_with_kittycad_1_8(

@@ -9,6 +9,7 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 from pypdf import PdfReader
+from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tests.conftest import Clock, Person, World, app_client
@@ -23,11 +24,15 @@ from tests.support.processor import (
     refunded_cents,
     succeeded_cents,
 )
+from zoopay.accounts import service as accounts
 from zoopay.app import create_app
 from zoopay.catalog.service import Catalog
 from zoopay.config import Settings
 from zoopay.db.engine import reading, transaction
+from zoopay.db.tables import orgs
+from zoopay.invoicing.service import issue_invoice, usage_line
 from zoopay.journal.service import verify
+from zoopay.ledger.service import Customer
 from zoopay.payments.service import Address, BillingDetails, save_billing_info
 
 
@@ -357,3 +362,56 @@ async def test_listing_pages_newest_first(
         for item in await ok(await client.get("/user/payment/invoices", headers=person.headers))
     ]
     assert numbers == ["ZP-000003", "ZP-000002", "ZP-000001"]
+
+
+async def _pdf_text(client: httpx.AsyncClient, person: Person, base: str, invoice_id: str) -> str:
+    url = f"{base}/payment/invoices/{invoice_id}/pdf"
+    pdf = await client.get(url, headers=person.headers)
+    assert pdf.status_code == 200, pdf.text
+    return "".join(page.extract_text() for page in PdfReader(io.BytesIO(pdf.content)).pages)
+
+
+async def test_an_invoice_without_billing_information_is_billed_to_the_accounts_email(
+    client: httpx.AsyncClient, engine: AsyncEngine, world: World, clock: Clock
+) -> None:
+    """Billing's invoices (period close, upgrades) name no email: the PDF and page show the
+    user's email, an org's billing email, or its admin's when the org has none."""
+    person, admin, other_admin = await world.user(), await world.user(), await world.user()
+    org = await world.org(admin, name="Acme")
+    no_email = await world.org(other_admin, name="Nomail")
+    async with transaction(engine) as conn:
+        await accounts.update_org(
+            conn,
+            org_id=org.id,
+            changes={"billing_email": "Billing@Acme.example"},
+            actor=admin.user,
+            now=clock.now,
+        )
+        # The API never stores an empty billing email; a row written some other way may.
+        await conn.execute(update(orgs).where(orgs.c.id == no_email.id).values(billing_email=""))
+    cases = [
+        (person.user.customer, person, "/user", person.email),
+        (Customer("org", org.id), admin, "/org", "billing@acme.example"),
+        (Customer("org", no_email.id), other_admin, "/org", other_admin.email),
+    ]
+    for customer, reader, base, email in cases:
+        async with transaction(engine) as conn:
+            invoice = await issue_invoice(
+                conn,
+                customer=customer,
+                lines=[usage_line(period="2026-01-15 to 2026-02-15", amount_micros=4_250_000)],
+                description="zoopay, period ending 2026-02-15",
+                tax_rates={},
+                prefix="ZP",
+                now=clock.now,
+            )
+        assert invoice.customer_email is None
+        text = await _pdf_text(client, reader, base, invoice.id)
+        bill_to = text.split("Bill to", 1)[1].split("Description", 1)[0]
+        assert email in bill_to and customer.id not in bill_to, (email, text)
+        detail = await ok(
+            await client.get(f"{base}/payment/invoices/{invoice.id}", headers=reader.headers)
+        )
+        page = await client.get(relative(detail["url"]))
+        assert email in page.text.split("Bill to", 1)[1], page.text
+    await books_clean(engine)

@@ -9,12 +9,14 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from tests.conftest import Clock, Person, World
 from zoopay.accounts.service import Org
 from zoopay.billing.run import BillingTerms, RunSummary, run_billing
+from zoopay.catalog.schemas import TierName
 from zoopay.catalog.service import Catalog
-from zoopay.db.engine import reading
+from zoopay.db.engine import reading, transaction
 from zoopay.journal.service import verify
 from zoopay.ledger.service import Customer
 from zoopay.payments.service import ensure_processor_customer
 from zoopay.processors.embedded import EmbeddedProcessor
+from zoopay.subscriptions.service import change_plan
 
 TERMS = BillingTerms(dunning_days=(1, 3, 5, 7), tax_rates={}, invoice_prefix="ZP")
 
@@ -50,6 +52,28 @@ async def bill(
     summary = await run_billing(engine, catalog, processor, terms, at=at)
     await books_are_clean(engine)
     return summary
+
+
+async def staff_plan(
+    engine: AsyncEngine,
+    catalog: Catalog,
+    customer: Customer,
+    tier: TierName,
+    now: datetime,
+    *,
+    pay_annually: bool | None = None,
+) -> None:
+    """Put the customer on `tier` as staff would (comped: nothing charged)."""
+    async with transaction(engine) as conn:
+        await change_plan(
+            conn,
+            catalog=catalog,
+            customer=customer,
+            tier=tier,
+            pay_annually=pay_annually,
+            actor="staff",
+            now=now,
+        )
 
 
 async def books_are_clean(engine: AsyncEngine) -> None:

@@ -8,6 +8,12 @@ the invoice will bill (the fee for the period that begins, the usage of the one 
 decided under the balance locks, so a concurrent call or plan change is either before it or
 after it. A run that crashes loses at most the chunk it was claiming; a rerun selects only
 what is still open, so nobody is claimed (and so billed) twice.
+
+A customer delinquent when their period is closed (dunning gave up on an invoice, not paid
+since) falls back to the free plan at the end of the fee period they paid for (every month, or
+every 12th month for annual billing): the next period bills no plan fee, a pending downgrade
+is dropped. One who paid before the close keeps their plan and is billed for it; one who pays
+after it stays on free until they upgrade again (a paid upgrade).
 """
 
 from collections.abc import Mapping, Sequence
@@ -33,12 +39,17 @@ from zoopay.db.tables import (
     enterprise_prices,
     invoices,
     org_members,
+    payment_customers,
     subscriptions,
     usage_thresholds,
 )
 from zoopay.ledger.service import Customer
 from zoopay.subscriptions.periods import period_start
-from zoopay.subscriptions.service import lock_balances_with_subscriptions, refresh_many
+from zoopay.subscriptions.service import (
+    Subscription,
+    lock_balances_with_subscriptions,
+    refresh_many,
+)
 
 # A monthly period lasts at least 28 days: a subscription closed more recently than that has
 # nothing to close, and the database leaves it out by index.
@@ -114,6 +125,21 @@ async def unpaid_billed(conn: AsyncConnection, customer_ids: Sequence[str]) -> d
     return {row["customer_id"]: int(row["billed"] or 0) for row in rows}
 
 
+# Bound values would break db.bulk's compiled statement: `IS true` is literal SQL.
+_DELINQUENT = (
+    select(payment_customers.c.customer_id)
+    .where(payment_customers.c.delinquent.is_(True))
+    .order_by(payment_customers.c.customer_id)
+)
+
+
+async def delinquent_among(conn: AsyncConnection, customer_ids: Sequence[str]) -> set[str]:
+    rows = await select_where_one_of(
+        conn, _DELINQUENT, payment_customers.c.customer_id, customer_ids
+    )
+    return {row["customer_id"] for row in rows}
+
+
 _CLOSE_STATE = select(
     subscriptions.c.id, subscriptions.c.closed_through, subscriptions.c.pending_tier
 )
@@ -141,6 +167,7 @@ async def claim(
         for row in await select_where_one_of(conn, _NEGOTIATED, enterprise_prices.c.org_id, org_ids)
     }
     billed = await unpaid_billed(conn, ids)
+    delinquent = await delinquent_among(conn, ids)
     closes, moves = [], []
     for balance, subscription in locked.values():
         if subscription is None:
@@ -150,11 +177,13 @@ async def claim(
         opens = period_start(subscription.anchor_at, at)
         if opens <= closed_through:
             continue  # closed meanwhile, or not ended
-        next_plan = _plan(catalog, row["pending_tier"]) or _plan(catalog, subscription.tier)
-        if next_plan is None:
-            continue  # a tier the catalog no longer offers: left for an operator
         customer = balance.customer
         price = negotiated.get(customer.id)
+        next_plan = _plan(catalog, row["pending_tier"]) or _plan(catalog, subscription.tier)
+        if customer.id in delinquent:
+            next_plan = _unpaid_falls_back(catalog, subscription, opens, price) or next_plan
+        if next_plan is None:
+            continue  # a tier the catalog no longer offers: left for an operator
         annually = billed_annually(
             next_plan, pay_annually=subscription.pay_annually, negotiated=price
         )
@@ -199,6 +228,23 @@ async def claim(
 
 def _plan(catalog: Catalog, tier: str | None) -> Plan | None:
     return catalog.plan(tier) if tier else None
+
+
+def _unpaid_falls_back(
+    catalog: Catalog,
+    subscription: Subscription,
+    opens: datetime,
+    price: NegotiatedPrice | None,
+) -> Plan | None:
+    """The free plan, for a delinquent customer whose paid fee period ends at `opens`; None
+    (no change) mid-way through a year paid for, or on a plan the catalog no longer offers."""
+    current = _plan(catalog, subscription.tier)
+    if current is None or current.name == TierName.FREE:
+        return None
+    annually = billed_annually(current, pay_annually=subscription.pay_annually, negotiated=price)
+    if not fee_due_at_close(subscription.anchor_at, opens, annually=annually):
+        return None
+    return catalog.plan(TierName.FREE)
 
 
 def _negotiated(row: Mapping[str, Any]) -> NegotiatedPrice:

@@ -27,7 +27,7 @@ from zoopay.catalog.service import Catalog
 from zoopay.db.bulk import select_where_one_of
 from zoopay.db.engine import reading, transaction
 from zoopay.db.tables import billing_closes, billing_credits, invoice_payment_attempts, invoices
-from zoopay.errors import ServiceUnavailable
+from zoopay.errors import Conflict, ServiceUnavailable
 from zoopay.invoicing.service import (
     AttemptStatus,
     InvoiceStatus,
@@ -268,9 +268,14 @@ async def dun(
     for (invoice_id, customer), done in await _failed(engine, terms, at=at):
         if not done:
             continue
-        async with transaction(engine) as conn:
-            await mark_uncollectible(conn, invoice_id=invoice_id, now=at)
-            await set_delinquent(conn, customer=customer, delinquent=True, now=at)
+        try:
+            async with transaction(engine) as conn:
+                await mark_uncollectible(conn, invoice_id=invoice_id, now=at)
+                await set_delinquent(conn, customer=customer, delinquent=True, now=at)
+        except Conflict:
+            # The customer paid it since it was read, or is paying it now (a pending attempt):
+            # nothing is given up on; a payment that fails leaves it for the next run.
+            continue
         summary.uncollectible += 1
 
 
@@ -322,6 +327,8 @@ async def _charge_all(
                 )
             except ServiceUnavailable:
                 continue  # left pending: the next run reconciles it
+            except Conflict:
+                continue  # the customer is paying it now (a pending attempt): theirs decides
             if outcome.invoice.paid:
                 summary.paid += 1
             elif outcome.attempt is not None and outcome.attempt.status != AttemptStatus.PENDING:

@@ -28,6 +28,7 @@ from decimal import Decimal
 from sqlalchemy import insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from zoopay.billing.close import claim
 from zoopay.billing.pricing import (
     NegotiatedPrice,
     billed_annually,
@@ -300,6 +301,12 @@ async def _change_plan_paid(
         )
 
     async with transaction(engine) as conn:
+        await lock_balance(conn, customer=customer)
+        # A period that ended and is not closed yet is closed first, at the plan it ended on:
+        # the close bills the new period's fee at that plan, and the change is priced against
+        # it (priced alone, an upgrade would charge the new period that the close then bills
+        # again, and a downgrade credit the rest of a fee nobody billed).
+        await claim(conn, catalog, [customer], at=now)
         balance = await lock_balance(conn, customer=customer)
         balance, subscription = await refresh_if_due(
             conn, catalog=catalog, balance=balance, now=now

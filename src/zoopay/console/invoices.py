@@ -30,7 +30,13 @@ from zoopay.db.engine import reading
 from zoopay.errors import BadRequest
 from zoopay.invoicing.routes import _buy, _own, _pay, _pdf_response
 from zoopay.invoicing.schemas import BuyCredits
-from zoopay.invoicing.service import InvoiceStatus, get_invoice, list_invoices, refund_invoice
+from zoopay.invoicing.service import (
+    CHARGEABLE,
+    InvoiceStatus,
+    get_invoice,
+    list_invoices,
+    refund_invoice,
+)
 from zoopay.ledger.service import Customer
 from zoopay.money import MICROS_PER_DOLLAR, InvalidAmount, parse_dollars, to_micros
 from zoopay.processors.base import PaymentProcessor
@@ -66,6 +72,8 @@ async def invoices_page(request: Request, kind: Kind) -> Response:
         account=await account_of(request, who, kind),
         invoices=invoices,
         open_status=InvoiceStatus.OPEN,
+        # An uncollectible invoice is still paid this way: the delinquent customer's way out.
+        payable_statuses=CHARGEABLE,
     )
 
 
@@ -73,7 +81,8 @@ async def invoices_page(request: Request, kind: Kind) -> Response:
 async def invoice_pdf(request: Request, kind: Kind, invoice_id: InvoiceId) -> Response:
     who = await viewer(request)
     customer = await _invoicing_customer(request, who, kind)
-    return _pdf_response(request, await _own(engine_of(request), customer, invoice_id))
+    engine = engine_of(request)
+    return await _pdf_response(engine, request, await _own(engine, customer, invoice_id))
 
 
 @router.post("/{kind}/invoices/{invoice_id}/pay")

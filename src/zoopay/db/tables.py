@@ -439,7 +439,7 @@ journal_postings = Table(
     Column(
         "id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
     ),
-    # invoice_issued, charge, credit_purchase, refund, write_off, void
+    # invoice_issued, charge, credit_purchase, refund, write_off, write_off_reversed, void
     Column("kind", String(24), nullable=False),
     Column("invoice_id", Id),
     # The processor's charge or refund id.

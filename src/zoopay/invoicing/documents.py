@@ -11,8 +11,13 @@ from datetime import datetime
 from decimal import Decimal
 
 from fpdf import FPDF
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncConnection
 
+from zoopay.accounts.service import OrgRole
+from zoopay.db.tables import org_members, orgs, users
 from zoopay.invoicing.service import Invoice, InvoiceStatus
+from zoopay.ledger.service import Customer
 from zoopay.money import format_micros
 
 
@@ -65,9 +70,35 @@ def heading(invoice: Invoice) -> list[tuple[str, str]]:
     return rows
 
 
-def customer_block(invoice: Invoice) -> list[str]:
-    lines = [invoice.customer_name or "", invoice.customer_email or "", invoice.country or ""]
-    lines.append(f"Customer id {invoice.customer.id}")
+async def account_email(conn: AsyncConnection, *, customer: Customer) -> str | None:
+    """Where the account's mail goes, for an invoice that names no email (billing issues its
+    invoices without billing information): a user's email; an org's billing email, or its
+    first admin's when the org has none."""
+    if customer.kind == "user":
+        query = select(users.c.email).where(users.c.id == customer.id)
+    else:
+        admin = (
+            select(users.c.email)
+            .join(org_members, org_members.c.user_id == users.c.id)
+            .where(org_members.c.org_id == customer.id, org_members.c.role == OrgRole.ADMIN.value)
+            .order_by(org_members.c.created_at, users.c.id)
+            .limit(1)
+            .scalar_subquery()
+        )
+        query = select(func.coalesce(func.nullif(orgs.c.billing_email, ""), admin)).where(
+            orgs.c.id == customer.id
+        )
+    email = (await conn.execute(query)).scalar_one_or_none()
+    return str(email) if email else None
+
+
+def customer_block(invoice: Invoice, account_email: str | None = None) -> list[str]:
+    """Bill to: the invoice's name and email, else the account's email (`account_email`);
+    the customer's id only when there is no email at all."""
+    email = invoice.customer_email or account_email
+    lines = [invoice.customer_name or "", email or "", invoice.country or ""]
+    if not email:
+        lines.append(f"Customer id {invoice.customer.id}")
     return [line for line in lines if line]
 
 
@@ -75,7 +106,7 @@ def _latin1(text: str) -> str:
     return text.encode("latin-1", "replace").decode("latin-1")
 
 
-def render_pdf(invoice: Invoice, issuer: Issuer) -> bytes:
+def render_pdf(invoice: Invoice, issuer: Issuer, account_email: str | None = None) -> bytes:
     pdf = FPDF(format="A4")
     pdf.set_title(_latin1(f"Invoice {invoice.number}"))
     pdf.set_author(_latin1(issuer.name))
@@ -95,7 +126,7 @@ def render_pdf(invoice: Invoice, issuer: Issuer) -> bytes:
     pdf.set_font("Helvetica", "B", 10)
     pdf.cell(0, 6, "Bill to", new_x="LMARGIN", new_y="NEXT")
     pdf.set_font("Helvetica", "", 10)
-    pdf.multi_cell(0, 5, _latin1("\n".join(customer_block(invoice))))
+    pdf.multi_cell(0, 5, _latin1("\n".join(customer_block(invoice, account_email))))
     pdf.ln(6)
     width = pdf.w - pdf.l_margin - pdf.r_margin
     pdf.set_font("Helvetica", "B", 10)
@@ -118,7 +149,9 @@ def render_pdf(invoice: Invoice, issuer: Issuer) -> bytes:
     return bytes(pdf.output())
 
 
-def render_html(invoice: Invoice, issuer: Issuer, pdf_url: str | None) -> str:
+def render_html(
+    invoice: Invoice, issuer: Issuer, pdf_url: str | None, account_email: str | None = None
+) -> str:
     e = html.escape
     rows = "".join(
         f"<tr><td>{e(line.description)}</td><td class=n>{e(_usd(line.amount_micros))}</td></tr>"
@@ -129,7 +162,7 @@ def render_html(invoice: Invoice, issuer: Issuer, pdf_url: str | None) -> str:
         for label, value in summary(invoice)
     )
     head = "".join(f"<dt>{e(k)}</dt><dd>{e(v)}</dd>" for k, v in heading(invoice))
-    customer = "<br>".join(e(line) for line in customer_block(invoice))
+    customer = "<br>".join(e(line) for line in customer_block(invoice, account_email))
     link = f'<p><a href="{e(pdf_url)}">Download PDF</a></p>' if pdf_url else ""
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8">

@@ -18,7 +18,7 @@ from zoopay.config import Settings
 from zoopay.db.engine import reading, transaction
 from zoopay.errors import BadRequest, quoted
 from zoopay.invoicing import links
-from zoopay.invoicing.documents import Issuer, render_html, render_pdf
+from zoopay.invoicing.documents import Issuer, account_email, render_html, render_pdf
 from zoopay.invoicing.schemas import (
     BuyCredits,
     Invoice,
@@ -205,17 +205,27 @@ _HTML: dict[int | str, dict[str, Any]] = {
 }
 
 
-def _pdf_response(request: Request, invoice: InvoiceRecord) -> Response:
+async def _account_email(engine: AsyncEngine, invoice: InvoiceRecord) -> str | None:
+    """Who the invoice is billed to when it names no email: the account's."""
+    if invoice.customer_email:
+        return None
+    async with reading(engine) as conn:
+        return await account_email(conn, customer=invoice.customer)
+
+
+async def _pdf_response(engine: AsyncEngine, request: Request, invoice: InvoiceRecord) -> Response:
     name = f"invoice-{invoice.number or invoice.id}.pdf"
     return Response(
-        render_pdf(invoice, _issuer(request)),
+        render_pdf(invoice, _issuer(request), await _account_email(engine, invoice)),
         media_type="application/pdf",
         headers={"Content-Disposition": f'inline; filename="{name}"', "Cache-Control": "private"},
     )
 
 
-def _html_response(request: Request, invoice: InvoiceRecord, pdf_url: str) -> HTMLResponse:
-    page = render_html(invoice, _issuer(request), pdf_url)
+async def _html_response(
+    engine: AsyncEngine, request: Request, invoice: InvoiceRecord, pdf_url: str
+) -> HTMLResponse:
+    page = render_html(invoice, _issuer(request), pdf_url, await _account_email(engine, invoice))
     return HTMLResponse(page, headers=_PAGE_HEADERS)
 
 
@@ -235,7 +245,7 @@ async def get_invoice_pdf_for_user(
     user: CurrentUser, engine: Engine, request: Request, id: IdInPath
 ) -> Response:
     """The invoice as a PDF (extension)."""
-    return _pdf_response(request, await _own(engine, user.customer, id))
+    return await _pdf_response(engine, request, await _own(engine, user.customer, id))
 
 
 @router.get(
@@ -247,7 +257,7 @@ async def get_invoice_pdf_for_org(
     admin: OrgAdmin, engine: Engine, request: Request, id: IdInPath
 ) -> Response:
     """Org admin: the invoice as a PDF (extension)."""
-    return _pdf_response(request, await _own(engine, admin.org, id))
+    return await _pdf_response(engine, request, await _own(engine, admin.org, id))
 
 
 Expires = Annotated[int, Query(ge=0, le=2**40, description="The link's expiry (Unix seconds)")]
@@ -276,7 +286,8 @@ async def get_invoice_pdf_by_link(
     signature: Signature,
 ) -> Response:
     """An invoice's PDF from its signed link (an invoice's `pdf`): no token needed."""
-    return _pdf_response(request, await _signed(engine, id, "pdf", expires, signature, now))
+    invoice = await _signed(engine, id, "pdf", expires, signature, now)
+    return await _pdf_response(engine, request, invoice)
 
 
 @links_router.get(
@@ -293,7 +304,7 @@ async def get_invoice_page_by_link(
     """An invoice's page from its signed link (an invoice's `url`): no token needed."""
     invoice = await _signed(engine, id, "html", expires, signature, now)
     pdf, _url = _links(await _link_key(engine, now), request, invoice, now)
-    return _html_response(request, invoice, pdf)
+    return await _html_response(engine, request, invoice, pdf)
 
 
 # --------------------------------------------------------------------------------- paying

@@ -9,8 +9,8 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, BeforeValidator, Field, WithJsonSchema
 
+from zoopay.invoicing.service import CHARGEABLE, InvoiceLine, InvoiceStatus, RefundStatus
 from zoopay.invoicing.service import Invoice as InvoiceRecord
-from zoopay.invoicing.service import InvoiceLine, InvoiceStatus, RefundStatus
 from zoopay.money import Amount, Money, format_micros, from_micros, parse_dollars
 from zoopay.wire import WireModel
 
@@ -132,7 +132,8 @@ class InvoiceDetail(Invoice):
     amount_refunded: Money
     refund_status: RefundStatus | None = None
     can_retry_payment: bool = Field(
-        description="Open with something left to pay: POST .../invoices/{id}/pay charges it now"
+        description="Open or uncollectible with something left to pay: POST"
+        " .../invoices/{id}/pay charges it now"
     )
 
     @classmethod
@@ -142,8 +143,8 @@ class InvoiceDetail(Invoice):
                 **cls.fields_of(invoice, pdf, url),
                 "amount_refunded": from_micros(invoice.amount_refunded_micros),
                 "refund_status": invoice.refund_status,
-                "can_retry_payment": invoice.status == InvoiceStatus.OPEN
-                and invoice.amount_remaining_micros > 0,
+                "can_retry_payment": invoice.status in CHARGEABLE
+                and invoice.total_micros > invoice.amount_paid_micros,
             }
         )
 

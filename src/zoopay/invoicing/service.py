@@ -16,6 +16,11 @@ idempotency key `invoice-{id}-attempt-{n}`) is committed before the processor is
 the processor's answer is applied in a second transaction. `reconcile_pending_charges` finds
 attempts left pending and asks the processor what happened to them.
 
+An uncollectible invoice (dunning gave up) can still be paid: the customer's way out. Its
+charge first reverses the write-off (receivable back from bad debt), then settles it as any
+paid invoice; once no uncollectible invoice of theirs is left, the customer is no longer
+delinquent. A void invoice is never charged.
+
 A charge that needs the customer (`requires_action`, 3-D Secure) can still succeed later, when
 they authenticate it; its attempt stays `requires_action` and takes the processor's later answer
 (Stripe's webhook, or the processor asked again) through `apply_charge`, like a pending one.
@@ -23,10 +28,11 @@ The rules that keep it from paying an invoice twice:
 - before a new attempt, every earlier one that waits for the customer is canceled at the
   processor (`resolve_awaiting_action`): a canceled charge can never succeed; one the customer
   completed first is applied instead, and then there is no new attempt;
-- a success for an invoice that is no longer open (paid by another charge, voided, written off)
-  never settles it: the attempt becomes `refund_due`, the money is posted as owed back
-  (journal `refund_due:<customer>`), and `refund_stray_charges` refunds it in full through the
-  processor with a key derived from the attempt's (`stray-refund-<attempt key>`), once.
+- a success for an invoice that can no longer be paid (paid by another charge, voided) never
+  settles it (an uncollectible one it pays, as any charge does): the attempt becomes
+  `refund_due`, the money is posted as owed back (journal `refund_due:<customer>`), and
+  `refund_stray_charges` refunds it in full through the processor with a key derived from the
+  attempt's (`stray-refund-<attempt key>`), once.
 """
 
 import enum
@@ -53,6 +59,7 @@ from zoopay.errors import BadRequest, Conflict, NotFound, PaymentRequired, Servi
 from zoopay.journal.service import Account, AccountKind, PostingKind, post_journal
 from zoopay.ledger.service import Bucket, Customer, Posting, Reason, lock_balance, post
 from zoopay.money import MAX_BALANCE_MICROS, format_micros
+from zoopay.payments.service import lock_payment_customer, set_delinquent
 from zoopay.processors.base import (
     Charge,
     ChargeStatus,
@@ -605,12 +612,7 @@ async def _close_unpaid(
             lines = [(receivable, -invoice.total_micros), *_line_accounts(invoice, sign=1)]
             kind = PostingKind.VOID
         else:
-            credits = invoice.total_of(LineKind.CREDITS)
-            lines = [
-                (receivable, -invoice.total_micros),
-                (Account(AccountKind.CREDITS_BILLED, invoice.customer.id), credits),
-                (Account(AccountKind.BAD_DEBT), invoice.total_micros - credits),
-            ]
+            lines = _write_off_lines(invoice, sign=1)
             kind = PostingKind.WRITE_OFF
         await post_journal(
             conn,
@@ -623,7 +625,59 @@ async def _close_unpaid(
     return await lock_invoice(conn, invoice_id=invoice.id)
 
 
+def _write_off_lines(invoice: Invoice, *, sign: int) -> list[tuple[Account, int]]:
+    """What writing an invoice off posts (`sign` 1) or what undoing it posts (-1): the
+    receivable to bad debt, and its credits (never delivered) no longer billed."""
+    credits = invoice.total_of(LineKind.CREDITS)
+    return [
+        (Account(AccountKind.RECEIVABLE, invoice.customer.id), -sign * invoice.total_micros),
+        (Account(AccountKind.CREDITS_BILLED, invoice.customer.id), sign * credits),
+        (Account(AccountKind.BAD_DEBT), sign * (invoice.total_micros - credits)),
+    ]
+
+
+async def _reinstate(conn: AsyncConnection, invoice: Invoice, *, now: datetime) -> None:
+    """Uncollectible -> open, in the transaction that settles its charge: the write-off undone,
+    so that the charge posts against the receivable as for any invoice."""
+    await conn.execute(
+        update(invoices)
+        .where(invoices.c.id == invoice.id)
+        .values(status=InvoiceStatus.OPEN.value, closed_at=None, updated_at=now)
+    )
+    await post_journal(
+        conn,
+        kind=PostingKind.WRITE_OFF_REVERSED,
+        lines=_write_off_lines(invoice, sign=-1),
+        memo=f"invoice {invoice.number} paid after it was written off",
+        invoice_id=invoice.id,
+        now=now,
+    )
+
+
+async def end_delinquency(conn: AsyncConnection, *, customer: Customer, now: datetime) -> bool:
+    """Dunning's mark comes off once the customer has no uncollectible invoice left; whether it
+    did. The customer's row is locked before the invoices are counted, and dunning writes the
+    mark after the invoice it gives up on, so a write-off committing meanwhile is either counted
+    here or sets the mark again after this."""
+    found = await lock_payment_customer(conn, customer=customer)
+    if found is None or not found.delinquent:
+        return False
+    left = (
+        select(invoices.c.id)
+        .where(invoices.c.customer_id == customer.id)
+        .where(invoices.c.status == InvoiceStatus.UNCOLLECTIBLE.value)
+        .limit(1)
+    )
+    if (await conn.execute(left)).first() is not None:
+        return False
+    await set_delinquent(conn, customer=customer, delinquent=False, now=now)
+    return True
+
+
 # -------------------------------------------------------------------------------- charging
+
+# What a charge may pay: an open invoice, or one dunning gave up on (the customer paying it).
+CHARGEABLE = (InvoiceStatus.OPEN, InvoiceStatus.UNCOLLECTIBLE)
 
 
 @dataclass(frozen=True)
@@ -670,8 +724,8 @@ class ChargeOutcome:
             )
         reason = attempt.failure_message if attempt and attempt.failure_message else "declined"
         raise PaymentRequired(
-            f"the charge for invoice {number} failed ({reason}): the invoice stays open; update"
-            " your payment method, then pay it again"
+            f"the charge for invoice {number} failed ({reason}): the invoice stays"
+            f" {self.invoice.status}; update your payment method, then pay it again"
         )
 
 
@@ -690,9 +744,10 @@ async def charge_invoice(
     payment_method_id: str | None = None,
     after_answer: AfterAnswer | None = None,
 ) -> ChargeOutcome:
-    """Charge what an open invoice has left to pay, in its own transactions (never call it
-    inside one): the attempt is committed pending, the processor is called with the attempt's
-    idempotency key, and its answer is applied in a second transaction."""
+    """Charge what an open or uncollectible invoice has left to pay, in its own transactions
+    (never call it inside one): the attempt is committed pending, the processor is called with
+    the attempt's idempotency key, and its answer is applied in a second transaction. A paid
+    invoice is answered as it is (nothing charged); a void one is a Conflict."""
     async with transaction(engine) as conn:
         invoice = await lock_invoice(conn, invoice_id=invoice_id)
         pending = await _pending_attempt(conn, invoice.id)
@@ -704,8 +759,10 @@ async def charge_invoice(
         invoice = await lock_invoice(conn, invoice_id=invoice_id)
         if invoice.status == InvoiceStatus.PAID:
             return ChargeOutcome(invoice, None)
-        if invoice.status != InvoiceStatus.OPEN:
-            raise Conflict(f"invoice {invoice.number or invoice.id} is {invoice.status}")
+        if invoice.status not in CHARGEABLE:
+            raise Conflict(
+                f"invoice {invoice.number or invoice.id} is {invoice.status}: it is not to be paid"
+            )
         if await _pending_attempt(conn, invoice.id) is not None:
             raise Conflict(
                 f"a payment of invoice {invoice.number} is in progress: try again in a minute"
@@ -844,7 +901,7 @@ async def apply_charge(
     status = AttemptStatus(charge.status.value)
     if not takes_answer(attempt.status, charge.status) or attempt.status == status:
         return attempt
-    settles = charge.status == ChargeStatus.SUCCEEDED and invoice.status == InvoiceStatus.OPEN
+    settles = charge.status == ChargeStatus.SUCCEEDED and invoice.status in CHARGEABLE
     if charge.status == ChargeStatus.SUCCEEDED and not settles:
         status = AttemptStatus.REFUND_DUE
     await conn.execute(
@@ -859,10 +916,24 @@ async def apply_charge(
         )
     )
     if settles:
-        await settle_invoice(conn, invoice_id=invoice.id, charge=charge, now=now)
+        await _settle_charged(conn, invoice, charge, now=now)
     elif status == AttemptStatus.REFUND_DUE:
         await _hold_stray_charge(conn, invoice, charge, now=now)
     return await _attempt(conn, attempt.id)
+
+
+async def _settle_charged(
+    conn: AsyncConnection, invoice: Invoice, charge: Charge, *, now: datetime
+) -> None:
+    """A charge that succeeded pays its invoice; one written off is reinstated first (money
+    taken always pays: even from an attempt made before dunning gave up), and its customer may
+    stop being delinquent."""
+    if invoice.status == InvoiceStatus.OPEN:
+        await settle_invoice(conn, invoice_id=invoice.id, charge=charge, now=now)
+        return
+    await _reinstate(conn, invoice, now=now)
+    await settle_invoice(conn, invoice_id=invoice.id, charge=charge, now=now)
+    await end_delinquency(conn, customer=invoice.customer, now=now)
 
 
 async def _hold_stray_charge(
@@ -1048,8 +1119,9 @@ async def reconcile_pending_charges(
     processor for the charge made with its key and apply it; an attempt with no charge older
     than `abandon_after` is marked abandoned (nothing was taken; the invoice stays open).
     Attempts that wait for the customer are asked too (the embedded processor sends no webhook
-    when they authenticate): those of an open invoice may still complete; those of one closed
-    otherwise (void, uncollectible, paid) are canceled. Then money owed back is refunded."""
+    when they authenticate): those of an open or uncollectible invoice may still complete; those
+    of one that can no longer be paid (void, paid) are canceled. Then money owed back is
+    refunded."""
     statuses = (AttemptStatus.PENDING.value, AttemptStatus.REQUIRES_ACTION.value)
     async with reading(engine) as conn:
         query = (
@@ -1062,7 +1134,7 @@ async def reconcile_pending_charges(
     report = Reconciliation()
     for row in rows:
         attempt = _attempt_of_row(row)
-        closed = row["invoice_status"] != InvoiceStatus.OPEN.value
+        closed = InvoiceStatus(row["invoice_status"]) not in CHARGEABLE
         if attempt.status == AttemptStatus.REQUIRES_ACTION and closed:
             outcome = await _reconcile_closed(engine, processor, attempt, now=now)
         else:

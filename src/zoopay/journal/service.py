@@ -12,10 +12,10 @@ negative) sum to zero; each account keeps its balance, always the sum of its lin
   refunds (credit balance). Spending credits is metering, not money, so this is what was
   bought, not what is left.
 - `rounding`: what rounding invoices to whole cents added or took off.
-- `bad_debt`: invoices written off as uncollectible.
+- `bad_debt`: invoices written off as uncollectible (and not paid since).
 - `refund_due:<customer>`: money a charge took for an invoice that no longer needed it (a
-  payment the customer authenticated after the invoice was paid otherwise, voided or written
-  off), owed back until it is refunded (credit balance; zero once refunded).
+  payment the customer authenticated after the invoice was paid otherwise or voided), owed back
+  until it is refunded (credit balance; zero once refunded).
 """
 
 import enum
@@ -54,6 +54,8 @@ class PostingKind(enum.StrEnum):
     CREDIT_PURCHASE = "credit_purchase"
     REFUND = "refund"
     WRITE_OFF = "write_off"
+    # An uncollectible invoice paid after all: its write-off undone, before the charge posts.
+    WRITE_OFF_REVERSED = "write_off_reversed"
     VOID = "void"
 
 

@@ -187,7 +187,7 @@ async def save_billing_info(
     """POST (`creating`: 409 if there is billing information already) or PUT (404 if there is
     none) the customer's billing information, whole. The processor customer must exist
     (`ensure_processor_customer`)."""
-    found = await _locked(conn, customer)
+    found = await lock_payment_customer(conn, customer=customer)
     if found is None:
         raise NotFound("no billing information yet: POST it first")
     if creating and found.billing_info_at is not None:
@@ -216,7 +216,10 @@ async def save_billing_info(
     )
 
 
-async def _locked(conn: AsyncConnection, customer: Customer) -> PaymentCustomer | None:
+async def lock_payment_customer(
+    conn: AsyncConnection, *, customer: Customer
+) -> PaymentCustomer | None:
+    """The customer's row, locked until the transaction ends (None: not at the processor yet)."""
     row = (
         (
             await conn.execute(
@@ -243,7 +246,7 @@ async def set_vat_id(
     conn: AsyncConnection, *, customer: Customer, vat_id: str | None, now: datetime
 ) -> PaymentCustomer:
     """Record (or, with None, forget) the customer's EU VAT id, already validated."""
-    found = await _locked(conn, customer)
+    found = await lock_payment_customer(conn, customer=customer)
     if found is None or found.billing_info_at is None:
         raise NotFound("no billing information yet: POST it first")
     await conn.execute(
@@ -286,7 +289,7 @@ async def customer_deletable(conn: AsyncConnection, *, customer: Customer) -> bo
 async def forget_billing_info(conn: AsyncConnection, *, customer: Customer, now: datetime) -> None:
     """DELETE: the billing information goes (409 while money is due); the processor customer
     stays mapped, so that its charges can still be reconciled."""
-    found = await _locked(conn, customer)
+    found = await lock_payment_customer(conn, customer=customer)
     if found is None or found.billing_info_at is None:
         raise NotFound("no billing information yet: POST it first")
     reason = await why_not_deletable(conn, customer=customer)

@@ -10,7 +10,8 @@ What is applied:
   invoice's payment attempt; an attempt still pending (zoopay crashed, or Stripe did not answer,
   before the answer was committed) or waiting for the customer (`requires_action`: they have
   now authenticated it, or failed to) gets the answer through `invoicing.apply_charge`, which
-  settles an open invoice, or, for one no longer open, marks the money to be refunded (the
+  settles an open (or uncollectible) invoice, or, for one paid otherwise or void, marks the money
+  to be refunded (the
   route's follow-up refunds it: `invoicing.refund_stray_charges`).
 - `charge.refunded`: refunds that zoopay left pending are completed
   (`invoicing.reconcile_pending_refunds`, which asks Stripe again by each refund's key).
