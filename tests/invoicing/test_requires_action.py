@@ -35,6 +35,7 @@ from zoopay.invoicing.service import (
     attempt_key,
     charge_invoice,
     list_attempts,
+    mark_uncollectible,
     reconcile_pending_charges,
     refund_stray_charges,
     void_invoice,
@@ -216,5 +217,24 @@ async def test_a_success_reported_for_an_attempt_taken_for_canceled_is_refunded(
         ["refunded", "succeeded"],
     )
     assert (await succeeded_cents(engine), await refunded_cents(engine)) == (5000, 2500)
+    assert await stable(engine, w.customer) == DOLLARS_25
+    await books_are_clean(engine, w.customer)
+
+
+async def test_an_authentication_after_dunning_gave_up_pays_the_uncollectible_invoice(
+    engine: AsyncEngine, world: World, clock: Clock, processor: EmbeddedProcessor
+) -> None:
+    """Money taken always pays what can still be paid: an uncollectible invoice's waiting
+    charge is left to the customer (not canceled), and completing it pays the invoice."""
+    w = await waiting_invoice(engine, world, clock, processor)
+    async with transaction(engine) as conn:
+        await mark_uncollectible(conn, invoice_id=w.invoice_id, now=clock.now)
+    still = await reconcile_pending_charges(engine, processor, now=clock.now)
+    assert (still.applied, len(still.still_pending)) == ([], 1)
+    await processor.authenticate_charge(w.charge_id)
+    report = await reconcile_pending_charges(engine, processor, now=clock.now)
+    assert len(report.applied) == 1 and report.refunded == []
+    assert await invoice_state(engine, w.invoice_id) == (InvoiceStatus.PAID, ["succeeded"])
+    assert (await succeeded_cents(engine), await refunded_cents(engine)) == (2500, 0)
     assert await stable(engine, w.customer) == DOLLARS_25
     await books_are_clean(engine, w.customer)
