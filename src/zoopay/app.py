@@ -41,7 +41,6 @@ from zoopay.metering.routes import HOT_ROUTES as metering_hot_routes
 from zoopay.metering.routes import router as metering_router
 from zoopay.payments.routes import router as payments_router
 from zoopay.processors import processor_from_settings
-from zoopay.processors.portal import router as portal_router
 from zoopay.processors.routes import router as processor_router
 from zoopay.processors.stripe import StripeProcessor
 from zoopay.processors.stripe_routes import router as stripe_webhook_router
@@ -109,6 +108,7 @@ def create_app(
     # POST /processor/stripe/webhook checks each delivery's signature with it (None: refused).
     secret = settings.stripe_webhook_secret
     app.state.stripe_webhook_secret = secret.get_secret_value() if secret else None
+    app.state.stripe_publishable_key = settings.stripe_publishable_key
     app.state.catalog = app_catalog
     # What a paid plan change needs from the settings (zoopay.billing.upgrades).
     app.state.change_terms = ChangeTerms(settings.tax_rates, settings.invoice_prefix)
@@ -130,7 +130,6 @@ def create_app(
         invoice_links_router,
         payments_router,
         processor_router,
-        portal_router,
         health_router,
         stripe_webhook_router,
         console_api_router,

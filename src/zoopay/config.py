@@ -76,6 +76,9 @@ class Settings(BaseSettings):
     stripe_api_key: SecretStr | None = None
     stripe_api_base: str | None = None
     stripe_webhook_secret: SecretStr | None = None
+    # The publishable key (pk_...) the console's card form gives Stripe.js (Stripe Elements):
+    # public by design, it can only tokenize cards and confirm intents by their client secret.
+    stripe_publishable_key: str | None = Field(default=None, pattern=r"^pk_[A-Za-z0-9_]{1,200}$")
 
     @model_validator(mode="after")
     def _stripe_has_a_key(self) -> "Settings":

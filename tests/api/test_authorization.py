@@ -963,9 +963,9 @@ async def default_kept(call: Call) -> None:
 
 async def portal_redirect(call: Call) -> None:
     location = call.response.headers["location"]
-    assert location.startswith("/processor/portal/")
+    assert location.startswith("/console/link?secret=zcl_")
     page = await call.client.get(location)
-    assert page.status_code == 200 and "Your cards" in page.text
+    assert page.status_code == 200 and "Continue" in page.text
 
 
 async def tax_ready(call: Call) -> None:

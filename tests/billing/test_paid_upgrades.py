@@ -2,17 +2,24 @@
 the unused rest against the next invoice; staff changes are comped."""
 
 from datetime import timedelta
+from typing import Any
 
 import httpx
 import pytest
 from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from tests.conftest import START, Clock, World
 from tests.support.billing import add_card, bill, books_are_clean, embedded
 from tests.support.database import dump
+from tests.support.errors import assert_error
+from tests.support.processor import refunded_cents
+from zoopay.billing import upgrades
 from zoopay.catalog.service import Catalog
 from zoopay.db.tables import billing_credits, invoice_lines, invoices, processor_charges
+from zoopay.errors import Conflict
+from zoopay.subscriptions.service import change_plan
 
 URL = "/user/payment/subscriptions"
 
@@ -80,7 +87,9 @@ async def test_without_a_card_or_with_a_failing_one_the_upgrade_is_402_and_nothi
     async with engine.connect() as conn:
         statuses = (await conn.execute(select(invoices.c.status))).scalars().all()
     assert sorted(statuses) == ["void", "void", "void"]
-    assert sorted(status for _, status in await _charges(engine)) == ["failed", "requires_action"]
+    # The charge that waited for the customer was canceled before its invoice was voided: it
+    # can never succeed later for a plan that did not change.
+    assert sorted(status for _, status in await _charges(engine)) == ["canceled", "failed"]
 
 
 async def test_a_downgrade_is_at_once_and_its_unused_rest_pays_the_next_fee(
@@ -123,6 +132,59 @@ async def test_staff_changes_are_comped(
     assert await _charges(engine) == []
     after = await dump(engine)
     assert after["invoices"] == before["invoices"] == []
+
+
+@pytest.mark.parametrize(
+    ("failure", "status", "code"),
+    [
+        (Conflict("a concurrent change of the plan"), 409, "conflict"),
+        (OperationalError("UPDATE subscriptions", {}, Exception("disk I/O error")), 503, None),
+    ],
+)
+async def test_a_paid_upgrade_whose_plan_change_fails_is_refunded_in_full(
+    client: httpx.AsyncClient,
+    engine: AsyncEngine,
+    world: World,
+    clock: Clock,
+    monkeypatch: pytest.MonkeyPatch,
+    failure: Exception,
+    status: int,
+    code: str | None,
+) -> None:
+    """The charge went through, then the plan change failed (injected: the trial change before
+    the charge passes, the real one after it raises): the money goes back through the
+    processor, once, and the plan stays as it was."""
+    alice = await world.user()
+    await add_card(engine, embedded(engine, clock), alice.user.customer, clock.now)
+    calls: list[str] = []
+
+    async def fails_after_payment(conn: AsyncConnection, **kwargs: Any) -> Any:
+        calls.append(kwargs["tier"].value)
+        if len(calls) == 2:  # the first is the trial, rolled back before the charge
+            raise failure
+        return await change_plan(conn, **kwargs)
+
+    monkeypatch.setattr(upgrades, "change_plan", fails_after_payment)
+    refused = await client.put(URL, headers=alice.headers, json={"modeling_app": "pro"})
+    message = assert_error(refused, status, code)
+    assert "the $49.00 charged was refunded and your plan did not change" in message
+    assert calls == ["pro", "pro"]
+    assert await _plan(client, alice.headers) == "free"
+    assert await _charges(engine) == [(4900, "succeeded")]
+    assert await refunded_cents(engine) == 4900
+    async with engine.connect() as conn:
+        [invoice] = (await conn.execute(select(invoices))).mappings().all()
+    assert (invoice["status"], invoice["amount_paid_micros"]) == ("paid", 49_000_000)
+    assert invoice["amount_refunded_micros"] == 49_000_000
+    await books_are_clean(engine)
+
+    # The same upgrade again, once nothing fails: a new invoice, charged once, the plan changes.
+    again = await client.put(URL, headers=alice.headers, json={"modeling_app": "pro"})
+    assert again.status_code == 200, again.text
+    assert await _plan(client, alice.headers) == "pro"
+    assert await _charges(engine) == [(4900, "succeeded"), (4900, "succeeded")]
+    assert await refunded_cents(engine) == 4900
+    await books_are_clean(engine)
     await books_are_clean(engine)
 
 

@@ -12,6 +12,7 @@ import os
 import subprocess
 import sys
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import httpx
 from kittycad.models import AddressDetails, BillingInfo
@@ -175,8 +176,13 @@ def test_cards_default_threshold_and_portal_with_kittycad_1_8(
     assert probe["threshold_reset"] == {**probe["threshold"], "version": 2}
     # The SDK does not follow redirects: it reports the 303 with the page's Location.
     status, location = probe["portal"]
-    assert status == 303 and location.startswith("/processor/portal/")
-    page = http.get(location)
-    assert (
-        page.status_code == 200 and "4444" in page.text and "https://app.example.com/" in page.text
-    )
+    # A single-use sign-in to the console's payment methods (the embedded processor's card page).
+    assert status == 303 and location.startswith("/console/link?secret=zcl_")
+    link = parse_qs(urlsplit(location).query)
+    form = {"secret": link["secret"][0], "next": link["next"][0]}
+    signed_in = http.post("/console/link", data=form)
+    assert signed_in.status_code == 303, signed_in.text
+    page = http.get(signed_in.headers["location"])
+    http.cookies.clear()
+    assert page.status_code == 200 and "4444" in page.text
+    assert 'href="https://app.example.com/"' in page.text

@@ -2,8 +2,10 @@
 embedded processor: exact bodies, and what each refusal leaves unchanged."""
 
 import base64
+import html
 import re
 from typing import Any
+from urllib.parse import parse_qs, urlencode, urlsplit
 
 import httpx
 import pytest
@@ -11,6 +13,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tests.conftest import Clock, World
+from tests.console.test_console import FORM
 from tests.payments.conftest import ADDRESS, BILLING, attach, make_due
 from tests.support.database import dump
 from tests.support.errors import assert_error
@@ -330,58 +333,43 @@ async def test_no_processor_customer_lists_nothing_and_makes_none(
 
 # -- the card-management page
 
+PAGE_FIELD = re.compile(r'<input type="hidden" name="(\w+)" value="([^"]*)">')
 
-async def test_the_portal_link_redirects_to_a_single_use_page(
+
+async def test_the_portal_link_signs_in_once_to_the_consoles_payment_methods(
     client: httpx.AsyncClient, world: World, clock: Clock
 ) -> None:
+    """On the embedded processor the card page is the console's: the link is a single-use
+    console sign-in that opens the payment methods, with a back link to `return_url`."""
     alice = await world.user()
-    method = await attach(client, alice, "pm_card_visa")
+    await attach(client, alice, "pm_card_visa")
+    back = "https://app.example.com/billing?tab=cards"
     link = await client.get(
-        "/user/payment/method-portal-link",
-        params={"return_url": "https://app.example.com/billing"},
-        headers=alice.headers,
+        "/user/payment/method-portal-link", params={"return_url": back}, headers=alice.headers
     )
     assert link.status_code == 303, link.text
     location = link.headers["location"]
-    assert re.fullmatch(r"/processor/portal/[\w-]+", location)
+    assert location.startswith("/console/link?secret=zcl_")
+    query = parse_qs(urlsplit(location).query)
+    assert query["next"] == ["/console/user/billing?" + urlencode({"return_url": back})]
 
-    page = await client.get(location)
+    client.cookies.clear()
+    page = await client.get(location)  # opening it (a link scanner) does not spend it
     assert page.status_code == 200
-    assert page.headers["content-type"].startswith("text/html")
-    assert page.headers["cache-control"] == "no-store"
-    assert "4242" in page.text and "https://app.example.com/billing" in page.text
-    assert "<script" not in page.text
-    session = re.search(r'name="session" value="([^"]+)"', page.text)
-    assert session is not None
+    form = {name: html.unescape(value) for name, value in PAGE_FIELD.findall(page.text)}
+    assert set(form) == {"secret", "next"}
+    signed_in = await client.post("/console/link", data=form, headers=FORM)
+    assert signed_in.status_code == 303, signed_in.text
+    assert signed_in.headers["location"] == query["next"][0]
+    billing = await client.get(signed_in.headers["location"])
+    assert billing.status_code == 200
+    assert "visa ···· 4242" in billing.text
+    assert f'<a href="{html.escape(back)}">Back to where you came from</a>' in billing.text
 
-    reused = await client.get(location)
-    assert reused.status_code == 404 and "expired" in reused.text
-
-    async def act(action: str, payment_method: str) -> httpx.Response:
-        form = {"session": session.group(1), "action": action, "payment_method": payment_method}
-        return await client.post("/processor/portal/actions", data=form)
-
-    added = await act("add", "pm_card_mastercard")
-    assert added.status_code == 200 and "Added mastercard ending in 4444" in added.text
-    declined = await act("add", "pm_card_visa_chargeDeclined")
-    assert declined.status_code == 402 and "declined" in declined.text
-    listed = await client.get("/user/payment/methods", headers=alice.headers)
-    items = listed.json()["items"]
-    assert [item["card"]["last4"] for item in items] == ["4242", "4444"]
-    other = items[1]["id"]
-    assert (await act("default", other)).status_code == 200
-    assert (await act("remove", method)).status_code == 200
-    listed = await client.get("/user/payment/methods", headers=alice.headers)
-    assert [item["id"] for item in listed.json()["items"]] == [other]
-
-    # Another customer's card is not reachable from this page.
-    bob = await world.user()
-    bobs = await attach(client, bob, "pm_card_visa")
-    assert (await act("remove", bobs)).status_code == 404
-    assert len((await client.get("/user/payment/methods", headers=bob.headers)).json()["items"])
-
-    clock.advance(minutes=31)
-    assert (await act("remove", other)).status_code == 403
+    # Once only.
+    client.cookies.clear()
+    again = await client.post("/console/link", data=form, headers=FORM)
+    assert again.status_code == 401 and "used already" in again.text
 
 
 async def test_a_portal_link_expires_unopened(
@@ -389,8 +377,24 @@ async def test_a_portal_link_expires_unopened(
 ) -> None:
     alice = await world.user()
     link = await client.get("/user/payment/method-portal-link", headers=alice.headers)
-    clock.advance(minutes=11)
-    assert (await client.get(link.headers["location"])).status_code == 404
+    secret = parse_qs(urlsplit(link.headers["location"]).query)["secret"][0]
+    clock.advance(minutes=16)
+    late = await client.post("/console/link", data={"secret": secret}, headers=FORM)
+    assert late.status_code == 401
+
+
+@pytest.mark.parametrize("next_page", ["https://evil.example/", "//evil.example/", "/x"])
+async def test_a_sign_in_link_leads_to_console_pages_only(
+    client: httpx.AsyncClient, world: World, engine: AsyncEngine, clock: Clock, next_page: str
+) -> None:
+    alice = await world.user()
+    link = await client.get("/user/payment/method-portal-link", headers=alice.headers)
+    secret = parse_qs(urlsplit(link.headers["location"]).query)["secret"][0]
+    client.cookies.clear()
+    signed_in = await client.post(
+        "/console/link", data={"secret": secret, "next": next_page}, headers=FORM
+    )
+    assert signed_in.status_code == 303 and signed_in.headers["location"] == "/console/"
 
 
 @pytest.mark.parametrize("return_url", ["javascript:alert(1)", "/relative", "ftp://x"])
@@ -578,6 +582,8 @@ async def test_an_org_admin_manages_the_orgs_payments(
     ).status_code == 204
     link = await client.get("/org/payment/method-portal-link", headers=admin.headers)
     assert link.status_code == 303
+    # The admin's own sign-in, to the org's payment methods.
+    assert parse_qs(urlsplit(link.headers["location"]).query)["next"] == ["/console/org/billing"]
 
     before = await dump(engine)
     for method_name, path in [

@@ -1,13 +1,14 @@
 """The `stripe` processor against localstripe, started once per session (tests.support)."""
 
 from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
 
 import httpx
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from tests.conftest import Clock, app_client
-from tests.support.localstripe import API_KEY, localstripe
+from tests.conftest import Clock, World, app_client
+from tests.support.localstripe import API_KEY, PUBLISHABLE_KEY, localstripe
 from tests.support.stripe_events import WEBHOOK_SECRET
 from zoopay.app import create_app
 from zoopay.catalog.service import Catalog
@@ -37,6 +38,7 @@ def stripe_settings(database_url: str, localstripe_url: str) -> Settings:
         stripe_api_key=API_KEY,
         stripe_api_base=localstripe_url,
         stripe_webhook_secret=WEBHOOK_SECRET,
+        stripe_publishable_key=PUBLISHABLE_KEY,
     )
 
 
@@ -49,3 +51,27 @@ async def stripe_client(
     async with app_client(app, clock) as client:
         yield client
     await app.state.processor.aclose()
+
+
+@dataclass(frozen=True)
+class Stripe:
+    """What these tests use: zoopay on the stripe processor, and localstripe behind it."""
+
+    client: httpx.AsyncClient
+    processor: StripeProcessor
+    base_url: str
+    engine: AsyncEngine
+    world: World
+    clock: Clock
+
+
+@pytest.fixture
+def stripe(
+    stripe_client: httpx.AsyncClient,
+    stripe_processor: StripeProcessor,
+    localstripe_url: str,
+    engine: AsyncEngine,
+    world: World,
+    clock: Clock,
+) -> Stripe:
+    return Stripe(stripe_client, stripe_processor, localstripe_url, engine, world, clock)

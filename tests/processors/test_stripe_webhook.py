@@ -11,18 +11,17 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tests.conftest import START, Clock, World
 from tests.support.errors import assert_error
+from tests.support.processor import DOLLARS_25, open_credits_invoice
 from tests.support.stripe_events import delivery, event
 from zoopay.config import Settings
-from zoopay.db.engine import reading, transaction
+from zoopay.db.engine import reading
 from zoopay.db.tables import stripe_events
 from zoopay.errors import ServiceUnavailable
 from zoopay.invoicing.service import (
     AttemptStatus,
     InvoiceStatus,
     charge_invoice,
-    credits_line,
     get_invoice,
-    issue_invoice,
     list_attempts,
     refund_invoice,
 )
@@ -32,7 +31,6 @@ from zoopay.processors.base import Charge, ProcessorUnavailable, Refund
 from zoopay.processors.stripe import StripeProcessor
 
 WEBHOOK = "/processor/stripe/webhook"
-DOLLARS_25 = 25_000_000
 
 
 async def recorded(engine: AsyncEngine) -> list[tuple[str, str, str]]:
@@ -54,20 +52,6 @@ async def stripe_customer_with_card(processor: StripeProcessor, number: str) -> 
     await processor.client.v1.payment_methods.attach_async(method.id, {"customer": customer_id})
     await processor.set_default_payment_method(customer_id, method.id)
     return customer_id
-
-
-async def open_invoice(engine: AsyncEngine, clock: Clock, customer: Customer) -> str:
-    async with transaction(engine) as conn:
-        invoice = await issue_invoice(
-            conn,
-            customer=customer,
-            lines=[credits_line(amount_micros=DOLLARS_25)],
-            description="credits",
-            tax_rates={},
-            prefix="ZP",
-            now=clock.now,
-        )
-    return invoice.id
 
 
 class Crash(Exception):
@@ -114,7 +98,7 @@ async def test_a_payment_left_pending_is_applied_once(
 ) -> None:
     person = await world.user()
     customer_id = await stripe_customer_with_card(stripe_processor, "4242424242424242")
-    invoice_id = await open_invoice(engine, clock, person.user.customer)
+    invoice_id = await open_credits_invoice(engine, clock.now, person.user.customer)
     charge = await charge_and_crash(engine, stripe_processor, invoice_id, customer_id, clock.now)
     async with reading(engine) as conn:
         [attempt] = await list_attempts(conn, invoice_id=invoice_id)
@@ -161,7 +145,7 @@ async def test_a_failed_payment_left_pending_fails_its_attempt(
 ) -> None:
     person = await world.user()
     customer_id = await stripe_customer_with_card(stripe_processor, "4000000000000341")
-    invoice_id = await open_invoice(engine, clock, person.user.customer)
+    invoice_id = await open_credits_invoice(engine, clock.now, person.user.customer)
     charge = await charge_and_crash(engine, stripe_processor, invoice_id, customer_id, clock.now)
     payload = event(
         "payment_intent.payment_failed",
@@ -187,7 +171,7 @@ async def test_an_event_already_applied_by_the_charge_is_recorded(
 ) -> None:
     person = await world.user()
     customer_id = await stripe_customer_with_card(stripe_processor, "4242424242424242")
-    invoice_id = await open_invoice(engine, clock, person.user.customer)
+    invoice_id = await open_credits_invoice(engine, clock.now, person.user.customer)
     outcome = await charge_invoice(
         engine,
         stripe_processor,
@@ -240,7 +224,7 @@ async def test_charge_refunded_completes_a_pending_refund(
 ) -> None:
     person = await world.user()
     customer_id = await stripe_customer_with_card(stripe_processor, "4242424242424242")
-    invoice_id = await open_invoice(engine, clock, person.user.customer)
+    invoice_id = await open_credits_invoice(engine, clock.now, person.user.customer)
     paid = await charge_invoice(
         engine,
         stripe_processor,

@@ -24,6 +24,8 @@ RUNNER = Path(__file__).with_name("localstripe_server.py")
 STARTUP_LIMIT_SECONDS = 30
 # localstripe takes any key of this shape.
 API_KEY = "sk_test_zoopay"
+# What the console gives Stripe.js (ZOOPAY_STRIPE_PUBLISHABLE_KEY); localstripe never sees it.
+PUBLISHABLE_KEY = "pk_test_zoopay"
 
 
 def _free_port() -> int:

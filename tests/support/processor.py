@@ -2,21 +2,32 @@
 with one of Stripe's test cards (zoopay.processors.embedded), and what the processor holds."""
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from zoopay.db.engine import reading
+from zoopay.db.engine import reading, transaction
 from zoopay.db.tables import processor_charges, processor_refunds
+from zoopay.invoicing.service import (
+    ChargeOutcome,
+    InvoiceStatus,
+    charge_invoice,
+    credits_line,
+    get_invoice,
+    issue_invoice,
+    list_attempts,
+)
 from zoopay.ledger.service import Customer
 from zoopay.payments.service import ensure_processor_customer
-from zoopay.processors.base import Charge, ProcessorUnavailable
+from zoopay.processors.base import Charge, PaymentProcessor, ProcessorUnavailable
 from zoopay.processors.embedded import EmbeddedProcessor
 
 VISA = "pm_card_visa"
 DECLINES = "pm_card_chargeCustomerFail"
 AUTHENTICATES = "pm_card_authenticationRequired"
+DOLLARS_25 = 25_000_000
 
 
 def embedded(engine: AsyncEngine, clock: Callable[[], datetime]) -> EmbeddedProcessor:
@@ -73,3 +84,50 @@ class Unreachable(EmbeddedProcessor):
 
     async def charge(self, customer_id: str, **kwargs: object) -> Charge:  # type: ignore[override]
         raise ProcessorUnavailable("connection reset")
+
+
+async def open_credits_invoice(
+    engine: AsyncEngine, now: datetime, customer: Customer, micros: int = DOLLARS_25
+) -> str:
+    """An open invoice for `micros` of credits (25.00 USD unless told): its id."""
+    async with transaction(engine) as conn:
+        invoice = await issue_invoice(
+            conn,
+            customer=customer,
+            lines=[credits_line(amount_micros=micros)],
+            description="credits",
+            tax_rates={},
+            prefix="ZP",
+            now=now,
+        )
+    return invoice.id
+
+
+@dataclass(frozen=True)
+class Waiting:
+    """An open invoice whose first charge waits for the customer (requires_action)."""
+
+    customer: Customer
+    processor_customer_id: str
+    invoice_id: str
+    charge_id: str
+
+
+async def pay_again(
+    engine: AsyncEngine, processor: PaymentProcessor, now: datetime, waiting: Waiting
+) -> ChargeOutcome:
+    return await charge_invoice(
+        engine,
+        processor,
+        invoice_id=waiting.invoice_id,
+        processor_customer_id=waiting.processor_customer_id,
+        now=now,
+    )
+
+
+async def invoice_state(engine: AsyncEngine, invoice_id: str) -> tuple[InvoiceStatus, list[str]]:
+    """The invoice's status and its attempts' statuses, first attempt first."""
+    async with reading(engine) as conn:
+        invoice = await get_invoice(conn, invoice_id=invoice_id)
+        attempts = await list_attempts(conn, invoice_id=invoice_id)
+    return invoice.status, [attempt.status.value for attempt in attempts]

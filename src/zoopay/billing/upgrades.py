@@ -11,9 +11,16 @@
 
 Two upgrades at once cannot both charge: the first holds the customer's balance lock while it
 issues its invoice, and the second finds that open invoice and answers 409.
+
+A card that needs authentication: the charge waiting for the customer is canceled before the
+invoice is voided (if they completed it meanwhile, the upgrade is paid and goes through); a
+success that still arrives for the void invoice is refunded (invoicing's `refund_due` rule).
+A paid upgrade whose plan change then fails (a concurrent change, a database error) is refunded
+in full through the processor, with a key derived from the invoice, and the answer says so.
 """
 
 import asyncio
+import contextlib
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
@@ -39,14 +46,18 @@ from zoopay.db.tables import (
     invoices,
     org_members,
 )
-from zoopay.errors import Conflict, PaymentRequired
+from zoopay.errors import Conflict, PaymentRequired, ServiceUnavailable, ZoopayError
 from zoopay.invoicing.service import (
     Attempt,
     AttemptStatus,
+    ChargeOutcome,
     InvoiceStatus,
     charge_invoice,
     issue_invoice,
+    lock_invoice,
     plan_fee_line,
+    refund_invoice,
+    resolve_awaiting_action,
     void_invoice,
 )
 from zoopay.ledger.service import Customer, lock_balance
@@ -238,12 +249,9 @@ async def change_plan_paid(
                 catalog,
                 processor,
                 terms,
+                _Change(tier, pay_annually, actor, create_only),
                 customer=customer,
-                tier=tier,
-                pay_annually=pay_annually,
-                actor=actor,
                 now=now,
-                create_only=create_only,
             )
         except _InProgress:
             await asyncio.sleep(delay)
@@ -258,19 +266,40 @@ class _InProgress(Exception):
 _WAITS = [0.01, 0.02, 0.05, 0.1, 0.2] + [0.5] * 9
 
 
+@dataclass(frozen=True)
+class _Change:
+    """The change a customer asked for."""
+
+    tier: TierName
+    pay_annually: bool | None
+    actor: str
+    create_only: bool
+
+
 async def _change_plan_paid(
     engine: AsyncEngine,
     catalog: Catalog,
     processor: PaymentProcessor,
     terms: ChangeTerms,
+    change: _Change,
     *,
     customer: Customer,
-    tier: TierName,
-    pay_annually: bool | None,
-    actor: str,
     now: datetime,
-    create_only: bool,
 ) -> None:
+    tier, pay_annually = change.tier, change.pay_annually
+
+    async def apply_change(conn: AsyncConnection) -> None:
+        await change_plan(
+            conn,
+            catalog=catalog,
+            customer=customer,
+            tier=tier,
+            pay_annually=pay_annually,
+            actor=change.actor,
+            now=now,
+            create_only=change.create_only,
+        )
+
     async with transaction(engine) as conn:
         await lock_balance(conn, customer=customer)
         # A period that ended and is not closed yet is closed first, at the plan it ended on:
@@ -292,31 +321,13 @@ async def _change_plan_paid(
             now=now,
         )
         if price.charge_micros == 0:
-            await change_plan(
-                conn,
-                catalog=catalog,
-                customer=customer,
-                tier=tier,
-                pay_annually=pay_annually,
-                actor=actor,
-                now=now,
-                create_only=create_only,
-            )
+            await apply_change(conn)
             await add_credit(conn, customer, price.credit_micros, now)
             return
         # Every rule of the change (the tier's kind, an enterprise price, POST on a paid plan)
         # is checked before anything is charged: the change is tried and rolled back.
         trial = await conn.begin_nested()
-        await change_plan(
-            conn,
-            catalog=catalog,
-            customer=customer,
-            tier=tier,
-            pay_annually=pay_annually,
-            actor=actor,
-            now=now,
-            create_only=create_only,
-        )
+        await apply_change(conn)
         await trial.rollback()
         if await _upgrade_in_progress(conn, customer):
             raise _InProgress
@@ -343,18 +354,59 @@ async def _change_plan_paid(
     outcome = await charge_invoice(
         engine, processor, invoice_id=invoice.id, processor_customer_id=processor_id, now=now
     )
-    if not outcome.invoice.paid:
-        async with transaction(engine) as conn:
-            await void_invoice(conn, invoice_id=invoice.id, now=now)
+    if not outcome.invoice.paid and not await _paid_after_all(engine, processor, outcome, now):
         raise _refusal(outcome.attempt, tier, price.charge_micros)
+    try:
+        async with transaction(engine) as conn:
+            await apply_change(conn)
+    except Exception as exc:
+        await _refund_unapplied(engine, processor, invoice.id, now=now)
+        raise _not_applied(exc, tier, outcome.invoice.total_micros) from exc
+
+
+async def _paid_after_all(
+    engine: AsyncEngine, processor: PaymentProcessor, outcome: ChargeOutcome, now: datetime
+) -> bool:
+    """An unpaid upgrade's invoice is voided; a charge still waiting for the customer is
+    canceled first, and one they completed meanwhile pays the upgrade after all."""
+    invoice_id = outcome.invoice.id
+    if outcome.attempt is not None and outcome.attempt.status == AttemptStatus.REQUIRES_ACTION:
+        # Voided anyway if the processor does not answer: a success arriving later is refunded.
+        with contextlib.suppress(ServiceUnavailable):
+            await resolve_awaiting_action(engine, processor, invoice_id=invoice_id, now=now)
     async with transaction(engine) as conn:
-        await change_plan(
-            conn,
-            catalog=catalog,
-            customer=customer,
-            tier=tier,
-            pay_annually=pay_annually,
-            actor=actor,
-            now=now,
-            create_only=create_only,
-        )
+        if (await lock_invoice(conn, invoice_id=invoice_id)).paid:
+            return True
+        await void_invoice(conn, invoice_id=invoice_id, now=now)
+    return False
+
+
+# The refund of an upgrade paid and not applied: one per invoice, whoever retries it.
+UNAPPLIED_REFUND_KEY = "upgrade-not-applied"
+
+
+async def _refund_unapplied(
+    engine: AsyncEngine, processor: PaymentProcessor, invoice_id: str, *, now: datetime
+) -> None:
+    async with transaction(engine) as conn:
+        invoice = await lock_invoice(conn, invoice_id=invoice_id)
+    await refund_invoice(
+        engine,
+        processor,
+        invoice_id=invoice.id,
+        amount_micros=invoice.amount_paid_micros - invoice.amount_refunded_micros,
+        idempotency_key=UNAPPLIED_REFUND_KEY,
+        actor="system",
+        now=now,
+    )
+
+
+def _not_applied(exc: Exception, tier: TierName, micros: int) -> ZoopayError:
+    why = exc.message if isinstance(exc, ZoopayError) else "an internal error"
+    text = (
+        f"the payment went through but the change to the {tier.value} plan failed ({why}): the"
+        f" ${format_micros(micros)} charged was refunded and your plan did not change; try again"
+    )
+    if isinstance(exc, ZoopayError) and exc.status_code < 500:
+        return Conflict(text)
+    return ServiceUnavailable(text, retry_after_seconds=5)

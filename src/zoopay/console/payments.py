@@ -1,7 +1,15 @@
-"""The console's billing page: payment methods (the embedded processor's card form confirms a
-setup intent, as Stripe Elements would), billing information, tax status, the usage-collection
-threshold. The API's payment services and rules: a user's own; an org's for its admins."""
+"""The console's billing page: payment methods, billing information, tax status, the
+usage-collection threshold. The API's payment services and rules: a user's own; an org's for
+its admins.
 
+Adding a card: a setup intent, then its confirmation with the card. On the embedded processor
+zoopay's own form confirms it (Stripe's test tokens); on stripe, Stripe Elements does, in the
+browser (Stripe.js, loaded from js.stripe.com as Stripe requires, with the publishable key of
+ZOOPAY_STRIPE_PUBLISHABLE_KEY; the card never reaches zoopay), and the form then posts the
+intent's id: the card it attached is read back from Stripe (and made the default if there is
+none, as the `setup_intent.succeeded` webhook would)."""
+
+import re
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Request, Response
@@ -27,11 +35,12 @@ from zoopay.db.engine import reading, transaction
 from zoopay.errors import BadRequest, NotFound
 from zoopay.money import InvalidAmount, parse_dollars, to_micros
 from zoopay.payments import flows, tax, thresholds
-from zoopay.payments.routes import MethodPath
+from zoopay.payments.routes import MethodPath, ReturnUrl
 from zoopay.payments.schemas import AggregateUsageCollectionThresholdView, BillingInfo
 from zoopay.payments.service import find_payment_customer
 from zoopay.processors.base import ProcessorError
 from zoopay.processors.embedded import TEST_CARDS, EmbeddedProcessor
+from zoopay.processors.stripe import StripeProcessor
 
 router = APIRouter(prefix="/console", include_in_schema=False, route_class=ConsoleRoute)
 
@@ -41,7 +50,9 @@ def _billing(kind: AccountKind) -> str:
 
 
 @router.get("/{kind}/billing")
-async def billing_page(request: Request, kind: Kind) -> Response:
+async def billing_page(request: Request, kind: Kind, return_url: ReturnUrl = None) -> Response:
+    """`return_url`: where the page's back link leads (the product that sent the customer here
+    by /user/payment/method-portal-link)."""
     who = await viewer(request)
     customer = await paying_customer(request, who, kind)
     account = await account_of(request, who, kind)
@@ -64,8 +75,20 @@ async def billing_page(request: Request, kind: Kind) -> Response:
         vat_id=record.vat_id if record else None,
         tax_problems=tax.tax_problems(record),
         threshold=threshold,
-        embedded=isinstance(processor_of(request), EmbeddedProcessor),
+        takes_cards=_takes_cards(request),
+        back=return_url,
     )
+
+
+def _takes_cards(request: Request) -> bool:
+    """Whether this server can take a card: always on embedded; on stripe, with a key."""
+    processor = processor_of(request)
+    return not isinstance(processor, StripeProcessor) or bool(_publishable_key(request))
+
+
+def _publishable_key(request: Request) -> str | None:
+    key: str | None = request.app.state.stripe_publishable_key
+    return key
 
 
 @router.post("/{kind}/billing/card")
@@ -75,15 +98,59 @@ async def card_form(request: Request, kind: Kind) -> Response:
     await checked_form(request, who)
     customer = await paying_customer(request, who, kind)
     processor = processor_of(request)
-    if not isinstance(processor, EmbeddedProcessor):
-        raise NotFound("this server's processor takes cards with Stripe Elements")
+    if not _takes_cards(request):
+        raise NotFound(
+            "this server takes cards with Stripe Elements and has no publishable key"
+            " (ZOOPAY_STRIPE_PUBLISHABLE_KEY)"
+        )
     secret = await flows.create_setup_intent(
         engine_of(request), processor=processor, customer=customer, now=now_of(request)
     )
     account = await account_of(request, who, kind)
-    return render(
-        request, who, "card.html", account=account, client_secret=secret, cards=TEST_CARDS
+    if isinstance(processor, EmbeddedProcessor):
+        return render(
+            request, who, "card.html", account=account, client_secret=secret, cards=TEST_CARDS
+        )
+    page = render(
+        request,
+        who,
+        "card.html",
+        account=account,
+        client_secret=secret,
+        publishable_key=_publishable_key(request),
     )
+    page.headers["Content-Security-Policy"] = STRIPE_ELEMENTS_CSP
+    return page
+
+
+# Stripe.js and its frames, as Stripe documents them for a Content-Security-Policy; the rest as
+# every console page.
+STRIPE_ELEMENTS_CSP = (
+    "default-src 'none'; style-src 'self'; script-src 'self' https://js.stripe.com;"
+    " frame-src https://js.stripe.com https://hooks.stripe.com;"
+    " connect-src https://api.stripe.com; img-src 'self' https://*.stripe.com;"
+    " form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+)
+SETUP_INTENT_ID = re.compile(r"seti_[A-Za-z0-9]{1,64}")
+
+
+@router.post("/{kind}/billing/card/stripe")
+async def card_confirmed_by_stripe(request: Request, kind: Kind) -> Response:
+    """After Stripe Elements confirmed the setup intent in the browser: its id, to read the
+    card back from Stripe; the page then lists it."""
+    who = await viewer(request)
+    form = await checked_form(request, who)
+    customer = await paying_customer(request, who, kind)
+    processor = processor_of(request)
+    if not isinstance(processor, StripeProcessor):
+        raise NotFound("this server's processor confirms cards with zoopay's own form")
+    setup_intent = form.get("setup_intent", "")
+    if not SETUP_INTENT_ID.fullmatch(setup_intent):
+        raise BadRequest("the card was not confirmed: add it again")
+    await flows.adopt_confirmed_card(
+        engine_of(request), processor=processor, customer=customer, setup_intent_id=setup_intent
+    )
+    return redirect(_billing(kind))
 
 
 @router.post("/{kind}/billing/card/confirm")

@@ -114,7 +114,9 @@ def user_of(who: Viewer) -> User:
 
 
 @router.get("/static/{name}")
-async def console_static(name: Annotated[str, Path(pattern=r"^console\.(css|js)$")]) -> Response:
+async def console_static(
+    name: Annotated[str, Path(pattern=r"^(console\.(css|js)|card\.js)$")],
+) -> Response:
     media = "text/css" if name.endswith(".css") else "text/javascript"
     headers = {"Cache-Control": "public, max-age=3600", "X-Content-Type-Options": "nosniff"}
     return Response(static_file(name), media_type=media, headers=headers)
@@ -133,12 +135,14 @@ async def sign_in_page(request: Request) -> Response:
 
 @router.get("/link")
 async def link_page(
-    request: Request, secret: Annotated[str, Query(max_length=100)] = ""
+    request: Request,
+    secret: Annotated[str, Query(max_length=100)] = "",
+    next: Annotated[str, Query(max_length=2200)] = "",
 ) -> Response:
     """A sign-in link opens a page with one button: a link scanner that fetches the URL does
-    not spend it; the person's click (a POST) does."""
+    not spend it; the person's click (a POST) does. `next`: the console page to open then."""
     who = await viewer(request, required=False)
-    return render(request, who, "link.html", secret=secret)
+    return render(request, who, "link.html", secret=secret, next=service.next_page(next))
 
 
 @router.post("/link")
@@ -146,7 +150,7 @@ async def redeem_link(request: Request) -> Response:
     form = await read_form(request)
     async with transaction(engine_of(request)) as conn:
         opened = await service.redeem_link(conn, secret=form.get("secret", ""), now=now_of(request))
-    return _signed_in(request, opened)
+    return _signed_in(request, opened, service.next_page(form.get("next", "")))
 
 
 @router.post("/sign-in")
@@ -159,8 +163,10 @@ async def sign_in_with_token(request: Request) -> Response:
     return _signed_in(request, opened)
 
 
-def _signed_in(request: Request, opened: service.OpenedSession) -> Response:
-    response = redirect("/console/")
+def _signed_in(
+    request: Request, opened: service.OpenedSession, page: str = "/console/"
+) -> Response:
+    response = redirect(page)
     seconds = int((opened.expires_at - now_of(request)).total_seconds())
     set_session_cookie(request, response, opened.secret, seconds)
     return response

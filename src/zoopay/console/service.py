@@ -7,11 +7,13 @@ API token of its user would: the console calls the API's services with it, no ot
 
 import hashlib
 import hmac
+import re
 import secrets
 import uuid
 from collections import defaultdict
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
+from urllib.parse import urlencode
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import func, insert, select, update
@@ -77,6 +79,29 @@ async def create_link(
         )
     )
     return SignInLink(secret, expires_at)
+
+
+def billing_page(kind: str, return_url: str | None) -> str:
+    """The console's payment-methods page of a user or an org, with the back link kept."""
+    page = f"/console/{kind}/billing"
+    return f"{page}?{urlencode({'return_url': return_url})}" if return_url else page
+
+
+# Where a sign-in link may lead: a console page, never another site (`//host` or a scheme).
+_NEXT_PAGE = re.compile(r"/console/[a-z]+(/[a-z]+)*(\?return_url=[^\s#]{1,2048})?")
+
+
+def next_page(text: str) -> str:
+    """The page to open after sign-in: `text` if it is a console page, else the overview."""
+    if _NEXT_PAGE.fullmatch(text) and "//" not in text.split("?", 1)[0]:
+        return text
+    return "/console/"
+
+
+def link_path(secret: str, next_page: str | None = None) -> str:
+    """The path of a sign-in link (relative: never built from a request's Host header)."""
+    query = {"secret": secret} | ({"next": next_page} if next_page else {})
+    return f"/console/link?{urlencode(query)}"
 
 
 @dataclass(frozen=True)

@@ -22,8 +22,9 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from zoopay.db.bulk import insert_all, select_where_one_of, update_all
-from zoopay.db.engine import transaction
+from zoopay.db.engine import reading, transaction
 from zoopay.db.tables import invoice_lines, invoice_payment_attempts, invoices
+from zoopay.errors import ServiceUnavailable
 from zoopay.invoicing.service import (
     CURRENCY,
     Attempt,
@@ -35,6 +36,7 @@ from zoopay.invoicing.service import (
     LineKind,
     NewLine,
     _attempt_of_row,
+    _hold_stray_charge,
     _invoice_of_row,
     _settle_charged,
     answered_values,
@@ -51,6 +53,7 @@ from zoopay.invoicing.service import (
     next_invoice_numbers,
     paid_posting,
     paid_values,
+    resolve_awaiting_action,
 )
 from zoopay.journal.service import NewPosting, post_journal_many
 from zoopay.ledger.service import Bucket, Customer, lock_balances, post_batch
@@ -237,6 +240,7 @@ async def charge_invoices(
     """`charge_invoice` for a batch of open invoices, in its own transactions (never call it
     inside one). Invoices no longer open, or with an attempt still pending (the reconcile
     step's), are left alone. A processor that does not answer leaves the attempts pending."""
+    due = await _without_waiting_charges(engine, processor, due=due, now=now)
     async with transaction(engine) as conn:
         attempts = await start_attempts(conn, due=due, now=now)
     if not attempts:
@@ -264,6 +268,31 @@ async def charge_invoices(
 
 
 # Literal text: db.bulk compiles this once and sends only the invoice ids as parameters.
+_WAITING = invoice_payment_attempts.select().where(
+    text("invoice_payment_attempts.status = 'requires_action'")
+)
+
+
+async def _without_waiting_charges(
+    engine: AsyncEngine, processor: PaymentProcessor, *, due: Sequence[Due], now: datetime
+) -> list[Due]:
+    """`due`, each invoice's earlier charges still waiting for the customer resolved first
+    (`resolve_awaiting_action`, as `charge_invoice` does), so that a waiting charge can never
+    succeed beside the new one; an invoice whose waiting charge the processor could not settle
+    is left for the next run."""
+    async with reading(engine) as conn:
+        rows = await select_where_one_of(
+            conn, _WAITING, invoice_payment_attempts.c.invoice_id, sorted(d.invoice_id for d in due)
+        )
+    unsettled = set()
+    for invoice_id in sorted({row["invoice_id"] for row in rows}):
+        try:
+            await resolve_awaiting_action(engine, processor, invoice_id=invoice_id, now=now)
+        except ServiceUnavailable:
+            unsettled.add(invoice_id)
+    return [d for d in due if d.invoice_id not in unsettled]
+
+
 _PENDING = invoice_payment_attempts.select().where(
     text("invoice_payment_attempts.status = 'pending'")
 )
@@ -320,6 +349,7 @@ async def apply_results(
     }
     changes: list[tuple[Attempt, dict[str, Any]]] = []
     settling: list[tuple[Invoice, Charge | None]] = []
+    stray: list[tuple[Invoice, Charge]] = []
     for attempt, result in results:
         attempt = current[attempt.id]
         invoice = locked[attempt.invoice_id]
@@ -331,9 +361,13 @@ async def apply_results(
                 changes.append((attempt, answered_values(result, answer, now)))
                 if answer.settles:
                     settling.append((invoice, result))
+                elif answer.status == AttemptStatus.REFUND_DUE:
+                    stray.append((invoice, result))
     await update_all(
         conn, invoice_payment_attempts, [_attempt_change(a, values) for a, values in changes]
     )
+    for invoice, taken in stray:
+        await _hold_stray_charge(conn, invoice, taken, now=now)
     # A written-off invoice paid after all (its attempt outlived dunning) goes the one-invoice
     # way, reinstated first (`_settle_charged`); the open ones are settled together.
     written_off = [(i, c) for i, c in settling if i.status != InvoiceStatus.OPEN]

@@ -20,6 +20,19 @@ An uncollectible invoice (dunning gave up) can still be paid: the customer's way
 charge first reverses the write-off (receivable back from bad debt), then settles it as any
 paid invoice; once no uncollectible invoice of theirs is left, the customer is no longer
 delinquent. A void invoice is never charged.
+
+A charge that needs the customer (`requires_action`, 3-D Secure) can still succeed later, when
+they authenticate it; its attempt stays `requires_action` and takes the processor's later answer
+(Stripe's webhook, or the processor asked again) through `apply_charge`, like a pending one.
+The rules that keep it from paying an invoice twice:
+- before a new attempt, every earlier one that waits for the customer is canceled at the
+  processor (`resolve_awaiting_action`): a canceled charge can never succeed; one the customer
+  completed first is applied instead, and then there is no new attempt;
+- a success for an invoice that can no longer be paid (paid by another charge, voided) never
+  settles it (an uncollectible one it pays, as any charge does): the attempt becomes
+  `refund_due`, the money is posted as owed back (journal `refund_due:<customer>`), and
+  `refund_stray_charges` refunds it in full through the processor with a key derived from the
+  attempt's (`stray-refund-<attempt key>`), once.
 """
 
 import enum
@@ -99,6 +112,28 @@ class AttemptStatus(enum.StrEnum):
     REQUIRES_ACTION = "requires_action"
     # Reconcile found that the processor never received it: nothing was taken.
     ABANDONED = "abandoned"
+    # Waited for the customer and was canceled before they acted: nothing was taken.
+    CANCELED = "canceled"
+    # Succeeded at the processor for an invoice that no longer needed it: to be refunded.
+    REFUND_DUE = "refund_due"
+    # A `refund_due` attempt's money, refunded in full.
+    REFUNDED = "refunded"
+
+
+# Attempts whose answer may still change: never learned (pending, abandoned), or waiting for
+# the customer (requires_action). `apply_charge` applies a processor's answer to these only.
+UNSETTLED_ATTEMPTS = frozenset(
+    {AttemptStatus.PENDING, AttemptStatus.ABANDONED, AttemptStatus.REQUIRES_ACTION}
+)
+
+
+def takes_answer(attempt: AttemptStatus, charge: ChargeStatus) -> bool:
+    """Whether an attempt takes the processor's answer: an unsettled one any answer; one zoopay
+    took for canceled a success all the same (money taken is never ignored: it settles the
+    invoice, or is refunded)."""
+    if attempt == AttemptStatus.CANCELED:
+        return charge == ChargeStatus.SUCCEEDED
+    return attempt in UNSETTLED_ATTEMPTS
 
 
 class RefundStatus(enum.StrEnum):
@@ -815,6 +850,7 @@ async def charge_invoice(
     if pending is not None:
         # An earlier attempt never learned its answer: learn it before trying again.
         await _reconcile_attempt(engine, processor, pending, now=now, abandon_after=ABANDON_AFTER)
+    await resolve_awaiting_action(engine, processor, invoice_id=invoice_id, now=now)
     async with transaction(engine) as conn:
         invoice = await lock_invoice(conn, invoice_id=invoice_id)
         if invoice.status == InvoiceStatus.PAID:
@@ -978,10 +1014,14 @@ def charge_answer(attempt: Attempt, invoice: Invoice, charge: Charge) -> ChargeA
     nothing); a success settles an open invoice, or a written-off one (`_settle_charged`).
     Every path that applies answers (one charge, or a batch: invoicing.bulk) goes through
     here."""
-    if attempt.status not in (AttemptStatus.PENDING, AttemptStatus.ABANDONED):
+    status = AttemptStatus(charge.status.value)
+    if not takes_answer(attempt.status, charge.status) or attempt.status == status:
         return None
     settles = charge.status == ChargeStatus.SUCCEEDED and invoice.status in CHARGEABLE
-    return ChargeAnswer(AttemptStatus(charge.status.value), settles)
+    if charge.status == ChargeStatus.SUCCEEDED and not settles:
+        # Money taken for an invoice paid otherwise or void: held, then refunded.
+        status = AttemptStatus.REFUND_DUE
+    return ChargeAnswer(status, settles)
 
 
 def answered_values(charge: Charge, answer: ChargeAnswer, now: datetime) -> dict[str, Any]:
@@ -1013,6 +1053,8 @@ async def apply_charge(
     )
     if answer.settles:
         await _settle_charged(conn, invoice, charge, now=now)
+    elif answer.status == AttemptStatus.REFUND_DUE:
+        await _hold_stray_charge(conn, invoice, charge, now=now)
     return await _attempt(conn, attempt.id)
 
 
@@ -1030,6 +1072,162 @@ async def _settle_charged(
     await end_delinquency(conn, customer=invoice.customer, now=now)
 
 
+async def _hold_stray_charge(
+    conn: AsyncConnection, invoice: Invoice, charge: Charge, *, now: datetime
+) -> None:
+    """Money the processor took for an invoice that did not need it any more: cash in, owed
+    back to the customer until `refund_stray_charges` returns it."""
+    logger.warning(
+        "charge %s succeeded for invoice %s, which is %s: it will be refunded",
+        charge.id,
+        invoice.number,
+        invoice.status,
+    )
+    memo = f"charge for invoice {invoice.number}, which was {invoice.status}: to refund"
+    await _post_stray(conn, invoice, charge.amount_cents, charge.id, memo=memo, now=now)
+
+
+async def _post_stray(
+    conn: AsyncConnection,
+    invoice: Invoice,
+    cents: int,
+    processor_ref: str,
+    *,
+    memo: str,
+    now: datetime,
+) -> None:
+    """A stray charge's money: in (positive cents) and owed back, or back out (negative)."""
+    amount = cents * MICROS_PER_CENT
+    await post_journal(
+        conn,
+        kind=PostingKind.CHARGE if cents > 0 else PostingKind.REFUND,
+        lines=[
+            (Account(AccountKind.PROCESSOR_CASH), amount),
+            (Account(AccountKind.REFUND_DUE, invoice.customer.id), -amount),
+        ],
+        memo=memo,
+        invoice_id=invoice.id,
+        processor_ref=processor_ref,
+        now=now,
+    )
+
+
+def stray_refund_key(attempt: "Attempt") -> str:
+    return f"stray-refund-{attempt.idempotency_key}"
+
+
+async def refund_stray_charges(
+    engine: AsyncEngine,
+    processor: PaymentProcessor,
+    *,
+    now: datetime,
+    invoice_id: str | None = None,
+) -> list[str]:
+    """Refund in full every `refund_due` attempt (of one invoice, or all), through the
+    processor with a key of the attempt's own: a crash or a repeat refunds once. Answers the
+    ids of the attempts refunded; one the processor does not answer for stays due."""
+    query = select(invoice_payment_attempts).where(
+        invoice_payment_attempts.c.status == AttemptStatus.REFUND_DUE.value
+    )
+    if invoice_id is not None:
+        query = query.where(invoice_payment_attempts.c.invoice_id == invoice_id)
+    async with reading(engine) as conn:
+        due = [_attempt_of_row(row) for row in (await conn.execute(query)).mappings()]
+    refunded = []
+    for attempt in due:
+        assert attempt.charge_id is not None  # apply_charge recorded the charge
+        try:
+            refund = await processor.refund(
+                attempt.charge_id,
+                amount_cents=attempt.amount_cents,
+                idempotency_key=stray_refund_key(attempt),
+            )
+        except (ProcessorError, ProcessorUnavailable) as exc:
+            logger.warning("refunding charge %s failed: %s", attempt.charge_id, exc)
+            continue
+        async with transaction(engine) as conn:
+            if await _mark_stray_refunded(conn, attempt, refund.id, now=now):
+                refunded.append(attempt.id)
+    return refunded
+
+
+async def _mark_stray_refunded(
+    conn: AsyncConnection, attempt: "Attempt", refund_id: str, *, now: datetime
+) -> bool:
+    invoice = await lock_invoice(conn, invoice_id=attempt.invoice_id)
+    done = await conn.execute(
+        update(invoice_payment_attempts)
+        .where(invoice_payment_attempts.c.id == attempt.id)
+        .where(invoice_payment_attempts.c.status == AttemptStatus.REFUND_DUE.value)
+        .values(status=AttemptStatus.REFUNDED.value, updated_at=now)
+    )
+    if done.rowcount == 0:
+        return False  # refunded by a concurrent call
+    memo = f"charge {attempt.charge_id} for invoice {invoice.number} refunded"
+    await _post_stray(conn, invoice, -attempt.amount_cents, refund_id, memo=memo, now=now)
+    return True
+
+
+async def _cancel_waiting(
+    engine: AsyncEngine, processor: PaymentProcessor, attempt: "Attempt", *, now: datetime
+) -> "Attempt":
+    """Cancel an attempt's charge that waits for the customer, and apply what the processor
+    answers (canceled, or what the customer made of it first). ProcessorUnavailable: unknown."""
+    assert attempt.charge_id is not None  # apply_charge recorded the charge
+    try:
+        charge = await processor.cancel_charge(attempt.charge_id)
+    except ProcessorError as exc:
+        if exc.code != "resource_missing":
+            # Refused to cancel, and still waiting: charging anew could charge twice.
+            raise ProcessorUnavailable(exc.message) from exc
+        # The processor knows no such charge: it cannot succeed later either.
+        charge = _canceled(attempt, exc)
+    async with transaction(engine) as conn:
+        return await apply_charge(conn, attempt_id=attempt.id, charge=charge, now=now)
+
+
+def _canceled(attempt: "Attempt", exc: ProcessorError) -> Charge:
+    assert attempt.charge_id is not None
+    return Charge(
+        id=attempt.charge_id,
+        idempotency_key=attempt.idempotency_key,
+        status=ChargeStatus.CANCELED,
+        amount_cents=attempt.amount_cents,
+        currency=CURRENCY,
+        payment_method_id=attempt.payment_method_id,
+        failure_code=exc.code,
+        failure_message=exc.message,
+    )
+
+
+async def resolve_awaiting_action(
+    engine: AsyncEngine, processor: PaymentProcessor, *, invoice_id: str, now: datetime
+) -> None:
+    """Before an invoice is charged again: each earlier charge still waiting for the customer
+    is canceled at the processor, so that it can never succeed later beside the new one. One
+    the customer completed meanwhile is applied instead (it pays the invoice, and the caller
+    then finds it paid). ServiceUnavailable when the processor does not answer: charging
+    again without knowing could charge twice."""
+    query = select(invoice_payment_attempts).where(
+        invoice_payment_attempts.c.invoice_id == invoice_id,
+        invoice_payment_attempts.c.status == AttemptStatus.REQUIRES_ACTION.value,
+    )
+    async with reading(engine) as conn:
+        waiting = [_attempt_of_row(row) for row in (await conn.execute(query)).mappings()]
+    for attempt in waiting:
+        try:
+            await _cancel_waiting(engine, processor, attempt, now=now)
+        except ProcessorUnavailable:
+            raise ServiceUnavailable(
+                "an earlier payment of this invoice waits for the customer's authentication and"
+                " the payment processor did not answer whether it went through: try again"
+                " shortly",
+                retry_after_seconds=5,
+            ) from None
+    if waiting:
+        await refund_stray_charges(engine, processor, now=now, invoice_id=invoice_id)
+
+
 @dataclass
 class Reconciliation:
     """What `reconcile_pending_charges` found, by attempt id."""
@@ -1037,6 +1235,8 @@ class Reconciliation:
     applied: list[str] = field(default_factory=list)
     abandoned: list[str] = field(default_factory=list)
     still_pending: list[str] = field(default_factory=list)
+    # Charges that succeeded for invoices that no longer needed them, refunded.
+    refunded: list[str] = field(default_factory=list)
 
 
 # An attempt the processor has no charge for may still be on its way to it from a request in
@@ -1053,23 +1253,45 @@ async def reconcile_pending_charges(
 ) -> Reconciliation:
     """Every attempt left pending (a crash, a processor that did not answer): ask the
     processor for the charge made with its key and apply it; an attempt with no charge older
-    than `abandon_after` is marked abandoned (nothing was taken; the invoice stays open)."""
+    than `abandon_after` is marked abandoned (nothing was taken; the invoice stays open).
+    Attempts that wait for the customer are asked too (the embedded processor sends no webhook
+    when they authenticate): those of an open or uncollectible invoice may still complete; those
+    of one that can no longer be paid (void, paid) are canceled. Then money owed back is
+    refunded."""
+    statuses = (AttemptStatus.PENDING.value, AttemptStatus.REQUIRES_ACTION.value)
     async with reading(engine) as conn:
         query = (
-            select(invoice_payment_attempts)
-            .where(invoice_payment_attempts.c.status == AttemptStatus.PENDING.value)
+            select(invoice_payment_attempts, invoices.c.status.label("invoice_status"))
+            .join(invoices, invoices.c.id == invoice_payment_attempts.c.invoice_id)
+            .where(invoice_payment_attempts.c.status.in_(statuses))
             .order_by(invoice_payment_attempts.c.created_at)
         )
-        pending = [_attempt_of_row(row) for row in (await conn.execute(query)).mappings()]
+        rows = (await conn.execute(query)).mappings().all()
     report = Reconciliation()
-    for attempt in pending:
-        outcome = await _reconcile_attempt(
-            engine, processor, attempt, now=now, abandon_after=abandon_after
-        )
+    for row in rows:
+        attempt = _attempt_of_row(row)
+        closed = InvoiceStatus(row["invoice_status"]) not in CHARGEABLE
+        if attempt.status == AttemptStatus.REQUIRES_ACTION and closed:
+            outcome = await _reconcile_closed(engine, processor, attempt, now=now)
+        else:
+            outcome = await _reconcile_attempt(
+                engine, processor, attempt, now=now, abandon_after=abandon_after
+            )
         {"applied": report.applied, "abandoned": report.abandoned}.get(
             outcome, report.still_pending
         ).append(attempt.id)
+    report.refunded = await refund_stray_charges(engine, processor, now=now)
     return report
+
+
+async def _reconcile_closed(
+    engine: AsyncEngine, processor: PaymentProcessor, attempt: Attempt, *, now: datetime
+) -> str:
+    try:
+        await _cancel_waiting(engine, processor, attempt, now=now)
+    except ProcessorUnavailable:
+        return "pending"
+    return "applied"
 
 
 async def _reconcile_attempt(
@@ -1086,10 +1308,11 @@ async def _reconcile_attempt(
         return "pending"
     if charge is not None:
         async with transaction(engine) as conn:
-            await apply_charge(conn, attempt_id=attempt.id, charge=charge, now=now)
-        return "applied"
-    if abandon_after is None or attempt.created_at > now - abandon_after:
-        return "pending"
+            applied = await apply_charge(conn, attempt_id=attempt.id, charge=charge, now=now)
+        return "pending" if applied.status == attempt.status else "applied"
+    too_soon = abandon_after is None or attempt.created_at > now - abandon_after
+    if too_soon or attempt.status != AttemptStatus.PENDING:
+        return "pending"  # only a charge never made is abandoned
     async with transaction(engine) as conn:
         await lock_invoice(conn, invoice_id=attempt.invoice_id)
         await conn.execute(

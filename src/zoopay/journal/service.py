@@ -13,6 +13,9 @@ negative) sum to zero; each account keeps its balance, always the sum of its lin
   bought, not what is left.
 - `rounding`: what rounding invoices to whole cents added or took off.
 - `bad_debt`: invoices written off as uncollectible (and not paid since).
+- `refund_due:<customer>`: money a charge took for an invoice that no longer needed it (a
+  payment the customer authenticated after the invoice was paid otherwise or voided), owed back
+  until it is refunded (credit balance; zero once refunded).
 """
 
 import enum
@@ -43,6 +46,7 @@ class AccountKind(enum.StrEnum):
     CREDITS_SOLD = "credits_sold"
     ROUNDING = "rounding"
     BAD_DEBT = "bad_debt"
+    REFUND_DUE = "refund_due"
 
 
 class PostingKind(enum.StrEnum):

@@ -18,6 +18,7 @@ from zoopay.ledger.service import Customer
 from zoopay.payments import service
 from zoopay.payments.service import BillingDetails, PaymentCustomer
 from zoopay.processors.base import Card, PaymentProcessor, ProcessorError
+from zoopay.processors.stripe import StripeProcessor
 
 
 @dataclass(frozen=True)
@@ -148,6 +149,27 @@ async def make_default(
         raise processor_refusal(error) from None
 
 
+async def adopt_confirmed_card(
+    engine: AsyncEngine,
+    *,
+    processor: StripeProcessor,
+    customer: Customer,
+    setup_intent_id: str,
+) -> None:
+    """After Stripe.js confirmed a setup intent in the browser: the card it attached becomes
+    the default if the customer has none (as `setup_intent.succeeded` would make it; whichever
+    comes first does it). Another customer's intent is a 404, an unconfirmed one a 409."""
+    async with reading(engine) as conn:
+        processor_id = await service.processor_customer_id(conn, customer=customer)
+    if processor_id is None:
+        raise NotFound("No such setup intent")
+    try:
+        method_id = await processor.confirmed_method(processor_id, setup_intent_id)
+        await processor.adopt_default(processor_id, method_id)
+    except ProcessorError as error:
+        raise processor_refusal(error) from None
+
+
 async def portal_link(
     engine: AsyncEngine,
     *,
@@ -155,7 +177,8 @@ async def portal_link(
     customer: Customer,
     return_url: str,
     now: datetime,
-) -> str:
+) -> str | None:
+    """The processor's own card page for the customer, or None (the console is the page)."""
     processor_id = await service.ensure_processor_customer(
         engine, processor=processor, customer=customer, now=now
     )

@@ -10,10 +10,13 @@ from fastapi import Path, Query, Response
 from fastapi.responses import RedirectResponse
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from zoopay.api.deps import Conn, Engine, Now, Processor
+from zoopay.accounts.service import User
+from zoopay.api.deps import Conn, CurrentUser, Engine, Now, Processor
 from zoopay.api.openapi import errors
 from zoopay.api.pagination import MAX_PAGE
 from zoopay.api.routing import Endpoint, for_user_and_org, json_router
+from zoopay.console import service as console
+from zoopay.db.engine import transaction
 from zoopay.errors import BadRequest
 from zoopay.ledger.service import Customer as LedgerCustomer
 from zoopay.money import to_micros
@@ -268,12 +271,37 @@ _PORTAL: dict[int | str, dict[str, Any]] = {
         "description": "To the page where the customer manages their cards",
         "headers": {
             "Location": {
-                "description": "The page (a path on this server, with the embedded processor)",
+                "description": (
+                    "The page: with the embedded processor, a path on this server (the"
+                    " console's single-use sign-in link, opening its payment methods)"
+                ),
                 "schema": {"type": "string"},
             }
         },
     }
 }
+
+
+async def _portal(
+    engine: AsyncEngine,
+    processor: PaymentProcessor,
+    customer: LedgerCustomer,
+    user: User,
+    return_url: str | None,
+    now: datetime,
+) -> RedirectResponse:
+    """The processor's card page (Stripe's customer portal) or, with none (the embedded
+    processor), the console's payment-methods page by a single-use sign-in link for `user`."""
+    url = await flows.portal_link(
+        engine, processor=processor, customer=customer, return_url=return_url or "", now=now
+    )
+    if url is None:
+        async with transaction(engine) as conn:
+            link = await console.create_link(
+                conn, user=user, created_by="method-portal-link", now=now
+            )
+        url = console.link_path(link.secret, console.billing_page(customer.kind, return_url))
+    return RedirectResponse(url, status_code=303)
 
 
 @_for_both(
@@ -284,19 +312,19 @@ _PORTAL: dict[int | str, dict[str, Any]] = {
 )
 async def redirect_payment_method_portal_link_for_who(
     customer: LedgerCustomer,
+    user: CurrentUser,
     engine: Engine,
     processor: Processor,
     now: Now,
     return_url: ReturnUrl = None,
 ) -> RedirectResponse:
-    """Redirects (303) to a fresh page where you manage your cards: with the embedded
-    processor, zoopay's own, by a single-use link valid for 10 minutes.
+    """Redirects (303) to a page where you manage your cards: with the embedded processor,
+    the console's payment methods by a single-use sign-in link valid for 15 minutes (its back
+    link leads to `return_url`); with Stripe, a customer-portal session.
 
-    Org admin: redirects (303) to a fresh page where the org's cards are managed."""
-    url = await flows.portal_link(
-        engine, processor=processor, customer=customer, return_url=return_url or "", now=now
-    )
-    return RedirectResponse(url, status_code=303)
+    Org admin: redirects (303) to a page where the org's cards are managed (the console's,
+    signed in as the admin, with the embedded processor; Stripe's customer portal)."""
+    return await _portal(engine, processor, customer, user, return_url, now)
 
 
 # -- the usage threshold

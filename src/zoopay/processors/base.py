@@ -23,8 +23,12 @@ class ChargeStatus(enum.StrEnum):
     SUCCEEDED = "succeeded"
     # Refused by the card's issuer: the invoice stays open and dunning retries it.
     FAILED = "failed"
-    # The customer must act (3-D Secure): nothing was taken yet.
+    # The customer must act (3-D Secure): nothing was taken yet. It may still succeed later,
+    # when the customer completes it (Stripe then sends `payment_intent.succeeded`), until it is
+    # canceled.
     REQUIRES_ACTION = "requires_action"
+    # A charge that waited for the customer and was canceled: nothing was taken, nothing will be.
+    CANCELED = "canceled"
 
 
 @dataclass(frozen=True)
@@ -153,12 +157,20 @@ class PaymentProcessor(Protocol):
         """The charge made with this key, if any: how reconciliation learns what happened."""
         ...
 
+    async def cancel_charge(self, charge_id: str) -> Charge:
+        """Cancel a charge that waits for the customer (REQUIRES_ACTION), so that it can never
+        succeed later; answers the charge as it then stands: CANCELED, or what the customer made
+        of it first (SUCCEEDED, FAILED: nothing is canceled then). A charge that is no longer
+        waiting is answered as it is. ProcessorError(`resource_missing`) for an unknown one."""
+        ...
+
     async def refund(self, charge_id: str, *, amount_cents: int, idempotency_key: str) -> Refund:
         """Refund part or all of a succeeded charge; the same key answers the same Refund."""
         ...
 
-    async def portal_url(self, customer_id: str, *, return_url: str) -> str:
-        """Where the customer manages their cards."""
+    async def portal_url(self, customer_id: str, *, return_url: str) -> str | None:
+        """Where the customer manages their cards: a page of the processor's (Stripe's
+        customer portal), or None when it has none and zoopay's console is that page."""
         ...
 
 

@@ -16,7 +16,9 @@ It takes Stripe's test payment-method tokens only (no card number ever reaches z
 | pm_card_authenticationRequired | visa 3184 | ok | `requires_action` |
 
 Stripe.js's part (confirming a setup intent with a card) is `confirm_setup_intent`, served at
-`POST /processor/setup-intents/confirm`; the card-management page is zoopay.processors.portal.
+`POST /processor/setup-intents/confirm` and by the console's card form; the card-management
+page is the console's (zoopay.console.payments); a charge that waits for the customer is
+answered by `authenticate_charge`, the bank's part.
 """
 
 import hashlib
@@ -24,9 +26,8 @@ import json
 import secrets
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
-from urllib.parse import quote
 
 import sqlalchemy.exc
 from sqlalchemy import RowMapping, func, insert, select, update
@@ -38,7 +39,6 @@ from zoopay.db.tables import (
     processor_charges,
     processor_customers,
     processor_payment_methods,
-    processor_portal_sessions,
     processor_refunds,
     processor_setup_intents,
 )
@@ -55,9 +55,6 @@ from zoopay.processors.base import (
 
 Clock = Callable[[], datetime]
 
-# How long a portal link may wait to be opened, and how long the page it opens may act.
-PORTAL_LINK_LIFETIME = timedelta(minutes=10)
-PORTAL_SESSION_LIFETIME = timedelta(minutes=30)
 # Cards made from test tokens expire this many years after they are attached.
 CARD_YEARS = 3
 CURRENCIES = frozenset({"usd"})
@@ -642,6 +639,42 @@ class EmbeddedProcessor:
             row = await self._charge_by_key(conn, idempotency_key)
         return None if row is None else _charge(row)
 
+    async def cancel_charge(self, charge_id: str) -> Charge:
+        return await self._finish_waiting(charge_id, ChargeStatus.CANCELED, "canceled")
+
+    async def authenticate_charge(self, charge_id: str, *, approved: bool = True) -> Charge:
+        """What the customer's bank answers when they authenticate a charge that waits for them
+        (3-D Secure, which Stripe.js shows them): it succeeds, or fails. As with Stripe, nothing
+        tells zoopay at once (the embedded processor sends no webhooks): zoopay learns it when
+        it asks, before the invoice's next attempt and in `zoopay billing run`."""
+        if approved:
+            return await self._finish_waiting(charge_id, ChargeStatus.SUCCEEDED, None)
+        return await self._finish_waiting(charge_id, ChargeStatus.FAILED, "authentication_failed")
+
+    async def _finish_waiting(
+        self, charge_id: str, status: ChargeStatus, code: str | None
+    ) -> Charge:
+        """A charge that waits for the customer moves to `status`, once; any other is answered
+        as it is."""
+        message = {
+            "canceled": "The payment was canceled before the customer authenticated it.",
+            "authentication_failed": "The customer's bank refused the authentication.",
+        }.get(code or "")
+        async with transaction(self._engine) as conn:
+            await conn.execute(
+                update(processor_charges)
+                .where(
+                    processor_charges.c.id == charge_id,
+                    processor_charges.c.status == ChargeStatus.REQUIRES_ACTION.value,
+                )
+                .values(status=status.value, failure_code=code, failure_message=message)
+            )
+            query = select(processor_charges).where(processor_charges.c.id == charge_id)
+            row = (await conn.execute(query)).mappings().first()
+        if row is None:
+            raise ProcessorError("resource_missing", f"No such charge: {charge_id!r}")
+        return _charge(row)
+
     async def refund(self, charge_id: str, *, amount_cents: int, idempotency_key: str) -> Refund:
         if amount_cents <= 0:
             raise ProcessorError("invalid_amount", "amount_cents must be a positive integer")
@@ -725,79 +758,13 @@ class EmbeddedProcessor:
 
     # -- the card-management page
 
-    async def portal_url(self, customer_id: str, *, return_url: str) -> str:
-        """A path on this server (relative: never built from a request's Host header) with a
-        single-use link token that opens the page for PORTAL_LINK_LIFETIME."""
-        link = secrets.token_urlsafe(24)
-        now = self._clock()
-        async with transaction(self._engine) as conn:
-            await self._customer(conn, customer_id)
-            await conn.execute(
-                insert(processor_portal_sessions).values(
-                    id=_new_id("bps"),
-                    customer_id=customer_id,
-                    link_hash=secret_hash(link),
-                    return_url=return_url,
-                    created_at=now,
-                    link_expires_at=now + PORTAL_LINK_LIFETIME,
-                )
-            )
-        return f"/processor/portal/{quote(link)}"
-
-    async def open_portal(self, link: str) -> PortalSession:
-        """Use a portal link (once): the session the page's forms then carry."""
-        now = self._clock()
-        session_secret = secrets.token_urlsafe(24)
-        async with transaction(self._engine) as conn:
-            row = (
-                (
-                    await conn.execute(
-                        select(processor_portal_sessions)
-                        .where(processor_portal_sessions.c.link_hash == secret_hash(link))
-                        .with_for_update()
-                    )
-                )
-                .mappings()
-                .first()
-            )
-            if row is None or row["opened_at"] is not None or row["link_expires_at"] <= now:
-                raise ProcessorError(
-                    "portal_link_invalid",
-                    "this link was used already, has expired or was never issued: "
-                    "ask for a new one",
-                )
-            await conn.execute(
-                update(processor_portal_sessions)
-                .where(processor_portal_sessions.c.id == row["id"])
-                .values(
-                    opened_at=now,
-                    session_hash=secret_hash(session_secret),
-                    session_expires_at=now + PORTAL_SESSION_LIFETIME,
-                )
-            )
-        return PortalSession(row["customer_id"], session_secret, row["return_url"])
-
-    async def portal_session(self, secret: str) -> PortalSession:
-        """The open page a form's session secret names, while it lasts."""
-        async with reading(self._engine) as conn:
-            row = (
-                (
-                    await conn.execute(
-                        select(processor_portal_sessions).where(
-                            processor_portal_sessions.c.session_hash == secret_hash(secret)
-                        )
-                    )
-                )
-                .mappings()
-                .first()
-            )
-        expires = None if row is None else row["session_expires_at"]
-        if row is None or expires is None or expires <= self._clock():
-            raise ProcessorError("portal_session_invalid", "this page has expired: open a new link")
-        return PortalSession(row["customer_id"], secret, row["return_url"])
+    async def portal_url(self, customer_id: str, *, return_url: str) -> str | None:
+        """None: the embedded processor has no page of its own; zoopay's console is the
+        customer's card page (`/user/payment/method-portal-link` signs them in to it)."""
+        return None
 
     async def attach_test_card(self, customer_id: str, payment_method: str) -> Card:
-        """The page's "add a card": a setup intent confirmed at once, as the page would do
-        with Stripe.js."""
+        """A card added at once: a setup intent confirmed with a test token, as Stripe.js
+        would (the tests' shortcut)."""
         intent = await self.create_setup_intent(customer_id)
         return await self.confirm_setup_intent(intent.client_secret, payment_method)

@@ -117,6 +117,11 @@ def charge_of_intent(intent: Mapping[str, Any]) -> Charge:
     message = error.get("message")
     if status == "succeeded":
         result, code, message = ChargeStatus.SUCCEEDED, None, None
+    elif status == "canceled":
+        # Before the off-session decline's `authentication_required`: a canceled intent can
+        # never succeed, whatever its last error was.
+        result, code = ChargeStatus.CANCELED, "canceled"
+        message = "The payment was canceled before the customer authenticated it."
     elif status == "requires_action" or code == "authentication_required":
         result = ChargeStatus.REQUIRES_ACTION
         code = code or "authentication_required"
@@ -302,6 +307,29 @@ class StripeProcessor:
         await self._set_default(customer_id, payment_method_id)
         return True
 
+    async def confirmed_method(self, customer_id: str, setup_intent_id: str) -> str:
+        """The payment method a setup intent of this customer's attached once Stripe.js
+        confirmed it (the console's Stripe Elements form); `resource_missing` for another
+        customer's intent or one that does not exist, `setup_intent_unexpected_state` for one
+        not (yet) succeeded."""
+        try:
+            intent = _plain(await self._client.v1.setup_intents.retrieve_async(setup_intent_id))
+        except stripe.InvalidRequestError as exc:
+            if exc.http_status == 404:
+                raise ProcessorError("resource_missing", "No such setup intent") from exc
+            _refused(exc)
+        except stripe.StripeError as exc:
+            _refused(exc)
+        method_id = _id_of(intent.get("payment_method"))
+        if _id_of(intent.get("customer")) != customer_id:
+            raise ProcessorError("resource_missing", "No such setup intent")
+        if intent.get("status") != "succeeded" or method_id is None:
+            raise ProcessorError(
+                "setup_intent_unexpected_state",
+                "The card was not confirmed: add it again",
+            )
+        return method_id
+
     # -- charges and refunds
 
     async def charge(
@@ -418,6 +446,32 @@ class StripeProcessor:
             page = await self._client.v1.payment_intents.list_async({"limit": PAGE})
             async for intent in page.auto_paging_iter():
                 yield _plain(intent)
+        except stripe.StripeError as exc:
+            _refused(exc)
+
+    async def cancel_charge(self, charge_id: str) -> Charge:
+        """Stripe cancels an intent in any `requires_*` status; one the customer completed
+        between the read and the cancel is refused (`payment_intent_unexpected_state`), and is
+        then answered as it is, read again."""
+        if not charge_id.startswith("pi_"):
+            raise ProcessorError("resource_missing", f"No such charge: {charge_id!r}")
+        intent = await self._intent(charge_id)
+        if charge_of_intent(intent).status != ChargeStatus.REQUIRES_ACTION:
+            return charge_of_intent(intent)
+        try:
+            canceled = await self._client.v1.payment_intents.cancel_async(charge_id)
+        except stripe.InvalidRequestError as exc:
+            again = charge_of_intent(await self._intent(charge_id))
+            if again.status == ChargeStatus.REQUIRES_ACTION:
+                _refused(exc)
+            return again
+        except stripe.StripeError as exc:
+            _refused(exc)
+        return charge_of_intent(_plain(canceled))
+
+    async def _intent(self, charge_id: str) -> dict[str, Any]:
+        try:
+            return _plain(await self._client.v1.payment_intents.retrieve_async(charge_id))
         except stripe.StripeError as exc:
             _refused(exc)
 

@@ -13,11 +13,12 @@ from zoopay.api.deps import Engine, Now
 from zoopay.api.openapi import errors
 from zoopay.api.routing import json_router
 from zoopay.db.engine import transaction
-from zoopay.invoicing.service import reconcile_pending_refunds
+from zoopay.invoicing.service import reconcile_pending_refunds, refund_stray_charges
 from zoopay.processors.base import ProcessorError, ProcessorUnavailable
 from zoopay.processors.stripe import StripeProcessor
 from zoopay.processors.stripe_schemas import StripeEventReceipt
 from zoopay.processors.stripe_webhooks import (
+    CHARGE_EVENTS,
     REFUND_EVENT,
     SETUP_EVENT,
     Outcome,
@@ -77,12 +78,15 @@ async def stripe_webhook(
 
 async def _follow_up(processor: object, engine: Engine, event: StripeEvent, now: Now) -> None:
     """What needs Stripe itself, after the event is committed (never inside a transaction). It
-    is best effort: the reconcile job completes refunds anyway, and a default card can be set."""
+    is best effort: the reconcile job completes refunds anyway, and a default card can be set.
+    A payment that succeeded for an invoice no longer open is refunded here."""
     if not isinstance(processor, StripeProcessor):
         return
     try:
         if event.type == REFUND_EVENT:
             await reconcile_pending_refunds(engine, processor, now=now)
+        elif event.type in CHARGE_EVENTS:
+            await refund_stray_charges(engine, processor, now=now)
         elif event.type == SETUP_EVENT:
             customer, method = event.object.get("customer"), event.object.get("payment_method")
             if isinstance(customer, str) and isinstance(method, str):

@@ -5,10 +5,14 @@ event's id is the key of `stripe_events`: the first delivery records it and appl
 same transaction, a repeated one finds it recorded and changes nothing.
 
 What is applied:
-- `payment_intent.succeeded`, `payment_intent.payment_failed`: the payment intent carries the
-  charge's idempotency key in its metadata, which names the invoice's payment attempt; an
-  attempt still pending (zoopay crashed, or Stripe did not answer, before the answer was
-  committed) gets the answer through `invoicing.apply_charge`, which settles a paid invoice.
+- `payment_intent.succeeded`, `payment_intent.payment_failed`, `payment_intent.canceled`: the
+  payment intent carries the charge's idempotency key in its metadata, which names the
+  invoice's payment attempt; an attempt still pending (zoopay crashed, or Stripe did not answer,
+  before the answer was committed) or waiting for the customer (`requires_action`: they have
+  now authenticated it, or failed to) gets the answer through `invoicing.apply_charge`, which
+  settles an open (or uncollectible) invoice, or, for one paid otherwise or void, marks the money
+  to be refunded (the
+  route's follow-up refunds it: `invoicing.refund_stray_charges`).
 - `charge.refunded`: refunds that zoopay left pending are completed
   (`invoicing.reconcile_pending_refunds`, which asks Stripe again by each refund's key).
 - `setup_intent.succeeded`: a card the customer added through Stripe.js becomes their default if
@@ -28,12 +32,14 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from zoopay.db.tables import invoice_payment_attempts, stripe_events
 from zoopay.errors import BadRequest
-from zoopay.invoicing.service import AttemptStatus, apply_charge
+from zoopay.invoicing.service import AttemptStatus, apply_charge, takes_answer
 from zoopay.payments.service import insert_unless_present
 from zoopay.processors.base import ProcessorUnavailable
 from zoopay.processors.stripe import KEY_METADATA, charge_of_intent
 
-CHARGE_EVENTS = frozenset({"payment_intent.succeeded", "payment_intent.payment_failed"})
+CHARGE_EVENTS = frozenset(
+    {"payment_intent.succeeded", "payment_intent.payment_failed", "payment_intent.canceled"}
+)
 REFUND_EVENT = "charge.refunded"
 SETUP_EVENT = "setup_intent.succeeded"
 
@@ -118,8 +124,7 @@ async def _apply_intent(conn: AsyncConnection, intent: Mapping[str, Any], now: d
         invoice_payment_attempts.c.idempotency_key == key
     )
     attempt = (await conn.execute(query)).mappings().first()
-    waiting = (AttemptStatus.PENDING.value, AttemptStatus.ABANDONED.value)
-    if attempt is None or attempt["status"] not in waiting:
+    if attempt is None:
         return Outcome.RECORDED
     try:
         charge = charge_of_intent(intent)
@@ -127,5 +132,7 @@ async def _apply_intent(conn: AsyncConnection, intent: Mapping[str, Any], now: d
         return Outcome.RECORDED  # still processing: a later event tells the end
     except (KeyError, TypeError, ValueError):
         raise BadRequest("the event's payment intent lacks its amount or status") from None
+    if not takes_answer(AttemptStatus(attempt["status"]), charge.status):
+        return Outcome.RECORDED
     applied = await apply_charge(conn, attempt_id=attempt["id"], charge=charge, now=now)
-    return Outcome.APPLIED if applied.status.value not in waiting else Outcome.RECORDED
+    return Outcome.RECORDED if applied.status == attempt["status"] else Outcome.APPLIED
