@@ -98,6 +98,16 @@ async def customers_to_close(conn: AsyncConnection, *, at: datetime) -> list[Cus
     return due
 
 
+async def has_period_to_close(conn: AsyncConnection, *, customer: Customer, at: datetime) -> bool:
+    """Whether `customer`'s billing period ended by `at` and is not closed yet: the one-row
+    check that spares a plan change `claim`'s statements when there is nothing to close."""
+    query = select(subscriptions.c.anchor_at, subscriptions.c.closed_through).where(
+        subscriptions.c.customer_id == customer.id
+    )
+    row = (await conn.execute(query)).first()
+    return row is not None and period_start(row[0], at) > row[1]
+
+
 _SEATS = (
     select(org_members.c.org_id, func.count().label("seats"))
     .group_by(org_members.c.org_id)

@@ -28,7 +28,7 @@ from decimal import Decimal
 from sqlalchemy import insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from zoopay.billing.close import claim
+from zoopay.billing.close import claim, has_period_to_close
 from zoopay.billing.pricing import (
     NegotiatedPrice,
     billed_annually,
@@ -306,7 +306,8 @@ async def _change_plan_paid(
         # the close bills the new period's fee at that plan, and the change is priced against
         # it (priced alone, an upgrade would charge the new period that the close then bills
         # again, and a downgrade credit the rest of a fee nobody billed).
-        await claim(conn, catalog, [customer], at=now)
+        if await has_period_to_close(conn, customer=customer, at=now):
+            await claim(conn, catalog, [customer], at=now)
         balance = await lock_balance(conn, customer=customer)
         balance, subscription = await refresh_if_due(
             conn, catalog=catalog, balance=balance, now=now
