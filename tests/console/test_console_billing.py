@@ -2,7 +2,9 @@
 (setup intent, then confirm), default and removal, billing information and tax status, the
 usage threshold; the API sees each change, and another customer's cards stay out of reach."""
 
+import html
 import re
+from urllib.parse import urlencode
 
 import httpx
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -171,3 +173,68 @@ async def test_an_org_member_cannot_reach_the_orgs_billing(
     assert (await add_card(client, admin_csrf, "pm_card_visa", kind="org")).status_code == 303
     methods = await ok(await client.get("/org/payment/methods", headers=bearer(admin.token)))
     assert len(methods["items"]) == 1
+
+
+ACTION = re.compile(r'<form method="post" action="([^"]+)"')
+
+
+async def test_the_back_link_outlives_the_pages_forms(
+    client: httpx.AsyncClient, world: World, engine: AsyncEngine, clock: Clock
+) -> None:
+    """A customer sent here by method-portal-link with a `return_url` adds a card, saves the
+    billing information and sets the threshold: after each post the page still leads back."""
+    alice = await world.user()
+    csrf = await sign_in(client, engine, alice, clock)
+    back = "https://app.example.com/settings?tab=billing&x=1"
+    link = f'<a href="{html.escape(back)}">Back to where you came from</a>'
+    query = "?" + urlencode({"return_url": back})
+    page = (await client.get("/console/user/billing" + query)).text
+    assert link in page
+    actions = {html.unescape(a) for a in ACTION.findall(page)}
+    assert {
+        f"/console/user/billing/{step}{query}" for step in ("card", "info", "tax-id", "threshold")
+    } <= actions
+
+    card_form = await client.post(
+        f"/console/user/billing/card{query}", data={"csrf": csrf}, headers=FORM
+    )
+    assert f"/console/user/billing/card/confirm{html.escape(query)}" in card_form.text
+    secret = SECRET.search(card_form.text)
+    assert secret is not None
+    added = await client.post(
+        f"/console/user/billing/card/confirm{query}",
+        data={"csrf": csrf, "client_secret": secret.group(1), "card": "pm_card_visa"},
+        headers=FORM,
+    )
+    assert added.status_code == 303
+    assert added.headers["location"] == "/console/user/billing" + query
+    page = (await client.get(added.headers["location"])).text
+    assert "visa ···· 4242" in page and link in page
+    [card] = re.findall(r'data-card="([^"]+)"', page)
+    assert html.unescape(f"/console/user/billing/cards/{card}/remove{query}") in {
+        html.unescape(a) for a in ACTION.findall(page)
+    }
+    saved = await client.post(
+        f"/console/user/billing/info{query}",
+        data={"csrf": csrf, "name": "Alice", "zip": "94107", "country": "US"},
+        headers=FORM,
+    )
+    assert saved.status_code == 303
+    assert saved.headers["location"] == "/console/user/billing" + query
+
+
+async def test_a_back_link_that_is_not_http_is_refused_on_a_post(
+    client: httpx.AsyncClient, world: World, engine: AsyncEngine, clock: Clock
+) -> None:
+    alice = await world.user()
+    csrf = await sign_in(client, engine, alice, clock)
+    before = await dump(engine)
+    for back in ("javascript:alert(1)", "//evil.example/", "https://" + "a" * 2048):
+        refused = await client.post(
+            "/console/user/billing/info?" + urlencode({"return_url": back}),
+            data={"csrf": csrf, "name": "Alice", "zip": "94107", "country": "US"},
+            headers=FORM,
+        )
+        assert refused.status_code == 400, back
+        assert "return_url" in refused.text
+    assert await dump(engine) == before

@@ -11,12 +11,14 @@ none, as the `setup_intent.succeeded` webhook would)."""
 
 import re
 from typing import Annotated, Any
+from urllib.parse import urlencode
 
 from fastapi import APIRouter, Path, Request, Response
 from pydantic import ValidationError
 
 from zoopay.api.deps import engine_of, processor_of
 from zoopay.api.errors import describe_validation
+from zoopay.console import service as console
 from zoopay.console.routes import (
     AccountKind,
     Kind,
@@ -35,7 +37,7 @@ from zoopay.db.engine import reading, transaction
 from zoopay.errors import BadRequest, NotFound
 from zoopay.money import InvalidAmount, parse_dollars, to_micros
 from zoopay.payments import flows, tax, thresholds
-from zoopay.payments.routes import MethodPath, ReturnUrl
+from zoopay.payments.routes import RETURN_URL_LENGTH, RETURN_URL_PATTERN, MethodPath, ReturnUrl
 from zoopay.payments.schemas import AggregateUsageCollectionThresholdView, BillingInfo
 from zoopay.payments.service import find_payment_customer
 from zoopay.processors.base import ProcessorError
@@ -45,8 +47,25 @@ from zoopay.processors.stripe import StripeProcessor
 router = APIRouter(prefix="/console", include_in_schema=False, route_class=ConsoleRoute)
 
 
-def _billing(kind: AccountKind) -> str:
-    return f"/console/{kind}/billing"
+def _billing(request: Request, kind: AccountKind) -> str:
+    """The billing page after one of its forms, its back link kept."""
+    return console.billing_page(kind, _back(request))
+
+
+def _back(request: Request) -> str | None:
+    """The page's back link (its `return_url`), which its forms carry in their action's query
+    so that it outlives the first post."""
+    back = request.query_params.get("return_url")
+    if back is not None and (len(back) > RETURN_URL_LENGTH or not _RETURN_URL.match(back)):
+        raise BadRequest("return_url: an http or https URL of at most 2048 characters")
+    return back
+
+
+_RETURN_URL = re.compile(RETURN_URL_PATTERN)
+
+
+def _back_query(back: str | None) -> str:
+    return f"?{urlencode({'return_url': back})}" if back else ""
 
 
 @router.get("/{kind}/billing")
@@ -77,6 +96,7 @@ async def billing_page(request: Request, kind: Kind, return_url: ReturnUrl = Non
         threshold=threshold,
         takes_cards=_takes_cards(request),
         back=return_url,
+        back_query=_back_query(return_url),
     )
 
 
@@ -95,6 +115,7 @@ def _publishable_key(request: Request) -> str | None:
 async def card_form(request: Request, kind: Kind) -> Response:
     """Step one of adding a card: a setup intent, and zoopay's own card form to confirm it."""
     who = await viewer(request)
+    back_query = _back_query(_back(request))  # a bad back link refuses before any work
     await checked_form(request, who)
     customer = await paying_customer(request, who, kind)
     processor = processor_of(request)
@@ -109,7 +130,13 @@ async def card_form(request: Request, kind: Kind) -> Response:
     account = await account_of(request, who, kind)
     if isinstance(processor, EmbeddedProcessor):
         return render(
-            request, who, "card.html", account=account, client_secret=secret, cards=TEST_CARDS
+            request,
+            who,
+            "card.html",
+            account=account,
+            client_secret=secret,
+            cards=TEST_CARDS,
+            back_query=back_query,
         )
     page = render(
         request,
@@ -118,6 +145,7 @@ async def card_form(request: Request, kind: Kind) -> Response:
         account=account,
         client_secret=secret,
         publishable_key=_publishable_key(request),
+        back_query=back_query,
     )
     page.headers["Content-Security-Policy"] = STRIPE_ELEMENTS_CSP
     return page
@@ -139,6 +167,7 @@ async def card_confirmed_by_stripe(request: Request, kind: Kind) -> Response:
     """After Stripe Elements confirmed the setup intent in the browser: its id, to read the
     card back from Stripe; the page then lists it."""
     who = await viewer(request)
+    done = _billing(request, kind)  # a bad back link refuses before any work
     form = await checked_form(request, who)
     customer = await paying_customer(request, who, kind)
     processor = processor_of(request)
@@ -150,7 +179,7 @@ async def card_confirmed_by_stripe(request: Request, kind: Kind) -> Response:
     await flows.adopt_confirmed_card(
         engine_of(request), processor=processor, customer=customer, setup_intent_id=setup_intent
     )
-    return redirect(_billing(kind))
+    return redirect(done)
 
 
 @router.post("/{kind}/billing/card/confirm")
@@ -158,6 +187,7 @@ async def card_confirm(request: Request, kind: Kind) -> Response:
     """Step two: confirm the setup intent with the card, as POST /processor/setup-intents/confirm
     does (the client secret is the credential; it works once)."""
     who = await viewer(request)
+    done = _billing(request, kind)  # a bad back link refuses before any work
     form = await checked_form(request, who)
     await paying_customer(request, who, kind)
     processor = processor_of(request)
@@ -170,7 +200,7 @@ async def card_confirm(request: Request, kind: Kind) -> Response:
         await processor.confirm_setup_intent(secret, card)
     except ProcessorError as error:
         raise flows.processor_refusal(error) from None
-    return redirect(_billing(kind))
+    return redirect(done)
 
 
 @router.post("/{kind}/billing/cards/{method_id}/{action}")
@@ -181,13 +211,14 @@ async def card_action(
     action: Annotated[str, Path(pattern="^(default|remove)$")],
 ) -> Response:
     who = await viewer(request)
+    done = _billing(request, kind)  # a bad back link refuses before any work
     await checked_form(request, who)
     customer = await paying_customer(request, who, kind)
     change = flows.make_default if action == "default" else flows.remove_card
     await change(
         engine_of(request), processor=processor_of(request), customer=customer, method_id=method_id
     )
-    return redirect(_billing(kind))
+    return redirect(done)
 
 
 def _billing_info(form: dict[str, str]) -> BillingInfo:
@@ -209,6 +240,7 @@ def _billing_info(form: dict[str, str]) -> BillingInfo:
 @router.post("/{kind}/billing/info")
 async def billing_info_save(request: Request, kind: Kind) -> Response:
     who = await viewer(request)
+    done = _billing(request, kind)  # a bad back link refuses before any work
     form = await checked_form(request, who)
     customer = await paying_customer(request, who, kind)
     info = _billing_info(form)
@@ -222,12 +254,13 @@ async def billing_info_save(request: Request, kind: Kind) -> Response:
         creating=record is None or record.billing_info_at is None,
         now=now_of(request),
     )
-    return redirect(_billing(kind))
+    return redirect(done)
 
 
 @router.post("/{kind}/billing/tax-id")
 async def tax_id_save(request: Request, kind: Kind) -> Response:
     who = await viewer(request)
+    done = _billing(request, kind)  # a bad back link refuses before any work
     form = await checked_form(request, who)
     customer = await paying_customer(request, who, kind)
     vat_id = form.get("vat_id", "").strip() or None
@@ -236,12 +269,13 @@ async def tax_id_save(request: Request, kind: Kind) -> Response:
     await flows.set_vat_id(
         engine_of(request), customer=customer, vat_id=vat_id, now=now_of(request)
     )
-    return redirect(_billing(kind))
+    return redirect(done)
 
 
 @router.post("/{kind}/billing/threshold")
 async def threshold_save(request: Request, kind: Kind) -> Response:
     who = await viewer(request)
+    done = _billing(request, kind)  # a bad back link refuses before any work
     form = await checked_form(request, who)
     customer = await paying_customer(request, who, kind)
     text = form.get("amount", "").strip()
@@ -260,4 +294,4 @@ async def threshold_save(request: Request, kind: Kind) -> Response:
             expected_version=int(version),
             now=now_of(request),
         )
-    return redirect(_billing(kind))
+    return redirect(done)

@@ -258,11 +258,12 @@ async def set_default_payment_method_for_who(
 
 # -- the card-management page
 
+RETURN_URL_PATTERN, RETURN_URL_LENGTH = r"^https?://[^\s]+$", 2048
 ReturnUrl = Annotated[
     str | None,
     Query(
-        max_length=2048,
-        pattern=r"^https?://[^\s]+$",
+        max_length=RETURN_URL_LENGTH,
+        pattern=RETURN_URL_PATTERN,
         description="Where the page's back link leads (http or https)",
     ),
 ]

@@ -82,7 +82,7 @@ def vat_country(vat_id: str) -> str:
 def tax_problems(record: PaymentCustomer | None) -> list[str]:
     """What is missing or wrong for automatic tax; empty when the customer can be taxed."""
     if record is None or record.billing_info_at is None:
-        return ["no billing information: POST it with an address"]
+        return ["no billing information: a billing address (its country and postal code) is needed"]
     address = record.details.address
     if address is None:
         return ["the billing address is missing (its country and postal code)"]
