@@ -25,11 +25,15 @@ from zoopay.app import create_app
 from zoopay.catalog.service import Catalog, load_catalog
 from zoopay.config import Settings
 from zoopay.db import migrate
-from zoopay.db.engine import create_engine, transaction
+from zoopay.db.engine import Timeouts, create_engine, transaction
 from zoopay.db.tables import balances, metadata
 from zoopay.ledger.service import Bucket, Customer, ledger_sums
 
 BACKEND = os.environ.get("ZOOPAY_TEST_DATABASE", "sqlite")
+# The suite's engine waits longer than the service's 2 s: on a shared, loaded machine one
+# statement of a test that is not about faults took over 2 s (a 503 in CI, run of 2026-12-02).
+# The fault tests build engines of their own with short limits.
+SHARED_MACHINE_TIMEOUTS = Timeouts(connect=10.0, statement=20.0, pool=20.0)
 POSTGRES_ADMIN_URL = os.environ.get(
     "ZOOPAY_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
 )
@@ -83,7 +87,7 @@ def database_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 @pytest.fixture(scope="session")
 async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
-    engine = create_engine(database_url)
+    engine = create_engine(database_url, timeouts=SHARED_MACHINE_TIMEOUTS)
     yield engine
     await engine.dispose()
 
@@ -151,7 +155,13 @@ async def clean_database(engine: AsyncEngine) -> AsyncIterator[None]:
 
 @pytest.fixture
 def app_settings(database_url: str) -> Settings:
-    return Settings(database_url=database_url)
+    limits = SHARED_MACHINE_TIMEOUTS
+    return Settings(
+        database_url=database_url,
+        db_connect_timeout=limits.connect,
+        db_statement_timeout=limits.statement,
+        db_pool_timeout=limits.pool,
+    )
 
 
 @asynccontextmanager

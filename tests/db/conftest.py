@@ -1,0 +1,33 @@
+"""The fault tests measure the service's own limits (a 503 in seconds), so their app runs with
+the service's default timeouts, not the longer ones the rest of the suite uses on a shared
+machine."""
+
+from collections.abc import AsyncIterator
+
+import httpx
+import pytest
+
+from tests.conftest import Clock, app_client
+from zoopay.app import create_app
+from zoopay.catalog.service import Catalog
+from zoopay.config import Settings
+from zoopay.db.engine import create_engine
+
+
+@pytest.fixture
+def app_settings(database_url: str) -> Settings:
+    return Settings(database_url=database_url)
+
+
+@pytest.fixture
+async def client(
+    app_settings: Settings, catalog: Catalog, clock: Clock
+) -> AsyncIterator[httpx.AsyncClient]:
+    engine = create_engine(app_settings.database_url, timeouts=app_settings.timeouts())
+    try:
+        async with app_client(
+            create_app(app_settings, engine=engine, catalog=catalog), clock
+        ) as client:
+            yield client
+    finally:
+        await engine.dispose()
