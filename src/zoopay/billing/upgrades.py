@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from zoopay.billing.close import claim, has_period_to_close
@@ -40,18 +40,20 @@ from zoopay.catalog.schemas import PlanInterval, TierName
 from zoopay.catalog.service import Catalog, Plan
 from zoopay.db.engine import transaction
 from zoopay.db.tables import (
-    billing_credits,
     enterprise_prices,
+    held_credits,
     invoice_lines,
     invoices,
     org_members,
 )
 from zoopay.errors import Conflict, PaymentRequired, ServiceUnavailable, ZoopayError
+from zoopay.invoicing.fee_credits import add_credit, hold_credit
 from zoopay.invoicing.service import (
     Attempt,
     AttemptStatus,
     ChargeOutcome,
     InvoiceStatus,
+    LineKind,
     charge_invoice,
     issue_invoice,
     lock_invoice,
@@ -205,23 +207,40 @@ def _refusal(attempt: Attempt | None, tier: TierName, micros: int) -> PaymentReq
     )
 
 
-async def add_credit(conn: AsyncConnection, customer: Customer, micros: int, now: datetime) -> None:
-    if micros <= 0:
-        return
-    updated = await conn.execute(
-        update(billing_credits)
-        .where(billing_credits.c.customer_id == customer.id)
-        .values(credit_micros=billing_credits.c.credit_micros + micros, updated_at=now)
+async def credit_downgrade(
+    conn: AsyncConnection, *, customer: Customer, micros: int, now: datetime
+) -> None:
+    """A downgrade's credit (`micros`, the unused rest of the old plan over the new one's), in
+    the transaction that holds the balance lock. Set off against plan fees the customer still
+    owes: held against each unpaid fee invoice, up to its fee (invoicing.fee_credits), and
+    released when it is paid; what exceeds them is credited now."""
+    for invoice_id, owed in await _unpaid_fees(conn, customer):
+        held = min(micros, owed)
+        await hold_credit(conn, customer=customer, invoice_id=invoice_id, micros=held, now=now)
+        micros -= held
+    await add_credit(conn, customer=customer, micros=micros, now=now)
+
+
+# A close's fee line (billing.run.close_lines) on an invoice not paid (open, or written off and
+# still payable), with what is already held against that invoice; newest first.
+_UNPAID_FEES = (
+    select(invoices.c.id, invoice_lines.c.amount_micros, held_credits.c.credit_micros)
+    .join(invoice_lines, invoice_lines.c.invoice_id == invoices.c.id)
+    .outerjoin(held_credits, held_credits.c.invoice_id == invoices.c.id)
+    .where(
+        invoices.c.status.in_([InvoiceStatus.OPEN.value, InvoiceStatus.UNCOLLECTIBLE.value]),
+        invoice_lines.c.kind == LineKind.PLAN_FEE.value,
+        invoice_lines.c.reference.like("fee:%"),
     )
-    if updated.rowcount == 0:
-        await conn.execute(
-            insert(billing_credits).values(
-                customer_id=customer.id,
-                customer_kind=customer.kind,
-                credit_micros=micros,
-                updated_at=now,
-            )
-        )
+    .order_by(invoices.c.created_at.desc(), invoices.c.id)
+)
+
+
+async def _unpaid_fees(conn: AsyncConnection, customer: Customer) -> list[tuple[str, int]]:
+    """Each unpaid fee invoice of the customer's, with what of its fee no credit is held for."""
+    rows = await conn.execute(_UNPAID_FEES.where(invoices.c.customer_id == customer.id))
+    owed = [(str(invoice_id), int(fee) - int(held or 0)) for invoice_id, fee, held in rows]
+    return [(invoice_id, micros) for invoice_id, micros in owed if micros > 0]
 
 
 async def change_plan_paid(
@@ -323,7 +342,7 @@ async def _change_plan_paid(
         )
         if price.charge_micros == 0:
             await apply_change(conn)
-            await add_credit(conn, customer, price.credit_micros, now)
+            await credit_downgrade(conn, customer=customer, micros=price.credit_micros, now=now)
             return
         # Every rule of the change (the tier's kind, an enterprise price, POST on a paid plan)
         # is checked before anything is charged: the change is tried and rolled back.

@@ -235,6 +235,22 @@ billing_credits = Table(
     CheckConstraint("credit_micros >= 0", name="ck_billing_credits_positive"),
 )
 
+held_credits = Table(
+    "held_credits",
+    metadata,
+    # A downgrade's credit for the unused rest of a fee that is not paid yet: it becomes a
+    # billing credit when that invoice is paid, and is dropped when it is voided (an unpaid
+    # fee credited at once would be service paid for by nobody once dunning writes it off).
+    # No foreign key: its check would lock the invoice row, and a downgrade holding the balance
+    # lock would then wait for a payment that waits for that balance lock (a deadlock).
+    Column("invoice_id", Id, primary_key=True),
+    Column("customer_id", Id, nullable=False),
+    Column("customer_kind", String(8), nullable=False),
+    Column("credit_micros", BigInteger, nullable=False),
+    *_stamps(),
+    CheckConstraint("credit_micros > 0", name="ck_held_credits_positive"),
+)
+
 monthly_grants = Table(
     "monthly_grants",
     metadata,
@@ -630,6 +646,7 @@ __all__ = [
     "console_links",
     "console_sessions",
     "enterprise_prices",
+    "held_credits",
     "invoice_counters",
     "invoice_lines",
     "invoice_payment_attempts",

@@ -25,6 +25,7 @@ from zoopay.db.bulk import insert_all, select_where_one_of, update_all
 from zoopay.db.engine import reading, transaction
 from zoopay.db.tables import invoice_lines, invoice_payment_attempts, invoices
 from zoopay.errors import ServiceUnavailable
+from zoopay.invoicing.fee_credits import release_held_credits
 from zoopay.invoicing.service import (
     CURRENCY,
     Attempt,
@@ -56,7 +57,7 @@ from zoopay.invoicing.service import (
     resolve_awaiting_action,
 )
 from zoopay.journal.service import NewPosting, post_journal_many
-from zoopay.ledger.service import Bucket, Customer, lock_balances, post_batch
+from zoopay.ledger.service import Balance, Bucket, Customer, lock_balances, post_batch
 from zoopay.processors.base import (
     Charge,
     ChargeRequest,
@@ -182,7 +183,11 @@ async def settle_invoices(
     paid = [(invoice, paid_values(invoice, charge, now)) for invoice, charge in payments]
     await update_all(conn, invoices, [{"id": invoice.id, **values} for invoice, values in paid])
     postings = [paid_posting(invoice, charge) for invoice, charge in payments]
-    await _deliver_all(conn, [invoice for invoice, _ in payments], postings, now)
+    # Every customer's balance locked, whether or not their invoice delivers: a credit held
+    # against it is released under it (invoicing.fee_credits).
+    balances = await lock_balances(conn, customers={invoice.customer for invoice, _ in payments})
+    await _deliver_all(conn, [invoice for invoice, _ in payments], balances, postings, now)
+    await release_held_credits(conn, invoice_ids=[invoice.id for invoice, _ in payments], now=now)
     return [replace(invoice, **_fields(values)) for invoice, values in paid]
 
 
@@ -191,15 +196,18 @@ def _fields(values: Mapping[str, Any]) -> dict[str, Any]:
 
 
 async def _deliver_all(
-    conn: AsyncConnection, paid: Sequence[Invoice], postings: list[NewPosting], now: datetime
+    conn: AsyncConnection,
+    paid: Sequence[Invoice],
+    balances: Mapping[Customer, Balance],
+    postings: list[NewPosting],
+    now: datetime,
 ) -> None:
     """Each paid invoice's deliveries (`invoicing.service.deliveries`), in their order, on
-    balances locked in customer order; the journal postings written with `postings`."""
+    `balances` (locked); the journal postings written with `postings`."""
     delivering = [invoice for invoice in paid if delivers(invoice)]
     customers = {invoice.customer for invoice in delivering}
-    balances = await lock_balances(conn, customers=customers) if customers else {}
-    due = {customer: balance.total_due_micros for customer, balance in balances.items()}
-    work: dict[Customer, list[Any]] = {customer: [] for customer in balances}
+    due = {customer: balances[customer].total_due_micros for customer in customers}
+    work: dict[Customer, list[Any]] = {customer: [] for customer in customers}
     for invoice in delivering:
         its_postings, movements = deliveries(invoice, due[invoice.customer])
         postings.extend(its_postings)
@@ -208,7 +216,7 @@ async def _deliver_all(
     await post_journal_many(conn, postings=postings, now=now)
     await post_batch(
         conn,
-        work=[(balances[c], work[c]) for c in sorted(balances, key=lambda c: c.id)],
+        work=[(balances[c], work[c]) for c in sorted(customers, key=lambda c: c.id)],
         now=now,
     )
 

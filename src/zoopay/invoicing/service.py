@@ -56,6 +56,7 @@ from zoopay.db.tables import (
     invoices,
 )
 from zoopay.errors import BadRequest, Conflict, NotFound, PaymentRequired, ServiceUnavailable
+from zoopay.invoicing.fee_credits import release_held_credits
 from zoopay.journal.service import (
     Account,
     AccountKind,
@@ -65,6 +66,7 @@ from zoopay.journal.service import (
     post_posting,
 )
 from zoopay.ledger.service import (
+    Balance,
     Bucket,
     Customer,
     Posting,
@@ -589,7 +591,11 @@ async def settle_invoice(
         .values(paid_values(invoice, charge, now))
     )
     await post_posting(conn, posting=paid_posting(invoice, charge), now=now)
-    await _deliver(conn, invoice, now)
+    # Locked whether or not the invoice delivers: a credit held against it is released
+    # under it (invoicing.fee_credits).
+    balance = await lock_balance(conn, customer=invoice.customer)
+    await _deliver(conn, invoice, balance, now)
+    await release_held_credits(conn, invoice_ids=[invoice.id], now=now)
     return await lock_invoice(conn, invoice_id=invoice.id)
 
 
@@ -665,11 +671,13 @@ def delivers(invoice: Invoice) -> bool:
     return bool(invoice.total_of(LineKind.CREDITS) or invoice.total_of(LineKind.USAGE))
 
 
-async def _deliver(conn: AsyncConnection, invoice: Invoice, now: datetime) -> None:
-    """What paying the invoice gives the customer: bought credits, settled usage."""
+async def _deliver(
+    conn: AsyncConnection, invoice: Invoice, balance: Balance, now: datetime
+) -> None:
+    """What paying the invoice gives the customer (`balance`, locked): bought credits,
+    settled usage."""
     if not delivers(invoice):
         return
-    balance = await lock_balance(conn, customer=invoice.customer)
     postings, movements = deliveries(invoice, balance.total_due_micros)
     for posting in postings:
         await post_posting(conn, posting=posting, now=now)
