@@ -436,6 +436,10 @@ async def test_staff_find_a_customer_and_set_a_balance_with_a_reason(
     page = (await client.get(f"/console/staff/user/{alice.id}")).text
     assert 'data-testid="stable-value">12.50 USD' in page
     assert "goodwill &lt;b&gt;credit&lt;/b&gt;" in page  # autoescaped
+    # The ledger says who made the change by email, not by user id.
+    by = re.findall(r'<td data-label="By">(.*?)</td>', page)
+    assert by[0] == staff.email, by  # newest first
+    assert staff.id not in page
     async with engine.connect() as conn:
         entry = (
             await conn.execute(

@@ -11,6 +11,7 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from pydantic import BaseModel, Field, TypeAdapter, ValidationError
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from zoopay.accounts.service import (
     EMAIL_PATTERN,
@@ -711,6 +712,7 @@ async def staff_customer(
         )
         invoices = await list_invoices(conn, customer=customer, limit=100)
         name = await _customer_name(conn, customer)
+        actors = await service.actor_emails(conn, actors={entry.actor for entry in entries})
     return render(
         request,
         who,
@@ -721,6 +723,7 @@ async def staff_customer(
         balance=CustomerBalance.of(statement, True),
         statement=statement,
         entries=entries[:LEDGER_PAGE],
+        actors=actors,
         older=str(entries[LEDGER_PAGE - 1].id) if len(entries) > LEDGER_PAGE else None,
         calls=calls,
         # Each refund form carries its own key: sent twice, it refunds once.
@@ -730,10 +733,7 @@ async def staff_customer(
     )
 
 
-async def _customer_name(conn: object, customer: Customer) -> str:
-    from sqlalchemy.ext.asyncio import AsyncConnection
-
-    assert isinstance(conn, AsyncConnection)
+async def _customer_name(conn: AsyncConnection, customer: Customer) -> str:
     if customer.kind == "user":
         user = await find_user(conn, id_or_email=customer.id)
         return user.email if not user.name else f"{user.name} <{user.email}>"

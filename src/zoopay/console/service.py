@@ -309,6 +309,19 @@ class CustomerHit:
 MAX_HITS = 50
 
 
+async def actor_emails(conn: AsyncConnection, *, actors: set[str]) -> dict[str, str]:
+    """The email of each actor that is a user (a ledger entry's `actor` is a user id, or a
+    word such as "system"); others are left out."""
+    ids = sorted(actor for actor in actors if _UUID.fullmatch(actor))
+    if not ids:
+        return {}
+    query = select(users.c.id, users.c.email).where(users.c.id.in_(ids))
+    return {str(user_id): str(email) for user_id, email in await conn.execute(query)}
+
+
+_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+
+
 async def find_customers(conn: AsyncConnection, *, text: str) -> list[CustomerHit]:
     """Staff search: users and orgs by id (exact), email or name (containing the text)."""
     text = text.strip()
