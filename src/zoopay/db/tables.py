@@ -606,22 +606,6 @@ processor_refunds = Table(
     Index("ix_processor_refunds_charge", "charge_id"),
 )
 
-processor_portal_sessions = Table(
-    "processor_portal_sessions",
-    metadata,
-    # The card-management page: a single-use link (short-lived) opens a session whose secret
-    # the page's forms carry. Both stored as SHA-256 hashes.
-    Column("id", String(64), primary_key=True),
-    _processor_customer(),
-    Column("link_hash", String(64), nullable=False, unique=True),
-    Column("session_hash", String(64), unique=True),
-    Column("return_url", String(2048), nullable=False),
-    Column("created_at", Timestamp, nullable=False),
-    Column("link_expires_at", Timestamp, nullable=False),
-    Column("opened_at", Timestamp),
-    Column("session_expires_at", Timestamp),
-)
-
 # --- Stripe webhooks: each event Stripe delivers, recorded once (its id is the key), so that a
 # delivery repeated by Stripe is acknowledged and never applied twice.
 
@@ -665,7 +649,6 @@ __all__ = [
     "processor_charges",
     "processor_customers",
     "processor_payment_methods",
-    "processor_portal_sessions",
     "processor_refunds",
     "processor_setup_intents",
     "server_secrets",
