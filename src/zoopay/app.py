@@ -21,7 +21,7 @@ from zoopay.api.middleware import RequestContextMiddleware
 from zoopay.api.openapi import declare_errors, declare_hot_routes
 from zoopay.billing.routes import HOT_ROUTES as billing_hot_routes
 from zoopay.billing.routes import router as billing_router
-from zoopay.billing.upgrades import ChangeTerms
+from zoopay.billing.upgrades import ChangeTerms, repair_on_start
 from zoopay.catalog.routes import router as catalog_router
 from zoopay.catalog.service import Catalog, load_catalog
 from zoopay.config import Settings, get_settings
@@ -74,6 +74,7 @@ def create_app(
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         # Charges and refunds a crash left between the processor's answer and our commit.
         await reconcile_on_start(app_engine, app.state.processor, app.state.clock())
+        await repair_on_start(app_engine, app.state.processor, app.state.clock())
         yield
         await recorder.close()
         if isinstance(app.state.processor, StripeProcessor):

@@ -23,6 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from zoopay.billing.close import CloseStatus, claim, claim_early, customers_to_close
 from zoopay.billing.dunning import exhausted, retry_due
+from zoopay.billing.upgrades import repair_plan_change_payments
 from zoopay.catalog.service import Catalog
 from zoopay.db.bulk import select_where_one_of, update_all
 from zoopay.db.engine import is_sqlite, reading, transaction
@@ -410,6 +411,7 @@ async def run_billing(
     summary = RunSummary()
     reconciled = await reconcile_pending_charges(engine, processor, now=at)
     summary.reconciled = len(reconciled.applied) + len(reconciled.abandoned)
+    summary.reconciled += await repair_plan_change_payments(engine, processor, now=at)
     await close_periods(engine, catalog, at=at, summary=summary)
     async with transaction(engine) as conn:
         summary.early = await claim_early(conn, at=at, default_micros=DEFAULT_MICROS)

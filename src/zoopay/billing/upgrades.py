@@ -21,11 +21,13 @@ in full through the processor, with a key derived from the invoice, and the answ
 
 import asyncio
 import contextlib
+import logging
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import Decimal
+from enum import StrEnum
 
-from sqlalchemy import select
+from sqlalchemy import insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from zoopay.billing.close import claim, has_period_to_close
@@ -38,13 +40,14 @@ from zoopay.billing.pricing import (
 from zoopay.billing.proration import MICROS_PER_CENT, prorated_micros
 from zoopay.catalog.schemas import PlanInterval, TierName
 from zoopay.catalog.service import Catalog, Plan
-from zoopay.db.engine import transaction
+from zoopay.db.engine import is_unavailable, reading, transaction
 from zoopay.db.tables import (
     enterprise_prices,
     held_credits,
     invoice_lines,
     invoices,
     org_members,
+    plan_change_payments,
 )
 from zoopay.errors import Conflict, PaymentRequired, ServiceUnavailable, ZoopayError
 from zoopay.invoicing.fee_credits import add_credit, hold_credit
@@ -72,6 +75,8 @@ from zoopay.subscriptions.service import (
     current_plan,
     refresh_if_due,
 )
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -175,16 +180,46 @@ async def quote(
 
 
 async def _upgrade_in_progress(conn: AsyncConnection, customer: Customer) -> bool:
-    query = (
-        select(invoices.c.id)
-        .join(invoice_lines, invoice_lines.c.invoice_id == invoices.c.id)
-        .where(
-            invoices.c.customer_id == customer.id,
-            invoices.c.status == InvoiceStatus.OPEN.value,
-            invoice_lines.c.reference.like("upgrade:%"),
-        )
+    query = select(plan_change_payments.c.invoice_id).where(
+        plan_change_payments.c.customer_id == customer.id,
+        plan_change_payments.c.status == PaymentStatus.CHARGING,
     )
     return (await conn.execute(query)).first() is not None
+
+
+class PaymentStatus(StrEnum):
+    """Where a plan change's payment is (plan_change_payments.status)."""
+
+    CHARGING = "charging"
+    APPLIED = "applied"
+    REFUNDED = "refunded"
+    VOID = "void"
+
+
+async def _record_payment(
+    conn: AsyncConnection, invoice_id: str, customer: Customer, tier: TierName, now: datetime
+) -> None:
+    await conn.execute(
+        insert(plan_change_payments).values(
+            invoice_id=invoice_id,
+            customer_kind=customer.kind,
+            customer_id=customer.id,
+            tier=tier.value,
+            status=PaymentStatus.CHARGING,
+            created_at=now,
+            updated_at=now,
+        )
+    )
+
+
+async def _mark_payment(
+    conn: AsyncConnection, invoice_id: str, status: PaymentStatus, now: datetime
+) -> None:
+    await conn.execute(
+        update(plan_change_payments)
+        .where(plan_change_payments.c.invoice_id == invoice_id)
+        .values(status=status, updated_at=now)
+    )
 
 
 def _refusal(attempt: Attempt | None, tier: TierName, micros: int) -> PaymentRequired:
@@ -260,7 +295,9 @@ async def change_plan_paid(
 
     A change that finds another one's payment in progress waits for it (a few seconds at
     most) and is then priced from where that one left the plan: concurrent changes serialize,
-    and only a payment that stays in progress longer makes it a 409."""
+    and only a payment that stays in progress longer makes it a 409 (one a crash left is
+    settled here once it is stale, so the customer can change again)."""
+    await repair_plan_change_payments(engine, processor, now=now, customer=customer)
     for delay in _WAITS:
         try:
             return await _change_plan_paid(
@@ -368,6 +405,7 @@ async def _change_plan_paid(
             prefix=terms.invoice_prefix,
             now=now,
         )
+        await _record_payment(conn, invoice.id, customer, tier, now)
     processor_id = await ensure_processor_customer(
         engine, processor=processor, customer=customer, now=now
     )
@@ -379,6 +417,7 @@ async def _change_plan_paid(
     try:
         async with transaction(engine) as conn:
             await apply_change(conn)
+            await _mark_payment(conn, invoice.id, PaymentStatus.APPLIED, now)
     except Exception as exc:
         await _refund_unapplied(engine, processor, invoice.id, now=now)
         raise _not_applied(exc, tier, outcome.invoice.total_micros) from exc
@@ -398,6 +437,7 @@ async def _paid_after_all(
         if (await lock_invoice(conn, invoice_id=invoice_id)).paid:
             return True
         await void_invoice(conn, invoice_id=invoice_id, now=now)
+        await _mark_payment(conn, invoice_id, PaymentStatus.VOID, now)
     return False
 
 
@@ -419,6 +459,74 @@ async def _refund_unapplied(
         actor="system",
         now=now,
     )
+    async with transaction(engine) as conn:
+        await _mark_payment(conn, invoice_id, PaymentStatus.REFUNDED, now)
+
+
+# A plan change's payment still charging after this long was left by a crash: no request
+# lives this long (each processor call gives up within a minute).
+STALE_PAYMENT = timedelta(minutes=10)
+
+
+async def repair_plan_change_payments(
+    engine: AsyncEngine,
+    processor: PaymentProcessor,
+    *,
+    now: datetime,
+    customer: Customer | None = None,
+) -> int:
+    """Plan-change payments a crash left charging (of `customer`, or of all), settled: paid
+    ones refunded in full, since the change they paid for was never applied (applied now, it
+    would be priced for another moment); unpaid ones voided. A charge still pending is left to
+    `reconcile_pending_charges`, which runs first at start and in each billing run. Answers
+    how many were settled."""
+    query = select(plan_change_payments.c.invoice_id).where(
+        plan_change_payments.c.status == PaymentStatus.CHARGING,
+        plan_change_payments.c.created_at <= now - STALE_PAYMENT,
+    )
+    if customer is not None:
+        query = query.where(plan_change_payments.c.customer_id == customer.id)
+    async with reading(engine) as conn:
+        stale = list((await conn.execute(query.order_by("created_at"))).scalars())
+    settled = 0
+    for invoice_id in stale:
+        try:
+            await _settle_stale_payment(engine, processor, invoice_id, now=now)
+        except ZoopayError as exc:  # a charge pending, a processor down: left to the next run
+            logger.warning("plan change payment %s left charging: %s", invoice_id, exc.message)
+            continue
+        settled += 1
+    return settled
+
+
+async def repair_on_start(engine: AsyncEngine, processor: PaymentProcessor, now: datetime) -> None:
+    """`repair_plan_change_payments` as a server starts: a database or processor that does not
+    answer does not stop the start (the next start, or `zoopay billing run`, repairs)."""
+    try:
+        repaired = await repair_plan_change_payments(engine, processor, now=now)
+    except Exception as exc:
+        if not is_unavailable(exc):
+            raise
+        logger.warning("repairing plan change payments at start failed: %s", exc)
+        return
+    if repaired:
+        logger.info("settled %d plan change payments a crash left charging", repaired)
+
+
+async def _settle_stale_payment(
+    engine: AsyncEngine, processor: PaymentProcessor, invoice_id: str, *, now: datetime
+) -> None:
+    async with transaction(engine) as conn:
+        invoice = await lock_invoice(conn, invoice_id=invoice_id)
+        if not invoice.paid:
+            if invoice.status != InvoiceStatus.VOID:
+                await void_invoice(conn, invoice_id=invoice_id, now=now)
+            await _mark_payment(conn, invoice_id, PaymentStatus.VOID, now)
+            return
+        if invoice.amount_refunded_micros == invoice.amount_paid_micros:
+            await _mark_payment(conn, invoice_id, PaymentStatus.REFUNDED, now)
+            return
+    await _refund_unapplied(engine, processor, invoice_id, now=now)
 
 
 def _not_applied(exc: Exception, tier: TierName, micros: int) -> ZoopayError:

@@ -251,6 +251,22 @@ held_credits = Table(
     CheckConstraint("credit_micros > 0", name="ck_held_credits_positive"),
 )
 
+plan_change_payments = Table(
+    "plan_change_payments",
+    metadata,
+    # A paid upgrade's invoice, from its issue until the plan change it pays for is applied in
+    # one transaction with `applied`: one a crash left `charging` (paid and never applied, or
+    # never charged) is settled by billing.upgrades.repair_plan_change_payments.
+    Column("invoice_id", Id, primary_key=True),
+    Column("customer_kind", String(8), nullable=False),
+    Column("customer_id", Id, nullable=False),
+    Column("tier", String(32), nullable=False),
+    # charging, applied, refunded (paid, the change not applied) or void (never paid).
+    Column("status", String(16), nullable=False),
+    *_stamps(),
+    Index("ix_plan_change_payments_status", "status", "created_at"),
+)
+
 monthly_grants = Table(
     "monthly_grants",
     metadata,
@@ -646,6 +662,7 @@ __all__ = [
     "org_members",
     "orgs",
     "payment_customers",
+    "plan_change_payments",
     "processor_charges",
     "processor_customers",
     "processor_payment_methods",
