@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from tests.conftest import Clock, Person, World
 from tests.console.test_console import FORM, sign_in
 from tests.console.test_console_billing import add_card
+from tests.support.billing import books_are_clean
 from tests.support.database import dump
 from tests.support.http import bearer, ok
 from zoopay.db.engine import transaction
@@ -196,3 +197,102 @@ async def test_a_member_cannot_reach_the_orgs_invoices(
         "/console/org/credits", data={"csrf": csrf, "amount": "10.00"}, headers=FORM
     )
     assert response.status_code == 403
+
+
+async def _bought_with_a_card_that_needs_authentication(
+    client: httpx.AsyncClient, engine: AsyncEngine, person: Person, clock: Clock
+) -> tuple[str, str]:
+    """25.00 of credits bought with `pm_card_authenticationRequired`: a 402, the invoice open
+    and its charge waiting for the bank. Answers the session's CSRF token and the invoice."""
+    csrf = await sign_in(client, engine, person, clock)
+    assert (await add_card(client, csrf, "pm_card_authenticationRequired")).status_code == 303
+    bought = await client.post(
+        "/console/user/credits", data={"csrf": csrf, "amount": "25.00"}, headers=FORM
+    )
+    assert bought.status_code == 402, bought.text
+    [invoice] = await ok(await client.get("/user/payment/invoices", headers=bearer(person.token)))
+    assert invoice["status"] == "open"
+    return csrf, str(invoice["id"])
+
+
+async def _invoice_and_credits(
+    client: httpx.AsyncClient, person: Person, invoice_id: str
+) -> tuple[str, str, str]:
+    """What the API says: the invoice's status and amount paid, the stable credits."""
+    headers = bearer(person.token)
+    invoice = await ok(await client.get(f"/user/payment/invoices/{invoice_id}", headers=headers))
+    balance = await ok(await client.get("/user/payment/balance", headers=headers))
+    stable = balance["stable_api_credits_remaining_monetary_value"]
+    return invoice["status"], invoice["amount_paid"], stable
+
+
+def _row(page: str, invoice_id: str) -> str:
+    row = re.search(rf'data-invoice="{invoice_id}">(.*?)</tr>', page, re.S)
+    assert row is not None
+    return row.group(1)
+
+
+async def test_a_payment_that_waits_for_the_bank_is_approved_on_zoopays_bank_page(
+    client: httpx.AsyncClient, world: World, engine: AsyncEngine, clock: Clock
+) -> None:
+    alice = await world.user()
+    csrf, invoice_id = await _bought_with_a_card_that_needs_authentication(
+        client, engine, alice, clock
+    )
+    row = _row((await client.get("/console/user/invoices")).text, invoice_id)
+    assert "waits for your bank" in row and f"/invoices/{invoice_id}/authenticate" in row
+    page = await client.get(f"/console/user/invoices/{invoice_id}/authenticate")
+    assert page.status_code == 200
+    assert re.search(r'data-testid="waiting-payment">.*<strong>25.00 USD</strong>', page.text)
+    path = f"/console/user/invoices/{invoice_id}/authenticate"
+    bad = await client.post(path, data={"csrf": csrf, "answer": "maybe"}, headers=FORM)
+    assert bad.status_code == 400
+    approved = await client.post(path, data={"csrf": csrf, "answer": "approve"}, headers=FORM)
+    assert approved.status_code == 303, approved.text
+    # Paid at once, and the credits delivered: the API says so.
+    assert await _invoice_and_credits(client, alice, invoice_id) == ("paid", "25.00", "25.00")
+    assert "authenticate" not in _row((await client.get("/console/user/invoices")).text, invoice_id)
+    # Nothing waits any more: a second answer is refused, and pays nothing twice.
+    again = await client.post(path, data={"csrf": csrf, "answer": "approve"}, headers=FORM)
+    assert again.status_code == 409
+    assert (await client.get(path)).status_code == 409
+    await books_are_clean(engine)
+
+
+async def test_a_refused_authentication_leaves_the_invoice_open_and_credits_nothing(
+    client: httpx.AsyncClient, world: World, engine: AsyncEngine, clock: Clock
+) -> None:
+    alice = await world.user()
+    csrf, invoice_id = await _bought_with_a_card_that_needs_authentication(
+        client, engine, alice, clock
+    )
+    path = f"/console/user/invoices/{invoice_id}/authenticate"
+    refused = await client.post(path, data={"csrf": csrf, "answer": "refuse"}, headers=FORM)
+    assert refused.status_code == 303, refused.text
+    assert await _invoice_and_credits(client, alice, invoice_id) == ("open", "0.00", "0.00")
+    row = _row((await client.get("/console/user/invoices")).text, invoice_id)
+    assert "payment failed" in row and "authenticate" not in row
+    await books_are_clean(engine)
+
+
+async def test_another_customers_waiting_payment_cannot_be_answered(
+    client: httpx.AsyncClient, world: World, engine: AsyncEngine, clock: Clock
+) -> None:
+    alice, bob = await world.user(), await world.user()
+    _, invoice_id = await _bought_with_a_card_that_needs_authentication(
+        client, engine, alice, clock
+    )
+    csrf = await sign_in(client, engine, bob, clock)
+    path = f"/console/user/invoices/{invoice_id}/authenticate"
+    before = await dump(engine)
+    assert (await client.get(path)).status_code == 404
+    answer = await client.post(path, data={"csrf": csrf, "answer": "approve"}, headers=FORM)
+    assert answer.status_code == 404
+    csrf = await sign_in(client, engine, alice, clock)
+    no_csrf = await client.post(path, data={"answer": "approve"}, headers=FORM)
+    assert no_csrf.status_code == 403
+    assert _without_sessions(await dump(engine)) == _without_sessions(before)
+
+
+def _without_sessions(tables: dict[str, Any]) -> dict[str, Any]:
+    return {name: rows for name, rows in tables.items() if not name.startswith("console_")}

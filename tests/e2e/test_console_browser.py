@@ -218,6 +218,32 @@ async def test_a_customer_signs_in_sees_the_apis_figures_changes_plan_and_manage
     await expect(page.get_by_label("API token")).to_be_visible()
 
 
+async def test_a_payment_that_waits_for_the_bank_is_approved_in_the_browser(
+    context: BrowserContext, server: LiveServer, zoopay: Zoopay, people: People
+) -> None:
+    carol = people.user()
+    page = await context.new_page()
+    await sign_in(page, server, zoopay, carol.email)
+    await page.get_by_role("link", name="Billing", exact=True).click()
+    await page.get_by_role("button", name="Add a card").click()
+    await page.get_by_label("visa 4000 ···· 3184 pm_card_authenticationRequired").check()
+    await page.get_by_role("button", name="Save card").click()
+    await page.get_by_role("link", name="Invoices", exact=True).click()
+    await page.get_by_label("Amount, USD (whole cents, 1.00 to 100000.00)").fill("10.00")
+    await page.get_by_role("button", name="Buy credits").click()
+    await expect(page.locator("main")).to_contain_text("authenticate")  # the 402's page
+    await page.goto(f"{server.base_url}/console/user/invoices")
+    await expect(page.locator("table.invoices tbody tr").first).to_contain_text(
+        "waits for your bank"
+    )
+    await page.get_by_role("link", name="Authenticate payment").click()
+    await expect(page.get_by_test_id("waiting-payment")).to_contain_text("10.00 USD")
+    await shoot(page, "authenticate")
+    await page.get_by_role("button", name="Approve the payment").click()
+    await expect(page.locator("table.invoices tbody tr").first).to_contain_text("paid")
+    assert balance_of(server, carol)["stable_api_credits_remaining_monetary_value"] == "10.00"
+
+
 async def test_an_org_admin_invites_a_member_who_accepts(
     chromium_browser: Browser, server: LiveServer, zoopay: Zoopay, people: People
 ) -> None:

@@ -27,11 +27,13 @@ from zoopay.console.web import (
 from zoopay.db.engine import reading
 from zoopay.errors import BadRequest
 from zoopay.invoicing.actions import (
+    authenticate_payment,
     buy_credits,
     issuer_of,
     own_invoice,
     pay_invoice_now,
     pdf_response,
+    waiting_payment,
 )
 from zoopay.invoicing.service import (
     CHARGEABLE,
@@ -39,8 +41,10 @@ from zoopay.invoicing.service import (
     get_invoice,
     list_invoices,
     refund_invoice,
+    waiting_for_customer,
 )
 from zoopay.money import MICROS_PER_DOLLAR, InvalidAmount, parse_dollars, to_micros
+from zoopay.processors.embedded import EmbeddedProcessor
 
 router = APIRouter(prefix="/console", include_in_schema=False, route_class=ConsoleRoute)
 INVOICES_SHOWN = 100
@@ -54,6 +58,7 @@ async def invoices_page(request: Request, kind: Kind) -> Response:
     customer = await paying_customer(request, who, kind)
     async with reading(engine_of(request)) as conn:
         invoices = await list_invoices(conn, customer=customer, limit=INVOICES_SHOWN)
+        waiting = await waiting_for_customer(conn, invoice_ids=[i.id for i in invoices])
     return render(
         request,
         who,
@@ -63,6 +68,8 @@ async def invoices_page(request: Request, kind: Kind) -> Response:
         open_status=InvoiceStatus.OPEN,
         # An uncollectible invoice is still paid this way: the delinquent customer's way out.
         payable_statuses=CHARGEABLE,
+        # Charges waiting for the customer's bank, which zoopay's page plays on embedded.
+        waiting=waiting if isinstance(processor_of(request), EmbeddedProcessor) else {},
     )
 
 
@@ -84,6 +91,47 @@ async def invoice_pay(request: Request, kind: Kind, invoice_id: InvoiceId) -> Re
         processor=processor_of(request),
         customer=customer,
         invoice_id=invoice_id,
+        now=now_of(request),
+    )
+    return redirect(f"/console/{kind}/invoices")
+
+
+@router.get("/{kind}/invoices/{invoice_id}/authenticate")
+async def authentication_page(request: Request, kind: Kind, invoice_id: InvoiceId) -> Response:
+    """The embedded processor's stand-in for the customer's bank (3-D Secure): the payment
+    that waits, and the choice to approve or refuse it."""
+    who = await viewer(request)
+    customer = await paying_customer(request, who, kind)
+    invoice, attempt = await waiting_payment(
+        engine_of(request),
+        processor=processor_of(request),
+        customer=customer,
+        invoice_id=invoice_id,
+    )
+    return render(
+        request,
+        who,
+        "authenticate.html",
+        account=await account_of(request, who, kind),
+        invoice=invoice,
+        amount_micros=attempt.amount_cents * MICROS_PER_CENT,
+    )
+
+
+@router.post("/{kind}/invoices/{invoice_id}/authenticate")
+async def authenticate(request: Request, kind: Kind, invoice_id: InvoiceId) -> Response:
+    who = await viewer(request)
+    form = await checked_form(request, who)
+    customer = await paying_customer(request, who, kind)
+    answer = form.get("answer", "")
+    if answer not in ("approve", "refuse"):
+        raise BadRequest("answer: approve or refuse")
+    await authenticate_payment(
+        engine_of(request),
+        processor=processor_of(request),
+        customer=customer,
+        invoice_id=invoice_id,
+        approved=answer == "approve",
         now=now_of(request),
     )
     return redirect(f"/console/{kind}/invoices")

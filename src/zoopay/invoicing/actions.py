@@ -12,14 +12,17 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from zoopay.config import Settings
 from zoopay.db.engine import reading, transaction
-from zoopay.errors import BadRequest, quoted
+from zoopay.errors import BadRequest, Conflict, NotFound, quoted
 from zoopay.invoicing.documents import Issuer, account_email, render_pdf
 from zoopay.invoicing.service import (
+    Attempt,
     Invoice,
+    apply_authentication,
     charge_invoice,
     credits_line,
     get_invoice,
     issue_invoice,
+    waiting_for_customer,
 )
 from zoopay.ledger.service import Customer
 from zoopay.money import to_micros
@@ -29,6 +32,7 @@ from zoopay.payments.service import (
     find_payment_customer,
 )
 from zoopay.processors.base import PaymentProcessor
+from zoopay.processors.embedded import EmbeddedProcessor
 
 MIN_CREDITS = Decimal("1.00")
 MAX_CREDITS = Decimal("100000.00")
@@ -70,6 +74,41 @@ async def pay_invoice_now(
         now=now,
     )
     return outcome.raise_unless_paid()
+
+
+async def waiting_payment(
+    engine: AsyncEngine, *, processor: PaymentProcessor, customer: Customer, invoice_id: str
+) -> tuple[Invoice, Attempt]:
+    """One of `customer`'s invoices whose charge waits for them to authenticate it at their
+    bank, on the embedded processor, whose bank page zoopay serves (on Stripe, Stripe's own
+    pages do it): NotFound on another processor, Conflict when nothing waits."""
+    if not isinstance(processor, EmbeddedProcessor):
+        raise NotFound("payments are authenticated on the payment processor's own pages")
+    invoice = await own_invoice(engine, customer=customer, invoice_id=invoice_id)
+    async with reading(engine) as conn:
+        waiting = (await waiting_for_customer(conn, invoice_ids=[invoice.id])).get(invoice.id)
+    if waiting is None or waiting.charge_id is None:
+        raise Conflict(f"no payment of invoice {invoice.number} waits for authentication")
+    return invoice, waiting
+
+
+async def authenticate_payment(
+    engine: AsyncEngine,
+    *,
+    processor: PaymentProcessor,
+    customer: Customer,
+    invoice_id: str,
+    approved: bool,
+    now: datetime,
+) -> Invoice:
+    """The customer's answer to their bank (the embedded processor plays the bank): approved,
+    the charge succeeds and pays the invoice; refused, it fails, and the invoice stays open."""
+    _, waiting = await waiting_payment(
+        engine, processor=processor, customer=customer, invoice_id=invoice_id
+    )
+    assert isinstance(processor, EmbeddedProcessor) and waiting.charge_id is not None
+    await processor.authenticate_charge(waiting.charge_id, approved=approved)
+    return await apply_authentication(engine, processor, attempt=waiting, now=now)
 
 
 def credits_micros(amount: Decimal) -> int:

@@ -1236,6 +1236,36 @@ async def resolve_awaiting_action(
         await refund_stray_charges(engine, processor, now=now, invoice_id=invoice_id)
 
 
+async def waiting_for_customer(
+    conn: AsyncConnection, *, invoice_ids: Sequence[str]
+) -> dict[str, Attempt]:
+    """Of `invoice_ids`, those whose latest charge waits for the customer's authentication,
+    with that attempt."""
+    if not invoice_ids:
+        return {}
+    query = (
+        select(invoice_payment_attempts)
+        .where(
+            invoice_payment_attempts.c.invoice_id.in_(invoice_ids),
+            invoice_payment_attempts.c.status == AttemptStatus.REQUIRES_ACTION.value,
+        )
+        .order_by(invoice_payment_attempts.c.attempt)
+    )
+    rows = (await conn.execute(query)).mappings()
+    return {attempt.invoice_id: attempt for attempt in map(_attempt_of_row, rows)}
+
+
+async def apply_authentication(
+    engine: AsyncEngine, processor: PaymentProcessor, *, attempt: Attempt, now: datetime
+) -> Invoice:
+    """After the customer answered their bank (3-D Secure) for `attempt`: the processor asked
+    for the charge's state and the answer applied at once (paid, or the attempt failed),
+    rather than at the next reconcile."""
+    await _reconcile_attempt(engine, processor, attempt, now=now, abandon_after=None)
+    async with reading(engine) as conn:
+        return await get_invoice(conn, invoice_id=attempt.invoice_id)
+
+
 @dataclass
 class Reconciliation:
     """What `reconcile_pending_charges` found, by attempt id."""
