@@ -91,11 +91,15 @@ async def close_periods(
     summary = summary or RunSummary()
     async with reading(engine) as conn:
         customers = await customers_to_close(conn, at=at)
-    for first in range(0, len(customers), chunk):
+
+    async def close(part: Sequence[Customer]) -> None:
         async with transaction(engine) as conn:
-            closed = await claim(conn, catalog, customers[first : first + chunk], at=at)
+            closed = await claim(conn, catalog, part, at=at)
         summary.closed += len(closed)
         summary.nothing_due += sum(1 for close in closed if close.owes_nothing)
+
+    chunks = [customers[first : first + chunk] for first in range(0, len(customers), chunk)]
+    await each_of(chunks, close, workers=1 if is_sqlite(engine) else CHUNK_WORKERS)
     return summary
 
 
