@@ -1,8 +1,9 @@
 """Statements over many rows at once, with SQL text that does not depend on how many.
 
 On PostgreSQL the rows travel as one array per column (`unnest`, `= ANY`), sent by asyncpg
-as a statement prepared once per connection; SQLite gets the portable forms (`IN`, multi-row
-`INSERT ... ON CONFLICT DO NOTHING RETURNING`, executemany) through SQLAlchemy.
+as a statement prepared once per connection, or for many new rows by COPY; SQLite gets the
+portable forms (`IN`, multi-row `INSERT ... ON CONFLICT DO NOTHING RETURNING`, executemany)
+through SQLAlchemy.
 """
 
 from collections.abc import Mapping, Sequence
@@ -17,6 +18,9 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql.expression import bindparam
 
 from zoopay.db.engine import driver
+
+# From how many rows `insert_all` sends them by COPY rather than as arrays.
+COPY_FROM = 100
 
 
 def is_postgresql(conn: AsyncConnection) -> bool:
@@ -61,12 +65,18 @@ async def insert_all(conn: AsyncConnection, table: Table, rows: Sequence[dict[st
     """Insert rows that all name the same columns."""
     if not rows:
         return
-    if is_postgresql(conn):
-        await (await driver(conn)).execute(
-            _unnest_insert(table, tuple(rows[0]), ""), *_columns_of(rows)
-        )
-        return
-    await conn.execute(table.insert(), list(rows))
+    if not is_postgresql(conn):
+        await conn.execute(table.insert(), list(rows))
+    elif len(rows) < COPY_FROM:
+        sql = _unnest_insert(table, tuple(rows[0]), "")
+        await (await driver(conn)).execute(sql, *_columns_of(rows))
+    else:
+        # COPY: the fastest way in for many rows, encoded without the per-element checks that
+        # an array parameter costs (about a fifth of a billing run's time in asyncpg). Not for
+        # a few: it takes a second round trip, which a recorded call would feel.
+        names = list(rows[0])
+        records = [tuple(row[name] for name in names) for row in rows]
+        await (await driver(conn)).copy_records_to_table(table.name, records=records, columns=names)
 
 
 async def update_all(
