@@ -2,6 +2,8 @@
 single-use setup intents, each call committed on its own."""
 
 import asyncio
+import json
+from collections.abc import Awaitable, Callable, Sequence
 
 import pytest
 from sqlalchemy import func, select
@@ -10,9 +12,27 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from tests.conftest import Clock, World
 from tests.support.database import dump
 from zoopay.db.engine import reading
-from zoopay.db.tables import payment_customers, processor_charges, processor_setup_intents
-from zoopay.payments.service import ensure_processor_customer, processor_customer_id
-from zoopay.processors.base import Card, Charge, ChargeRequest, ChargeStatus, ProcessorError
+from zoopay.db.tables import (
+    payment_customers,
+    processor_charges,
+    processor_customers,
+    processor_setup_intents,
+)
+from zoopay.payments.service import (
+    ensure_processor_customer,
+    ensure_processor_customers,
+    processor_customer_id,
+)
+from zoopay.processors.base import (
+    Card,
+    Charge,
+    ChargeRequest,
+    ChargeStatus,
+    CustomerRequest,
+    CustomerResult,
+    ProcessorError,
+    ProcessorUnavailable,
+)
 from zoopay.processors.embedded import TEST_CARDS, EmbeddedProcessor, secret_hash
 
 
@@ -304,6 +324,131 @@ async def test_concurrent_first_needs_record_one_processor_customer(
     async with reading(engine) as conn:
         recorded = await processor_customer_id(conn, customer=person.user.customer)
     assert set(made) == {recorded}
+
+
+class CountsBatches(EmbeddedProcessor):
+    """The embedded processor, counting its customer calls; `lose` names emails whose
+    creation is lost on the way (no answer), `before` runs ahead of each batch's answer."""
+
+    def __init__(self, engine: AsyncEngine, clock: Clock, *, lose: frozenset[str] = frozenset()):
+        super().__init__(engine, lambda: clock.now)
+        self.lose = lose
+        self.batches: list[list[str]] = []
+        self.before: Callable[[], Awaitable[None]] | None = None
+
+    async def create_customer(
+        self, *, email: str, name: str | None, metadata: dict[str, str]
+    ) -> str:
+        raise AssertionError("a batch makes no customer one at a time")
+
+    async def create_customers(self, requests: Sequence[CustomerRequest]) -> list[CustomerResult]:
+        self.batches.append([request.email for request in requests])
+        if self.before is not None:
+            await self.before()
+        kept = [request for request in requests if request.email not in self.lose]
+        made = iter(await super().create_customers(kept))
+        return [
+            ProcessorUnavailable("lost") if r.email in self.lose else next(made) for r in requests
+        ]
+
+
+async def processor_customer_rows(engine: AsyncEngine) -> dict[str, dict[str, object]]:
+    async with reading(engine) as conn:
+        rows = (await conn.execute(select(processor_customers))).mappings().all()
+    return {row["id"]: {"email": row["email"], **json.loads(row["metadata"])} for row in rows}
+
+
+async def test_first_needs_of_many_are_one_batch_and_one_insert(
+    processor: EmbeddedProcessor, world: World, engine: AsyncEngine, clock: Clock
+) -> None:
+    people = [await world.user(f"p{n}@example.com") for n in range(3)]
+    org = await world.org(people[0], name="Acme")
+    known = await world.user("known@example.com")
+    known_id = await ensure_processor_customer(
+        engine, processor=processor, customer=known.user.customer, now=clock.now
+    )
+    customers = [p.user.customer for p in people] + [org.customer, known.user.customer]
+    batching = CountsBatches(engine, clock)
+
+    found = await ensure_processor_customers(
+        engine, processor=batching, customers=customers, now=clock.now
+    )
+
+    # The org is billed at its billing email, its admin's unless one was given.
+    assert [sorted(batch) for batch in batching.batches] == [
+        ["p0@example.com", "p0@example.com", "p1@example.com", "p2@example.com"]
+    ]
+    assert found[known.user.customer] == known_id
+    assert len(set(found.values())) == 5
+    made = await processor_customer_rows(engine)
+    for customer in customers:
+        assert made[found[customer]]["zoopay_customer_id"] == customer.id
+        assert made[found[customer]]["zoopay_customer_kind"] == customer.kind
+    assert made[found[people[1].user.customer]]["email"] == "p1@example.com"
+    async with reading(engine) as conn:
+        for customer in customers:
+            assert await processor_customer_id(conn, customer=customer) == found[customer]
+    again = await ensure_processor_customers(
+        engine, processor=batching, customers=customers, now=clock.now
+    )
+    assert again == found and len(batching.batches) == 1
+    assert len(await processor_customer_rows(engine)) == 5
+
+
+async def test_a_batch_that_loses_some_records_the_rest_and_a_rerun_makes_only_those(
+    world: World, engine: AsyncEngine, clock: Clock
+) -> None:
+    people = [await world.user(f"q{n}@example.com") for n in range(4)]
+    customers = [p.user.customer for p in people]
+    losing = CountsBatches(engine, clock, lose=frozenset({"q2@example.com"}))
+    with pytest.raises(ProcessorUnavailable):
+        await ensure_processor_customers(
+            engine, processor=losing, customers=customers, now=clock.now
+        )
+    async with reading(engine) as conn:
+        recorded = {c: await processor_customer_id(conn, customer=c) for c in customers}
+    assert recorded[customers[2]] is None
+    assert all(recorded[c] for c in customers if c != customers[2])
+
+    batching = CountsBatches(engine, clock)
+    found = await ensure_processor_customers(
+        engine, processor=batching, customers=customers, now=clock.now
+    )
+    assert batching.batches == [["q2@example.com"]]
+    assert {c: found[c] for c in customers if c != customers[2]} == {
+        c: recorded[c] for c in customers if c != customers[2]
+    }
+    assert len(await processor_customer_rows(engine)) == 4
+
+
+async def test_a_batch_racing_a_first_need_keeps_the_customer_recorded_first(
+    processor: EmbeddedProcessor, world: World, engine: AsyncEngine, clock: Clock
+) -> None:
+    racer, other = await world.user(), await world.user()
+    customers = [racer.user.customer, other.user.customer]
+    batching = CountsBatches(engine, clock)
+    first: list[str] = []
+
+    async def a_request_records_one_meanwhile() -> None:
+        first.append(
+            await ensure_processor_customer(
+                engine, processor=processor, customer=racer.user.customer, now=clock.now
+            )
+        )
+
+    batching.before = a_request_records_one_meanwhile
+    found = await ensure_processor_customers(
+        engine, processor=batching, customers=customers, now=clock.now
+    )
+    assert found[racer.user.customer] == first[0]
+    async with reading(engine) as conn:
+        assert await processor_customer_id(conn, customer=racer.user.customer) == first[0]
+        assert (
+            await processor_customer_id(conn, customer=other.user.customer)
+            == found[other.user.customer]
+        )
+    # The batch's own customer for the racer stays at the processor, never recorded or charged.
+    assert len(await processor_customer_rows(engine)) == 3
 
 
 async def test_charge_many_answers_each_request_as_charge_would_in_one_batch(

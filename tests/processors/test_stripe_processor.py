@@ -19,6 +19,7 @@ import stripe
 from tests.support.localstripe import API_KEY
 from zoopay.processors.base import (
     ChargeStatus,
+    CustomerRequest,
     PaymentProcessor,
     ProcessorError,
     ProcessorUnavailable,
@@ -102,6 +103,23 @@ async def test_customer_is_created_and_updated(stripe_processor: StripeProcessor
     assert customer.email == "lovelace@example.com"
     assert await stripe_processor.default_payment_method(customer_id) is None
     assert await stripe_processor.list_payment_methods(customer_id) == []
+
+
+async def test_customers_are_created_as_a_batch_in_their_order(
+    stripe_processor: StripeProcessor,
+) -> None:
+    requests = [
+        CustomerRequest(email=f"c{n}@example.com", name=None, metadata={"n": str(n)})
+        for n in range(5)
+    ]
+    made = await stripe_processor.create_customers(requests)
+    assert len(set(made)) == 5
+    for n, customer_id in enumerate(made):
+        assert isinstance(customer_id, str)
+        customer = await stripe_processor.client.v1.customers.retrieve_async(customer_id)
+        assert customer.email == f"c{n}@example.com"
+        assert customer.metadata is not None
+        assert customer.metadata.to_dict() == {"n": str(n)}
 
 
 async def test_unknown_customer_is_resource_missing(stripe_processor: StripeProcessor) -> None:

@@ -6,7 +6,6 @@ own), so the functions that call it take the engine, and call it while holding n
 transaction of zoopay's: on SQLite that lock would make the processor wait for it.
 """
 
-import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
@@ -15,12 +14,12 @@ from sqlalchemy import RowMapping, Table, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from zoopay.db.bulk import select_by, select_where_one_of
+from zoopay.db.bulk import insert_new, select_by, select_where_one_of
 from zoopay.db.engine import reading, transaction
 from zoopay.db.tables import balances, orgs, payment_customers, users
 from zoopay.errors import Conflict, NotFound
 from zoopay.ledger.service import Customer
-from zoopay.processors.base import PaymentProcessor
+from zoopay.processors.base import CustomerRequest, PaymentProcessor
 
 
 @dataclass(frozen=True)
@@ -143,24 +142,23 @@ async def ensure_processor_customer(
             await insert_unless_present(
                 conn,
                 payment_customers,
-                {
-                    "customer_id": customer.id,
-                    "customer_kind": customer.kind,
-                    "processor": processor.name,
-                    "processor_customer_id": created,
-                    "phone": "",
-                    "delinquent": False,
-                    "created_at": now,
-                    "updated_at": now,
-                },
+                _payment_customer_row(customer, processor.name, created, now),
             )
         recorded = await find_payment_customer(conn, customer=customer)
     assert recorded is not None
     return recorded.processor_customer_id
 
 
-# Customers whose processor customer a batch creates at once (each is a call to the processor).
-CREATE_CONCURRENCY = 16
+@dataclass(frozen=True)
+class Contact:
+    """Who an invoice is addressed to: the email and name the processor knows, the billing
+    name if one was given, and the billing country (the tax's)."""
+
+    email: str | None
+    name: str | None
+    country: str | None
+
+
 _PROCESSOR_IDS = select(
     payment_customers.c.customer_id,
     payment_customers.c.processor,
@@ -175,39 +173,84 @@ async def ensure_processor_customers(
     customers: Sequence[Customer],
     now: datetime,
 ) -> dict[Customer, str]:
-    """`ensure_processor_customer` for many: one read for those who have one (the many), and
-    the missing ones created `CREATE_CONCURRENCY` at a time."""
+    """`ensure_processor_customer` for many, set-based: one read for those who have one (the
+    many), one processor batch (`create_customers`) and one insert for those who have none.
+    A processor that refuses or loses some of them fails the call once the others' ids are
+    recorded (a rerun makes only the rest)."""
     async with reading(engine) as conn:
         rows = await select_where_one_of(
             conn, _PROCESSOR_IDS, payment_customers.c.customer_id, sorted(c.id for c in customers)
         )
-    known = {
-        row["customer_id"]: row["processor_customer_id"]
-        for row in rows
-        if row["processor"] == processor.name
+        recorded = {row["customer_id"]: row for row in rows}
+        new = sorted({c for c in customers if c.id not in recorded}, key=lambda c: c.id)
+        contacts = await billing_contacts(conn, customers=new)
+    found = {
+        c: recorded[c.id]["processor_customer_id"]
+        for c in customers
+        if c.id in recorded and recorded[c.id]["processor"] == processor.name
     }
-    found = {c: known[c.id] for c in customers if c.id in known}
-    missing = [c for c in customers if c.id not in known]
-    bound = asyncio.Semaphore(CREATE_CONCURRENCY)
-
-    async def create(customer: Customer) -> None:
-        async with bound:
-            found[customer] = await ensure_processor_customer(
-                engine, processor=processor, customer=customer, now=now
-            )
-
-    await asyncio.gather(*(create(customer) for customer in missing))
+    # Moved from another processor (ZOOPAY_PROCESSOR changed): rare, one at a time.
+    for customer in {c for c in customers if c.id in recorded and c not in found}:
+        found[customer] = await ensure_processor_customer(
+            engine, processor=processor, customer=customer, now=now
+        )
+    found |= await _create_processor_customers(engine, processor, contacts, now=now)
     return found
 
 
-@dataclass(frozen=True)
-class Contact:
-    """Who an invoice is addressed to: the email and name the processor knows, the billing
-    name if one was given, and the billing country (the tax's)."""
+async def _create_processor_customers(
+    engine: AsyncEngine,
+    processor: PaymentProcessor,
+    contacts: dict[Customer, Contact],
+    *,
+    now: datetime,
+) -> dict[Customer, str]:
+    """A processor customer for each of `contacts` (customers who have none), recorded; where
+    a concurrent call recorded one first, that one (the new one stays unused, never charged)."""
+    if not contacts:
+        return {}
+    new = list(contacts)
+    requests = []
+    for customer in new:
+        email = contacts[customer].email
+        if email is None:
+            raise NotFound(f"no {customer.kind} {customer.id}")
+        metadata = {"zoopay_customer_kind": customer.kind, "zoopay_customer_id": customer.id}
+        requests.append(
+            CustomerRequest(email=email, name=contacts[customer].name, metadata=metadata)
+        )
+    answers = await processor.create_customers(requests)
+    created = [
+        (c, answer) for c, answer in zip(new, answers, strict=True) if isinstance(answer, str)
+    ]
+    async with transaction(engine) as conn:
+        await insert_new(
+            conn,
+            payment_customers,
+            [_payment_customer_row(c, processor.name, answer, now) for c, answer in created],
+        )
+        rows = await select_by(
+            conn, _PROCESSOR_IDS, payment_customers.c.customer_id, sorted(c.id for c, _ in created)
+        )
+    failures = [answer for answer in answers if not isinstance(answer, str)]
+    if failures:
+        raise failures[0]
+    return {c: rows[c.id]["processor_customer_id"] for c, _ in created}
 
-    email: str | None
-    name: str | None
-    country: str | None
+
+def _payment_customer_row(
+    customer: Customer, processor: str, processor_customer_id: str, now: datetime
+) -> dict[str, object]:
+    return {
+        "customer_id": customer.id,
+        "customer_kind": customer.kind,
+        "processor": processor,
+        "processor_customer_id": processor_customer_id,
+        "phone": "",
+        "delinquent": False,
+        "created_at": now,
+        "updated_at": now,
+    }
 
 
 _USER_CONTACTS = select(users.c.id, users.c.email, users.c.name).order_by(users.c.id)

@@ -13,10 +13,10 @@ to cents before it charges it.
 
 import asyncio
 import enum
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 
 class ChargeStatus(enum.StrEnum):
@@ -100,6 +100,19 @@ class ChargeRequest:
     payment_method_id: str | None = None
 
 
+@dataclass(frozen=True)
+class CustomerRequest:
+    """One customer of a batch (`PaymentProcessor.create_customers`): `create_customer`'s
+    arguments."""
+
+    email: str
+    name: str | None
+    metadata: dict[str, str]
+
+
+# What one customer of a batch came to: the new customer's id, a refusal, or no answer.
+CustomerResult = str | ProcessorError | ProcessorUnavailable
+
 # What one request of a batch came to: the charge (succeeded, failed or requiring action), a
 # refusal (`charge` would raise it: no payment method, ...), or no answer (asked again later).
 ChargeResult = Charge | ProcessorError | ProcessorUnavailable
@@ -112,6 +125,11 @@ class PaymentProcessor(Protocol):
         self, *, email: str, name: str | None, metadata: dict[str, str]
     ) -> str:
         """A new processor customer; answers its id."""
+        ...
+
+    async def create_customers(self, requests: Sequence[CustomerRequest]) -> list[CustomerResult]:
+        """`create_customer` for each request, answered in their order; a request's refusal or
+        lost answer is its result, never an exception that loses the others' ids."""
         ...
 
     async def update_customer(self, customer_id: str, *, email: str, name: str | None) -> None: ...
@@ -174,25 +192,41 @@ class PaymentProcessor(Protocol):
         ...
 
 
-async def charge_each(
-    processor: PaymentProcessor, requests: Sequence[ChargeRequest], *, concurrency: int
-) -> list[ChargeResult]:
-    """`charge_many` as `charge` calls, at most `concurrency` in flight (a processor whose
-    calls are requests over the network)."""
+Request = TypeVar("Request")
+Answer = TypeVar("Answer")
+
+
+async def each_call(
+    call: Callable[[Request], Awaitable[Answer]], requests: Sequence[Request], *, concurrency: int
+) -> list[Answer | ProcessorError | ProcessorUnavailable]:
+    """A batch as one call per request, at most `concurrency` in flight (a processor whose
+    calls are requests over the network), answered in their order; a refusal or a lost answer
+    is that request's result."""
     bound = asyncio.Semaphore(max(1, concurrency))
 
-    async def one(request: ChargeRequest) -> ChargeResult:
+    async def one(request: Request) -> Answer | ProcessorError | ProcessorUnavailable:
         async with bound:
             try:
-                return await processor.charge(
-                    request.customer_id,
-                    amount_cents=request.amount_cents,
-                    currency=request.currency,
-                    idempotency_key=request.idempotency_key,
-                    description=request.description,
-                    payment_method_id=request.payment_method_id,
-                )
+                return await call(request)
             except (ProcessorError, ProcessorUnavailable) as exc:
                 return exc
 
     return list(await asyncio.gather(*(one(request) for request in requests)))
+
+
+async def charge_each(
+    processor: PaymentProcessor, requests: Sequence[ChargeRequest], *, concurrency: int
+) -> list[ChargeResult]:
+    """`charge_many` as `charge` calls (`each_call`)."""
+
+    async def charge(request: ChargeRequest) -> Charge:
+        return await processor.charge(
+            request.customer_id,
+            amount_cents=request.amount_cents,
+            currency=request.currency,
+            idempotency_key=request.idempotency_key,
+            description=request.description,
+            payment_method_id=request.payment_method_id,
+        )
+
+    return await each_call(charge, requests, concurrency=concurrency)

@@ -33,7 +33,7 @@ import sqlalchemy.exc
 from sqlalchemy import RowMapping, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from zoopay.db.bulk import insert_new, select_by
+from zoopay.db.bulk import insert_all, insert_new, select_by
 from zoopay.db.engine import reading, transaction
 from zoopay.db.tables import (
     processor_charges,
@@ -48,6 +48,8 @@ from zoopay.processors.base import (
     ChargeRequest,
     ChargeResult,
     ChargeStatus,
+    CustomerRequest,
+    CustomerResult,
     ProcessorError,
     Refund,
     SetupIntent,
@@ -241,6 +243,25 @@ class EmbeddedProcessor:
                 )
             )
         return customer_id
+
+    async def create_customers(self, requests: Sequence[CustomerRequest]) -> list[CustomerResult]:
+        """`create_customer` for a batch: one statement in one transaction, whatever its size."""
+        now = self._clock()
+        ids = [_new_id("cus") for _ in requests]
+        rows = [
+            {
+                "id": customer_id,
+                "email": request.email,
+                "name": request.name,
+                "metadata": json.dumps(request.metadata, sort_keys=True),
+                "created_at": now,
+                "updated_at": now,
+            }
+            for customer_id, request in zip(ids, requests, strict=True)
+        ]
+        async with transaction(self._engine) as conn:
+            await insert_all(conn, processor_customers, rows)
+        return list(ids)
 
     async def update_customer(self, customer_id: str, *, email: str, name: str | None) -> None:
         async with transaction(self._engine) as conn:

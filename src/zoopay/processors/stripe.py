@@ -27,11 +27,14 @@ from zoopay.processors.base import (
     ChargeRequest,
     ChargeResult,
     ChargeStatus,
+    CustomerRequest,
+    CustomerResult,
     ProcessorError,
     ProcessorUnavailable,
     Refund,
     SetupIntent,
     charge_each,
+    each_call,
 )
 
 KEY_METADATA = "zoopay_idempotency_key"
@@ -195,6 +198,15 @@ class StripeProcessor:
         except stripe.StripeError as exc:
             _refused(exc)
         return customer.id
+
+    async def create_customers(self, requests: Sequence[CustomerRequest]) -> list[CustomerResult]:
+        # Stripe has no batch call: one request each, as many at once as charges go.
+        async def create(request: CustomerRequest) -> str:
+            return await self.create_customer(
+                email=request.email, name=request.name, metadata=request.metadata
+            )
+
+        return await each_call(create, requests, concurrency=CHARGE_CONCURRENCY)
 
     async def update_customer(self, customer_id: str, *, email: str, name: str | None) -> None:
         params: stripe.params.CustomerUpdateParams = {"email": email, "name": name or ""}
