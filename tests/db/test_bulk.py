@@ -15,7 +15,13 @@ from zoopay.db.bulk import (
     update_all,
 )
 from zoopay.db.engine import reading, transaction
-from zoopay.db.tables import billing_closes, journal_accounts, journal_postings, users
+from zoopay.db.tables import (
+    billing_closes,
+    journal_accounts,
+    journal_postings,
+    ledger_entries,
+    users,
+)
 
 NOW = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
 
@@ -199,3 +205,72 @@ async def test_add_to_all_adds_and_update_all_takes_a_key_of_several_columns(
             ("c2", "claimed"),
             ("c2", "claimed"),
         ]
+
+
+async def test_a_value_every_row_shares_is_set_on_each(engine: AsyncEngine) -> None:
+    # On PostgreSQL such a column travels as one value, not an array (db.bulk._parameters):
+    # the statement must still set it, and add it, on every row it names, and only there.
+    async with transaction(engine) as conn:
+        await insert_all(conn, users, [user_row(n, "old") for n in (1, 2, 3)])
+        await insert_all(conn, journal_accounts, [account(name, 10) for name in ("a", "b", "c")])
+    later = NOW + timedelta(days=1)
+    async with transaction(engine) as conn:
+        await update_all(
+            conn,
+            users,
+            [{"id": user_row(n)["id"], "name": "same", "updated_at": later} for n in (1, 3)],
+        )
+        await add_to_all(
+            conn,
+            journal_accounts,
+            [{"id": name, "balance_micros": 7, "updated_at": later} for name in ("a", "c")],
+            add="balance_micros",
+        )
+    stored = await stored_users(engine)
+    assert [stored[str(user_row(n)["id"])][1:] for n in (1, 2, 3)] == [
+        ("same", later),
+        ("old", NOW),
+        ("same", later),
+    ]
+    async with reading(engine) as conn:
+        rows = await conn.execute(
+            select(journal_accounts.c.id, journal_accounts.c.balance_micros).order_by("id")
+        )
+        assert [tuple(row) for row in rows] == [("a", 17), ("b", 10), ("c", 17)]
+
+
+@pytest.mark.parametrize("count", [2, 150])
+async def test_rows_alike_in_every_column_are_each_inserted(
+    engine: AsyncEngine, count: int
+) -> None:
+    # Every column shared (the id comes from the table): one of them still travels as an
+    # array, which is how the statement knows how many rows there are; 150 go by COPY.
+    entry = {
+        "customer_id": "c1",
+        "bucket": "stable",
+        "delta_micros": 5,
+        "balance_after_micros": 5,
+        "actor": "system",
+        "reason": "grant",
+        "reference": None,
+        "note": None,
+        "created_at": NOW,
+    }
+    async with transaction(engine) as conn:
+        await insert_all(conn, ledger_entries, [entry] * count)
+    async with reading(engine) as conn:
+        rows = (await conn.execute(select(ledger_entries))).mappings().all()
+    assert len(rows) == count
+    assert {(row["customer_id"], row["delta_micros"], row["created_at"]) for row in rows} == {
+        ("c1", 5, NOW)
+    }
+
+
+def account(name: str, balance_micros: int) -> dict[str, object]:
+    return {
+        "id": name,
+        "kind": "revenue",
+        "customer_id": None,
+        "balance_micros": balance_micros,
+        "updated_at": NOW,
+    }

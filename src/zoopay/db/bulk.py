@@ -8,6 +8,7 @@ through SQLAlchemy.
 
 from collections.abc import Mapping, Sequence
 from functools import cache
+from operator import itemgetter
 from typing import Any
 
 from sqlalchemy import ColumnElement, Select, Table, any_, func, select, update
@@ -53,8 +54,10 @@ async def insert_new(
         return set()
     key = next(iter(table.primary_key.columns)).name
     if is_postgresql(conn):
-        sql = _unnest_insert(table, tuple(rows[0]), f" ON CONFLICT DO NOTHING RETURNING {key}")
-        found = await (await driver(conn)).fetch(sql, *_columns_of(rows))
+        shared, parameters = _parameters(rows, ())
+        suffix = f" ON CONFLICT DO NOTHING RETURNING {key}"
+        sql = _unnest_insert(table, tuple(rows[0]), shared, suffix)
+        found = await (await driver(conn)).fetch(sql, *parameters)
         return {str(row[0]) for row in found}
     statement = sqlite.insert(table).on_conflict_do_nothing().returning(table.c[key])
     result = await conn.execute(statement, list(rows))
@@ -68,14 +71,16 @@ async def insert_all(conn: AsyncConnection, table: Table, rows: Sequence[dict[st
     if not is_postgresql(conn):
         await conn.execute(table.insert(), list(rows))
     elif len(rows) < COPY_FROM:
-        sql = _unnest_insert(table, tuple(rows[0]), "")
-        await (await driver(conn)).execute(sql, *_columns_of(rows))
+        shared, parameters = _parameters(rows, ())
+        sql = _unnest_insert(table, tuple(rows[0]), shared, "")
+        await (await driver(conn)).execute(sql, *parameters)
     else:
         # COPY: the fastest way in for many rows, encoded without the per-element checks that
         # an array parameter costs (about a fifth of a billing run's time in asyncpg). Not for
         # a few: it takes a second round trip, which a recorded call would feel.
         names = list(rows[0])
-        records = [tuple(row[name] for name in names) for row in rows]
+        record = itemgetter(*names) if len(names) > 1 else lambda row: (row[names[0]],)
+        records = [record(row) for row in rows]
         await (await driver(conn)).copy_records_to_table(table.name, records=records, columns=names)
 
 
@@ -119,8 +124,9 @@ async def _update_all(
         return
     names = tuple(rows[0])
     if is_postgresql(conn):
-        sql = _unnest_update(table, names, keys, add)
-        await (await driver(conn)).execute(sql, *_columns_of(rows))
+        shared, parameters = _parameters(rows, keys)
+        sql = _unnest_update(table, names, keys, add, shared)
+        await (await driver(conn)).execute(sql, *parameters)
         return
     renamed = [{f"new_{name}": value for name, value in row.items()} for row in rows]
     changes: dict[str, Any] = {name: bindparam(f"new_{name}") for name in names if name not in keys}
@@ -155,32 +161,68 @@ def _compiled_any(query: Select[Any], column: ColumnElement[Any]) -> str:
     return str(query.where(column == any_(values)).compile(dialect=_ASYNCPG))
 
 
-def _columns_of(rows: Sequence[dict[str, Any]]) -> list[list[Any]]:
+def _parameters(
+    rows: Sequence[dict[str, Any]], keys: tuple[str, ...]
+) -> tuple[tuple[bool, ...], list[Any]]:
+    """Each column's values as one array, or, where every row holds the same value (a status,
+    an `updated_at`), as that value alone (`True` in the first answer): asyncpg encodes an
+    array element by element, and such columns were half of what a billing run sent. Keys stay
+    arrays, and so does the first column when every one is shared (unnest counts the rows)."""
     names = list(rows[0])
-    return [[row[name] for row in rows] for name in names]
+    columns = [[row[name] for row in rows] for name in names]
+    shared = [
+        len(rows) > 1 and name not in keys and column.count(column[0]) == len(column)
+        for name, column in zip(names, columns, strict=True)
+    ]
+    if all(shared):
+        shared[0] = False
+    parameters = [column[0] if one else column for column, one in zip(columns, shared, strict=True)]
+    return tuple(shared), parameters
+
+
+def _sources(
+    table: Table, names: tuple[str, ...], shared: tuple[bool, ...]
+) -> tuple[list[str], str]:
+    """For `_parameters`: the value of each column, as `new`'s or as its one parameter, and the
+    `unnest(...) AS new(...)` that the array columns come from."""
+    values, arrays, aliases = [], [], []
+    for n, (name, one) in enumerate(zip(names, shared, strict=True), 1):
+        kind = _pg_type(table, name)
+        values.append(f"${n}::{kind}" if one else f'new."{name}"')
+        if not one:
+            arrays.append(f"${n}::{kind}[]")
+            aliases.append(f'"{name}"')
+    return values, f"unnest({', '.join(arrays)}) AS new({', '.join(aliases)})"
 
 
 @cache
-def _unnest_insert(table: Table, names: tuple[str, ...], suffix: str) -> str:
-    arrays = ", ".join(f"${n}::{_pg_type(table, name)}[]" for n, name in enumerate(names, 1))
-    return f"INSERT INTO {table.name} ({', '.join(names)}) SELECT * FROM unnest({arrays}){suffix}"
+def _unnest_insert(
+    table: Table, names: tuple[str, ...], shared: tuple[bool, ...], suffix: str
+) -> str:
+    values, source = _sources(table, names, shared)
+    columns = ", ".join(f'"{name}"' for name in names)
+    return f"INSERT INTO {table.name} ({columns}) SELECT {', '.join(values)} FROM {source}{suffix}"
 
 
 @cache
 def _unnest_update(
-    table: Table, names: tuple[str, ...], keys: tuple[str, ...], add: str | None
+    table: Table,
+    names: tuple[str, ...],
+    keys: tuple[str, ...],
+    add: str | None,
+    shared: tuple[bool, ...],
 ) -> str:
-    arrays = ", ".join(f"${n}::{_pg_type(table, name)}[]" for n, name in enumerate(names, 1))
+    values, source = _sources(table, names, shared)
+    value_of = dict(zip(names, values, strict=True))
     changes = ", ".join(
-        f"{name} = {table.name}.{name} + new.{name}" if name == add else f"{name} = new.{name}"
+        f'"{name}" = {table.name}."{name}" + {value_of[name]}'
+        if name == add
+        else f'"{name}" = {value_of[name]}'
         for name in names
         if name not in keys
     )
-    same = " AND ".join(f"{table.name}.{name} = new.{name}" for name in keys)
-    return (
-        f"UPDATE {table.name} SET {changes} FROM unnest({arrays}) AS new({', '.join(names)})"
-        f" WHERE {same}"
-    )
+    same = " AND ".join(f'{table.name}."{name}" = new."{name}"' for name in keys)
+    return f"UPDATE {table.name} SET {changes} FROM {source} WHERE {same}"
 
 
 _POSTGRESQL: Dialect = postgresql.dialect()  # type: ignore[no-untyped-call]
