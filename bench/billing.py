@@ -3,9 +3,12 @@
 Run by `make bench` after bench/run.py (PostgreSQL on 127.0.0.1:5432). It seeds --customers
 users (default 100,000) with set-based inserts (one statement per table, `generate_series`),
 each on free or pro, anchored 40 days ago and with usage due, so that every one of them has a
-period to refresh and to close. The seeded database is a template: each command then runs on
-its own copy of it (`CREATE DATABASE ... TEMPLATE`), measured in the same run, so both see the
-same data. The machine is shared: the table records `uptime` before and after.
+period to refresh and to close, and each with a processor customer and a card on file. The
+seeded database is a template: each command then runs on its own copy of it (`CREATE DATABASE
+... TEMPLATE`), measured in the same run, so all see the same data. A third copy has its
+processor customers and cards removed: the first bill of customers who never added a card, where
+the run creates every processor customer itself and every charge is refused. The machine is
+shared: the table records `uptime` before and after.
 """
 
 import argparse
@@ -125,6 +128,25 @@ async def seed(url: str, customers: int, anchor: datetime) -> float:
     return time.perf_counter() - started
 
 
+# The first bill of customers who never added a card (most free ones): no processor customer
+# yet, so the run makes them all (set-based), and every charge is refused (no payment method).
+WITHOUT_CARDS = [
+    "DELETE FROM payment_customers",
+    "DELETE FROM processor_payment_methods",
+    "DELETE FROM processor_customers",
+]
+
+
+async def without_cards(url: str) -> None:
+    conn = await asyncpg.connect(url)
+    try:
+        for statement in WITHOUT_CARDS:
+            await conn.execute(statement)
+        await conn.execute("ANALYZE")
+    finally:
+        await conn.close()
+
+
 def uptime() -> str:
     return subprocess.run(["uptime"], capture_output=True, text=True, check=False).stdout.strip()
 
@@ -152,7 +174,7 @@ def main() -> None:
     anchor = (datetime.now(UTC) - timedelta(days=40)).replace(microsecond=0)
     at = (anchor + timedelta(days=35)).strftime("%Y-%m-%dT%H:%M:%S+0000")
     template = f"zoopay_bench_billing_{uuid.uuid4().hex[:8]}"
-    copies = {command: f"{template}_{command}" for command in ("refresh", "run")}
+    copies = {command: f"{template}_{command}" for command in ("refresh", "run", "first")}
     rows = []
     load = [uptime()]
     try:
@@ -176,7 +198,12 @@ def main() -> None:
             checked, books = timed(url_of(copies["run"]), "ledger", "verify")
             assert books == {"ok": True, "problems": []}, books
             rows.append(("  zoopay ledger verify (clean)", checked, None, None))
-            print(json.dumps({"first": answer, "again": again}), file=sys.stderr)
+            asyncio.run(without_cards(url_of(copies["first"])))
+            elapsed, first = timed(url_of(copies["first"]), "billing", "run", "--at", at)
+            assert first["invoiced"] == options.customers and first["paid"] == 0, first
+            rate = options.customers / elapsed
+            rows.append(("zoopay billing run, first bill, no card on file", elapsed, rate, None))
+            print(json.dumps({"run": answer, "again": again, "no card": first}), file=sys.stderr)
         load.append(uptime())
     finally:
         for name in [*copies.values(), template]:
