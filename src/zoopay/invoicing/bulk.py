@@ -34,11 +34,11 @@ from zoopay.invoicing.service import (
     Invoice,
     InvoiceLine,
     InvoiceStatus,
-    LineKind,
     NewLine,
     _attempt_of_row,
     _hold_stray_charge,
     _invoice_of_row,
+    _line_of_row,
     _settle_charged,
     answered_values,
     attempt_row,
@@ -138,16 +138,6 @@ async def issue_invoices(
         )
     }
     return [free.get(invoice.id, invoice) for invoice in opened]
-
-
-def _line_of_row(row: Mapping[str, Any]) -> InvoiceLine:
-    return InvoiceLine(
-        id=row["id"],
-        kind=LineKind(row["kind"]),
-        description=row["description"],
-        amount_micros=row["amount_micros"],
-        reference=row["reference"],
-    )
 
 
 _LOCK_INVOICES = invoices.select().order_by(invoices.c.id).with_for_update()

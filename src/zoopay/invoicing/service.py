@@ -84,6 +84,7 @@ from zoopay.processors.base import (
     ProcessorError,
     ProcessorUnavailable,
 )
+from zoopay.records import record_of
 
 logger = logging.getLogger(__name__)
 
@@ -536,41 +537,21 @@ async def _with_lines(conn: AsyncConnection, rows: Sequence[Mapping[Any, Any]]) 
     )
     by_invoice: dict[str, list[InvoiceLine]] = {invoice_id: [] for invoice_id in ids}
     for line in line_rows.mappings():
-        by_invoice[line["invoice_id"]].append(
-            InvoiceLine(
-                id=line["id"],
-                kind=LineKind(line["kind"]),
-                description=line["description"],
-                amount_micros=int(line["amount_micros"]),
-                reference=line["reference"],
-            )
-        )
+        by_invoice[line["invoice_id"]].append(_line_of_row(line))
     return [_invoice_of_row(row, by_invoice[row["id"]]) for row in rows]
 
 
+def _line_of_row(row: Mapping[Any, Any]) -> InvoiceLine:
+    return record_of(InvoiceLine, row, kind=LineKind(row["kind"]))
+
+
 def _invoice_of_row(row: Mapping[Any, Any], lines: list[InvoiceLine]) -> Invoice:
-    return Invoice(
-        id=row["id"],
+    return record_of(
+        Invoice,
+        row,
         customer=Customer(row["customer_kind"], row["customer_id"]),
-        number=row["number"],
         status=InvoiceStatus(row["status"]),
-        description=row["description"],
-        customer_email=row["customer_email"],
-        customer_name=row["customer_name"],
-        country=row["country"],
         tax_rate=Decimal(row["tax_rate"]),
-        subtotal_micros=int(row["subtotal_micros"]),
-        tax_micros=int(row["tax_micros"]),
-        total_micros=int(row["total_micros"]),
-        amount_paid_micros=int(row["amount_paid_micros"]),
-        amount_refunded_micros=int(row["amount_refunded_micros"]),
-        attempt_count=int(row["attempt_count"]),
-        charge_id=row["charge_id"],
-        created_at=row["created_at"],
-        finalized_at=row["finalized_at"],
-        paid_at=row["paid_at"],
-        closed_at=row["closed_at"],
-        updated_at=row["updated_at"],
         lines=tuple(lines),
     )
 
@@ -952,20 +933,7 @@ async def _attempt(conn: AsyncConnection, attempt_id: str) -> Attempt:
 
 
 def _attempt_of_row(row: Mapping[Any, Any]) -> Attempt:
-    return Attempt(
-        id=row["id"],
-        invoice_id=row["invoice_id"],
-        attempt=int(row["attempt"]),
-        idempotency_key=row["idempotency_key"],
-        status=AttemptStatus(row["status"]),
-        amount_cents=int(row["amount_cents"]),
-        processor_customer_id=row["processor_customer_id"],
-        payment_method_id=row["payment_method_id"],
-        charge_id=row["charge_id"],
-        failure_code=row["failure_code"],
-        failure_message=row["failure_message"],
-        created_at=row["created_at"],
-    )
+    return record_of(Attempt, row, status=AttemptStatus(row["status"]))
 
 
 async def _pending_attempt(conn: AsyncConnection, invoice_id: str) -> Attempt | None:

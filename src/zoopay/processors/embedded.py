@@ -54,6 +54,7 @@ from zoopay.processors.base import (
     Refund,
     SetupIntent,
 )
+from zoopay.records import record_of
 
 Clock = Callable[[], datetime]
 
@@ -102,41 +103,15 @@ def _new_id(prefix: str) -> str:
 
 
 def _card(row: Mapping[Any, Any], default_id: str | None) -> Card:
-    return Card(
-        id=row["id"],
-        brand=row["brand"],
-        last4=row["last4"],
-        exp_month=row["exp_month"],
-        exp_year=row["exp_year"],
-        country=row["country"],
-        funding=row["funding"],
-        fingerprint=row["fingerprint"],
-        created_at=row["created_at"],
-        is_default=row["id"] == default_id,
-    )
+    return record_of(Card, row, is_default=row["id"] == default_id)
 
 
 def _charge(row: Mapping[Any, Any]) -> Charge:
-    return Charge(
-        id=row["id"],
-        idempotency_key=row["idempotency_key"],
-        status=ChargeStatus(row["status"]),
-        amount_cents=row["amount_cents"],
-        currency=row["currency"],
-        payment_method_id=row["payment_method_id"],
-        failure_code=row["failure_code"],
-        failure_message=row["failure_message"],
-    )
+    return record_of(Charge, row, status=ChargeStatus(row["status"]))
 
 
 def _refund(row: Mapping[Any, Any]) -> Refund:
-    return Refund(
-        id=row["id"],
-        charge_id=row["charge_id"],
-        idempotency_key=row["idempotency_key"],
-        amount_cents=row["amount_cents"],
-        status=row["status"],
-    )
+    return record_of(Refund, row)
 
 
 def _invalid_charge(

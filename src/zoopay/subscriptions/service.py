@@ -30,6 +30,7 @@ from zoopay.ledger.service import (
     post_batch,
 )
 from zoopay.money import from_micros, to_micros
+from zoopay.records import record_of
 from zoopay.subscriptions.grants import grant_new_period, grant_plan_change
 from zoopay.subscriptions.periods import period_start
 
@@ -114,14 +115,7 @@ _LOCK_WITH_PLANS = _READ_WITH_PLANS.with_for_update(of=balances)
 
 
 def _subscription_of_row(customer: Customer, row: Mapping[Any, Any]) -> Subscription:
-    return Subscription(
-        id=row["id"],
-        customer=customer,
-        tier=TierName(row["tier"]),
-        pay_annually=row["pay_annually"],
-        anchor_at=row["anchor_at"],
-        period_start=row["period_start"],
-    )
+    return record_of(Subscription, row, customer=customer, tier=TierName(row["tier"]))
 
 
 def current_plan(catalog: Catalog, subscription: Subscription | None) -> Plan | None:
