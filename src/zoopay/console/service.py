@@ -13,10 +13,11 @@ import uuid
 from collections import defaultdict
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
+from typing import Any
 from urllib.parse import urlencode
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import Column, Select, Table, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from zoopay.accounts.service import Principal, User, authenticate
@@ -330,29 +331,24 @@ async def find_customers(conn: AsyncConnection, *, text: str) -> list[CustomerHi
     if len(text) > 320:
         raise BadRequest("search for at most 320 characters")
     pattern = "%" + text.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
-    user_query = (
-        select(users.c.id, users.c.email, users.c.name)
-        .where(
-            (users.c.id == text)
-            | func.lower(users.c.email).like(pattern, escape="\\")
-            | func.lower(func.coalesce(users.c.name, "")).like(pattern, escape="\\")
-        )
-        .order_by(users.c.email)
-        .limit(MAX_HITS)
-    )
-    org_query = (
-        select(orgs.c.id, orgs.c.billing_email, orgs.c.name)
-        .where(
-            (orgs.c.id == text)
-            | func.lower(orgs.c.billing_email).like(pattern, escape="\\")
-            | func.lower(func.coalesce(orgs.c.name, "")).like(pattern, escape="\\")
-        )
-        .order_by(orgs.c.name)
-        .limit(MAX_HITS)
-    )
+    user_query = _matching(users, users.c.email, text, pattern).order_by(users.c.email)
+    org_query = _matching(orgs, orgs.c.billing_email, text, pattern).order_by(orgs.c.name)
     hits = [CustomerHit("user", *row) for row in (await conn.execute(user_query)).all()]
     hits += [CustomerHit("org", *row) for row in (await conn.execute(org_query)).all()]
     return hits
+
+
+def _matching(table: Table, email: Column[str], text: str, pattern: str) -> Select[Any]:
+    """A search's hits in users or orgs: the id exactly, or the email or name containing it."""
+    return (
+        select(table.c.id, email, table.c.name)
+        .where(
+            (table.c.id == text)
+            | func.lower(email).like(pattern, escape="\\")
+            | func.lower(func.coalesce(table.c.name, "")).like(pattern, escape="\\")
+        )
+        .limit(MAX_HITS)
+    )
 
 
 @dataclass(frozen=True)
