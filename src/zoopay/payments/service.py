@@ -122,10 +122,9 @@ async def ensure_processor_customer(
         if found is not None and found.processor == processor.name:
             return found.processor_customer_id
         email, name = await customer_contact(conn, customer=customer)
+    request = _customer_request(customer, email, name)
     created = await processor.create_customer(
-        email=email,
-        name=name,
-        metadata={"zoopay_customer_kind": customer.kind, "zoopay_customer_id": customer.id},
+        email=request.email, name=request.name, metadata=request.metadata
     )
     async with transaction(engine) as conn:
         if found is not None:
@@ -215,10 +214,7 @@ async def _create_processor_customers(
         email = contacts[customer].email
         if email is None:
             raise NotFound(f"no {customer.kind} {customer.id}")
-        metadata = {"zoopay_customer_kind": customer.kind, "zoopay_customer_id": customer.id}
-        requests.append(
-            CustomerRequest(email=email, name=contacts[customer].name, metadata=metadata)
-        )
+        requests.append(_customer_request(customer, email, contacts[customer].name))
     answers = await processor.create_customers(requests)
     created = [
         (c, answer) for c, answer in zip(new, answers, strict=True) if isinstance(answer, str)
@@ -236,6 +232,12 @@ async def _create_processor_customers(
     if failures:
         raise failures[0]
     return {c: rows[c.id]["processor_customer_id"] for c, _ in created}
+
+
+def _customer_request(customer: Customer, email: str, name: str | None) -> CustomerRequest:
+    """What the processor is told of a new customer: who, and which of zoopay's it is."""
+    metadata = {"zoopay_customer_kind": customer.kind, "zoopay_customer_id": customer.id}
+    return CustomerRequest(email=email, name=name, metadata=metadata)
 
 
 def _payment_customer_row(
