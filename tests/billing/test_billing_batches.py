@@ -2,13 +2,14 @@
 `issue_invoice` makes, a chunk charged in one batch gives each invoice its own outcome, and a
 run that fails between chunks is finished by the next without billing anyone twice."""
 
+import asyncio
 from collections.abc import Sequence
 from datetime import timedelta
 from decimal import Decimal
 from typing import Any
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from tests.conftest import START, Clock, Person, World
@@ -28,8 +29,9 @@ from zoopay.db.tables import (
     ledger_entries,
     processor_charges,
 )
-from zoopay.invoicing.bulk import NewInvoice, issue_invoices
+from zoopay.invoicing.bulk import NewInvoice, issue_invoices, number_invoices, write_invoices
 from zoopay.invoicing.service import credits_line, issue_invoice, plan_fee_line, usage_line
+from zoopay.journal.service import Account, AccountKind, account_balance
 from zoopay.ledger.service import Bucket, Posting, Reason, lock_balance, post
 from zoopay.payments.service import Address, BillingDetails, save_billing_info
 
@@ -280,3 +282,95 @@ async def test_period_close_invoices_are_taxed_by_the_billing_country(
     assert (plain["country"], plain["tax_micros"], plain["total_micros"]) == (None, 0, 10_000_000)
     charges = await _rows(engine, processor_charges)
     assert sorted(c["amount_cents"] for c in charges) == [1000, 1190]
+
+
+def _usage(person: Person, micros: int) -> NewInvoice:
+    return NewInvoice(
+        person.user.customer, [usage_line(period="January", amount_micros=micros)], "usage"
+    )
+
+
+async def _numbers(engine: AsyncEngine) -> dict[str, str]:
+    """Each invoice's customer by its number."""
+    rows = await _rows(engine, invoices)
+    return {row["number"]: row["customer_id"] for row in rows}
+
+
+@pytest.mark.postgres_only
+async def test_a_chunk_takes_the_counter_and_the_shared_accounts_only_at_its_end(
+    engine: AsyncEngine, world: World, clock: Clock
+) -> None:
+    """Two chunks of a billing run at once: while one writes its invoices, lines and postings,
+    the other issues and commits without waiting for it (a lock wait would exceed the
+    lock_timeout and fail it); the first then numbers its own after the second's, no gap."""
+    first, a1, a2, b1, b2 = [await world.user() for _ in range(5)]
+    # The shared accounts exist from the first invoice ever on.
+    async with transaction(engine) as conn:
+        await issue_invoices(
+            conn, drafts=[_usage(first, 1_000_000)], tax_rates={}, prefix="ZP", now=clock.now
+        )
+    async with transaction(engine) as chunk_a:
+        written = await write_invoices(
+            chunk_a,
+            drafts=[_usage(a1, 2_000_000), _usage(a2, 3_000_000)],
+            tax_rates={},
+            now=clock.now,
+        )
+        async with transaction(engine) as chunk_b:
+            await chunk_b.execute(text("SET LOCAL lock_timeout = '5s'"))
+            issued_b = await issue_invoices(
+                chunk_b,
+                drafts=[_usage(b1, 4_000_000), _usage(b2, 5_000_000)],
+                tax_rates={},
+                prefix="ZP",
+                now=clock.now,
+            )
+        issued_a = await number_invoices(chunk_a, written, prefix="ZP", now=clock.now)
+
+    assert [i.number for i in issued_b] == ["ZP-000002", "ZP-000003"]
+    assert [i.number for i in issued_a] == ["ZP-000004", "ZP-000005"]
+    assert await _numbers(engine) == {
+        "ZP-000001": first.id,
+        "ZP-000002": b1.id,
+        "ZP-000003": b2.id,
+        "ZP-000004": a1.id,
+        "ZP-000005": a2.id,
+    }
+    async with reading(engine) as conn:
+        revenue = await account_balance(conn, Account(AccountKind.REVENUE))
+    assert revenue == -15_000_000
+    await books_are_clean(engine)
+
+
+async def test_chunks_and_single_invoices_issued_at_once_never_deadlock_nor_skip_a_number(
+    engine: AsyncEngine, world: World, clock: Clock
+) -> None:
+    """Bulk chunks (customer accounts, then the shared ones, then the counter) beside single
+    invoices (`issue_invoice`, the same order) for the same and other customers, all at once:
+    every one commits, numbered 1 to N without a gap, and the books balance."""
+    people = [await world.user() for _ in range(6)]
+
+    async def chunk(part: Sequence[Person]) -> None:
+        async with transaction(engine) as conn:
+            drafts = [_usage(person, 1_000_000) for person in part]
+            await issue_invoices(conn, drafts=drafts, tax_rates=DE, prefix="ZP", now=clock.now)
+
+    async def single(person: Person) -> None:
+        async with transaction(engine) as conn:
+            await issue_invoice(
+                conn,
+                customer=person.user.customer,
+                lines=[credits_line(amount_micros=2_000_000)],
+                description="credits",
+                tax_rates=DE,
+                prefix="ZP",
+                now=clock.now,
+            )
+
+    await asyncio.gather(
+        *(chunk(people[n : n + 3]) for n in (0, 3, 0, 3)), *(single(p) for p in people)
+    )
+    numbers = await _numbers(engine)
+    assert sorted(numbers) == [f"ZP-{n:06d}" for n in range(1, 19)]
+    assert sorted(numbers.values()) == sorted(p.id for p in people for _ in range(3))
+    await books_are_clean(engine)

@@ -29,7 +29,13 @@ from zoopay.db.bulk import select_where_one_of, update_all
 from zoopay.db.engine import is_sqlite, reading, transaction
 from zoopay.db.tables import billing_closes, billing_credits, invoice_payment_attempts, invoices
 from zoopay.errors import Conflict
-from zoopay.invoicing.bulk import Due, NewInvoice, charge_invoices, issue_invoices
+from zoopay.invoicing.bulk import (
+    Due,
+    NewInvoice,
+    charge_invoices,
+    number_invoices,
+    write_invoices,
+)
 from zoopay.invoicing.service import (
     AttemptStatus,
     InvoiceStatus,
@@ -179,6 +185,7 @@ async def invoice_chunk(
             )
         )
         billed.append(row)
+    written = await write_invoices(conn, drafts=drafts, tax_rates=terms.tax_rates, now=at)
     await update_all(
         conn,
         billing_credits,
@@ -189,15 +196,14 @@ async def invoice_chunk(
         ],
         key="customer_id",
     )
-    issued = await issue_invoices(
-        conn, drafts=drafts, tax_rates=terms.tax_rates, prefix=terms.invoice_prefix, now=at
-    )
     marks = [_mark(row, CloseStatus.NOTHING_DUE, None, at) for row in nothing]
     marks += [
         _mark(row, CloseStatus.INVOICED, invoice.id, at)
-        for row, invoice in zip(billed, issued, strict=True)
+        for row, invoice in zip(billed, written.invoices, strict=True)
     ]
     await update_all(conn, billing_closes, marks, key=("customer_id", "period_end"))
+    # Last, what every chunk shares and locks until its commit: the counter, the shared accounts.
+    issued = await number_invoices(conn, written, prefix=terms.invoice_prefix, now=at)
     return len(issued)
 
 

@@ -3,7 +3,9 @@ statements for a whole chunk, with the same rules (the service's own functions d
 amount, posting and status; this module only batches the reads and writes).
 
 - `issue_invoices`: `issue_invoice` for a chunk: the invoices, their lines, one range of
-  numbers from the gap-free counter, the receivable postings, in the caller's transaction.
+  numbers from the gap-free counter, the receivable postings, in the caller's transaction; in
+  two steps (`write_invoices`, then `number_invoices` last), so that what concurrent chunks
+  share (the counter, the shared journal accounts) is locked only at the end.
 - `charge_invoices`: `charge_invoice` for a chunk, in three steps around one batch call to the
   processor (`PaymentProcessor.charge_many`): the attempts committed pending, the processor
   asked with each attempt's idempotency key, the answers applied in one transaction. A crash
@@ -56,7 +58,12 @@ from zoopay.invoicing.service import (
     paid_values,
     resolve_awaiting_action,
 )
-from zoopay.journal.service import NewPosting, post_journal_many
+from zoopay.journal.service import (
+    Account,
+    NewPosting,
+    move_accounts,
+    write_postings,
+)
 from zoopay.ledger.service import Balance, Bucket, Customer, lock_balances, post_batch
 from zoopay.processors.base import (
     Charge,
@@ -91,11 +98,33 @@ async def issue_invoices(
     """`issue_invoice` for each of `drafts`, in the caller's transaction: numbered in their
     order from one range of the counter; those of 0 are paid at once. Every draft is checked
     before anything is written (BadRequest, as `issue_invoice`)."""
+    written = await write_invoices(conn, drafts=drafts, tax_rates=tax_rates, now=now)
+    return await number_invoices(conn, written, prefix=prefix, now=now)
+
+
+@dataclass(frozen=True)
+class WrittenInvoices:
+    """Invoices written open but not yet numbered (`write_invoices`), and what their postings
+    are still to move on the shared accounts."""
+
+    invoices: list[Invoice]
+    shared: dict[Account, int]
+
+
+async def write_invoices(
+    conn: AsyncConnection,
+    *,
+    drafts: Sequence[NewInvoice],
+    tax_rates: Mapping[str, Decimal],
+    now: datetime,
+) -> WrittenInvoices:
+    """`issue_invoices` but for what every chunk of a billing run shares (the shared accounts'
+    balances and the number counter, locked until the commit): the invoices, their lines, their
+    postings. The caller calls `number_invoices` last in the same transaction, so that
+    concurrent chunks hold those locks only for their last statements."""
     amounts = [
         invoice_amounts(draft.lines, tax_rates=tax_rates, country=draft.country) for draft in drafts
     ]
-    if not drafts:
-        return []
     rows, lines = [], []
     for draft, amount in zip(drafts, amounts, strict=True):
         invoice_id = str(uuid.uuid4())
@@ -119,18 +148,31 @@ async def issue_invoices(
         }
         rows.append(row)
         lines.append(line_rows(invoice_id, amount.lines))
-    # The counter is locked from here to the commit: everything above is done without it.
-    numbers = await next_invoice_numbers(conn, prefix=prefix, count=len(drafts))
-    opened = []
-    for row, its_lines, number in zip(rows, lines, numbers, strict=True):
-        row["number"] = number
-        opened.append(_invoice_of_row(row, [_line_of_row(line) for line in its_lines]))
+    opened = [
+        _invoice_of_row(row, [_line_of_row(line) for line in its_lines])
+        for row, its_lines in zip(rows, lines, strict=True)
+    ]
     await insert_all(conn, invoices, rows)
     await insert_all(conn, invoice_lines, [line for its_lines in lines for line in its_lines])
-    postings = [
-        issued_posting(invoice, number) for invoice, number in zip(opened, numbers, strict=True)
-    ]
-    await post_journal_many(conn, postings=postings, now=now)
+    postings = [issued_posting(invoice) for invoice in opened]
+    return WrittenInvoices(opened, await write_postings(conn, postings=postings, now=now))
+
+
+async def number_invoices(
+    conn: AsyncConnection, written: WrittenInvoices, *, prefix: str, now: datetime
+) -> list[Invoice]:
+    """The shared accounts moved and the invoices numbered in their order, from one range of
+    the counter (in `journal.lock_order`: the counter last); those of 0 paid at once."""
+    if not written.invoices:
+        return []
+    await move_accounts(conn, totals=written.shared, now=now)
+    numbers = await next_invoice_numbers(conn, prefix=prefix, count=len(written.invoices))
+    await update_all(
+        conn,
+        invoices,
+        [{"id": i.id, "number": n} for i, n in zip(written.invoices, numbers, strict=True)],
+    )
+    opened = [replace(i, number=n) for i, n in zip(written.invoices, numbers, strict=True)]
     free = {
         invoice.id: invoice
         for invoice in await settle_invoices(
@@ -203,12 +245,14 @@ async def _deliver_all(
         postings.extend(its_postings)
         work[invoice.customer].extend(movements)
         due[invoice.customer] += sum(deltas.get(Bucket.TOTAL_DUE, 0) for deltas, _ in movements)
-    await post_journal_many(conn, postings=postings, now=now)
+    shared = await write_postings(conn, postings=postings, now=now)
     await post_batch(
         conn,
         work=[(balances[c], work[c]) for c in sorted(customers, key=lambda c: c.id)],
         now=now,
     )
+    # Last: the shared accounts (cash, revenue) are what concurrent chunks wait for.
+    await move_accounts(conn, totals=shared, now=now)
 
 
 # ------------------------------------------------------------------------------- charging

@@ -407,27 +407,27 @@ async def finalize_invoice(
     invoice = await lock_invoice(conn, invoice_id=invoice_id)
     if invoice.status != InvoiceStatus.DRAFT:
         raise Conflict(f"invoice {invoice.id} is {invoice.status}, not a draft")
+    await post_posting(conn, posting=issued_posting(invoice), now=now)
+    # The number last (`journal.lock_order`): the counter is locked until the commit.
     number = await next_invoice_number(conn, prefix=prefix)
     await conn.execute(
         update(invoices)
         .where(invoices.c.id == invoice.id)
         .values(number=number, status=InvoiceStatus.OPEN.value, finalized_at=now, updated_at=now)
     )
-    await post_posting(conn, posting=issued_posting(invoice, number), now=now)
     opened = await lock_invoice(conn, invoice_id=invoice.id)
     if opened.total_micros == 0:
         return await settle_invoice(conn, invoice_id=invoice.id, charge=None, now=now)
     return opened
 
 
-def issued_posting(invoice: Invoice, number: str) -> NewPosting:
-    """The posting that opens an invoice numbered `number`: its receivable against where its
-    lines and tax go."""
+def issued_posting(invoice: Invoice) -> NewPosting:
+    """The posting that opens an invoice: its receivable against where its lines and tax go.
+    Written before the invoice is numbered (the counter is taken last): its `invoice_id`, not
+    its memo, names the invoice."""
     lines = [(Account(AccountKind.RECEIVABLE, invoice.customer.id), invoice.total_micros)]
     lines += _line_accounts(invoice, sign=-1)
-    return NewPosting(
-        PostingKind.INVOICE_ISSUED, lines, f"invoice {number} issued", invoice_id=invoice.id
-    )
+    return NewPosting(PostingKind.INVOICE_ISSUED, lines, "invoice issued", invoice_id=invoice.id)
 
 
 def _line_accounts(invoice: Invoice, *, sign: int) -> list[tuple[Account, int]]:

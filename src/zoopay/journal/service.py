@@ -19,7 +19,7 @@ negative) sum to zero; each account keeps its balance, always the sum of its lin
 """
 
 import enum
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -123,8 +123,8 @@ async def post_journal(
         .returning(journal_postings.c.id)
     )
     posting_id = int(result.scalar_one())
-    # Accounts in a fixed order, so that concurrent postings lock them in the same order.
-    for account in sorted(moved, key=lambda a: a.id):
+    # Accounts in the one order (`lock_order`), so that concurrent postings never deadlock.
+    for account in sorted(moved, key=lock_order):
         await _ensure_account(conn, account, now)
         await conn.execute(
             update(journal_accounts)
@@ -156,7 +156,19 @@ async def post_posting(conn: AsyncConnection, *, posting: NewPosting, now: datet
     )
 
 
-_LOCK_ACCOUNTS = select(journal_accounts.c.id).order_by(journal_accounts.c.id).with_for_update()
+# FOR NO KEY UPDATE: the balance changes, never the id, so that a line naming the account (its
+# foreign key takes a key-share lock) does not wait for another transaction moving it.
+_LOCK_ACCOUNTS = (
+    select(journal_accounts.c.id).order_by(journal_accounts.c.id).with_for_update(key_share=True)
+)
+_EXISTING = select(journal_accounts.c.id).order_by(journal_accounts.c.id)
+
+
+def lock_order(account: Account) -> tuple[bool, str]:
+    """The one order every transaction locks accounts in, so that two never deadlock: a
+    customer's own accounts first, then the shared ones (cash, revenue, tax ...), each by id;
+    the invoice number counter comes after all of them (invoicing.service)."""
+    return account.customer_id is None, account.id
 
 
 async def post_journal_many(
@@ -164,11 +176,22 @@ async def post_journal_many(
 ) -> None:
     """`post_journal` for many postings, as a few statements whatever their number: the same
     postings, lines and account balances, in the caller's transaction."""
+    shared = await write_postings(conn, postings=postings, now=now)
+    await move_accounts(conn, totals=shared, now=now)
+
+
+async def write_postings(
+    conn: AsyncConnection, *, postings: Sequence[NewPosting], now: datetime
+) -> dict[Account, int]:
+    """`post_journal_many` but for the shared accounts (those of no customer): the postings and
+    their lines written, the customers' own accounts moved. Answers what the shared accounts
+    are still to move, for the caller to move with `move_accounts` as late in its transaction
+    as it can: every chunk of a billing run moves them, and holds their locks until it commits."""
     kept = [
         (posting, moved) for posting in postings if (moved := _moved(posting.kind, posting.lines))
     ]
     if not kept:
-        return
+        return {}
     ids = await reserve_ids(conn, journal_postings, len(kept))
     await insert_all(
         conn,
@@ -189,16 +212,19 @@ async def post_journal_many(
     for _, moved in kept:
         for account, amount in moved.items():
             totals[account] = totals.get(account, 0) + amount
-    accounts = sorted(totals, key=lambda a: a.id)
-    await insert_new(conn, journal_accounts, [_account_row(a, now) for a in accounts])
-    # Locked in id order, as post_journal takes them, before one statement moves them all.
-    await select_where_one_of(conn, _LOCK_ACCOUNTS, journal_accounts.c.id, [a.id for a in accounts])
-    await add_to_all(
-        conn,
-        journal_accounts,
-        [{"id": a.id, "balance_micros": totals[a], "updated_at": now} for a in accounts],
-        add="balance_micros",
+    shared = {account: amount for account, amount in totals.items() if account.customer_id is None}
+    own = {account: amount for account, amount in totals.items() if account not in shared}
+    # A shared account is looked for without a lock before it is made: inserting a row that
+    # another transaction is moving would wait for that transaction.
+    rows = await select_where_one_of(
+        conn, _EXISTING, journal_accounts.c.id, sorted(a.id for a in shared)
     )
+    found = {row["id"] for row in rows}
+    new = [*own, *(a for a in shared if a.id not in found)]
+    await insert_new(
+        conn, journal_accounts, [_account_row(a, now) for a in sorted(new, key=lock_order)]
+    )
+    await move_accounts(conn, totals=own, now=now)
     await insert_all(
         conn,
         journal_lines,
@@ -207,6 +233,23 @@ async def post_journal_many(
             for posting_id, (_, moved) in zip(ids, kept, strict=True)
             for account, amount in moved.items()
         ],
+    )
+    return shared
+
+
+async def move_accounts(
+    conn: AsyncConnection, *, totals: Mapping[Account, int], now: datetime
+) -> None:
+    """Add `totals` to the balances of their accounts (which exist), locked in `lock_order`."""
+    if not totals:
+        return
+    accounts = sorted(totals, key=lock_order)
+    await select_where_one_of(conn, _LOCK_ACCOUNTS, journal_accounts.c.id, [a.id for a in accounts])
+    await add_to_all(
+        conn,
+        journal_accounts,
+        [{"id": a.id, "balance_micros": totals[a], "updated_at": now} for a in accounts],
+        add="balance_micros",
     )
 
 
