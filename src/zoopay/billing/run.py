@@ -202,7 +202,7 @@ async def invoice_chunk(
         for row, invoice in zip(billed, written.invoices, strict=True)
     ]
     await update_all(conn, billing_closes, marks, key=("customer_id", "period_end"))
-    # Last, what every chunk shares and locks until its commit: the counter, the shared accounts.
+    # Last, what every chunk shares and locks until its commit: the shared accounts, the counter.
     issued = await number_invoices(conn, written, prefix=terms.invoice_prefix, now=at)
     return len(issued)
 

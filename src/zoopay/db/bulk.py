@@ -32,7 +32,10 @@ async def select_where_one_of(
     conn: AsyncConnection, query: Select[Any], column: ColumnElement[Any], values: Sequence[Any]
 ) -> Sequence[Mapping[str, Any]]:
     """The rows of `query` whose `column` is one of `values`. On PostgreSQL the query (built
-    once, at import) is compiled once and sent by asyncpg, rows and all, without SQLAlchemy."""
+    once, at import) is compiled once and sent by asyncpg, rows and all, without SQLAlchemy.
+    None of no values, without a round trip."""
+    if not values:
+        return []
     if is_postgresql(conn):
         return await (await driver(conn)).fetch(_compiled_any(query, column), list(values))  # type: ignore[no-any-return]
     return list((await conn.execute(query.where(column.in_(values)))).mappings())

@@ -156,10 +156,13 @@ async def post_posting(conn: AsyncConnection, *, posting: NewPosting, now: datet
     )
 
 
-# FOR NO KEY UPDATE: the balance changes, never the id, so that a line naming the account (its
-# foreign key takes a key-share lock) does not wait for another transaction moving it.
+# Locked in `lock_order` (rows are locked in the order the query reads them). FOR NO KEY
+# UPDATE: the balance changes, never the id, so that a line naming the account (its foreign
+# key takes a key-share lock) does not wait for another transaction moving it.
 _LOCK_ACCOUNTS = (
-    select(journal_accounts.c.id).order_by(journal_accounts.c.id).with_for_update(key_share=True)
+    select(journal_accounts.c.id)
+    .order_by(journal_accounts.c.customer_id.is_(None), journal_accounts.c.id)
+    .with_for_update(key_share=True)
 )
 _EXISTING = select(journal_accounts.c.id).order_by(journal_accounts.c.id)
 
@@ -243,12 +246,11 @@ async def move_accounts(
     """Add `totals` to the balances of their accounts (which exist), locked in `lock_order`."""
     if not totals:
         return
-    accounts = sorted(totals, key=lock_order)
-    await select_where_one_of(conn, _LOCK_ACCOUNTS, journal_accounts.c.id, [a.id for a in accounts])
+    await select_where_one_of(conn, _LOCK_ACCOUNTS, journal_accounts.c.id, [a.id for a in totals])
     await add_to_all(
         conn,
         journal_accounts,
-        [{"id": a.id, "balance_micros": totals[a], "updated_at": now} for a in accounts],
+        [{"id": a.id, "balance_micros": amount, "updated_at": now} for a, amount in totals.items()],
         add="balance_micros",
     )
 
