@@ -1,5 +1,6 @@
 """`billing run`: invoices numbered without gaps, charged, settled; dunning to delinquency."""
 
+from collections.abc import Sequence
 from datetime import timedelta
 
 import httpx
@@ -11,8 +12,16 @@ from tests.support.billing import add_card, bill, embedded, staff_plan
 from zoopay.catalog.schemas import TierName
 from zoopay.catalog.service import Catalog
 from zoopay.db.engine import transaction
-from zoopay.db.tables import billing_closes, invoices, processor_charges
+from zoopay.db.tables import billing_closes, invoice_payment_attempts, invoices, processor_charges
 from zoopay.ledger.service import Bucket, Posting, Reason, get_balance, lock_balance, post
+from zoopay.payments.service import NO_PROCESSOR, find_payment_customer
+from zoopay.processors.base import (
+    CustomerRequest,
+    CustomerResult,
+    ProcessorError,
+    ProcessorUnavailable,
+)
+from zoopay.processors.embedded import EmbeddedProcessor
 
 ENDED = START + timedelta(days=32)
 
@@ -175,3 +184,129 @@ async def test_usage_past_the_threshold_is_invoiced_early_and_not_again_at_the_c
     assert at_close[failing.id] == 0 and at_close[payer.id] == 0
     assert at_close[below.id] == 99_999_999
     assert close.early == 0
+
+
+class RefusesSome(EmbeddedProcessor):
+    """The embedded processor, refusing to make the customers at `refuse` (as Stripe refuses
+    an email it finds invalid) and losing the answer for those at `lose`."""
+
+    def __init__(self, engine: AsyncEngine, clock: Clock) -> None:
+        super().__init__(engine, lambda: clock.now)
+        self.refuse: set[str] = set()
+        self.lose: set[str] = set()
+
+    async def create_customers(self, requests: Sequence[CustomerRequest]) -> list[CustomerResult]:
+        kept = [r for r in requests if r.email not in self.refuse | self.lose]
+        made = iter(await super().create_customers(kept))
+        return [
+            ProcessorError("email_invalid", "Invalid email address")
+            if r.email in self.refuse
+            else ProcessorUnavailable("lost")
+            if r.email in self.lose
+            else next(made)
+            for r in requests
+        ]
+
+
+async def _attempts(engine: AsyncEngine, invoice_id: object) -> list[dict[str, object]]:
+    async with engine.connect() as conn:
+        query = (
+            select(invoice_payment_attempts)
+            .where(invoice_payment_attempts.c.invoice_id == invoice_id)
+            .order_by(invoice_payment_attempts.c.attempt)
+        )
+        return [dict(row) for row in (await conn.execute(query)).mappings()]
+
+
+async def test_a_customer_the_processor_refuses_fails_alone_and_is_dunned_as_a_declined_card(
+    engine: AsyncEngine, catalog: Catalog, world: World, clock: Clock
+) -> None:
+    processor = RefusesSome(engine, clock)
+    payer, refused, lost = [await world.user(f"{n}@example.com") for n in ("payer", "bad", "lost")]
+    for person in (payer, refused, lost):
+        await _owe(engine, person, 2_000_000)
+    await add_card(engine, processor, payer.user.customer, START)
+    processor.refuse, processor.lose = {"bad@example.com"}, {"lost@example.com"}
+
+    clock.now = ENDED
+    first = await bill(engine, catalog, processor, ENDED)
+    # The run goes on past both: the payer is charged; without a customer at the processor
+    # the refused one's attempt fails uncharged, and the lost one is left untried.
+    assert (first.invoiced, first.charged, first.paid, first.failed, first.deferred) == (
+        3,
+        3,
+        1,
+        1,
+        1,
+    )
+    by_customer = {i["customer_id"]: i for i in await _invoices(engine)}
+    assert [by_customer[p.id]["status"] for p in (payer, refused, lost)] == ["paid", "open", "open"]
+    assert [by_customer[p.id]["attempt_count"] for p in (payer, refused, lost)] == [1, 1, 0]
+    [attempt] = await _attempts(engine, by_customer[refused.id]["id"])
+    assert (attempt["status"], attempt["failure_code"], attempt["charge_id"]) == (
+        "failed",
+        "email_invalid",
+        None,
+    )
+    assert attempt["failure_message"] == "Invalid email address"
+    assert await _attempts(engine, by_customer[lost.id]["id"]) == []
+    assert await _charged_cents(engine) == [200]
+
+    # The next run tries the lost one again; the refused one waits for its retry day.
+    processor.lose = set()
+    again = await bill(engine, catalog, processor, ENDED + timedelta(hours=2))
+    assert (again.charged, again.paid, again.retried, again.deferred) == (1, 0, 0, 0)
+    # Its customer is made now, but it has no card: a failed charge, dunned from today.
+    [lost_try] = await _attempts(engine, by_customer[lost.id]["id"])
+    assert (lost_try["status"], lost_try["failure_code"]) == ("failed", "no_payment_method")
+
+    # The customer fixed their email: on the first retry day the customer is made and paid.
+    processor.refuse = set()
+    await add_card(engine, processor, refused.user.customer, ENDED + timedelta(days=1))
+    clock.now = ENDED + timedelta(days=1, hours=1)
+    retry = await bill(engine, catalog, processor, clock.now)
+    assert (retry.retried, retry.deferred) == (1, 0)
+    by_customer = {i["customer_id"]: i for i in await _invoices(engine)}
+    assert by_customer[refused.id]["status"] == "paid"
+    assert [a["status"] for a in await _attempts(engine, by_customer[refused.id]["id"])] == [
+        "failed",
+        "succeeded",
+    ]
+    assert await _charged_cents(engine) == [200, 200]
+
+
+async def test_a_customer_refused_on_every_retry_ends_uncollectible_and_delinquent(
+    engine: AsyncEngine,
+    catalog: Catalog,
+    world: World,
+    clock: Clock,
+    client: httpx.AsyncClient,
+) -> None:
+    processor = RefusesSome(engine, clock)
+    refused = await world.user("bad@example.com")
+    await _owe(engine, refused, 1_000_000)
+    processor.refuse = {"bad@example.com"}
+    for day in (0, 1, 3, 5, 7):
+        clock.now = ENDED + timedelta(days=day, hours=1)
+        run = await bill(engine, catalog, processor, clock.now)
+    assert run.uncollectible == 1
+    [invoice] = await _invoices(engine)
+    assert (invoice["status"], invoice["attempt_count"]) == ("uncollectible", 5)
+    codes = {a["failure_code"] for a in await _attempts(engine, invoice["id"])}
+    assert codes == {"email_invalid"}
+    async with engine.connect() as conn:
+        found = await find_payment_customer(conn, customer=refused.user.customer)
+    assert found is not None and found.delinquent and found.processor == NO_PROCESSOR
+    assert await _charged_cents(engine) == []
+    # Delinquent, so its calls are refused as any customer's who does not pay.
+    service = await world.user(staff=True)
+    body = {"user_id": refused.id, "endpoint": "/file/conversion"}
+    answer = await client.post("/api-calls/authorize", headers=service.headers, json=body)
+    assert answer.status_code == 402 and answer.json()["error_code"] == "payment_required"
+
+    # Once the processor takes them, the customer is made in that row and pays what is owed.
+    processor.refuse = set()
+    await add_card(engine, processor, refused.user.customer, clock.now)
+    async with engine.connect() as conn:
+        found = await find_payment_customer(conn, customer=refused.user.customer)
+    assert found is not None and found.processor == processor.name and found.delinquent

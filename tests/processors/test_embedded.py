@@ -3,6 +3,7 @@ single-use setup intents, each call committed on its own."""
 
 import asyncio
 import json
+import uuid
 from collections.abc import Awaitable, Callable, Sequence
 
 import pytest
@@ -18,6 +19,7 @@ from zoopay.db.tables import (
     processor_customers,
     processor_setup_intents,
 )
+from zoopay.ledger.service import Customer
 from zoopay.payments.service import (
     ensure_processor_customer,
     ensure_processor_customers,
@@ -401,14 +403,14 @@ async def test_a_batch_that_loses_some_records_the_rest_and_a_rerun_makes_only_t
     people = [await world.user(f"q{n}@example.com") for n in range(4)]
     customers = [p.user.customer for p in people]
     losing = CountsBatches(engine, clock, lose=frozenset({"q2@example.com"}))
-    with pytest.raises(ProcessorUnavailable):
-        await ensure_processor_customers(
-            engine, processor=losing, customers=customers, now=clock.now
-        )
+    answers = await ensure_processor_customers(
+        engine, processor=losing, customers=customers, now=clock.now
+    )
+    assert isinstance(answers[customers[2]], ProcessorUnavailable)
     async with reading(engine) as conn:
         recorded = {c: await processor_customer_id(conn, customer=c) for c in customers}
     assert recorded[customers[2]] is None
-    assert all(recorded[c] for c in customers if c != customers[2])
+    assert all(recorded[c] == answers[c] for c in customers if c != customers[2])
 
     batching = CountsBatches(engine, clock)
     found = await ensure_processor_customers(
@@ -419,6 +421,24 @@ async def test_a_batch_that_loses_some_records_the_rest_and_a_rerun_makes_only_t
         c: recorded[c] for c in customers if c != customers[2]
     }
     assert len(await processor_customer_rows(engine)) == 4
+
+
+async def test_a_customer_with_no_email_to_bill_is_refused_alone_and_the_rest_are_made(
+    world: World, engine: AsyncEngine, clock: Clock
+) -> None:
+    person = await world.user("r0@example.com")
+    gone = Customer("user", str(uuid.uuid4()))  # no such user: no email to bill
+    batching = CountsBatches(engine, clock)
+    answers = await ensure_processor_customers(
+        engine, processor=batching, customers=[gone, person.user.customer], now=clock.now
+    )
+    refused = answers[gone]
+    assert isinstance(refused, ProcessorError) and refused.code == "no_billing_email"
+    assert batching.batches == [["r0@example.com"]]
+    async with reading(engine) as conn:
+        assert await processor_customer_id(conn, customer=gone) is None
+        made = await processor_customer_id(conn, customer=person.user.customer)
+    assert made == answers[person.user.customer]
 
 
 async def test_a_batch_racing_a_first_need_keeps_the_customer_recorded_first(

@@ -24,7 +24,7 @@ from zoopay.processors.base import (
     ProcessorError,
     ProcessorUnavailable,
 )
-from zoopay.processors.stripe import KEY_METADATA, StripeConfig, StripeProcessor
+from zoopay.processors.stripe import KEY_METADATA, StripeConfig, StripeProcessor, customer_key
 
 # Card numbers localstripe (like Stripe) gives a behaviour.
 VISA = "4242424242424242"
@@ -120,6 +120,34 @@ async def test_customers_are_created_as_a_batch_in_their_order(
         assert customer.email == f"c{n}@example.com"
         assert customer.metadata is not None
         assert customer.metadata.to_dict() == {"n": str(n)}
+
+
+async def test_a_customer_asked_for_again_carries_its_first_request_key(
+    stripe_processor: StripeProcessor, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # localstripe ignores Idempotency-Key, so what is sent is what is checked: Stripe answers
+    # a key sent again with the same request by the customer it made the first time.
+    sent: list[str] = []
+    http = stripe_processor._http
+    send = http.request_async
+
+    async def recording(method: str, url: str, headers: Any, post_data: Any = None) -> Any:
+        if method == "post" and url.endswith("/v1/customers"):
+            sent.append(headers["Idempotency-Key"])
+        return await send(method, url, headers, post_data)
+
+    monkeypatch.setattr(http, "request_async", recording)
+    ada = {"zoopay_customer_kind": "user", "zoopay_customer_id": "u1"}
+    first = CustomerRequest(email="ada@example.com", name="Ada", metadata=ada)
+    await stripe_processor.create_customers([first])
+    await stripe_processor.create_customer(email="ada@example.com", name="Ada", metadata=ada)
+    await stripe_processor.create_customer(email="ada@lovelace.org", name="Ada", metadata=ada)
+    other = {"zoopay_customer_kind": "user", "zoopay_customer_id": "u2"}
+    await stripe_processor.create_customer(email="ada@example.com", name="Ada", metadata=other)
+    assert len(sent) == 4
+    assert sent[0] == sent[1] == customer_key("ada@example.com", "Ada", ada)
+    assert sent[0].startswith("zoopay-customer:")
+    assert len({sent[1], sent[2], sent[3]}) == 3
 
 
 async def test_unknown_customer_is_resource_missing(stripe_processor: StripeProcessor) -> None:

@@ -48,7 +48,7 @@ from zoopay.invoicing.service import (
 from zoopay.ledger.service import Customer
 from zoopay.payments.service import billing_contacts, ensure_processor_customers, set_delinquent
 from zoopay.payments.thresholds import DEFAULT_MICROS
-from zoopay.processors.base import PaymentProcessor
+from zoopay.processors.base import CustomerResult, PaymentProcessor, ProcessorError
 
 # Customers per claiming or invoicing transaction: short locks, few round trips per customer.
 CLOSE_CHUNK = 1000
@@ -80,6 +80,8 @@ class RunSummary:
     retried: int = 0
     uncollectible: int = 0
     early: int = 0
+    # Of those charged or retried, invoices left untried: no answer for their customer.
+    deferred: int = 0
 
     def as_json(self) -> dict[str, int]:
         return dict(self.__dict__)
@@ -375,8 +377,11 @@ async def _charge_all(
         ids = await ensure_processor_customers(
             engine, processor=processor, customers=[c for _, c in part], now=at
         )
+        due = [_due(invoice_id, ids[c]) for invoice_id, c in part]
+        # A customer the processor did not answer for is left for the next run, never tried.
+        summary.deferred += sum(1 for d in due if d is None)
         outcomes = await charge_invoices(
-            engine, processor, due=[Due(i, ids[c]) for i, c in part], now=at
+            engine, processor, due=[d for d in due if d is not None], now=at
         )
         for outcome in outcomes:
             if outcome.invoice.paid:
@@ -385,6 +390,17 @@ async def _charge_all(
                 summary.failed += 1
 
     await each_of(chunks, charge, workers=1 if is_sqlite(engine) else CHUNK_WORKERS)
+
+
+def _due(invoice_id: str, processor_customer: CustomerResult) -> Due | None:
+    """What charging an invoice takes, given what making its customer at the processor came
+    to: the id, a refusal (the attempt fails with it, uncharged, and dunning retries), or no
+    answer (None: nothing is recorded, so the next run tries again)."""
+    if isinstance(processor_customer, str):
+        return Due(invoice_id, processor_customer)
+    if isinstance(processor_customer, ProcessorError):
+        return Due(invoice_id, "", refused=processor_customer)
+    return None
 
 
 async def each_of(

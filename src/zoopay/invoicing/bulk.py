@@ -260,10 +260,13 @@ async def _deliver_all(
 
 @dataclass(frozen=True)
 class Due:
-    """An open invoice to charge, and the customer's id at the processor."""
+    """An open invoice to charge, and the customer's id at the processor; or, where the
+    processor refused to make the customer, that refusal: the attempt fails with it, uncharged,
+    and dunning retries it (making the customer again) as any failed charge."""
 
     invoice_id: str
     processor_customer_id: str
+    refused: ProcessorError | None = None
 
 
 # Test-only: called right after the processor answered a batch and before the answers are
@@ -287,6 +290,8 @@ async def charge_invoices(
         attempts = await start_attempts(conn, due=due, now=now)
     if not attempts:
         return []
+    refused = {d.invoice_id: d.refused for d in due if d.refused is not None}
+    charging = [(a, number) for a, number in attempts if a.invoice_id not in refused]
     requests = [
         ChargeRequest(
             customer_id=attempt.processor_customer_id,
@@ -296,15 +301,20 @@ async def charge_invoices(
             description=f"Invoice {number}",
             payment_method_id=attempt.payment_method_id,
         )
-        for attempt, number in attempts
+        for attempt, number in charging
+    ]
+    answered: list[tuple[Attempt, ChargeResult]] = [
+        (a, refused[a.invoice_id]) for a, _ in attempts if a.invoice_id in refused
     ]
     try:
-        results = await processor.charge_many(requests)
+        results = await processor.charge_many(requests) if requests else []
     except ProcessorUnavailable:
-        return []
-    if after_answers is not None:
+        results, charging = [], []  # left pending: the reconcile step asks again
+    if after_answers is not None and requests:
         after_answers(results)
-    answered = [(attempt, result) for (attempt, _), result in zip(attempts, results, strict=True)]
+    answered += [(attempt, result) for (attempt, _), result in zip(charging, results, strict=True)]
+    if not answered:
+        return []
     async with transaction(engine) as conn:
         return await apply_results(conn, results=answered, now=now)
 

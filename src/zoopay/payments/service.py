@@ -19,7 +19,19 @@ from zoopay.db.engine import reading, transaction
 from zoopay.db.tables import balances, orgs, payment_customers, users
 from zoopay.errors import Conflict, NotFound
 from zoopay.ledger.service import Customer
-from zoopay.processors.base import CustomerRequest, PaymentProcessor
+from zoopay.processors.base import (
+    CustomerRequest,
+    CustomerResult,
+    PaymentProcessor,
+    ProcessorError,
+    ProcessorUnavailable,
+)
+
+# The processor of a customer's row made before any processor made the customer (dunning marks
+# delinquent a customer the processor refused); its processor_customer_id is the customer's id,
+# unique as the index on the two asks. The first processor to make the customer replaces both,
+# as after a change of processor (`ensure_processor_customer`).
+NO_PROCESSOR = ""
 
 
 @dataclass(frozen=True)
@@ -171,11 +183,12 @@ async def ensure_processor_customers(
     processor: PaymentProcessor,
     customers: Sequence[Customer],
     now: datetime,
-) -> dict[Customer, str]:
+) -> dict[Customer, CustomerResult]:
     """`ensure_processor_customer` for many, set-based: one read for those who have one (the
     many), one processor batch (`create_customers`) and one insert for those who have none.
-    A processor that refuses or loses some of them fails the call once the others' ids are
-    recorded (a rerun makes only the rest)."""
+    Answers each customer's id, or what kept them from having one: the processor's refusal (a
+    customer with no email to bill is refused here, `no_billing_email`) or its lost answer.
+    Every id made is recorded, so a rerun makes only the rest."""
     async with reading(engine) as conn:
         rows = await select_where_one_of(
             conn, _PROCESSOR_IDS, payment_customers.c.customer_id, sorted(c.id for c in customers)
@@ -183,16 +196,19 @@ async def ensure_processor_customers(
         recorded = {row["customer_id"]: row for row in rows}
         new = sorted({c for c in customers if c.id not in recorded}, key=lambda c: c.id)
         contacts = await billing_contacts(conn, customers=new)
-    found = {
+    found: dict[Customer, CustomerResult] = {
         c: recorded[c.id]["processor_customer_id"]
         for c in customers
         if c.id in recorded and recorded[c.id]["processor"] == processor.name
     }
     # Moved from another processor (ZOOPAY_PROCESSOR changed): rare, one at a time.
     for customer in {c for c in customers if c.id in recorded and c not in found}:
-        found[customer] = await ensure_processor_customer(
-            engine, processor=processor, customer=customer, now=now
-        )
+        try:
+            found[customer] = await ensure_processor_customer(
+                engine, processor=processor, customer=customer, now=now
+            )
+        except (ProcessorError, ProcessorUnavailable) as exc:
+            found[customer] = exc
     found |= await _create_processor_customers(engine, processor, contacts, now=now)
     return found
 
@@ -203,35 +219,33 @@ async def _create_processor_customers(
     contacts: dict[Customer, Contact],
     *,
     now: datetime,
-) -> dict[Customer, str]:
+) -> dict[Customer, CustomerResult]:
     """A processor customer for each of `contacts` (customers who have none), recorded; where
     a concurrent call recorded one first, that one (the new one stays unused, never charged)."""
-    if not contacts:
-        return {}
-    new = list(contacts)
-    requests = []
-    for customer in new:
-        email = contacts[customer].email
-        if email is None:
-            raise NotFound(f"no {customer.kind} {customer.id}")
-        requests.append(_customer_request(customer, email, contacts[customer].name))
-    answers = await processor.create_customers(requests)
-    created = [
-        (c, answer) for c, answer in zip(new, answers, strict=True) if isinstance(answer, str)
-    ]
+    no_email = {
+        c: ProcessorError("no_billing_email", f"{c.kind} {c.id} has no email to bill")
+        for c, contact in contacts.items()
+        if contact.email is None
+    }
+    new = [c for c in contacts if c not in no_email]
+    if not new:
+        return dict(no_email)
+    requests = [_customer_request(c, str(contacts[c].email), contacts[c].name) for c in new]
+    answers = dict(zip(new, await processor.create_customers(requests), strict=True))
+    created = {c: answer for c, answer in answers.items() if isinstance(answer, str)}
     async with transaction(engine) as conn:
         await insert_new(
             conn,
             payment_customers,
-            [_payment_customer_row(c, processor.name, answer, now) for c, answer in created],
+            [
+                _payment_customer_row(c, processor.name, answer, now)
+                for c, answer in created.items()
+            ],
         )
         rows = await select_by(
-            conn, _PROCESSOR_IDS, payment_customers.c.customer_id, sorted(c.id for c, _ in created)
+            conn, _PROCESSOR_IDS, payment_customers.c.customer_id, sorted(c.id for c in created)
         )
-    failures = [answer for answer in answers if not isinstance(answer, str)]
-    if failures:
-        raise failures[0]
-    return {c: rows[c.id]["processor_customer_id"] for c, _ in created}
+    return answers | no_email | {c: rows[c.id]["processor_customer_id"] for c in created}
 
 
 def _customer_request(customer: Customer, email: str, name: str | None) -> CustomerRequest:
@@ -307,7 +321,7 @@ async def processor_customer_id(conn: AsyncConnection, *, customer: Customer) ->
     """The customer's id at the processor, if they have one yet (a read: see
     `ensure_processor_customer` to make one)."""
     found = await find_payment_customer(conn, customer=customer)
-    return None if found is None else found.processor_customer_id
+    return None if found is None or found.processor == NO_PROCESSOR else found.processor_customer_id
 
 
 # -- billing information
@@ -397,7 +411,13 @@ async def set_vat_id(
 async def set_delinquent(
     conn: AsyncConnection, *, customer: Customer, delinquent: bool, now: datetime
 ) -> None:
-    """Dunning's mark: the customer's money is overdue (shown as Customer.delinquent)."""
+    """Dunning's mark: the customer's money is overdue (shown as Customer.delinquent). A
+    customer the processor never made (it refused them on every try) is marked all the same,
+    in a row that names no processor yet (`NO_PROCESSOR`)."""
+    if delinquent:
+        await insert_unless_present(
+            conn, payment_customers, _payment_customer_row(customer, NO_PROCESSOR, customer.id, now)
+        )
     await conn.execute(
         update(payment_customers)
         .where(payment_customers.c.customer_id == customer.id)

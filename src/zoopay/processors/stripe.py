@@ -11,9 +11,12 @@ find it. Stripe cannot look an object up by idempotency key: `find_charge` uses 
 (`metadata['zoopay_idempotency_key']:'KEY'`); a server without it (localstripe, the test server)
 answers 404, and then every payment intent is listed and filtered. Stripe's search lags writes
 by up to about a minute: a charge made in the last minute may not be found yet, and charging
-again with the same key is still safe (Stripe answers the first charge).
+again with the same key is still safe (Stripe answers the first charge). A new customer
+carries a key of its request (`customer_key`), so a retry after a lost answer makes no second.
 """
 
+import hashlib
+import json
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -47,6 +50,16 @@ PAGE = 100
 # Charges in flight at once in a batch (`charge_many`): each is a request to Stripe, whose
 # rate limit is per account (100 a second in live mode by default).
 CHARGE_CONCURRENCY = 16
+
+
+def customer_key(email: str, name: str | None, metadata: Mapping[str, str]) -> str:
+    """The `Idempotency-Key` of a new customer: the same for the same request, so that asking
+    again after a lost answer (the next billing run, within Stripe's 24 hours) answers the
+    customer made the first time rather than making a second. It digests the whole request,
+    as Stripe refuses a key sent again with other parameters (a changed email makes a new
+    customer, as a first request would)."""
+    request = json.dumps([email, name, sorted(metadata.items())])
+    return f"zoopay-customer:{hashlib.sha256(request.encode()).hexdigest()}"
 
 
 @dataclass(frozen=True)
@@ -193,8 +206,11 @@ class StripeProcessor:
         params: stripe.params.CustomerCreateParams = {"email": email, "metadata": metadata}
         if name is not None:
             params["name"] = name
+        key = customer_key(email, name, metadata)
         try:
-            customer = await self._client.v1.customers.create_async(params)
+            customer = await self._client.v1.customers.create_async(
+                params, {"idempotency_key": key}
+            )
         except stripe.StripeError as exc:
             _refused(exc)
         return customer.id
