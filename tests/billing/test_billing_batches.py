@@ -30,7 +30,13 @@ from zoopay.db.tables import (
     processor_charges,
 )
 from zoopay.invoicing.bulk import NewInvoice, issue_invoices, number_invoices, write_invoices
-from zoopay.invoicing.service import credits_line, issue_invoice, plan_fee_line, usage_line
+from zoopay.invoicing.service import (
+    credits_line,
+    issue_invoice,
+    next_invoice_number,
+    plan_fee_line,
+    usage_line,
+)
 from zoopay.journal.service import Account, AccountKind, account_balance
 from zoopay.ledger.service import Bucket, Posting, Reason, lock_balance, post
 from zoopay.payments.service import Address, BillingDetails, save_billing_info
@@ -339,6 +345,65 @@ async def test_a_chunk_takes_the_counter_and_the_shared_accounts_only_at_its_end
     async with reading(engine) as conn:
         revenue = await account_balance(conn, Account(AccountKind.REVENUE))
     assert revenue == -15_000_000
+    await books_are_clean(engine)
+
+
+async def _until_one_waits_on_a_lock(engine: AsyncEngine) -> None:
+    """Returns once a session of this database waits on a lock (10 s at most)."""
+    waiting = text(
+        "SELECT count(*) FROM pg_stat_activity"
+        " WHERE datname = current_database() AND wait_event_type = 'Lock'"
+    )
+    for _ in range(200):
+        async with reading(engine) as conn:
+            if (await conn.execute(waiting)).scalar_one():
+                return
+        await asyncio.sleep(0.05)
+    raise AssertionError("no session came to wait on a lock")
+
+
+@pytest.mark.postgres_only
+@pytest.mark.parametrize("way", ["single", "bulk"])
+async def test_an_invoice_of_0_is_paid_before_it_takes_the_counter(
+    engine: AsyncEngine, world: World, clock: Clock, way: str
+) -> None:
+    """An invoice that rounds to 0 (usage under half a cent) is paid as it is issued, which
+    locks its customer's balance: while another transaction holds that balance, the invoice
+    waits for it without holding the counter, so other invoices are numbered meanwhile (a
+    wait on the counter would exceed the lock_timeout and fail it)."""
+    tiny = await world.user()
+    tiny_usage = _usage(tiny, 4_000)
+
+    async def issue_tiny() -> str | None:
+        async with transaction(engine) as conn:
+            if way == "bulk":
+                [made] = await issue_invoices(
+                    conn, drafts=[tiny_usage], tax_rates={}, prefix="ZP", now=clock.now
+                )
+            else:
+                made = await issue_invoice(
+                    conn,
+                    customer=tiny.user.customer,
+                    lines=list(tiny_usage.lines),
+                    description="usage",
+                    tax_rates={},
+                    prefix="ZP",
+                    now=clock.now,
+                )
+            return made.number
+
+    async with transaction(engine) as holder:
+        await lock_balance(holder, customer=tiny.user.customer)
+        tiny_numbered = asyncio.create_task(issue_tiny())
+        await _until_one_waits_on_a_lock(engine)
+        async with transaction(engine) as meanwhile:
+            await meanwhile.execute(text("SET LOCAL lock_timeout = '5s'"))
+            taken = await next_invoice_number(meanwhile, prefix="ZP")
+    assert taken == "ZP-000001"
+    assert await tiny_numbered == "ZP-000002"
+    [row] = await _rows(engine, invoices)
+    assert (row["customer_id"], row["status"], row["total_micros"]) == (tiny.id, "paid", 0)
+    assert row["number"] == "ZP-000002"
     await books_are_clean(engine)
 
 

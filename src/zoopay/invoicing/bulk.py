@@ -161,25 +161,24 @@ async def write_invoices(
 async def number_invoices(
     conn: AsyncConnection, written: WrittenInvoices, *, prefix: str, now: datetime
 ) -> list[Invoice]:
-    """The shared accounts moved and the invoices numbered in their order, from one range of
-    the counter (in `journal.lock_order`: the counter last); those of 0 paid at once."""
+    """The shared accounts moved, those of 0 paid, and the invoices numbered in their order
+    from one range of the counter (in `journal.lock_order`: the counter last, after what
+    paying locks)."""
     if not written.invoices:
         return []
     await move_accounts(conn, totals=written.shared, now=now)
-    numbers = await next_invoice_numbers(conn, prefix=prefix, count=len(written.invoices))
-    await update_all(
-        conn,
-        invoices,
-        [{"id": i.id, "number": n} for i, n in zip(written.invoices, numbers, strict=True)],
-    )
-    opened = [replace(i, number=n) for i, n in zip(written.invoices, numbers, strict=True)]
     free = {
         invoice.id: invoice
         for invoice in await settle_invoices(
-            conn, payments=[(i, None) for i in opened if i.total_micros == 0], now=now
+            conn, payments=[(i, None) for i in written.invoices if i.total_micros == 0], now=now
         )
     }
-    return [free.get(invoice.id, invoice) for invoice in opened]
+    opened = [free.get(invoice.id, invoice) for invoice in written.invoices]
+    numbers = await next_invoice_numbers(conn, prefix=prefix, count=len(opened))
+    await update_all(
+        conn, invoices, [{"id": i.id, "number": n} for i, n in zip(opened, numbers, strict=True)]
+    )
+    return [replace(i, number=n) for i, n in zip(opened, numbers, strict=True)]
 
 
 _LOCK_INVOICES = invoices.select().order_by(invoices.c.id).with_for_update()

@@ -408,17 +408,18 @@ async def finalize_invoice(
     if invoice.status != InvoiceStatus.DRAFT:
         raise Conflict(f"invoice {invoice.id} is {invoice.status}, not a draft")
     await post_posting(conn, posting=issued_posting(invoice), now=now)
-    # The number last (`journal.lock_order`): the counter is locked until the commit.
-    number = await next_invoice_number(conn, prefix=prefix)
     await conn.execute(
         update(invoices)
         .where(invoices.c.id == invoice.id)
-        .values(number=number, status=InvoiceStatus.OPEN.value, finalized_at=now, updated_at=now)
+        .values(status=InvoiceStatus.OPEN.value, finalized_at=now, updated_at=now)
     )
-    opened = await lock_invoice(conn, invoice_id=invoice.id)
-    if opened.total_micros == 0:
-        return await settle_invoice(conn, invoice_id=invoice.id, charge=None, now=now)
-    return opened
+    if invoice.total_micros == 0:
+        # Paid before it is numbered: paying locks accounts, which come before the counter.
+        await settle_invoice(conn, invoice_id=invoice.id, charge=None, now=now)
+    # The number last (`journal.lock_order`): the counter is locked until the commit.
+    number = await next_invoice_number(conn, prefix=prefix)
+    await conn.execute(update(invoices).where(invoices.c.id == invoice.id).values(number=number))
+    return await lock_invoice(conn, invoice_id=invoice.id)
 
 
 def issued_posting(invoice: Invoice) -> NewPosting:
@@ -610,7 +611,8 @@ def paid_posting(invoice: Invoice, charge: Charge | None) -> NewPosting:
             (Account(AccountKind.PROCESSOR_CASH), paid),
             (Account(AccountKind.RECEIVABLE, invoice.customer.id), -paid),
         ],
-        f"invoice {invoice.number} paid",
+        # A 0 invoice is paid before it is numbered (`finalize_invoice`): its id names it.
+        f"invoice {invoice.number or invoice.id} paid",
         invoice_id=invoice.id,
         processor_ref=charge.id if charge else None,
     )
