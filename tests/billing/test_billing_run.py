@@ -12,9 +12,10 @@ from tests.support.billing import add_card, bill, embedded, staff_plan
 from zoopay.catalog.schemas import TierName
 from zoopay.catalog.service import Catalog
 from zoopay.db.engine import transaction
-from zoopay.db.tables import billing_closes, invoice_payment_attempts, invoices, processor_charges
+from zoopay.db.tables import billing_closes, invoices, processor_charges
+from zoopay.invoicing.service import Attempt, list_attempts
 from zoopay.ledger.service import Bucket, Posting, Reason, get_balance, lock_balance, post
-from zoopay.payments.service import NO_PROCESSOR, find_payment_customer
+from zoopay.payments.service import NO_PROCESSOR, find_payment_customer, processor_customer_id
 from zoopay.processors.base import (
     CustomerRequest,
     CustomerResult,
@@ -208,14 +209,9 @@ class RefusesSome(EmbeddedProcessor):
         ]
 
 
-async def _attempts(engine: AsyncEngine, invoice_id: object) -> list[dict[str, object]]:
+async def _attempts(engine: AsyncEngine, invoice_id: object) -> list[Attempt]:
     async with engine.connect() as conn:
-        query = (
-            select(invoice_payment_attempts)
-            .where(invoice_payment_attempts.c.invoice_id == invoice_id)
-            .order_by(invoice_payment_attempts.c.attempt)
-        )
-        return [dict(row) for row in (await conn.execute(query)).mappings()]
+        return await list_attempts(conn, invoice_id=str(invoice_id))
 
 
 async def test_a_customer_the_processor_refuses_fails_alone_and_is_dunned_as_a_declined_card(
@@ -243,12 +239,12 @@ async def test_a_customer_the_processor_refuses_fails_alone_and_is_dunned_as_a_d
     assert [by_customer[p.id]["status"] for p in (payer, refused, lost)] == ["paid", "open", "open"]
     assert [by_customer[p.id]["attempt_count"] for p in (payer, refused, lost)] == [1, 1, 0]
     [attempt] = await _attempts(engine, by_customer[refused.id]["id"])
-    assert (attempt["status"], attempt["failure_code"], attempt["charge_id"]) == (
+    assert (attempt.status, attempt.failure_code, attempt.charge_id) == (
         "failed",
         "email_invalid",
         None,
     )
-    assert attempt["failure_message"] == "Invalid email address"
+    assert attempt.failure_message == "Invalid email address"
     assert await _attempts(engine, by_customer[lost.id]["id"]) == []
     assert await _charged_cents(engine) == [200]
 
@@ -258,7 +254,7 @@ async def test_a_customer_the_processor_refuses_fails_alone_and_is_dunned_as_a_d
     assert (again.charged, again.paid, again.retried, again.deferred) == (1, 0, 0, 0)
     # Its customer is made now, but it has no card: a failed charge, dunned from today.
     [lost_try] = await _attempts(engine, by_customer[lost.id]["id"])
-    assert (lost_try["status"], lost_try["failure_code"]) == ("failed", "no_payment_method")
+    assert (lost_try.status, lost_try.failure_code) == ("failed", "no_payment_method")
 
     # The customer fixed their email: on the first retry day the customer is made and paid.
     processor.refuse = set()
@@ -268,7 +264,7 @@ async def test_a_customer_the_processor_refuses_fails_alone_and_is_dunned_as_a_d
     assert (retry.retried, retry.deferred) == (1, 0)
     by_customer = {i["customer_id"]: i for i in await _invoices(engine)}
     assert by_customer[refused.id]["status"] == "paid"
-    assert [a["status"] for a in await _attempts(engine, by_customer[refused.id]["id"])] == [
+    assert [a.status for a in await _attempts(engine, by_customer[refused.id]["id"])] == [
         "failed",
         "succeeded",
     ]
@@ -292,7 +288,7 @@ async def test_a_customer_refused_on_every_retry_ends_uncollectible_and_delinque
     assert run.uncollectible == 1
     [invoice] = await _invoices(engine)
     assert (invoice["status"], invoice["attempt_count"]) == ("uncollectible", 5)
-    codes = {a["failure_code"] for a in await _attempts(engine, invoice["id"])}
+    codes = {a.failure_code for a in await _attempts(engine, invoice["id"])}
     assert codes == {"email_invalid"}
     async with engine.connect() as conn:
         found = await find_payment_customer(conn, customer=refused.user.customer)
@@ -304,9 +300,24 @@ async def test_a_customer_refused_on_every_retry_ends_uncollectible_and_delinque
     answer = await client.post("/api-calls/authorize", headers=service.headers, json=body)
     assert answer.status_code == 402 and answer.json()["error_code"] == "payment_required"
 
+    # That row names no processor customer: the customer has no cards yet.
+    async with engine.connect() as conn:
+        assert await processor_customer_id(conn, customer=refused.user.customer) is None
+    cards = await client.get("/user/payment/methods", headers=refused.headers)
+    assert cards.status_code == 200 and cards.json()["items"] == []
+
     # Once the processor takes them, the customer is made in that row and pays what is owed.
     processor.refuse = set()
     await add_card(engine, processor, refused.user.customer, clock.now)
     async with engine.connect() as conn:
         found = await find_payment_customer(conn, customer=refused.user.customer)
     assert found is not None and found.processor == processor.name and found.delinquent
+    path = f"/user/payment/invoices/{invoice['id']}/pay"
+    paid = await client.post(path, headers=refused.headers)
+    assert paid.status_code == 200 and paid.json()["status"] == "paid"
+    assert await _charged_cents(engine) == [100]
+    async with engine.connect() as conn:
+        found = await find_payment_customer(conn, customer=refused.user.customer)
+    assert found is not None and not found.delinquent
+    answer = await client.post("/api-calls/authorize", headers=service.headers, json=body)
+    assert answer.status_code == 200

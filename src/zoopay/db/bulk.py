@@ -33,7 +33,7 @@ async def select_where_one_of(
 ) -> Sequence[Mapping[str, Any]]:
     """The rows of `query` whose `column` is one of `values`. On PostgreSQL the query (built
     once, at import) is compiled once and sent by asyncpg, rows and all, without SQLAlchemy.
-    None of no values, without a round trip."""
+    No rows for no values, without a round trip."""
     if not values:
         return []
     if is_postgresql(conn):

@@ -287,10 +287,31 @@ async def charge_invoices(
     due = await _without_waiting_charges(engine, processor, due=due, now=now)
     async with transaction(engine) as conn:
         attempts = await start_attempts(conn, due=due, now=now)
+    refused = {d.invoice_id: d.refused for d in due if d.refused is not None}
+    # An attempt whose customer the processor refused is answered by that refusal, uncharged.
+    answered: list[tuple[Attempt, ChargeResult]] = [
+        (attempt, refused[attempt.invoice_id])
+        for attempt, _ in attempts
+        if attempt.invoice_id in refused
+    ]
+    charging = [(attempt, n) for attempt, n in attempts if attempt.invoice_id not in refused]
+    answered += await _charge_batch(processor, charging, after_answers)
+    if not answered:
+        return []
+    async with transaction(engine) as conn:
+        return await apply_results(conn, results=answered, now=now)
+
+
+async def _charge_batch(
+    processor: PaymentProcessor,
+    attempts: Sequence[tuple[Attempt, str | None]],
+    after_answers: AfterAnswers | None,
+) -> list[tuple[Attempt, ChargeResult]]:
+    """One `charge_many` for the attempts (with their invoices' numbers), each paired with its
+    answer; none when there is nothing to charge or the processor does not answer (the
+    attempts stay pending: the reconcile step asks again)."""
     if not attempts:
         return []
-    refused = {d.invoice_id: d.refused for d in due if d.refused is not None}
-    charging = [(a, number) for a, number in attempts if a.invoice_id not in refused]
     requests = [
         ChargeRequest(
             customer_id=attempt.processor_customer_id,
@@ -300,22 +321,15 @@ async def charge_invoices(
             description=f"Invoice {number}",
             payment_method_id=attempt.payment_method_id,
         )
-        for attempt, number in charging
-    ]
-    answered: list[tuple[Attempt, ChargeResult]] = [
-        (a, refused[a.invoice_id]) for a, _ in attempts if a.invoice_id in refused
+        for attempt, number in attempts
     ]
     try:
-        results = await processor.charge_many(requests) if requests else []
+        results = await processor.charge_many(requests)
     except ProcessorUnavailable:
-        results, charging = [], []  # left pending: the reconcile step asks again
-    if after_answers is not None and requests:
-        after_answers(results)
-    answered += [(attempt, result) for (attempt, _), result in zip(charging, results, strict=True)]
-    if not answered:
         return []
-    async with transaction(engine) as conn:
-        return await apply_results(conn, results=answered, now=now)
+    if after_answers is not None:
+        after_answers(results)
+    return [(attempt, result) for (attempt, _), result in zip(attempts, results, strict=True)]
 
 
 # Literal text: db.bulk compiles this once and sends only the invoice ids as parameters.

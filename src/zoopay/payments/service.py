@@ -222,16 +222,19 @@ async def _create_processor_customers(
 ) -> dict[Customer, CustomerResult]:
     """A processor customer for each of `contacts` (customers who have none), recorded; where
     a concurrent call recorded one first, that one (the new one stays unused, never charged)."""
-    no_email = {
-        c: ProcessorError("no_billing_email", f"{c.kind} {c.id} has no email to bill")
-        for c, contact in contacts.items()
-        if contact.email is None
-    }
-    new = [c for c in contacts if c not in no_email]
-    if not new:
-        return dict(no_email)
-    requests = [_customer_request(c, str(contacts[c].email), contacts[c].name) for c in new]
-    answers = dict(zip(new, await processor.create_customers(requests), strict=True))
+    answers: dict[Customer, CustomerResult] = {}
+    requests: dict[Customer, CustomerRequest] = {}
+    for customer, contact in contacts.items():
+        if contact.email is None:
+            answers[customer] = ProcessorError(
+                "no_billing_email", f"{customer.kind} {customer.id} has no email to bill"
+            )
+        else:
+            requests[customer] = _customer_request(customer, contact.email, contact.name)
+    if not requests:
+        return answers
+    made = await processor.create_customers(list(requests.values()))
+    answers |= dict(zip(requests, made, strict=True))
     created = {c: answer for c, answer in answers.items() if isinstance(answer, str)}
     async with transaction(engine) as conn:
         await insert_new(
@@ -245,7 +248,7 @@ async def _create_processor_customers(
         rows = await select_by(
             conn, _PROCESSOR_IDS, payment_customers.c.customer_id, sorted(c.id for c in created)
         )
-    return answers | no_email | {c: rows[c.id]["processor_customer_id"] for c in created}
+    return answers | {c: rows[c.id]["processor_customer_id"] for c in created}
 
 
 def _customer_request(customer: Customer, email: str, name: str | None) -> CustomerRequest:
