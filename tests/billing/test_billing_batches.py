@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from tests.conftest import START, Clock, Person, World
 from tests.support.billing import TERMS, add_card, bill, books_are_clean, embedded, without_cards
+from tests.support.concurrency import all_finished
 from zoopay.billing import run as billing_run
 from zoopay.billing.run import BillingTerms
 from zoopay.catalog.service import Catalog
@@ -432,7 +433,7 @@ async def test_chunks_and_single_invoices_issued_at_once_never_deadlock_nor_skip
                 now=clock.now,
             )
 
-    await asyncio.gather(
+    await all_finished(
         *(chunk(people[n : n + 3]) for n in (0, 3, 0, 3)), *(single(p) for p in people)
     )
     numbers = await _numbers(engine)

@@ -1,7 +1,6 @@
 """Invoices as services: amounts to the micro-dollar, numbering, charging, settling, refunds, and
 the journal verified clean after every flow."""
 
-import asyncio
 from decimal import Decimal
 
 import pytest
@@ -9,6 +8,7 @@ from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tests.conftest import Clock, World
+from tests.support.concurrency import all_finished
 from tests.support.processor import (
     AUTHENTICATES,
     DECLINES,
@@ -408,7 +408,7 @@ async def test_numbers_have_no_gaps_under_concurrency_and_rollbacks(
         except RuntimeError:
             pass
 
-    await asyncio.gather(*(one(index) for index in range(12)))
+    await all_finished(*(one(index) for index in range(12)))
     async with reading(engine) as conn:
         numbers = sorted(row[0] for row in await conn.execute(select(invoices.c.number)))
     assert numbers == [f"ZP-{n:06d}" for n in range(1, 9)]

@@ -1,10 +1,10 @@
 """Concurrent writers on one customer: no lost updates, on SQLite and on PostgreSQL.
 
-The requests go through the ASGI app in one event loop; `asyncio.gather` interleaves them at
-every database await, and each request's unit of work runs on its own pooled connection, so
-the transactions really overlap (each test checks that more than one connection was checked
-out at once). Writers serialize on the customer's balance row (SELECT ... FOR UPDATE on
-PostgreSQL, BEGIN IMMEDIATE on SQLite).
+The requests go through the ASGI app in one event loop; `all_finished` (an `asyncio.gather`
+that lets every request finish) interleaves them at every database await, and each request's
+unit of work runs on its own pooled connection, so the transactions really overlap (each test
+checks that more than one connection was checked out at once). Writers serialize on the
+customer's balance row (SELECT ... FOR UPDATE on PostgreSQL, BEGIN IMMEDIATE on SQLite).
 
 The ledger is the witness: for each customer and bucket, ordered by id, every entry's
 balance_after must be the previous balance_after plus its delta. A lost update breaks that
@@ -27,6 +27,7 @@ from sqlalchemy import event, func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tests.conftest import Clock, Person, World
+from tests.support.concurrency import all_finished
 from zoopay.accounts import service as accounts
 from zoopay.db.engine import transaction
 from zoopay.db.tables import ledger_entries, monthly_grants, org_members, subscriptions
@@ -229,7 +230,7 @@ async def test_concurrent_puts_plan_changes_and_reads_lose_no_update(
     ]
     random.Random(7).shuffle(calls)
     with watch_pool(engine) as pool:
-        responses = await asyncio.gather(*calls, *reads)
+        responses = await all_finished(*calls, *reads)
     assert pool.most > 1
     assert all(r.status_code == 200 for r in responses), [r.text for r in responses]
     read_responses = responses[len(calls) :]
@@ -322,7 +323,7 @@ async def test_concurrent_reads_after_a_boundary_refresh_once(
     reads = [client.get("/org/payment/balance", headers=s.user.headers) for _ in range(16)]
     reads += [client.get("/user/payment/balance", headers=s.user.headers) for _ in range(16)]
     with watch_pool(engine) as pool:
-        responses = await asyncio.gather(*reads)
+        responses = await all_finished(*reads)
     assert pool.most > 1
     assert [r.status_code for r in responses] == [200] * 32
     values = Counter(r.json()["monthly_api_credits_remaining_monetary_value"] for r in responses)
@@ -391,7 +392,7 @@ async def test_concurrent_plan_flips_after_spending_grant_one_largest_grant(
         for _ in range(8)
     ]
     with watch_pool(engine) as pool:
-        responses = await asyncio.gather(*flips, *calls)
+        responses = await all_finished(*flips, *calls)
     assert pool.most > 1
     codes = Counter(r.status_code for r in responses)
     assert codes == {200: len(flips), 201: len(calls)}, [r.text for r in responses]
@@ -426,7 +427,7 @@ async def test_fifty_concurrent_increments_all_land(
     bumps += [bump(engine, s.user_customer, Bucket.MONTHLY, clock) for _ in range(50)]
     random.Random(3).shuffle(bumps)
     with watch_pool(engine) as pool:
-        await asyncio.gather(*bumps)
+        await all_finished(*bumps)
     assert pool.most > 1
     async with engine.connect() as conn:
         user_after = await get_balance(conn, customer=s.user_customer)
@@ -470,7 +471,7 @@ async def test_concurrent_creates_make_one_subscription(
         client.post(path, json={"modeling_app": tier}, headers=admin.headers) for _ in range(16)
     ]
     with watch_pool(engine) as pool:
-        responses = await asyncio.gather(*posts)
+        responses = await all_finished(*posts)
     assert pool.most > 1
     codes = Counter(r.status_code for r in responses)
     assert codes == {200: 1, 409: 15}, [r.text for r in responses]
@@ -502,7 +503,7 @@ async def test_concurrent_enterprise_pricing_puts_on_a_new_org(
         for price in prices
     ]
     with watch_pool(engine) as pool:
-        responses = await asyncio.gather(*puts)
+        responses = await all_finished(*puts)
     assert pool.most > 1
     assert [r.status_code for r in responses] == [200] * 16, [r.text for r in responses]
     balance = await client.get("/org/payment/balance", headers=admin.headers)
@@ -533,7 +534,7 @@ async def test_admins_removing_each_other_at_once_leave_one(
         for i, person in enumerate(people)
     ]
     with watch_pool(engine) as pool:
-        responses = await asyncio.gather(*removals)
+        responses = await all_finished(*removals)
     assert pool.most > 1
     codes = Counter(r.status_code for r in responses)
     assert set(codes) <= {204, 404, 409}, [r.text for r in responses]
