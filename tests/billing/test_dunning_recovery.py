@@ -42,7 +42,7 @@ from zoopay.payments.service import (
     find_payment_customer,
     set_delinquent,
 )
-from zoopay.processors.base import Charge, ProcessorUnavailable
+from zoopay.processors.base import Charge, ChargeRequest, ProcessorUnavailable
 from zoopay.processors.embedded import EmbeddedProcessor
 
 # No retries: the close's failed charge is given up on in the same run.
@@ -251,12 +251,12 @@ class RunsBillingMidCharge(EmbeddedProcessor):
         self.engine, self.clock, self.catalog, self.terms = engine, clock, catalog, terms
         self.runs: list[RunSummary] = []
 
-    async def charge(self, customer_id: str, **kwargs: Any) -> Charge:
+    async def charge(self, request: ChargeRequest) -> Charge:
         plain = EmbeddedProcessor(self.engine, lambda: self.clock.now)
         self.runs.append(
             await run_billing(self.engine, self.catalog, plain, self.terms, at=self.clock.now)
         )
-        return await super().charge(customer_id, **kwargs)
+        return await super().charge(request)
 
 
 @pytest.mark.parametrize(
@@ -350,7 +350,7 @@ async def test_a_delinquent_customer_billed_annually_keeps_the_plan_until_the_ye
 class NeverAnswers(EmbeddedProcessor):
     """A processor whose charges never arrive: the attempt stays pending, then is abandoned."""
 
-    async def charge(self, customer_id: str, **kwargs: Any) -> Charge:
+    async def charge(self, request: ChargeRequest) -> Charge:
         raise ProcessorUnavailable
 
 
@@ -376,11 +376,13 @@ async def test_a_charge_that_arrives_after_the_write_off_still_pays_the_invoice(
     [attempt] = found.abandoned
     # Yet the processor did take it (a late delivery, a webhook): money taken pays the invoice.
     charge = await processor.charge(
-        processor_id,
-        amount_cents=4900,
-        currency="usd",
-        idempotency_key=attempt_key(invoice_id, 2),
-        description="late",
+        ChargeRequest(
+            processor_id,
+            amount_cents=4900,
+            currency="usd",
+            idempotency_key=attempt_key(invoice_id, 2),
+            description="late",
+        )
     )
     async with transaction(engine) as conn:
         await apply_charge(conn, attempt_id=attempt, charge=charge, now=clock.now)

@@ -16,7 +16,7 @@ from tests.support.localstripe import API_KEY, localstripe
 from tests.support.stripe_events import WEBHOOK_SECRET
 from zoopay.db.engine import reading
 from zoopay.db.tables import stripe_events
-from zoopay.processors.base import ChargeStatus
+from zoopay.processors.base import ChargeRequest, ChargeStatus
 from zoopay.processors.stripe import StripeConfig, StripeProcessor
 
 DELIVERY_LIMIT_SECONDS = 30
@@ -76,11 +76,13 @@ async def test_localstripe_webhooks_are_verified_and_recorded_once(
                 )
                 await processor.set_default_payment_method(customer_id, confirmed.payment_method)
                 charge = await processor.charge(
-                    customer_id,
-                    amount_cents=4200,
-                    currency="usd",
-                    idempotency_key=f"live-{customer_id}",
-                    description="live",
+                    ChargeRequest(
+                        customer_id,
+                        amount_cents=4200,
+                        currency="usd",
+                        idempotency_key=f"live-{customer_id}",
+                        description="live",
+                    )
                 )
             finally:
                 await processor.aclose()

@@ -5,6 +5,7 @@ import asyncio
 import json
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import replace
 
 import pytest
 from sqlalchemy import func, select
@@ -146,7 +147,9 @@ async def test_a_charge_behaves_as_its_test_card(
 ) -> None:
     customer, [card] = await customer_with(processor, token)
     charge = await processor.charge(
-        customer, amount_cents=1999, currency="usd", idempotency_key="inv-1", description="x"
+        ChargeRequest(
+            customer, amount_cents=1999, currency="usd", idempotency_key="inv-1", description="x"
+        )
     )
     assert (charge.status, charge.failure_code) == (status, code)
     assert (charge.amount_cents, charge.currency, charge.payment_method_id) == (
@@ -162,17 +165,14 @@ async def test_the_same_idempotency_key_takes_nothing_more(
     processor: EmbeddedProcessor, engine: AsyncEngine
 ) -> None:
     customer, _ = await customer_with(processor, "pm_card_visa")
-    first = await processor.charge(
+    request = ChargeRequest(
         customer, amount_cents=500, currency="usd", idempotency_key="k", description="d"
     )
-    again = await processor.charge(
-        customer, amount_cents=500, currency="usd", idempotency_key="k", description="d"
-    )
+    first = await processor.charge(request)
+    again = await processor.charge(request)
     assert again == first
     with pytest.raises(ProcessorError) as refused:
-        await processor.charge(
-            customer, amount_cents=600, currency="usd", idempotency_key="k", description="d"
-        )
+        await processor.charge(replace(request, amount_cents=600))
     assert refused.value.code == "idempotency_key_in_use"
     async with reading(engine) as conn:
         count = (await conn.execute(select(func.count()).select_from(processor_charges))).scalar()
@@ -184,7 +184,9 @@ async def test_a_charge_needs_a_payment_method(processor: EmbeddedProcessor) -> 
     customer, _ = await customer_with(processor)
     with pytest.raises(ProcessorError) as refused:
         await processor.charge(
-            customer, amount_cents=500, currency="usd", idempotency_key="k", description="d"
+            ChargeRequest(
+                customer, amount_cents=500, currency="usd", idempotency_key="k", description="d"
+            )
         )
     assert refused.value.code == "no_payment_method"
     assert await processor.find_charge("k") is None
@@ -195,12 +197,14 @@ async def test_a_charge_names_a_method_of_the_customer_only(processor: EmbeddedP
     _, [foreign] = await customer_with(processor, "pm_card_visa")
     with pytest.raises(ProcessorError) as refused:
         await processor.charge(
-            customer,
-            amount_cents=500,
-            currency="usd",
-            idempotency_key="k",
-            description="d",
-            payment_method_id=foreign.id,
+            ChargeRequest(
+                customer,
+                amount_cents=500,
+                currency="usd",
+                idempotency_key="k",
+                description="d",
+                payment_method_id=foreign.id,
+            )
         )
     assert refused.value.code == "resource_missing"
 
@@ -212,7 +216,13 @@ async def test_bad_charges_are_refused(
     customer, _ = await customer_with(processor, "pm_card_visa")
     with pytest.raises(ProcessorError):
         await processor.charge(
-            customer, amount_cents=amount, currency=currency, idempotency_key="k", description=""
+            ChargeRequest(
+                customer,
+                amount_cents=amount,
+                currency=currency,
+                idempotency_key="k",
+                description="",
+            )
         )
     assert await processor.find_charge("k") is None
 
@@ -220,7 +230,9 @@ async def test_bad_charges_are_refused(
 async def test_refunds_are_idempotent_and_bounded(processor: EmbeddedProcessor) -> None:
     customer, _ = await customer_with(processor, "pm_card_visa")
     charge = await processor.charge(
-        customer, amount_cents=1000, currency="usd", idempotency_key="c", description=""
+        ChargeRequest(
+            customer, amount_cents=1000, currency="usd", idempotency_key="c", description=""
+        )
     )
     part = await processor.refund(charge.id, amount_cents=400, idempotency_key="r1")
     assert (part.charge_id, part.amount_cents, part.status) == (charge.id, 400, "succeeded")
@@ -235,7 +247,9 @@ async def test_refunds_are_idempotent_and_bounded(processor: EmbeddedProcessor) 
 async def test_a_failed_charge_is_not_refundable(processor: EmbeddedProcessor) -> None:
     customer, _ = await customer_with(processor, "pm_card_chargeCustomerFail")
     charge = await processor.charge(
-        customer, amount_cents=1000, currency="usd", idempotency_key="c", description=""
+        ChargeRequest(
+            customer, amount_cents=1000, currency="usd", idempotency_key="c", description=""
+        )
     )
     with pytest.raises(ProcessorError) as refused:
         await processor.refund(charge.id, amount_cents=100, idempotency_key="r")
@@ -300,7 +314,13 @@ async def test_concurrent_charges_with_one_key_take_once(
     charges = await asyncio.gather(
         *[
             processor.charge(
-                customer, amount_cents=700, currency="usd", idempotency_key="race", description=""
+                ChargeRequest(
+                    customer,
+                    amount_cents=700,
+                    currency="usd",
+                    idempotency_key="race",
+                    description="",
+                )
             )
             for _ in range(5)
         ]
@@ -478,7 +498,9 @@ async def test_charge_many_answers_each_request_as_charge_would_in_one_batch(
     failing, _ = await customer_with(processor, "pm_card_chargeCustomerFail")
     cardless, _ = await customer_with(processor)
     earlier = await processor.charge(
-        visa, amount_cents=500, currency="usd", idempotency_key="k-earlier", description="d"
+        ChargeRequest(
+            visa, amount_cents=500, currency="usd", idempotency_key="k-earlier", description="d"
+        )
     )
 
     def request(customer: str, key: str, cents: int = 100) -> ChargeRequest:

@@ -9,6 +9,7 @@ method, which Stripe does on confirmation and localstripe does not.
 import json
 import threading
 import uuid
+from dataclasses import replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, ClassVar
 from urllib.parse import parse_qs
@@ -18,6 +19,7 @@ import stripe
 
 from tests.support.localstripe import API_KEY
 from zoopay.processors.base import (
+    ChargeRequest,
     ChargeStatus,
     CustomerRequest,
     PaymentProcessor,
@@ -238,12 +240,14 @@ async def test_another_customers_method_is_missing(stripe_processor: StripeProce
     charge_key = key()
     with pytest.raises(ProcessorError) as refused:
         await stripe_processor.charge(
-            other,
-            amount_cents=100,
-            currency="usd",
-            idempotency_key=charge_key,
-            description="x",
-            payment_method_id=method_id,
+            ChargeRequest(
+                other,
+                amount_cents=100,
+                currency="usd",
+                idempotency_key=charge_key,
+                description="x",
+                payment_method_id=method_id,
+            )
         )
     assert refused.value.code == "resource_missing"
     assert await intents_with_key(stripe_processor, charge_key) == []
@@ -257,13 +261,14 @@ async def test_charge_once_per_idempotency_key(stripe_processor: StripeProcessor
     await stripe_processor.set_default_payment_method(customer_id, method_id)
     charge_key = key()
 
-    first = await stripe_processor.charge(
+    request = ChargeRequest(
         customer_id,
         amount_cents=1234,
         currency="usd",
         idempotency_key=charge_key,
         description="Invoice 1",
     )
+    first = await stripe_processor.charge(request)
     assert first.id.startswith("pi_")
     assert (first.status, first.amount_cents, first.currency) == (
         ChargeStatus.SUCCEEDED,
@@ -273,26 +278,14 @@ async def test_charge_once_per_idempotency_key(stripe_processor: StripeProcessor
     assert (first.idempotency_key, first.payment_method_id) == (charge_key, method_id)
     assert (first.failure_code, first.failure_message) == (None, None)
 
-    again = await stripe_processor.charge(
-        customer_id,
-        amount_cents=1234,
-        currency="usd",
-        idempotency_key=charge_key,
-        description="Invoice 1",
-    )
+    again = await stripe_processor.charge(request)
     assert again == first
     [intent] = await intents_with_key(stripe_processor, charge_key)
     assert (intent.id, intent.status, intent.amount) == (first.id, "succeeded", 1234)
     assert await stripe_processor.find_charge(charge_key) == first
 
     with pytest.raises(ProcessorError) as refused:
-        await stripe_processor.charge(
-            customer_id,
-            amount_cents=999,
-            currency="usd",
-            idempotency_key=charge_key,
-            description="Invoice 1",
-        )
+        await stripe_processor.charge(replace(request, amount_cents=999))
     assert refused.value.code == "idempotency_key_in_use"
     assert len(await intents_with_key(stripe_processor, charge_key)) == 1
 
@@ -305,7 +298,7 @@ async def test_a_declined_charge_fails_with_its_code(stripe_processor: StripePro
     customer_id = await new_customer(stripe_processor)
     method_id = await add_card(stripe_processor, customer_id, DECLINED_ON_CHARGE)
     charge_key = key()
-    failed = await stripe_processor.charge(
+    request = ChargeRequest(
         customer_id,
         amount_cents=500,
         currency="usd",
@@ -313,6 +306,7 @@ async def test_a_declined_charge_fails_with_its_code(stripe_processor: StripePro
         description="Invoice 2",
         payment_method_id=method_id,
     )
+    failed = await stripe_processor.charge(request)
     assert (failed.status, failed.failure_code, failed.amount_cents) == (
         ChargeStatus.FAILED,
         "card_declined",
@@ -322,14 +316,7 @@ async def test_a_declined_charge_fails_with_its_code(stripe_processor: StripePro
     assert failed.payment_method_id == method_id
     assert await stripe_processor.find_charge(charge_key) == failed
     # A retry with the same key answers the same failure and tries nothing new.
-    again = await stripe_processor.charge(
-        customer_id,
-        amount_cents=500,
-        currency="usd",
-        idempotency_key=charge_key,
-        description="Invoice 2",
-        payment_method_id=method_id,
-    )
+    again = await stripe_processor.charge(request)
     assert again == failed
     assert len(await intents_with_key(stripe_processor, charge_key)) == 1
     # Nothing to refund.
@@ -342,7 +329,9 @@ async def test_a_card_that_needs_3ds_requires_action(stripe_processor: StripePro
     method_id = await add_card_without_setup(stripe_processor, customer_id, AUTHENTICATION_REQUIRED)
     await stripe_processor.set_default_payment_method(customer_id, method_id)
     charge = await stripe_processor.charge(
-        customer_id, amount_cents=700, currency="usd", idempotency_key=key(), description="x"
+        ChargeRequest(
+            customer_id, amount_cents=700, currency="usd", idempotency_key=key(), description="x"
+        )
     )
     assert charge.status == ChargeStatus.REQUIRES_ACTION
     assert charge.failure_code == "authentication_required"
@@ -354,11 +343,13 @@ async def test_no_default_method_no_charge(stripe_processor: StripeProcessor) ->
     charge_key = key()
     with pytest.raises(ProcessorError) as refused:
         await stripe_processor.charge(
-            customer_id,
-            amount_cents=700,
-            currency="usd",
-            idempotency_key=charge_key,
-            description="x",
+            ChargeRequest(
+                customer_id,
+                amount_cents=700,
+                currency="usd",
+                idempotency_key=charge_key,
+                description="x",
+            )
         )
     assert refused.value.code == "no_payment_method"
     assert await stripe_processor.find_charge(charge_key) is None
@@ -368,7 +359,9 @@ async def test_no_default_method_no_charge(stripe_processor: StripeProcessor) ->
 async def test_amount_must_be_positive(stripe_processor: StripeProcessor, amount: int) -> None:
     with pytest.raises(ProcessorError) as refused:
         await stripe_processor.charge(
-            "cus_x", amount_cents=amount, currency="usd", idempotency_key=key(), description="x"
+            ChargeRequest(
+                "cus_x", amount_cents=amount, currency="usd", idempotency_key=key(), description="x"
+            )
         )
     assert refused.value.code == "invalid_amount"
 
@@ -379,7 +372,9 @@ async def test_refund_once_per_idempotency_key(stripe_processor: StripeProcessor
         customer_id, await add_card(stripe_processor, customer_id)
     )
     charge = await stripe_processor.charge(
-        customer_id, amount_cents=2000, currency="usd", idempotency_key=key(), description="x"
+        ChargeRequest(
+            customer_id, amount_cents=2000, currency="usd", idempotency_key=key(), description="x"
+        )
     )
     refund_key = key()
     refund = await stripe_processor.refund(charge.id, amount_cents=500, idempotency_key=refund_key)

@@ -21,7 +21,7 @@ from zoopay.invoicing.service import (
 )
 from zoopay.ledger.service import Customer
 from zoopay.payments.service import ensure_processor_customer
-from zoopay.processors.base import Charge, PaymentProcessor, ProcessorUnavailable
+from zoopay.processors.base import Charge, ChargeRequest, PaymentProcessor, ProcessorUnavailable
 from zoopay.processors.embedded import EmbeddedProcessor
 
 VISA = "pm_card_visa"
@@ -82,7 +82,7 @@ async def refunded_cents(engine: AsyncEngine) -> int:
 class Unreachable(EmbeddedProcessor):
     """The embedded processor behind a network that loses every charge request on its way."""
 
-    async def charge(self, customer_id: str, **kwargs: object) -> Charge:  # type: ignore[override]
+    async def charge(self, request: ChargeRequest) -> Charge:
         raise ProcessorUnavailable("connection reset")
 
 

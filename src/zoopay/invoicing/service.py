@@ -79,6 +79,7 @@ from zoopay.money import MAX_BALANCE_MICROS, format_micros
 from zoopay.payments.service import lock_payment_customer, set_delinquent
 from zoopay.processors.base import (
     Charge,
+    ChargeRequest,
     ChargeStatus,
     PaymentProcessor,
     ProcessorError,
@@ -859,12 +860,14 @@ async def charge_invoice(
         )
     try:
         charge = await processor.charge(
-            processor_customer_id,
-            amount_cents=attempt.amount_cents,
-            currency=CURRENCY,
-            idempotency_key=attempt.idempotency_key,
-            description=f"Invoice {invoice.number}",
-            payment_method_id=payment_method_id,
+            ChargeRequest(
+                customer_id=processor_customer_id,
+                amount_cents=attempt.amount_cents,
+                currency=CURRENCY,
+                idempotency_key=attempt.idempotency_key,
+                description=f"Invoice {invoice.number}",
+                payment_method_id=payment_method_id,
+            )
         )
     except ProcessorError as exc:
         async with transaction(engine) as conn:

@@ -18,6 +18,7 @@ from zoopay.db.bulk import insert_all, select_where_one_of, update_all
 from zoopay.db.tables import balances, ledger_entries
 from zoopay.errors import BadRequest, NotFound
 from zoopay.money import MAX_BALANCE_MICROS, format_micros
+from zoopay.records import record_of
 
 CustomerKind = Literal["user", "org"]
 
@@ -141,15 +142,7 @@ async def lock_balances(
 
 def balance_of_row(customer: Customer, row: Mapping[Any, Any]) -> Balance:
     """A balance from a row of `balances` (or of a query selecting all its columns)."""
-    return Balance(
-        id=row["id"],
-        customer=customer,
-        monthly_micros=row["monthly_micros"],
-        stable_micros=row["stable_micros"],
-        total_due_micros=row["total_due_micros"],
-        created_at=row["created_at"],
-        updated_at=row["updated_at"],
-    )
+    return record_of(Balance, row, customer=customer)
 
 
 async def set_buckets(

@@ -6,11 +6,12 @@ own), so the functions that call it take the engine, and call it while holding n
 transaction of zoopay's: on SQLite that lock would make the processor wait for it.
 """
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import RowMapping, Table, select, update
+from sqlalchemy import Table, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -26,6 +27,7 @@ from zoopay.processors.base import (
     ProcessorError,
     ProcessorUnavailable,
 )
+from zoopay.records import record_of
 
 # The processor of a customer's row made before any processor made the customer (dunning marks
 # delinquent a customer the processor refused); its processor_customer_id is the customer's id,
@@ -69,7 +71,17 @@ class PaymentCustomer:
     updated_at: datetime
 
 
-def _payment_customer(values: RowMapping) -> PaymentCustomer:
+def _payment_customer(values: Mapping[Any, Any]) -> PaymentCustomer:
+    return record_of(
+        PaymentCustomer,
+        values,
+        customer=Customer(values["customer_kind"], values["customer_id"]),
+        details=_billing_details(values),
+    )
+
+
+def _billing_details(values: Mapping[Any, Any]) -> BillingDetails:
+    """The billing details a row of `payment_customers` holds (`_billing_columns`)."""
     address = None
     if values["address_country"] is not None:
         address = Address(
@@ -80,17 +92,23 @@ def _payment_customer(values: RowMapping) -> PaymentCustomer:
             street2=values["address_street2"],
             zip=values["address_zip"],
         )
-    return PaymentCustomer(
-        customer=Customer(values["customer_kind"], values["customer_id"]),
-        processor=values["processor"],
-        processor_customer_id=values["processor_customer_id"],
-        details=BillingDetails(name=values["name"], phone=values["phone"], address=address),
-        vat_id=values["vat_id"],
-        billing_info_at=values["billing_info_at"],
-        delinquent=values["delinquent"],
-        created_at=values["created_at"],
-        updated_at=values["updated_at"],
-    )
+    return BillingDetails(name=values["name"], phone=values["phone"], address=address)
+
+
+def _billing_columns(details: BillingDetails) -> dict[str, object]:
+    """The columns of `payment_customers` that hold billing details: those of no details
+    (`BillingDetails()`) are what deleting billing information leaves."""
+    address = details.address
+    return {
+        "name": details.name,
+        "phone": details.phone,
+        "address_country": address.country if address else None,
+        "address_state": address.state if address else None,
+        "address_city": address.city if address else None,
+        "address_street1": address.street1 if address else None,
+        "address_street2": address.street2 if address else None,
+        "address_zip": address.zip if address else None,
+    }
 
 
 async def find_payment_customer(
@@ -348,19 +366,11 @@ async def save_billing_info(
         raise Conflict("billing information exists already: PUT to change it")
     if not creating and found.billing_info_at is None:
         raise NotFound("no billing information yet: POST it first")
-    address = details.address
     await conn.execute(
         update(payment_customers)
         .where(payment_customers.c.customer_id == customer.id)
         .values(
-            name=details.name,
-            phone=details.phone,
-            address_country=address.country if address else None,
-            address_state=address.state if address else None,
-            address_city=address.city if address else None,
-            address_street1=address.street1 if address else None,
-            address_street2=address.street2 if address else None,
-            address_zip=address.zip if address else None,
+            **_billing_columns(details),
             billing_info_at=found.billing_info_at or now,
             updated_at=now,
         )
@@ -459,16 +469,6 @@ async def forget_billing_info(conn: AsyncConnection, *, customer: Customer, now:
         update(payment_customers)
         .where(payment_customers.c.customer_id == customer.id)
         .values(
-            name=None,
-            phone="",
-            address_country=None,
-            address_state=None,
-            address_city=None,
-            address_street1=None,
-            address_street2=None,
-            address_zip=None,
-            vat_id=None,
-            billing_info_at=None,
-            updated_at=now,
+            **_billing_columns(BillingDetails()), vat_id=None, billing_info_at=None, updated_at=now
         )
     )

@@ -90,7 +90,8 @@ class ProcessorUnavailable(Exception):
 
 @dataclass(frozen=True)
 class ChargeRequest:
-    """One charge of a batch (`PaymentProcessor.charge_many`): `charge`'s arguments."""
+    """What `PaymentProcessor.charge` is asked, alone or in a batch (`charge_many`); no
+    `payment_method_id` charges the customer's default."""
 
     customer_id: str
     amount_cents: int
@@ -150,17 +151,8 @@ class PaymentProcessor(Protocol):
         """ProcessorError(`resource_missing`) if the method is not this customer's."""
         ...
 
-    async def charge(
-        self,
-        customer_id: str,
-        *,
-        amount_cents: int,
-        currency: str,
-        idempotency_key: str,
-        description: str,
-        payment_method_id: str | None = None,
-    ) -> Charge:
-        """Charge the given method, or the customer's default. A decline is a Charge with
+    async def charge(self, request: ChargeRequest) -> Charge:
+        """Charge the request's method, or the customer's default. A decline is a Charge with
         status FAILED, not an exception. The same idempotency key answers the same Charge and
         takes nothing more. ProcessorError(`no_payment_method`) when there is none."""
         ...
@@ -212,21 +204,3 @@ async def each_call(
                 return exc
 
     return list(await asyncio.gather(*(one(request) for request in requests)))
-
-
-async def charge_each(
-    processor: PaymentProcessor, requests: Sequence[ChargeRequest], *, concurrency: int
-) -> list[ChargeResult]:
-    """`charge_many` as `charge` calls (`each_call`)."""
-
-    async def charge(request: ChargeRequest) -> Charge:
-        return await processor.charge(
-            request.customer_id,
-            amount_cents=request.amount_cents,
-            currency=request.currency,
-            idempotency_key=request.idempotency_key,
-            description=request.description,
-            payment_method_id=request.payment_method_id,
-        )
-
-    return await each_call(charge, requests, concurrency=concurrency)

@@ -30,7 +30,7 @@ from datetime import datetime
 from typing import Any
 
 import sqlalchemy.exc
-from sqlalchemy import RowMapping, func, insert, select, update
+from sqlalchemy import RowMapping, Table, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from zoopay.db.bulk import insert_all, insert_new, select_by
@@ -114,17 +114,21 @@ def _refund(row: Mapping[Any, Any]) -> Refund:
     return record_of(Refund, row)
 
 
-def _invalid_charge(
-    amount_cents: int, currency: str, idempotency_key: str
-) -> ProcessorError | None:
+def _invalid_charge(request: ChargeRequest) -> ProcessorError | None:
     """Why a charge request is refused before anything is looked at, if it is."""
-    if amount_cents <= 0:
+    if request.amount_cents <= 0:
         return ProcessorError("invalid_amount", "amount_cents must be a positive integer")
-    if currency not in CURRENCIES:
-        return ProcessorError("invalid_currency", f"currency {currency!r} is not supported")
-    if not idempotency_key:
+    if request.currency not in CURRENCIES:
+        return ProcessorError("invalid_currency", f"currency {request.currency!r} is not supported")
+    if not request.idempotency_key:
         return ProcessorError("invalid_request", "an idempotency key is required")
     return None
+
+
+async def _by_key(conn: AsyncConnection, table: Table, idempotency_key: str) -> RowMapping | None:
+    """The charge or refund (by `table`) made with this idempotency key, if any."""
+    query = select(table).where(table.c.idempotency_key == idempotency_key)
+    return (await conn.execute(query)).mappings().first()
 
 
 _DEFAULT = "default_payment_method_id"
@@ -440,49 +444,30 @@ class EmbeddedProcessor:
 
     # -- charges and refunds
 
-    async def charge(
-        self,
-        customer_id: str,
-        *,
-        amount_cents: int,
-        currency: str,
-        idempotency_key: str,
-        description: str,
-        payment_method_id: str | None = None,
-    ) -> Charge:
-        invalid = _invalid_charge(amount_cents, currency, idempotency_key)
+    async def charge(self, request: ChargeRequest) -> Charge:
+        invalid = _invalid_charge(request)
         if invalid is not None:
             raise invalid
         try:
             async with transaction(self._engine) as conn:
-                existing = await self._charge_by_key(conn, idempotency_key)
+                existing = await _by_key(conn, processor_charges, request.idempotency_key)
                 if existing is not None:
-                    return self._same_charge(existing, customer_id, amount_cents, currency)
-                return await self._new_charge(
-                    conn,
-                    customer_id,
-                    amount_cents=amount_cents,
-                    currency=currency,
-                    idempotency_key=idempotency_key,
-                    description=description,
-                    payment_method_id=payment_method_id,
-                )
+                    return self._same_charge(existing, request)
+                return await self._new_charge(conn, request)
         except sqlalchemy.exc.IntegrityError:
             # Another call with the same key committed first: answer what it did.
             async with reading(self._engine) as conn:
-                existing = await self._charge_by_key(conn, idempotency_key)
+                existing = await _by_key(conn, processor_charges, request.idempotency_key)
             if existing is None:
                 raise
-            return self._same_charge(existing, customer_id, amount_cents, currency)
+            return self._same_charge(existing, request)
 
     @staticmethod
-    def _same_charge(
-        row: Mapping[Any, Any], customer_id: str, amount_cents: int, currency: str
-    ) -> Charge:
+    def _same_charge(row: Mapping[Any, Any], request: ChargeRequest) -> Charge:
         if (row["customer_id"], row["amount_cents"], row["currency"]) != (
-            customer_id,
-            amount_cents,
-            currency,
+            request.customer_id,
+            request.amount_cents,
+            request.currency,
         ):
             raise ProcessorError(
                 "idempotency_key_in_use",
@@ -490,42 +475,14 @@ class EmbeddedProcessor:
             )
         return _charge(row)
 
-    async def _charge_by_key(
-        self, conn: AsyncConnection, idempotency_key: str
-    ) -> RowMapping | None:
-        return (
-            (
-                await conn.execute(
-                    select(processor_charges).where(
-                        processor_charges.c.idempotency_key == idempotency_key
-                    )
-                )
-            )
-            .mappings()
-            .first()
-        )
-
-    async def _new_charge(
-        self,
-        conn: AsyncConnection,
-        customer_id: str,
-        *,
-        amount_cents: int,
-        currency: str,
-        idempotency_key: str,
-        description: str,
-        payment_method_id: str | None,
-    ) -> Charge:
-        customer = await self._customer(conn, customer_id)
-        method_id = payment_method_id or customer["default_payment_method_id"]
+    async def _new_charge(self, conn: AsyncConnection, request: ChargeRequest) -> Charge:
+        customer = await self._customer(conn, request.customer_id)
+        method_id = request.payment_method_id or customer["default_payment_method_id"]
         if method_id is None:
             raise ProcessorError(
                 "no_payment_method", "the customer has no default payment method to charge"
             )
-        method = await self._method_row(conn, customer_id, method_id)
-        request = ChargeRequest(
-            customer_id, amount_cents, currency, idempotency_key, description, method_id
-        )
+        method = await self._method_row(conn, request.customer_id, method_id)
         values = _charge_values(request, method, self._clock())
         await conn.execute(insert(processor_charges).values(**values))
         return _charge(values)
@@ -541,9 +498,7 @@ class EmbeddedProcessor:
         valid = []
         for i in sorted(first.values()):
             request = requests[i]
-            invalid = _invalid_charge(
-                request.amount_cents, request.currency, request.idempotency_key
-            )
+            invalid = _invalid_charge(request)
             if invalid is None:
                 valid.append(i)
             else:
@@ -624,15 +579,13 @@ class EmbeddedProcessor:
     @classmethod
     def _same_or_refused(cls, row: Mapping[Any, Any], request: ChargeRequest) -> ChargeResult:
         try:
-            return cls._same_charge(
-                row, request.customer_id, request.amount_cents, request.currency
-            )
+            return cls._same_charge(row, request)
         except ProcessorError as exc:
             return exc
 
     async def find_charge(self, idempotency_key: str) -> Charge | None:
         async with reading(self._engine) as conn:
-            row = await self._charge_by_key(conn, idempotency_key)
+            row = await _by_key(conn, processor_charges, idempotency_key)
         return None if row is None else _charge(row)
 
     async def cancel_charge(self, charge_id: str) -> Charge:
@@ -676,13 +629,13 @@ class EmbeddedProcessor:
             raise ProcessorError("invalid_amount", "amount_cents must be a positive integer")
         try:
             async with transaction(self._engine) as conn:
-                existing = await self._refund_by_key(conn, idempotency_key)
+                existing = await _by_key(conn, processor_refunds, idempotency_key)
                 if existing is not None:
                     return self._same_refund(existing, charge_id, amount_cents)
                 return await self._new_refund(conn, charge_id, amount_cents, idempotency_key)
         except sqlalchemy.exc.IntegrityError:
             async with reading(self._engine) as conn:
-                existing = await self._refund_by_key(conn, idempotency_key)
+                existing = await _by_key(conn, processor_refunds, idempotency_key)
             if existing is None:
                 raise
             return self._same_refund(existing, charge_id, amount_cents)
@@ -694,21 +647,6 @@ class EmbeddedProcessor:
                 "idempotency_key_in_use", "this idempotency key was used for another refund"
             )
         return _refund(row)
-
-    async def _refund_by_key(
-        self, conn: AsyncConnection, idempotency_key: str
-    ) -> RowMapping | None:
-        return (
-            (
-                await conn.execute(
-                    select(processor_refunds).where(
-                        processor_refunds.c.idempotency_key == idempotency_key
-                    )
-                )
-            )
-            .mappings()
-            .first()
-        )
 
     async def _new_refund(
         self, conn: AsyncConnection, charge_id: str, amount_cents: int, idempotency_key: str

@@ -36,7 +36,6 @@ from zoopay.processors.base import (
     ProcessorUnavailable,
     Refund,
     SetupIntent,
-    charge_each,
     each_call,
 )
 
@@ -360,34 +359,26 @@ class StripeProcessor:
 
     # -- charges and refunds
 
-    async def charge(
-        self,
-        customer_id: str,
-        *,
-        amount_cents: int,
-        currency: str,
-        idempotency_key: str,
-        description: str,
-        payment_method_id: str | None = None,
-    ) -> Charge:
-        if amount_cents <= 0:
+    async def charge(self, request: ChargeRequest) -> Charge:
+        customer_id, key = request.customer_id, request.idempotency_key
+        if request.amount_cents <= 0:
             raise ProcessorError("invalid_amount", "amount_cents must be a positive integer")
-        if not idempotency_key:
+        if not key:
             raise ProcessorError("invalid_request", "an idempotency key is required")
-        existing = await self._intent_by_key(idempotency_key)
+        existing = await self._intent_by_key(key)
         if existing is not None:
-            return self._same_charge(existing, customer_id, amount_cents, currency)
-        if payment_method_id is not None:
+            return self._same_charge(existing, request)
+        if request.payment_method_id is not None:
             # Never another customer's card (Stripe refuses it too; a test server may not).
-            await self._own_method(customer_id, payment_method_id)
-        method_id = payment_method_id or await self.default_payment_method(customer_id)
+            await self._own_method(customer_id, request.payment_method_id)
+        method_id = request.payment_method_id or await self.default_payment_method(customer_id)
         if method_id is None:
             raise ProcessorError(
                 "no_payment_method", "the customer has no default payment method to charge"
             )
         params: stripe.params.PaymentIntentCreateParams = {
-            "amount": amount_cents,
-            "currency": currency,
+            "amount": request.amount_cents,
+            "currency": request.currency,
             "customer": customer_id,
             # The method is a saved card, which never redirects: no `return_url` is needed.
             "payment_method": method_id,
@@ -395,14 +386,14 @@ class StripeProcessor:
             "off_session": True,
             # In metadata rather than `description`, which localstripe refuses; Stripe's
             # dashboard shows both.
-            "metadata": {KEY_METADATA: idempotency_key, DESCRIPTION_METADATA: description[:500]},
+            "metadata": {KEY_METADATA: key, DESCRIPTION_METADATA: request.description[:500]},
         }
         try:
             intent = await self._client.v1.payment_intents.create_async(
-                params, {"idempotency_key": f"zoopay-charge:{idempotency_key}"}
+                params, {"idempotency_key": f"zoopay-charge:{key}"}
             )
         except stripe.CardError as exc:
-            return await self._declined(exc, idempotency_key)
+            return await self._declined(exc, key)
         except stripe.StripeError as exc:
             _refused(exc)
         return charge_of_intent(_plain(intent))
@@ -426,13 +417,11 @@ class StripeProcessor:
         return charge_of_intent(intent)
 
     @staticmethod
-    def _same_charge(
-        intent: Mapping[str, Any], customer_id: str, amount_cents: int, currency: str
-    ) -> Charge:
+    def _same_charge(intent: Mapping[str, Any], request: ChargeRequest) -> Charge:
         if (_id_of(intent.get("customer")), int(intent["amount"]), intent["currency"]) != (
-            customer_id,
-            amount_cents,
-            currency,
+            request.customer_id,
+            request.amount_cents,
+            request.currency,
         ):
             raise ProcessorError(
                 "idempotency_key_in_use", "this idempotency key was used for another charge"
@@ -440,7 +429,7 @@ class StripeProcessor:
         return charge_of_intent(intent)
 
     async def charge_many(self, requests: Sequence[ChargeRequest]) -> list[ChargeResult]:
-        return await charge_each(self, requests, concurrency=CHARGE_CONCURRENCY)
+        return await each_call(self.charge, requests, concurrency=CHARGE_CONCURRENCY)
 
     async def find_charge(self, idempotency_key: str) -> Charge | None:
         intent = await self._intent_by_key(idempotency_key)
