@@ -10,20 +10,12 @@ from zoopay.accounts.service import MAX_EMAIL
 from zoopay.api.deps import engine_of, processor_of, settings_of
 from zoopay.console.routes import (
     Kind,
-    account_of,
+    paying_account,
     paying_customer,
-    staff_customer_of,
-    staff_viewer,
-    user_of,
+    paying_customer_form,
+    staff_form,
 )
-from zoopay.console.web import (
-    ConsoleRoute,
-    checked_form,
-    now_of,
-    redirect,
-    render,
-    viewer,
-)
+from zoopay.console.web import ConsoleRoute, now_of, redirect, render, viewer
 from zoopay.db.engine import reading
 from zoopay.errors import BadRequest
 from zoopay.invoicing.actions import (
@@ -55,15 +47,15 @@ InvoiceId = Annotated[str, Path(max_length=64)]
 @router.get("/{kind}/invoices")
 async def invoices_page(request: Request, kind: Kind) -> Response:
     who = await viewer(request)
-    customer = await paying_customer(request, who, kind)
+    account = await paying_account(request, who, kind)
     async with reading(engine_of(request)) as conn:
-        invoices = await list_invoices(conn, customer=customer, limit=INVOICES_SHOWN)
+        invoices = await list_invoices(conn, customer=account.customer, limit=INVOICES_SHOWN)
         waiting = await waiting_for_customer(conn, invoice_ids=[i.id for i in invoices])
     return render(
         request,
         who,
         "invoices.html",
-        account=await account_of(request, who, kind),
+        account=account,
         invoices=invoices,
         open_status=InvoiceStatus.OPEN,
         # An uncollectible invoice is still paid this way: the delinquent customer's way out.
@@ -83,9 +75,7 @@ async def invoice_pdf(request: Request, kind: Kind, invoice_id: InvoiceId) -> Re
 
 @router.post("/{kind}/invoices/{invoice_id}/pay")
 async def invoice_pay(request: Request, kind: Kind, invoice_id: InvoiceId) -> Response:
-    who = await viewer(request)
-    await checked_form(request, who)
-    customer = await paying_customer(request, who, kind)
+    _form, customer = await paying_customer_form(request, kind)
     await pay_invoice_now(
         engine_of(request),
         processor=processor_of(request),
@@ -101,18 +91,18 @@ async def authentication_page(request: Request, kind: Kind, invoice_id: InvoiceI
     """The embedded processor's stand-in for the customer's bank (3-D Secure): the payment
     that waits, and the choice to approve or refuse it."""
     who = await viewer(request)
-    customer = await paying_customer(request, who, kind)
+    account = await paying_account(request, who, kind)
     invoice, attempt = await waiting_payment(
         engine_of(request),
         processor=processor_of(request),
-        customer=customer,
+        customer=account.customer,
         invoice_id=invoice_id,
     )
     return render(
         request,
         who,
         "authenticate.html",
-        account=await account_of(request, who, kind),
+        account=account,
         invoice=invoice,
         amount_micros=attempt.amount_cents * MICROS_PER_CENT,
     )
@@ -120,9 +110,7 @@ async def authentication_page(request: Request, kind: Kind, invoice_id: InvoiceI
 
 @router.post("/{kind}/invoices/{invoice_id}/authenticate")
 async def authenticate(request: Request, kind: Kind, invoice_id: InvoiceId) -> Response:
-    who = await viewer(request)
-    form = await checked_form(request, who)
-    customer = await paying_customer(request, who, kind)
+    form, customer = await paying_customer_form(request, kind)
     answer = form.get("answer", "")
     if answer not in ("approve", "refuse"):
         raise BadRequest("answer: approve or refuse")
@@ -140,9 +128,7 @@ async def authenticate(request: Request, kind: Kind, invoice_id: InvoiceId) -> R
 @router.post("/{kind}/credits")
 async def credits_buy(request: Request, kind: Kind) -> Response:
     """Buy stable credits: an invoice issued and charged at once, as POST /user/payment/credits."""
-    who = await viewer(request)
-    form = await checked_form(request, who)
-    customer = await paying_customer(request, who, kind)
+    form, customer = await paying_customer_form(request, kind)
     try:
         amount = parse_dollars(form.get("amount", "").strip())
     except InvalidAmount as exc:
@@ -169,9 +155,7 @@ async def invoice_refund(
 ) -> Response:
     """Staff: refund part or all of a paid invoice, as POST /invoices/{id}/refund; the form's
     key (made when the page was drawn) refunds once however often it is sent."""
-    who = await staff_viewer(request)
-    form = await checked_form(request, who)
-    customer = await staff_customer_of(request, kind, customer_id)
+    staff, form, customer = await staff_form(request, kind, customer_id)
     key = form.get("idempotency_key", "")
     if not key or len(key) > 64:
         raise BadRequest("the form is stale: reload the page")
@@ -190,7 +174,7 @@ async def invoice_refund(
         invoice_id=invoice_id,
         amount_micros=micros,
         idempotency_key=key,
-        actor=user_of(who).id,
+        actor=staff.id,
         now=now_of(request),
     )
     return redirect(f"/console/staff/{kind}/{customer.id}")

@@ -19,12 +19,7 @@ from pydantic import ValidationError
 from zoopay.api.deps import engine_of, processor_of
 from zoopay.api.errors import describe_validation
 from zoopay.console import service as console
-from zoopay.console.routes import (
-    AccountKind,
-    Kind,
-    account_of,
-    paying_customer,
-)
+from zoopay.console.routes import AccountKind, Kind, paying_account, paying_customer
 from zoopay.console.web import (
     ConsoleRoute,
     checked_form,
@@ -35,6 +30,7 @@ from zoopay.console.web import (
 )
 from zoopay.db.engine import reading, transaction
 from zoopay.errors import BadRequest, NotFound
+from zoopay.ledger.service import Customer
 from zoopay.money import InvalidAmount, parse_dollars, to_micros
 from zoopay.payments import flows, tax, thresholds
 from zoopay.payments.routes import RETURN_URL_LENGTH, RETURN_URL_PATTERN, MethodPath, ReturnUrl
@@ -47,9 +43,15 @@ from zoopay.processors.stripe import StripeProcessor
 router = APIRouter(prefix="/console", include_in_schema=False, route_class=ConsoleRoute)
 
 
-def _billing(request: Request, kind: AccountKind) -> str:
-    """The billing page after one of its forms, its back link kept."""
-    return console.billing_page(kind, _back(request))
+async def _billing_form(
+    request: Request, kind: AccountKind
+) -> tuple[dict[str, str], Customer, str]:
+    """A form of the billing page, its CSRF token checked; whose money it handles; and the
+    billing page to show after it, its back link kept."""
+    who = await viewer(request)
+    done = console.billing_page(kind, _back(request))  # a bad back link refuses before any work
+    form = await checked_form(request, who)
+    return form, await paying_customer(request, who, kind), done
 
 
 def _back(request: Request) -> str | None:
@@ -73,8 +75,8 @@ async def billing_page(request: Request, kind: Kind, return_url: ReturnUrl = Non
     """`return_url`: where the page's back link leads (the product that sent the customer here
     by /user/payment/method-portal-link)."""
     who = await viewer(request)
-    customer = await paying_customer(request, who, kind)
-    account = await account_of(request, who, kind)
+    account = await paying_account(request, who, kind)
+    customer = account.customer
     cards = await flows.list_cards(
         engine_of(request), processor=processor_of(request), customer=customer
     )
@@ -117,7 +119,7 @@ async def card_form(request: Request, kind: Kind) -> Response:
     who = await viewer(request)
     back_query = _back_query(_back(request))  # a bad back link refuses before any work
     await checked_form(request, who)
-    customer = await paying_customer(request, who, kind)
+    account = await paying_account(request, who, kind)
     processor = processor_of(request)
     if not _takes_cards(request):
         raise NotFound(
@@ -125,9 +127,8 @@ async def card_form(request: Request, kind: Kind) -> Response:
             " (ZOOPAY_STRIPE_PUBLISHABLE_KEY)"
         )
     secret = await flows.create_setup_intent(
-        engine_of(request), processor=processor, customer=customer, now=now_of(request)
+        engine_of(request), processor=processor, customer=account.customer, now=now_of(request)
     )
-    account = await account_of(request, who, kind)
     if isinstance(processor, EmbeddedProcessor):
         return render(
             request,
@@ -166,10 +167,7 @@ SETUP_INTENT_ID = re.compile(r"seti_[A-Za-z0-9]{1,64}")
 async def card_confirmed_by_stripe(request: Request, kind: Kind) -> Response:
     """After Stripe Elements confirmed the setup intent in the browser: its id, to read the
     card back from Stripe; the page then lists it."""
-    who = await viewer(request)
-    done = _billing(request, kind)  # a bad back link refuses before any work
-    form = await checked_form(request, who)
-    customer = await paying_customer(request, who, kind)
+    form, customer, done = await _billing_form(request, kind)
     processor = processor_of(request)
     if not isinstance(processor, StripeProcessor):
         raise NotFound("this server's processor confirms cards with zoopay's own form")
@@ -186,10 +184,7 @@ async def card_confirmed_by_stripe(request: Request, kind: Kind) -> Response:
 async def card_confirm(request: Request, kind: Kind) -> Response:
     """Step two: confirm the setup intent with the card, as POST /processor/setup-intents/confirm
     does (the client secret is the credential; it works once)."""
-    who = await viewer(request)
-    done = _billing(request, kind)  # a bad back link refuses before any work
-    form = await checked_form(request, who)
-    await paying_customer(request, who, kind)
+    form, _customer, done = await _billing_form(request, kind)
     processor = processor_of(request)
     if not isinstance(processor, EmbeddedProcessor):
         raise NotFound("this server's processor takes cards with Stripe Elements")
@@ -210,10 +205,7 @@ async def card_action(
     method_id: MethodPath,
     action: Annotated[str, Path(pattern="^(default|remove)$")],
 ) -> Response:
-    who = await viewer(request)
-    done = _billing(request, kind)  # a bad back link refuses before any work
-    await checked_form(request, who)
-    customer = await paying_customer(request, who, kind)
+    _form, customer, done = await _billing_form(request, kind)
     change = flows.make_default if action == "default" else flows.remove_card
     await change(
         engine_of(request), processor=processor_of(request), customer=customer, method_id=method_id
@@ -239,10 +231,7 @@ def _billing_info(form: dict[str, str]) -> BillingInfo:
 
 @router.post("/{kind}/billing/info")
 async def billing_info_save(request: Request, kind: Kind) -> Response:
-    who = await viewer(request)
-    done = _billing(request, kind)  # a bad back link refuses before any work
-    form = await checked_form(request, who)
-    customer = await paying_customer(request, who, kind)
+    form, customer, done = await _billing_form(request, kind)
     info = _billing_info(form)
     async with reading(engine_of(request)) as conn:
         record = await find_payment_customer(conn, customer=customer)
@@ -259,10 +248,7 @@ async def billing_info_save(request: Request, kind: Kind) -> Response:
 
 @router.post("/{kind}/billing/tax-id")
 async def tax_id_save(request: Request, kind: Kind) -> Response:
-    who = await viewer(request)
-    done = _billing(request, kind)  # a bad back link refuses before any work
-    form = await checked_form(request, who)
-    customer = await paying_customer(request, who, kind)
+    form, customer, done = await _billing_form(request, kind)
     vat_id = form.get("vat_id", "").strip() or None
     if vat_id is not None and len(vat_id) > 32:
         raise BadRequest("a VAT id is at most 32 characters")
@@ -274,10 +260,7 @@ async def tax_id_save(request: Request, kind: Kind) -> Response:
 
 @router.post("/{kind}/billing/threshold")
 async def threshold_save(request: Request, kind: Kind) -> Response:
-    who = await viewer(request)
-    done = _billing(request, kind)  # a bad back link refuses before any work
-    form = await checked_form(request, who)
-    customer = await paying_customer(request, who, kind)
+    form, customer, done = await _billing_form(request, kind)
     text = form.get("amount", "").strip()
     try:
         amount = to_micros(parse_dollars(text)) if text else None

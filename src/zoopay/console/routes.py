@@ -223,13 +223,27 @@ async def require_admin(account: Account) -> Membership:
     return await org_admin(account.membership)
 
 
-async def paying_customer(request: Request, who: Viewer, kind: AccountKind) -> Customer:
+async def paying_account(request: Request, who: Viewer, kind: AccountKind) -> Account:
     """Whose money a billing or invoices page handles: the user's own, or the org's for an admin
     (as the API's /org/payment* routes, org admins only)."""
     account = await account_of(request, who, kind)
     if kind == "org":
         await require_admin(account)
-    return account.customer
+    return account
+
+
+async def paying_customer(request: Request, who: Viewer, kind: AccountKind) -> Customer:
+    """The customer of `paying_account`."""
+    return (await paying_account(request, who, kind)).customer
+
+
+async def paying_customer_form(
+    request: Request, kind: AccountKind
+) -> tuple[dict[str, str], Customer]:
+    """A form of an invoices page, its CSRF token checked, and whose money it handles."""
+    who = await viewer(request)
+    form = await checked_form(request, who)
+    return form, await paying_customer(request, who, kind)
 
 
 Kind = Annotated[AccountKind, Path(description="user or org")]
@@ -472,9 +486,7 @@ async def plan_review(
 async def plan_change(request: Request, kind: Kind) -> Response:
     who = await viewer(request)
     form = await checked_form(request, who)
-    account = await account_of(request, who, kind)
-    if kind == "org":
-        await require_admin(account)  # PUT /org/payment/subscriptions is for org admins
+    account = await paying_account(request, who, kind)  # as PUT /org/payment/subscriptions
     catalog = catalog_of(request)
     plan = _tier(form.get("tier", ""), catalog, kind)
     user = user_of(who)
@@ -593,17 +605,17 @@ def _role(text: str) -> OrgRole:
         raise BadRequest("role must be admin or member") from None
 
 
-async def _org_admin_form(request: Request) -> tuple[Viewer, dict[str, str], Membership]:
+async def _org_admin_form(request: Request) -> tuple[User, dict[str, str], Membership]:
+    """A form of the members page: the admin who sent it, its fields, and their membership."""
     who = await viewer(request)
     form = await checked_form(request, who)
     admin = await require_admin(await account_of(request, who, "org"))
-    return who, form, admin
+    return user_of(who), form, admin
 
 
 @router.post("/org/invitations")
 async def invitation_create(request: Request) -> Response:
-    who, form, admin = await _org_admin_form(request)
-    user = user_of(who)
+    user, form, admin = await _org_admin_form(request)
     async with transaction(engine_of(request)) as conn:
         await invite(
             conn,
@@ -620,8 +632,7 @@ async def invitation_create(request: Request) -> Response:
 async def invitation_revoke(
     request: Request, invitation_id: Annotated[str, Path(max_length=64)]
 ) -> Response:
-    who, _form, admin = await _org_admin_form(request)
-    user = user_of(who)
+    user, _form, admin = await _org_admin_form(request)
     async with transaction(engine_of(request)) as conn:
         await revoke_invitation(
             conn, org_id=admin.org_id, invitation_id=invitation_id, actor=user, now=now_of(request)
@@ -631,8 +642,7 @@ async def invitation_revoke(
 
 @router.post("/org/members/{user_id}/role")
 async def member_role(request: Request, user_id: Annotated[str, Path(max_length=64)]) -> Response:
-    who, form, admin = await _org_admin_form(request)
-    user = user_of(who)
+    user, form, admin = await _org_admin_form(request)
     async with transaction(engine_of(request)) as conn:
         await set_role(
             conn,
@@ -647,8 +657,7 @@ async def member_role(request: Request, user_id: Annotated[str, Path(max_length=
 
 @router.post("/org/members/{user_id}/remove")
 async def member_remove(request: Request, user_id: Annotated[str, Path(max_length=64)]) -> Response:
-    who, _form, admin = await _org_admin_form(request)
-    user = user_of(who)
+    user, _form, admin = await _org_admin_form(request)
     async with transaction(engine_of(request)) as conn:
         await remove_member(conn, org_id=admin.org_id, user_id=user_id, actor=user)
     return redirect("/console/org/members")
@@ -688,6 +697,16 @@ async def staff_customer_of(request: Request, kind: AccountKind, customer_id: st
         if kind == "user":
             return (await find_user(conn, id_or_email=customer_id)).customer
         return (await find_org(conn, org_id=customer_id)).customer
+
+
+async def staff_form(
+    request: Request, kind: AccountKind, customer_id: str
+) -> tuple[User, dict[str, str], Customer]:
+    """A form of a staff page: the staff user who sent it, its fields (CSRF token checked), and
+    the customer it acts on."""
+    who = await staff_viewer(request)
+    form = await checked_form(request, who)
+    return user_of(who), form, await staff_customer_of(request, kind, customer_id)
 
 
 @staff_router.get("/staff/{kind}/{customer_id}")
@@ -755,9 +774,7 @@ def _amount(form: dict[str, str], name: str) -> int | None:
 async def staff_set_balance(
     request: Request, kind: Kind, customer_id: Annotated[str, Path(max_length=MAX_EMAIL)]
 ) -> Response:
-    who = await staff_viewer(request)
-    form = await checked_form(request, who)
-    customer = await staff_customer_of(request, kind, customer_id)
+    staff, form, customer = await staff_form(request, kind, customer_id)
     reason = form.get("reason", "").strip()
     if not reason:
         raise BadRequest("a reason is required: it is kept in the ledger")
@@ -766,7 +783,6 @@ async def staff_set_balance(
     monthly, stable = _amount(form, "monthly"), _amount(form, "stable")
     if monthly is None and stable is None:
         raise BadRequest("give a monthly or a stable amount (or both)")
-    staff = user_of(who)
     async with transaction(engine_of(request)) as conn:
         await set_balance(
             conn,
@@ -787,9 +803,7 @@ async def staff_set_plan(
 ) -> Response:
     """Staff: a user's plan, as PUT /users/{id}/payment/subscriptions (a plan change like any
     other, the staff user as actor)."""
-    who = await staff_viewer(request)
-    form = await checked_form(request, who)
-    customer = await staff_customer_of(request, "user", customer_id)
+    staff, form, customer = await staff_form(request, "user", customer_id)
     plan = _tier(form.get("tier", ""), catalog_of(request), "user")
     async with transaction(engine_of(request)) as conn:
         await change_plan(
@@ -798,7 +812,7 @@ async def staff_set_plan(
             customer=customer,
             tier=TierName(plan.name),
             pay_annually=None,
-            actor=user_of(who).id,
+            actor=staff.id,
             now=now_of(request),
         )
     return redirect(f"/console/staff/user/{customer.id}")
@@ -814,9 +828,7 @@ async def staff_set_enterprise_price(
     request: Request, customer_id: Annotated[str, Path(max_length=64)]
 ) -> Response:
     """Staff: the price sales agreed with an org, as PUT /orgs/{id}/enterprise/pricing."""
-    who = await staff_viewer(request)
-    form = await checked_form(request, who)
-    customer = await staff_customer_of(request, "org", customer_id)
+    _staff, form, customer = await staff_form(request, "org", customer_id)
     if catalog_of(request).plan(TierName.ENTERPRISE) is None:
         raise BadRequest("the catalog offers no enterprise tier")
     try:

@@ -55,6 +55,31 @@ def _hash(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
 
 
+async def _issue_secret(
+    conn: AsyncConnection,
+    table: Table,
+    *,
+    prefix: str,
+    lifetime: timedelta,
+    now: datetime,
+    **columns: str | None,
+) -> tuple[str, datetime]:
+    """A new sign-in link or session (a row of `table`, with its own `columns`): its secret,
+    stored only as a hash, and when it expires."""
+    secret = _secret(prefix)
+    expires_at = now + lifetime
+    await conn.execute(
+        insert(table).values(
+            id=str(uuid.uuid4()),
+            secret_hash=_hash(secret),
+            **columns,
+            created_at=now,
+            expires_at=expires_at,
+        )
+    )
+    return secret, expires_at
+
+
 @dataclass(frozen=True)
 class SignInLink:
     secret: str  # shown once, in the URL
@@ -67,17 +92,14 @@ async def create_link(
     """A single-use link that signs `user` in to the console, valid for LINK_LIFETIME."""
     if user.deleted_at is not None:
         raise Conflict(f"{user.email} is deleted")
-    secret = _secret(_LINK_PREFIX)
-    expires_at = now + LINK_LIFETIME
-    await conn.execute(
-        insert(console_links).values(
-            id=str(uuid.uuid4()),
-            secret_hash=_hash(secret),
-            user_id=user.id,
-            created_by=created_by,
-            created_at=now,
-            expires_at=expires_at,
-        )
+    secret, expires_at = await _issue_secret(
+        conn,
+        console_links,
+        prefix=_LINK_PREFIX,
+        lifetime=LINK_LIFETIME,
+        now=now,
+        user_id=user.id,
+        created_by=created_by,
     )
     return SignInLink(secret, expires_at)
 
@@ -149,17 +171,14 @@ async def sign_in_with_token(conn: AsyncConnection, *, token: str, now: datetime
 async def _open_session(
     conn: AsyncConnection, *, user_id: str, token_id: str | None, now: datetime
 ) -> OpenedSession:
-    secret = _secret(_SESSION_PREFIX)
-    expires_at = now + SESSION_LIFETIME
-    await conn.execute(
-        insert(console_sessions).values(
-            id=str(uuid.uuid4()),
-            secret_hash=_hash(secret),
-            user_id=user_id,
-            token_id=token_id,
-            created_at=now,
-            expires_at=expires_at,
-        )
+    secret, expires_at = await _issue_secret(
+        conn,
+        console_sessions,
+        prefix=_SESSION_PREFIX,
+        lifetime=SESSION_LIFETIME,
+        now=now,
+        user_id=user_id,
+        token_id=token_id,
     )
     return OpenedSession(secret, expires_at)
 
