@@ -210,21 +210,22 @@ def console_link(email: Annotated[str, typer.Argument(help="The user to sign in"
     _print(_run(work))
 
 
+# --at of the billing commands: the moment to bill or refresh as of.
+BillingMoment = Annotated[
+    datetime | None,
+    typer.Option(formats=["%Y-%m-%dT%H:%M:%S%z", "%Y-%m-%dT%H:%M:%S"], help="Default: now"),
+]
+
+
 @billing_app.command("refresh")
-def billing_refresh(
-    at: Annotated[
-        datetime | None,
-        typer.Option(formats=["%Y-%m-%dT%H:%M:%S%z", "%Y-%m-%dT%H:%M:%S"], help="Default: now"),
-    ] = None,
-) -> None:
+def billing_refresh(at: BillingMoment = None) -> None:
     """Reset every monthly bucket whose period has turned to its plan's grant, once."""
     catalog = _catalog()
-    moment = (at if at.tzinfo else at.replace(tzinfo=UTC)) if at else None
 
     async def refresh_all(engine: AsyncEngine, now: datetime) -> int:
-        at = _refresh_moment(moment, now)
+        moment = _refresh_moment(at, now)
         async with transaction(engine) as conn:
-            customers = await subscriptions.customers_due_for_refresh(conn, now=at)
+            customers = await subscriptions.customers_due_for_refresh(conn, now=moment)
         refreshed = 0
         # Set-based, a chunk per transaction: short locks, and a crash loses at most the chunk
         # under way (a rerun refreshes whatever is still due, nothing twice).
@@ -232,7 +233,7 @@ def billing_refresh(
             chunk = customers[first : first + REFRESH_CHUNK]
             async with transaction(engine) as conn:
                 refreshed += await subscriptions.refresh_many(
-                    conn, catalog=catalog, customers=chunk, now=at
+                    conn, catalog=catalog, customers=chunk, now=moment
                 )
         return refreshed
 
@@ -252,10 +253,7 @@ REHEARSAL_WARNING = (
 
 @billing_app.command("run")
 def billing_run(
-    at: Annotated[
-        datetime | None,
-        typer.Option(formats=["%Y-%m-%dT%H:%M:%S%z", "%Y-%m-%dT%H:%M:%S"], help="Default: now"),
-    ] = None,
+    at: BillingMoment = None,
     allow_future: Annotated[
         bool,
         typer.Option(
@@ -269,7 +267,6 @@ def billing_run(
     period's fee and the usage due, charged; retry failed charges on the dunning schedule.
     Idempotent: a second run (or a rerun after a crash) bills nobody twice."""
     catalog = _catalog()
-    moment = (at if at.tzinfo else at.replace(tzinfo=UTC)) if at else None
 
     settings = get_settings()
     terms = billing.BillingTerms(
@@ -285,11 +282,11 @@ def billing_run(
                 f" {settings.processor.value} it would charge real cards for periods that have"
                 " not begun"
             )
-        at = _refresh_moment(moment, now, allow_future=allow_future)
-        if at > now:
-            typer.echo(REHEARSAL_WARNING.format(at=at.isoformat()), err=True)
-        processor = processor_from_settings(settings, engine=engine, clock=lambda: at)
-        summary = await billing.run_billing(engine, catalog, processor, terms, at=at)
+        moment = _refresh_moment(at, now, allow_future=allow_future)
+        if moment > now:
+            typer.echo(REHEARSAL_WARNING.format(at=moment.isoformat()), err=True)
+        processor = processor_from_settings(settings, engine=engine, clock=lambda: moment)
+        summary = await billing.run_billing(engine, catalog, processor, terms, at=moment)
         return summary.as_json()
 
     _collect_as_a_batch()
@@ -298,9 +295,11 @@ def billing_run(
 
 def _refresh_moment(at: datetime | None, now: datetime, *, allow_future: bool = False) -> datetime:
     """--at may catch up on a past moment, never start a period that has not begun (unless a
-    rehearsal says --allow-future)."""
+    rehearsal says --allow-future); without an offset, it is UTC."""
     if at is None:
         return now
+    if at.tzinfo is None:
+        at = at.replace(tzinfo=UTC)
     if at > now and not allow_future:
         raise BadRequest(
             f"--at {at.isoformat()} is in the future; it must not be after now (a test install"

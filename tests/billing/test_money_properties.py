@@ -60,7 +60,7 @@ from zoopay.metering.service import Reported, record_calls
 from zoopay.money import format_micros
 from zoopay.payments.flows import save_billing_info
 from zoopay.payments.service import Address, BillingDetails, ensure_processor_customer
-from zoopay.payments.thresholds import set_customer_threshold, usage_threshold
+from zoopay.payments.thresholds import CUSTOMER_AUTHORITY, set_threshold, usage_threshold
 from zoopay.processors.embedded import EmbeddedProcessor
 from zoopay.subscriptions.periods import add_months, period_start
 from zoopay.subscriptions.service import set_enterprise_price
@@ -239,8 +239,9 @@ class MoneyMachine(RuleBasedStateMachine):
         async def write() -> None:
             async with transaction(self.h.engine) as conn:
                 current = await usage_threshold(conn, customer=customer)
-                await set_customer_threshold(
+                await set_threshold(
                     conn,
+                    authority=CUSTOMER_AUTHORITY,
                     customer=customer,
                     amount_micros=None if dollars is None else dollars * 1_000_000,
                     expected_version=current.version,

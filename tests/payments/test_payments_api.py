@@ -20,8 +20,9 @@ from tests.support.errors import assert_error
 from zoopay.db.engine import reading, transaction
 from zoopay.db.tables import payment_customers, processor_customers
 from zoopay.payments.thresholds import (
+    ADMIN_AUTHORITY,
     effective_usage_threshold,
-    set_admin_threshold,
+    set_threshold,
 )
 from zoopay.processors.embedded import TEST_CARDS
 
@@ -536,8 +537,13 @@ async def test_the_usage_threshold(
     assert await dump(engine) == before
 
     async with transaction(engine) as conn:
-        await set_admin_threshold(
-            conn, customer=customer, amount_micros=5_000_000, expected_version=1, now=clock.now
+        await set_threshold(
+            conn,
+            authority=ADMIN_AUTHORITY,
+            customer=customer,
+            amount_micros=5_000_000,
+            expected_version=1,
+            now=clock.now,
         )
     admin = {**mine, "admin_amount": "5.00", "effective_amount": "5.00", "source": "admin"}
     assert (await client.get(THRESHOLD, headers=alice.headers)).json() == {**admin, "version": 2}

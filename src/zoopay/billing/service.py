@@ -13,7 +13,6 @@ from zoopay.ledger.service import (
     Customer,
     Posting,
     Reason,
-    lock_balance,
     set_buckets,
 )
 from zoopay.subscriptions.service import (
@@ -22,8 +21,8 @@ from zoopay.subscriptions.service import (
     balance_with_subscription,
     current_plan,
     get_enterprise_price,
+    refresh_customer,
     refresh_due,
-    refresh_if_due,
     subscription_details,
 )
 
@@ -46,8 +45,8 @@ async def balance_statement(
     )
     if statement is not None:
         return statement
-    balance, subscription = await refresh_if_due(
-        conn, catalog=catalog, balance=await lock_balance(conn, customer=customer), now=now
+    balance, subscription = await refresh_customer(
+        conn, catalog=catalog, customer=customer, now=now
     )
     return await _statement(conn, catalog=catalog, balance=balance, subscription=subscription)
 
@@ -76,8 +75,8 @@ async def set_balance(
 ) -> BalanceStatement:
     """Staff set either or both buckets to absolute amounts, through the ledger; `note` is the
     reason in their words, kept on the entries (the console asks for one)."""
-    balance, subscription = await refresh_if_due(
-        conn, catalog=catalog, balance=await lock_balance(conn, customer=customer), now=now
+    balance, subscription = await refresh_customer(
+        conn, catalog=catalog, customer=customer, now=now
     )
     targets = {Bucket.MONTHLY: monthly_micros, Bucket.STABLE: stable_micros}
     balance = await set_buckets(

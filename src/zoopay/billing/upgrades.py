@@ -73,7 +73,7 @@ from zoopay.subscriptions.service import (
     Subscription,
     change_plan,
     current_plan,
-    refresh_if_due,
+    refresh_customer,
 )
 
 logger = logging.getLogger(__name__)
@@ -364,10 +364,7 @@ async def _change_plan_paid(
         # again, and a downgrade credit the rest of a fee nobody billed).
         if await has_period_to_close(conn, customer=customer, at=now):
             await claim(conn, catalog, [customer], at=now)
-        balance = await lock_balance(conn, customer=customer)
-        balance, subscription = await refresh_if_due(
-            conn, catalog=catalog, balance=balance, now=now
-        )
+        _, subscription = await refresh_customer(conn, catalog=catalog, customer=customer, now=now)
         price = await quote(
             conn,
             catalog=catalog,

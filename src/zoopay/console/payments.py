@@ -270,8 +270,9 @@ async def threshold_save(request: Request, kind: Kind) -> Response:
     if not version.isdigit() or len(version) > 10:
         raise BadRequest("the form is stale: reload the page")
     async with transaction(engine_of(request)) as conn:
-        await thresholds.set_customer_threshold(
+        await thresholds.set_threshold(
             conn,
+            authority=thresholds.CUSTOMER_AUTHORITY,
             customer=customer,
             amount_micros=amount,
             expected_version=int(version),

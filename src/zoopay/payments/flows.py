@@ -5,6 +5,8 @@ on its own; on SQLite a held write lock would block it), then records zoopay's s
 transaction of its own.
 """
 
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -120,33 +122,40 @@ async def list_cards(
     return await processor.list_payment_methods(processor_id)
 
 
-async def _processor_id(engine: AsyncEngine, customer: Customer, method_id: str) -> str:
+async def _processor_id(engine: AsyncEngine, customer: Customer, *, missing: str) -> str:
+    """The customer's processor customer id; one who has none has no card or setup intent at
+    the processor either: a 404 saying `missing`."""
     async with reading(engine) as conn:
         processor_id = await service.processor_customer_id(conn, customer=customer)
     if processor_id is None:
-        raise NotFound(f"no payment method {method_id}")
+        raise NotFound(missing)
     return processor_id
+
+
+# A processor's change of one card: (processor customer id, payment method id).
+CardChange = Callable[[str, str], Awaitable[None]]
 
 
 async def remove_card(
     engine: AsyncEngine, *, processor: PaymentProcessor, customer: Customer, method_id: str
 ) -> None:
     """Detach a card; another customer's (or an unknown one) is a 404."""
-    processor_id = await _processor_id(engine, customer, method_id)
-    try:
-        await processor.detach_payment_method(processor_id, method_id)
-    except ProcessorError as error:
-        raise processor_refusal(error) from None
+    await _change_card(engine, customer, method_id, processor.detach_payment_method)
 
 
 async def make_default(
     engine: AsyncEngine, *, processor: PaymentProcessor, customer: Customer, method_id: str
 ) -> None:
-    processor_id = await _processor_id(engine, customer, method_id)
-    try:
-        await processor.set_default_payment_method(processor_id, method_id)
-    except ProcessorError as error:
-        raise processor_refusal(error) from None
+    """Make a card the default; another customer's (or an unknown one) is a 404."""
+    await _change_card(engine, customer, method_id, processor.set_default_payment_method)
+
+
+async def _change_card(
+    engine: AsyncEngine, customer: Customer, method_id: str, change: CardChange
+) -> None:
+    processor_id = await _processor_id(engine, customer, missing=f"no payment method {method_id}")
+    with _refusals_as_errors():
+        await change(processor_id, method_id)
 
 
 async def adopt_confirmed_card(
@@ -159,13 +168,17 @@ async def adopt_confirmed_card(
     """After Stripe.js confirmed a setup intent in the browser: the card it attached becomes
     the default if the customer has none (as `setup_intent.succeeded` would make it; whichever
     comes first does it). Another customer's intent is a 404, an unconfirmed one a 409."""
-    async with reading(engine) as conn:
-        processor_id = await service.processor_customer_id(conn, customer=customer)
-    if processor_id is None:
-        raise NotFound("No such setup intent")
-    try:
+    processor_id = await _processor_id(engine, customer, missing="No such setup intent")
+    with _refusals_as_errors():
         method_id = await processor.confirmed_method(processor_id, setup_intent_id)
         await processor.adopt_default(processor_id, method_id)
+
+
+@contextmanager
+def _refusals_as_errors() -> Iterator[None]:
+    """A processor's refusal within, raised as zoopay's error (`processor_refusal`)."""
+    try:
+        yield
     except ProcessorError as error:
         raise processor_refusal(error) from None
 

@@ -343,8 +343,9 @@ async def _set_threshold(
     expected_version: int,
     now: datetime,
 ) -> AggregateUsageCollectionThresholdView:
-    record = await thresholds.set_customer_threshold(
+    record = await thresholds.set_threshold(
         conn,
+        authority=thresholds.CUSTOMER_AUTHORITY,
         customer=customer,
         amount_micros=amount_micros,
         expected_version=expected_version,

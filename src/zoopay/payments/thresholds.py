@@ -38,6 +38,20 @@ CUSTOMER_BOUNDS = Bounds(10 * MICROS_PER_DOLLAR, 10_000 * MICROS_PER_DOLLAR)
 ADMIN_BOUNDS = Bounds(1 * MICROS_PER_DOLLAR, 1_000_000 * MICROS_PER_DOLLAR)
 
 
+@dataclass(frozen=True)
+class Authority:
+    """Who sets an amount, in their own column and within their own bounds: the customer, or
+    staff (admin), whose amount wins over the customer's."""
+
+    who: str  # as a 400 names them: "... USD for a customer"
+    column: str  # theirs in usage_thresholds
+    bounds: Bounds
+
+
+CUSTOMER_AUTHORITY = Authority("a customer", "customer_amount_micros", CUSTOMER_BOUNDS)
+ADMIN_AUTHORITY = Authority("staff", "admin_amount_micros", ADMIN_BOUNDS)
+
+
 class ThresholdSource(enum.StrEnum):
     ADMIN = "admin"
     CUSTOMER = "customer"
@@ -53,19 +67,21 @@ class UsageThreshold:
 
     @property
     def source(self) -> ThresholdSource:
-        if self.admin_amount_micros is not None:
-            return ThresholdSource.ADMIN
-        if self.customer_amount_micros is not None:
-            return ThresholdSource.CUSTOMER
-        return ThresholdSource.SYSTEM_DEFAULT
+        return self._in_force[0]
 
     @property
     def effective_micros(self) -> int:
+        return self._in_force[1]
+
+    @property
+    def _in_force(self) -> tuple[ThresholdSource, int]:
+        """Whose amount is in force, and that amount: staff's if set, else the customer's,
+        else the default."""
         if self.admin_amount_micros is not None:
-            return self.admin_amount_micros
+            return ThresholdSource.ADMIN, self.admin_amount_micros
         if self.customer_amount_micros is not None:
-            return self.customer_amount_micros
-        return DEFAULT_MICROS
+            return ThresholdSource.CUSTOMER, self.customer_amount_micros
+        return ThresholdSource.SYSTEM_DEFAULT, DEFAULT_MICROS
 
 
 async def usage_threshold(conn: AsyncConnection, *, customer: Customer) -> UsageThreshold:
@@ -90,37 +106,20 @@ async def effective_usage_threshold(conn: AsyncConnection, *, customer: Customer
     return (await usage_threshold(conn, customer=customer)).effective_micros
 
 
-async def set_customer_threshold(
+async def set_threshold(
     conn: AsyncConnection,
     *,
+    authority: Authority,
     customer: Customer,
     amount_micros: int | None,
     expected_version: int,
     now: datetime,
 ) -> UsageThreshold:
-    """The customer's own amount (None: back to the default); 409 if `expected_version` is
-    not the current one, 400 outside CUSTOMER_BOUNDS."""
+    """`authority`'s own amount (None: theirs removed, the customer's back to the default);
+    409 if `expected_version` is not the current one, 400 outside the authority's bounds."""
     if amount_micros is not None:
-        CUSTOMER_BOUNDS.check(amount_micros, "a customer")
-    return await _write(
-        conn, customer, {"customer_amount_micros": amount_micros}, expected_version, now
-    )
-
-
-async def set_admin_threshold(
-    conn: AsyncConnection,
-    *,
-    customer: Customer,
-    amount_micros: int | None,
-    expected_version: int,
-    now: datetime,
-) -> UsageThreshold:
-    """Staff's override (None: removed), which wins over the customer's amount."""
-    if amount_micros is not None:
-        ADMIN_BOUNDS.check(amount_micros, "staff")
-    return await _write(
-        conn, customer, {"admin_amount_micros": amount_micros}, expected_version, now
-    )
+        authority.bounds.check(amount_micros, authority.who)
+    return await _write(conn, customer, {authority.column: amount_micros}, expected_version, now)
 
 
 async def _write(

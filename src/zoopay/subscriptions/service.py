@@ -162,8 +162,9 @@ async def change_plan(
         raise BadRequest(
             f"the {tier.value} tier is {kind} tier and cannot be put on a {customer.kind}"
         )
-    balance = await lock_balance(conn, customer=customer)
-    balance, subscription = await refresh_if_due(conn, catalog=catalog, balance=balance, now=now)
+    balance, subscription = await refresh_customer(
+        conn, catalog=catalog, customer=customer, now=now
+    )
     if plan.sold_by_sales and await get_enterprise_price(conn, org=customer) is None:
         raise PaymentRequired(
             "the enterprise tier is priced by sales: contact sales to agree a price for this"
@@ -284,9 +285,10 @@ async def refresh_many(
 
 async def refresh_customer(
     conn: AsyncConnection, *, catalog: Catalog, customer: Customer, now: datetime
-) -> None:
-    """Refresh one customer if its period has turned; safe to run concurrently with anything."""
-    await refresh_if_due(
+) -> tuple[Balance, Subscription | None]:
+    """Lock one customer's balance and refresh it if its period has turned: the balance, locked
+    and current, and the subscription. Safe to run concurrently with anything."""
+    return await refresh_if_due(
         conn, catalog=catalog, balance=await lock_balance(conn, customer=customer), now=now
     )
 
