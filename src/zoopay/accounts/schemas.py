@@ -101,14 +101,9 @@ class OrgMember(BaseModel):
 
     @classmethod
     def of(cls, membership: Membership, user: User) -> "OrgMember":
+        # Dates and role are the membership's; only email, id and name are the user's.
         return cls(
-            created_at=membership.created_at,
-            email=user.email,
-            id=user.id,
-            image="",
-            name=user.name,
-            role=membership.role,
-            updated_at=membership.updated_at,
+            **same_named(membership, cls), email=user.email, id=user.id, image="", name=user.name
         )
 
     @classmethod
@@ -116,14 +111,7 @@ class OrgMember(BaseModel):
         """What POST /org/members answers: the invitation, in the shape the SDK accepts. Built
         only from what the admin sent and the invitation itself, so that it reads the same
         whether or not a user has the email address."""
-        return cls(
-            created_at=invitation.created_at,
-            email=invitation.email,
-            id=invitation.id,
-            image="",
-            role=invitation.role,
-            updated_at=invitation.updated_at,
-        )
+        return cls(**same_named(invitation, cls), image="")
 
 
 class UpdateMemberToOrgBody(WireModel):

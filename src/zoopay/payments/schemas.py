@@ -13,6 +13,7 @@ from zoopay.payments.tax import COUNTRY_CODES
 from zoopay.payments.thresholds import ADMIN_BOUNDS, CUSTOMER_BOUNDS, DEFAULT_MICROS, Bounds
 from zoopay.payments.thresholds import UsageThreshold as UsageThresholdRecord
 from zoopay.processors.base import Card
+from zoopay.records import same_named
 from zoopay.wire import StoredWireModel, WireModel
 
 CountryCode = enum.StrEnum(  # type: ignore[misc]
@@ -44,14 +45,7 @@ class AddressDetails(StoredWireModel):
 
     @classmethod
     def of(cls, address: Address) -> Self:
-        return cls(
-            city=address.city,
-            country=address.country,
-            state=address.state,
-            street1=address.street1,
-            street2=address.street2,
-            zip=address.zip,
-        )
+        return cls(**same_named(address, cls))
 
 
 class BillingInfo(StoredWireModel):
@@ -146,19 +140,9 @@ class PaymentMethod(WireModel):
     @classmethod
     def of(cls, card: Card) -> Self:
         return cls(
+            **same_named(card, cls),
             billing_info=BillingInfo(address=None, name=None, phone=""),
-            card=CardDetails(
-                brand=card.brand,
-                checks=PaymentMethodCardChecks(),
-                country=card.country,
-                exp_month=card.exp_month,
-                exp_year=card.exp_year,
-                fingerprint=card.fingerprint,
-                funding=card.funding,
-                last4=card.last4,
-            ),
-            created_at=card.created_at,
-            id=card.id,
+            card=CardDetails(**same_named(card, CardDetails), checks=PaymentMethodCardChecks()),
             metadata={},
             type=PaymentMethodType.CARD,
         )
