@@ -149,13 +149,27 @@ def _bound(endpoint: Endpoint, values: Mapping[str, object]) -> Endpoint:
 _ORG_DOC = "\n\nOrg admin: "
 
 
+@dataclass(frozen=True)
+class Twins:
+    """Where a user's route and its org twin differ: what their shared body's parameter `name`
+    is given, by the dependency `user` in the one and `org` in the other."""
+
+    name: str
+    user: object
+    org: object
+
+
+# Whose money: the caller's own, and their org's for its admins.
+CUSTOMERS = Twins("customer", UserCustomer, OrgCustomer)
+
+
 def for_user_and_org(
-    router: APIRouter, route: str, **options: Any
+    router: APIRouter, route: str, twins: Twins = CUSTOMERS, **options: Any
 ) -> Callable[[Endpoint], Endpoint]:
     """Registers the body as `route` ("METHOD /{who}/...") for a user and, the same, for an
-    org's admins, its `customer` parameter theirs: each operation named as the body with `who`
-    replaced by user or org, and described by its part of the docstring (the org's is the
-    paragraph from "Org admin:")."""
+    org's admins, its `twins.name` parameter (by default `customer`, whose money) theirs: each
+    operation named as the body with `who` replaced by user or org, and described by its part
+    of the docstring (the org's is the paragraph from "Org admin:")."""
     method, path = route.split(" ")
 
     def register(endpoint: Endpoint) -> Endpoint:
@@ -165,8 +179,8 @@ def for_user_and_org(
             method,
             path,
             endpoint.__name__.replace("who", "{who}"),
-            Variant("user", user_doc, annotations={"customer": UserCustomer}),
-            Variant("org", "Org admin: " + org_doc, annotations={"customer": OrgCustomer}),
+            Variant("user", user_doc, annotations={twins.name: twins.user}),
+            Variant("org", "Org admin: " + org_doc, annotations={twins.name: twins.org}),
             **options,
         )(endpoint)
 

@@ -1,3 +1,4 @@
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated
@@ -5,7 +6,6 @@ from typing import Annotated
 from fastapi import Depends, Request
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from zoopay.accounts.service import Membership
 from zoopay.api.deps import (
     AnyOrg,
     AnyUser,
@@ -19,7 +19,7 @@ from zoopay.api.deps import (
     StaffUser,
 )
 from zoopay.api.openapi import errors
-from zoopay.api.routing import json_router
+from zoopay.api.routing import Endpoint, Twins, for_user_and_org, json_router
 from zoopay.billing.upgrades import change_plan_paid
 from zoopay.catalog.schemas import (
     EnterpriseSubscriptionTierPrice,
@@ -68,6 +68,35 @@ def _org_tier(body: ZooProductSubscriptionsOrgRequest) -> TierName:
 
 
 @dataclass(frozen=True)
+class PlanRequest:
+    """A customer's own plan change as asked: whose plan, to which tier (kittycad's null tier
+    is the default of the customer's kind), and who asks."""
+
+    customer: Customer
+    tier: TierName
+    pay_annually: bool | None
+    actor: str
+
+
+async def user_plan_request(
+    body: ZooProductSubscriptionsUserRequest, user: CurrentUser
+) -> PlanRequest:
+    return PlanRequest(user.customer, _user_tier(body), body.pay_annually, user.id)
+
+
+async def org_plan_request(body: ZooProductSubscriptionsOrgRequest, admin: OrgAdmin) -> PlanRequest:
+    return PlanRequest(admin.org, _org_tier(body), body.pay_annually, admin.user_id)
+
+
+# A user asks for their own plan, an org's admin for the org's, each in kittycad's body.
+PLAN_REQUESTS = Twins(
+    "asked",
+    Annotated[PlanRequest, Depends(user_plan_request)],
+    Annotated[PlanRequest, Depends(org_plan_request)],
+)
+
+
+@dataclass(frozen=True)
 class PlanDesk:
     """What a customer's own plan change works with. No request transaction is held: an
     upgrade is charged first (zoopay.billing.upgrades), and the processor is called between
@@ -78,51 +107,21 @@ class PlanDesk:
     catalog: Catalog
     now: datetime
 
-    async def subscribe(
-        self,
-        customer: Customer,
-        *,
-        tier: TierName,
-        pay_annually: bool | None,
-        actor: str,
-        create_only: bool,
-    ) -> ZooProductSubscriptions:
+    async def subscribe(self, asked: PlanRequest, *, create_only: bool) -> ZooProductSubscriptions:
         await change_plan_paid(
             self.engine,
             catalog=self.catalog,
             processor=self.request.app.state.processor,
             terms=self.request.app.state.change_terms,
-            customer=customer,
-            tier=tier,
-            pay_annually=pay_annually,
-            actor=actor,
+            customer=asked.customer,
+            tier=asked.tier,
+            pay_annually=asked.pay_annually,
+            actor=asked.actor,
             now=self.now,
             create_only=create_only,
         )
         async with reading(self.engine) as conn:
-            return await plan_of(conn, catalog=self.catalog, customer=customer)
-
-    async def subscribe_user(
-        self, user: Customer, body: ZooProductSubscriptionsUserRequest, *, create: bool
-    ) -> ZooProductSubscriptions:
-        return await self.subscribe(
-            user,
-            tier=_user_tier(body),
-            pay_annually=body.pay_annually,
-            actor=user.id,
-            create_only=create,
-        )
-
-    async def subscribe_org(
-        self, admin: Membership, body: ZooProductSubscriptionsOrgRequest, *, create: bool
-    ) -> ZooProductSubscriptions:
-        return await self.subscribe(
-            admin.org,
-            tier=_org_tier(body),
-            pay_annually=body.pay_annually,
-            actor=admin.user_id,
-            create_only=create,
-        )
+            return await plan_of(conn, catalog=self.catalog, customer=asked.customer)
 
 
 async def plan_desk(request: Request, engine: Engine, catalog: CatalogDep, now: Now) -> PlanDesk:
@@ -132,36 +131,24 @@ async def plan_desk(request: Request, engine: Engine, catalog: CatalogDep, now: 
 Plans = Annotated[PlanDesk, Depends(plan_desk)]
 
 
+def _plan_change(route: str) -> Callable[[Endpoint], Endpoint]:
+    """A change of a user's own plan and, the same, of an org's by its admin: the answer is
+    the plan after the change; 402 when an upgrade's charge fails, 409 on a conflicting one."""
+    return for_user_and_org(
+        router,
+        route,
+        PLAN_REQUESTS,
+        response_model=ZooProductSubscriptions,
+        responses=errors(402, 409),
+    )
+
+
 @router.get("/user/payment/subscriptions", response_model=ZooProductSubscriptions)
 async def get_user_subscription(
     user: CurrentUser, conn: Conn, catalog: CatalogDep
 ) -> ZooProductSubscriptions:
     """The caller's plan."""
     return await plan_of(conn, catalog=catalog, customer=user.customer)
-
-
-@router.post(
-    "/user/payment/subscriptions",
-    response_model=ZooProductSubscriptions,
-    responses=errors(402, 409),
-)
-async def create_user_subscription(
-    body: ZooProductSubscriptionsUserRequest, user: CurrentUser, plans: Plans
-) -> ZooProductSubscriptions:
-    """Subscribe the caller; 409 if they already have a paid plan."""
-    return await plans.subscribe_user(user.customer, body, create=True)
-
-
-@router.put(
-    "/user/payment/subscriptions",
-    response_model=ZooProductSubscriptions,
-    responses=errors(402, 409),
-)
-async def update_user_subscription(
-    body: ZooProductSubscriptionsUserRequest, user: CurrentUser, plans: Plans
-) -> ZooProductSubscriptions:
-    """Change the caller's plan, effective at once."""
-    return await plans.subscribe_user(user.customer, body, create=False)
 
 
 @router.get(
@@ -175,28 +162,20 @@ async def get_org_subscription(
     return await plan_of(conn, catalog=catalog, customer=org)
 
 
-@router.post(
-    "/org/payment/subscriptions",
-    response_model=ZooProductSubscriptions,
-    responses=errors(402, 409),
-)
-async def create_org_subscription(
-    body: ZooProductSubscriptionsOrgRequest, admin: OrgAdmin, plans: Plans
-) -> ZooProductSubscriptions:
-    """Org admin: subscribe the org; 409 if it already has a paid plan."""
-    return await plans.subscribe_org(admin, body, create=True)
+@_plan_change("POST /{who}/payment/subscriptions")
+async def create_who_subscription(asked: PlanRequest, plans: Plans) -> ZooProductSubscriptions:
+    """Subscribe the caller; 409 if they already have a paid plan.
+
+    Org admin: subscribe the org; 409 if it already has a paid plan."""
+    return await plans.subscribe(asked, create_only=True)
 
 
-@router.put(
-    "/org/payment/subscriptions",
-    response_model=ZooProductSubscriptions,
-    responses=errors(402, 409),
-)
-async def update_org_subscription(
-    body: ZooProductSubscriptionsOrgRequest, admin: OrgAdmin, plans: Plans
-) -> ZooProductSubscriptions:
-    """Org admin: create or change the org's plan, effective at once."""
-    return await plans.subscribe_org(admin, body, create=False)
+@_plan_change("PUT /{who}/payment/subscriptions")
+async def update_who_subscription(asked: PlanRequest, plans: Plans) -> ZooProductSubscriptions:
+    """Change the caller's plan, effective at once.
+
+    Org admin: create or change the org's plan, effective at once."""
+    return await plans.subscribe(asked, create_only=False)
 
 
 @users_router.put(
