@@ -9,12 +9,13 @@ from datetime import UTC, datetime
 from typing import Annotated, Any, TypeVar
 
 import typer
+from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from zoopay.accounts import service as accounts
 from zoopay.billing import run as billing
 from zoopay.catalog.service import Catalog, CatalogError, load_catalog
-from zoopay.config import HttpServer, ProcessorKind, get_settings
+from zoopay.config import HttpServer, ProcessorKind, Settings, get_settings
 from zoopay.db import migrate
 from zoopay.db.engine import Timeouts, create_engine, transaction
 from zoopay.errors import BadRequest, ZoopayError
@@ -45,9 +46,21 @@ REFRESH_CHUNK = 1000
 COMMAND_TIMEOUTS = Timeouts(connect=30, statement=30, pool=30, sqlite_lock=30)
 
 
+def _settings() -> Settings:
+    """The ZOOPAY_* settings; a wrong one exits 2 naming the variable and what it must be, never
+    its value (it may be a secret), nor a traceback."""
+    try:
+        return get_settings()
+    except ValidationError as exc:
+        for error in exc.errors():
+            where = f"ZOOPAY_{str(error['loc'][0]).upper()}: " if error["loc"] else ""
+            typer.echo(f"error: {where}{error['msg']}", err=True)
+        raise typer.Exit(2) from None
+
+
 def _catalog() -> Catalog:
     try:
-        return load_catalog(get_settings().catalog)
+        return load_catalog(_settings().catalog)
     except CatalogError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
@@ -76,7 +89,7 @@ def _collect_as_a_batch() -> None:
 def _run_with_engine(work: Callable[[AsyncEngine, datetime], Awaitable[T]]) -> T:
     async def main() -> T:
         # An operator's command may wait for a busy database longer than a request should.
-        engine = create_engine(get_settings().database_url, timeouts=COMMAND_TIMEOUTS)
+        engine = create_engine(_settings().database_url, timeouts=COMMAND_TIMEOUTS)
         try:
             return await work(engine, datetime.now(UTC))
         finally:
@@ -96,7 +109,7 @@ def _print(data: dict[str, Any]) -> None:
 @db_app.command("upgrade")
 def db_upgrade() -> None:
     """Bring the database to the newest schema."""
-    migrate.upgrade(get_settings().database_url)
+    migrate.upgrade(_settings().database_url)
     _print({"upgraded": True})
 
 
@@ -199,7 +212,7 @@ def console_link(email: Annotated[str, typer.Argument(help="The user to sign in"
     from zoopay.console.routes import link_url
     from zoopay.console.service import create_link
 
-    settings = get_settings()
+    settings = _settings()
     base = settings.public_url or f"http://{settings.host}:{settings.port}"
 
     async def work(conn: AsyncConnection, now: datetime) -> dict[str, Any]:
@@ -268,7 +281,7 @@ def billing_run(
     Idempotent: a second run (or a rerun after a crash) bills nobody twice."""
     catalog = _catalog()
 
-    settings = get_settings()
+    settings = _settings()
     terms = billing.BillingTerms(
         dunning_days=settings.dunning_days,
         tax_rates=settings.tax_rates,
@@ -371,7 +384,7 @@ def serve(
     ] = None,
 ) -> None:
     """Serve the API; on the first start, create a staff user and print its token once."""
-    settings = get_settings()
+    settings = _settings()
     _bootstrap_staff(_catalog(), settings.bootstrap_staff_email)
     address, number = host or settings.host, port or settings.port
     processes = workers or settings.workers

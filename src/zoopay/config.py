@@ -3,7 +3,7 @@ import json
 from decimal import Decimal
 from functools import lru_cache
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, field_validator, model_validator
@@ -43,7 +43,9 @@ class Settings(BaseSettings):
     # The staff account created, with a printed token, on the first start.
     bootstrap_staff_email: str = "staff@zoopay.local"
     max_body_bytes: int = 1024 * 1024
-    log_level: str = "info"
+    # The levels both servers (uvicorn, granian) take: another is refused at start-up, not
+    # left to crash the server as it configures its logging.
+    log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
     access_log: bool = False
     workers: int = 1
     server: HttpServer = HttpServer.UVICORN
