@@ -47,7 +47,7 @@ from tests.support.books import money_problems
 from tests.support.processor import AUTHENTICATES, DECLINES, VISA
 from zoopay.app import create_app
 from zoopay.billing.run import BillingTerms, run_billing
-from zoopay.billing.upgrades import ChangeTerms, change_plan_paid
+from zoopay.billing.upgrades import ChangeTerms, PlanChange, change_plan_paid
 from zoopay.catalog.schemas import OptionFlat, PlanInterval, TierName
 from zoopay.catalog.service import Catalog
 from zoopay.config import Settings
@@ -177,10 +177,7 @@ class MoneyMachine(RuleBasedStateMachine):
                     catalog=self.h.catalog,
                     processor=self.h.processor,
                     terms=self.h.changes,
-                    customer=payer.customer,
-                    tier=tier,
-                    pay_annually=annually,
-                    actor=payer.payer.id,
+                    change=PlanChange(payer.customer, tier, annually, payer.payer.id),
                     now=self.h.clock.now,
                     create_only=False,
                 )

@@ -71,10 +71,7 @@ async def main():
         catalog=load_catalog(),
         processor=EmbeddedProcessor(engine, lambda: moment),
         terms=upgrades.ChangeTerms(tax_rates={}, invoice_prefix="ZP"),
-        customer=Customer("user", user_id),
-        tier=TierName.PRO,
-        pay_annually=None,
-        actor=user_id,
+        change=upgrades.PlanChange(Customer("user", user_id), TierName.PRO, None, user_id),
         now=moment,
         create_only=False,
     )

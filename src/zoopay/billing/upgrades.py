@@ -278,16 +278,24 @@ async def _unpaid_fees(conn: AsyncConnection, customer: Customer) -> list[tuple[
     return [(invoice_id, micros) for invoice_id, micros in owed if micros > 0]
 
 
+@dataclass(frozen=True)
+class PlanChange:
+    """A customer's own plan change as asked: whose plan, to which tier, billed yearly or not
+    (None: as it is), and who asks."""
+
+    customer: Customer
+    tier: TierName
+    pay_annually: bool | None
+    actor: str
+
+
 async def change_plan_paid(
     engine: AsyncEngine,
     *,
     catalog: Catalog,
     processor: PaymentProcessor,
     terms: ChangeTerms,
-    customer: Customer,
-    tier: TierName,
-    pay_annually: bool | None,
-    actor: str,
+    change: PlanChange,
     now: datetime,
     create_only: bool,
 ) -> None:
@@ -297,17 +305,11 @@ async def change_plan_paid(
     most) and is then priced from where that one left the plan: concurrent changes serialize,
     and only a payment that stays in progress longer makes it a 409 (one a crash left is
     settled here once it is stale, so the customer can change again)."""
-    await repair_plan_change_payments(engine, processor, now=now, customer=customer)
+    await repair_plan_change_payments(engine, processor, now=now, customer=change.customer)
     for delay in _WAITS:
         try:
             return await _change_plan_paid(
-                engine,
-                catalog,
-                processor,
-                terms,
-                _Change(tier, pay_annually, actor, create_only),
-                customer=customer,
-                now=now,
+                engine, catalog, processor, terms, change, create_only=create_only, now=now
             )
         except _InProgress:
             await asyncio.sleep(delay)
@@ -322,27 +324,17 @@ class _InProgress(Exception):
 _WAITS = [0.01, 0.02, 0.05, 0.1, 0.2] + [0.5] * 9
 
 
-@dataclass(frozen=True)
-class _Change:
-    """The change a customer asked for."""
-
-    tier: TierName
-    pay_annually: bool | None
-    actor: str
-    create_only: bool
-
-
 async def _change_plan_paid(
     engine: AsyncEngine,
     catalog: Catalog,
     processor: PaymentProcessor,
     terms: ChangeTerms,
-    change: _Change,
+    change: PlanChange,
     *,
-    customer: Customer,
+    create_only: bool,
     now: datetime,
 ) -> None:
-    tier, pay_annually = change.tier, change.pay_annually
+    customer, tier, pay_annually = change.customer, change.tier, change.pay_annually
 
     async def apply_change(conn: AsyncConnection) -> None:
         await change_plan(
@@ -353,7 +345,7 @@ async def _change_plan_paid(
             pay_annually=pay_annually,
             actor=change.actor,
             now=now,
-            create_only=change.create_only,
+            create_only=create_only,
         )
 
     async with transaction(engine) as conn:

@@ -52,7 +52,7 @@ from zoopay.api.routing import json_router
 from zoopay.billing.routes import current_statement
 from zoopay.billing.schemas import CustomerBalance
 from zoopay.billing.service import set_balance
-from zoopay.billing.upgrades import change_plan_paid, quote
+from zoopay.billing.upgrades import PlanChange, change_plan_paid, quote
 from zoopay.catalog.schemas import (
     EnterpriseSubscriptionTierPrice,
     OptionFlat,
@@ -496,10 +496,7 @@ async def plan_change(request: Request, kind: Kind) -> Response:
         catalog=catalog,
         processor=processor_of(request),
         terms=request.app.state.change_terms,
-        customer=account.customer,
-        tier=TierName(plan.name),
-        pay_annually=None,
-        actor=user.id,
+        change=PlanChange(account.customer, TierName(plan.name), None, user.id),
         now=now_of(request),
         create_only=False,
     )

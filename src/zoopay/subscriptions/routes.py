@@ -20,7 +20,7 @@ from zoopay.api.deps import (
 )
 from zoopay.api.openapi import errors
 from zoopay.api.routing import Endpoint, Twins, for_user_and_org, json_router
-from zoopay.billing.upgrades import change_plan_paid
+from zoopay.billing.upgrades import PlanChange, change_plan_paid
 from zoopay.catalog.schemas import (
     EnterpriseSubscriptionTierPrice,
     IndividualTierName,
@@ -67,32 +67,21 @@ def _org_tier(body: ZooProductSubscriptionsOrgRequest) -> TierName:
     return TierName(body.modeling_app or OrganizationTierName.TEAM)
 
 
-@dataclass(frozen=True)
-class PlanRequest:
-    """A customer's own plan change as asked: whose plan, to which tier (kittycad's null tier
-    is the default of the customer's kind), and who asks."""
-
-    customer: Customer
-    tier: TierName
-    pay_annually: bool | None
-    actor: str
-
-
-async def user_plan_request(
+async def user_plan_change(
     body: ZooProductSubscriptionsUserRequest, user: CurrentUser
-) -> PlanRequest:
-    return PlanRequest(user.customer, _user_tier(body), body.pay_annually, user.id)
+) -> PlanChange:
+    return PlanChange(user.customer, _user_tier(body), body.pay_annually, user.id)
 
 
-async def org_plan_request(body: ZooProductSubscriptionsOrgRequest, admin: OrgAdmin) -> PlanRequest:
-    return PlanRequest(admin.org, _org_tier(body), body.pay_annually, admin.user_id)
+async def org_plan_change(body: ZooProductSubscriptionsOrgRequest, admin: OrgAdmin) -> PlanChange:
+    return PlanChange(admin.org, _org_tier(body), body.pay_annually, admin.user_id)
 
 
 # A user asks for their own plan, an org's admin for the org's, each in kittycad's body.
-PLAN_REQUESTS = Twins(
+PLAN_CHANGES = Twins(
     "asked",
-    Annotated[PlanRequest, Depends(user_plan_request)],
-    Annotated[PlanRequest, Depends(org_plan_request)],
+    Annotated[PlanChange, Depends(user_plan_change)],
+    Annotated[PlanChange, Depends(org_plan_change)],
 )
 
 
@@ -107,16 +96,13 @@ class PlanDesk:
     catalog: Catalog
     now: datetime
 
-    async def subscribe(self, asked: PlanRequest, *, create_only: bool) -> ZooProductSubscriptions:
+    async def subscribe(self, asked: PlanChange, *, create_only: bool) -> ZooProductSubscriptions:
         await change_plan_paid(
             self.engine,
             catalog=self.catalog,
             processor=self.request.app.state.processor,
             terms=self.request.app.state.change_terms,
-            customer=asked.customer,
-            tier=asked.tier,
-            pay_annually=asked.pay_annually,
-            actor=asked.actor,
+            change=asked,
             now=self.now,
             create_only=create_only,
         )
@@ -137,7 +123,7 @@ def _plan_change(route: str) -> Callable[[Endpoint], Endpoint]:
     return for_user_and_org(
         router,
         route,
-        PLAN_REQUESTS,
+        PLAN_CHANGES,
         response_model=ZooProductSubscriptions,
         responses=errors(402, 409),
     )
@@ -163,7 +149,7 @@ async def get_org_subscription(
 
 
 @_plan_change("POST /{who}/payment/subscriptions")
-async def create_who_subscription(asked: PlanRequest, plans: Plans) -> ZooProductSubscriptions:
+async def create_who_subscription(asked: PlanChange, plans: Plans) -> ZooProductSubscriptions:
     """Subscribe the caller; 409 if they already have a paid plan.
 
     Org admin: subscribe the org; 409 if it already has a paid plan."""
@@ -171,7 +157,7 @@ async def create_who_subscription(asked: PlanRequest, plans: Plans) -> ZooProduc
 
 
 @_plan_change("PUT /{who}/payment/subscriptions")
-async def update_who_subscription(asked: PlanRequest, plans: Plans) -> ZooProductSubscriptions:
+async def update_who_subscription(asked: PlanChange, plans: Plans) -> ZooProductSubscriptions:
     """Change the caller's plan, effective at once.
 
     Org admin: create or change the org's plan, effective at once."""
