@@ -117,9 +117,18 @@ async def test_billing_information_lifecycle(
         "Alice B",
     )
 
+    vat = {"vat_id": "DE136695976"}
+    taxed = await client.put("/user/payment/tax-id", json=vat, headers=alice.headers)
+    assert taxed.status_code == 200, taxed.text
     deleted = await client.delete("/user/payment", headers=alice.headers)
     assert deleted.status_code == 204 and deleted.content == b""
     assert_error(await client.get("/user/payment", headers=alice.headers), 404)
+    # Deleted means forgotten: nothing of the billing information stays in zoopay's row.
+    async with reading(engine) as conn:
+        kept = (await conn.execute(select(payment_customers))).mappings().one()
+    billing_columns = [c for c in kept if c.startswith("address_")] + ["name", "vat_id"]
+    assert {c: kept[c] for c in billing_columns} == dict.fromkeys(billing_columns)
+    assert (kept["phone"], kept["billing_info_at"]) == ("", None)
     assert_error(await client.delete("/user/payment", headers=alice.headers), 404)
     # Given again, it is the same processor customer.
     recreated = await client.post("/user/payment", json=BILLING, headers=alice.headers)
