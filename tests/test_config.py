@@ -1,17 +1,14 @@
 """The ZOOPAY_* settings: a wrong one stops every command at once, naming the variable and what
 it must be, with no traceback and never the value given (it may be a secret)."""
 
-import os
 import subprocess
 from pathlib import Path
 
 import pytest
 from pydantic import ValidationError
 
-from tests.support.cli import ZOOPAY
+from tests.support.cli import CLI_LIMIT_SECONDS, ZOOPAY, zoopay_env
 from zoopay.config import Settings
-
-CLI_LIMIT_SECONDS = 60
 
 
 def test_the_log_level_is_one_both_servers_take() -> None:
@@ -51,11 +48,9 @@ def test_a_wrong_setting_stops_the_command_before_it_does_anything(
     tmp_path: Path, variables: dict[str, str], command: list[str], said: str
 ) -> None:
     database = tmp_path / "zoopay.db"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ZOOPAY_")}
-    env |= {"ZOOPAY_DATABASE_URL": f"sqlite:///{database}", **variables}
     result = subprocess.run(
         [ZOOPAY, *command],
-        env=env,
+        env=zoopay_env(f"sqlite:///{database}", **variables),
         capture_output=True,
         text=True,
         timeout=CLI_LIMIT_SECONDS,

@@ -3,11 +3,9 @@ user of `zoopay serve`) and the org API (create, read, members and their paginat
 
 import hashlib
 import json
-import os
 import re
 import sqlite3
 import subprocess
-import sys
 import uuid
 from collections.abc import Callable
 from datetime import datetime
@@ -21,19 +19,13 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tests.conftest import Clock, Person, World
 from tests.e2e.conftest import free_port, stop, wait_until_serving
+from tests.support.cli import CLI_LIMIT_SECONDS, ZOOPAY, zoopay_env
 from tests.support.errors import assert_error
 from tests.support.http import bearer, ok
 from tests.support.reference import reference_fields
 from zoopay.db.tables import api_tokens, metadata, org_members, users
 
-ZOOPAY = Path(sys.executable).parent / "zoopay"
-CLI_LIMIT_SECONDS = 120
 TOKEN = re.compile(r"zoo_[A-Za-z0-9_-]+")
-
-
-def zoopay_env(database_url: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ZOOPAY_")}
-    return {**env, "ZOOPAY_DATABASE_URL": database_url}
 
 
 def zoopay(database_url: str, *args: str) -> subprocess.CompletedProcess[str]:

@@ -3,9 +3,7 @@ catalog from ZOOPAY_CATALOG, and catalogs refused with a clear message (also by 
 
 import copy
 import json
-import os
 import subprocess
-import sys
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -17,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tests.conftest import Clock
 from tests.support.billing import with_card
+from tests.support.cli import CLI_LIMIT_SECONDS, ZOOPAY, zoopay_env
 from tests.support.reference import reference_fields
 from zoopay.accounts import service as accounts
 from zoopay.app import create_app
@@ -25,9 +24,6 @@ from zoopay.catalog.service import DEFAULT_CATALOG, Catalog, CatalogError, load_
 from zoopay.config import Settings
 from zoopay.db.engine import transaction
 from zoopay.db.tables import users
-
-ZOOPAY = Path(sys.executable).parent / "zoopay"
-CLI_LIMIT_SECONDS = 120
 
 EXPECTED_TIERS: list[dict[str, Any]] = [
     {
@@ -325,11 +321,6 @@ def test_the_shipped_catalog_file_is_valid() -> None:
     ]
 
 
-def _cli_env(catalog: Path, database_url: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ZOOPAY_")}
-    return {**env, "ZOOPAY_CATALOG": str(catalog), "ZOOPAY_DATABASE_URL": database_url}
-
-
 async def _user_count(engine: AsyncEngine) -> int:
     async with engine.connect() as conn:
         return int((await conn.execute(select(func.count()).select_from(users))).scalar_one())
@@ -351,7 +342,7 @@ async def test_the_cli_refuses_to_start_with_an_invalid_catalog(
 
     result = subprocess.run(
         [str(ZOOPAY), *command],
-        env=_cli_env(path, database_url),
+        env=zoopay_env(database_url, ZOOPAY_CATALOG=str(path)),
         capture_output=True,
         text=True,
         timeout=CLI_LIMIT_SECONDS,
@@ -371,7 +362,7 @@ async def test_the_cli_reports_a_catalog_that_is_not_json(
     path = write_catalog(tmp_path, "not json at all")
     result = subprocess.run(
         [str(ZOOPAY), "users", "create", "cli-catalog@example.com", "--staff"],
-        env=_cli_env(path, database_url),
+        env=zoopay_env(database_url, ZOOPAY_CATALOG=str(path)),
         capture_output=True,
         text=True,
         timeout=CLI_LIMIT_SECONDS,

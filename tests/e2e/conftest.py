@@ -9,7 +9,6 @@ with the `zoopay` command after the server is up.
 
 import ctypes
 import json
-import os
 import signal
 import socket
 import subprocess
@@ -27,17 +26,11 @@ import pytest
 from kittycad import KittyCAD
 
 from tests.conftest import empty_database
+from tests.support.cli import CLI_LIMIT_SECONDS, zoopay_env
 
 BIN = Path(sys.executable).parent
 ZOOPAY = BIN / "zoopay"
 STARTUP_LIMIT_SECONDS = 60
-CLI_LIMIT_SECONDS = 120
-
-
-def zoopay_env(database_url: str) -> dict[str, str]:
-    """The environment of every `zoopay` process: the run's database and the shipped catalog."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ZOOPAY_")}
-    return {**env, "ZOOPAY_DATABASE_URL": database_url}
 
 
 @dataclass(frozen=True)

@@ -33,8 +33,8 @@ from tests.e2e.conftest import (
     free_port,
     stop,
     wait_until_serving,
-    zoopay_env,
 )
+from tests.support.cli import zoopay_env
 from tests.support.http import add_card
 from zoopay.db.tables import api_calls, balances, ledger_entries
 

@@ -26,7 +26,7 @@ from kittycad.models.user_identifier import UserIdentifier
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from tests.e2e.conftest import ZOOPAY, Account, LiveServer, People, Zoopay, zoopay_env
+from tests.e2e.conftest import ZOOPAY, Account, LiveServer, People, Zoopay
 from tests.e2e.metering_support import (
     HTTP_TIMEOUT,
     JSON,
@@ -51,6 +51,7 @@ from tests.e2e.metering_support import (
     service_token,
     set_buckets,
 )
+from tests.support.cli import zoopay_env
 from zoopay.db.engine import transaction
 from zoopay.db.tables import api_calls, ledger_entries, subscriptions
 from zoopay.subscriptions.periods import add_months, period_start

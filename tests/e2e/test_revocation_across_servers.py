@@ -22,8 +22,8 @@ from tests.e2e.conftest import (
     free_port,
     stop,
     wait_until_serving,
-    zoopay_env,
 )
+from tests.support.cli import zoopay_env
 
 DEADLINE_SECONDS = 30
 RUN = 20  # consecutive refusals, each on a new connection, that count as "refused by all"

@@ -11,7 +11,8 @@ from pathlib import Path
 
 from pypdf import PdfReader
 
-from tests.e2e.conftest import BIN, ZOOPAY, LiveServer, zoopay_env
+from tests.e2e.conftest import BIN, ZOOPAY, LiveServer
+from tests.support.cli import zoopay_env
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 WALKTHROUGH_LIMIT_SECONDS = 300

@@ -8,6 +8,15 @@ from pathlib import Path
 from typing import Any
 
 ZOOPAY = str(Path(sys.executable).with_name("zoopay"))
+# How long a command may take on a loaded machine before the test gives up on it.
+CLI_LIMIT_SECONDS = 120
+
+
+def zoopay_env(database_url: str, **settings: str) -> dict[str, str]:
+    """The environment of a `zoopay` process: none of the suite's own ZOOPAY_* variables, the
+    run's database, and `settings` (ZOOPAY_CATALOG=..., by their names)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ZOOPAY_")}
+    return {**env, "ZOOPAY_DATABASE_URL": database_url, **settings}
 
 
 def zoopay_json(database_url: str, *args: str) -> dict[str, Any]:
