@@ -71,7 +71,9 @@ async def main():
         catalog=load_catalog(),
         processor=EmbeddedProcessor(engine, lambda: moment),
         terms=upgrades.ChangeTerms(tax_rates={}, invoice_prefix="ZP"),
-        change=upgrades.PlanChange(Customer("user", user_id), TierName.PRO, None, user_id),
+        change=upgrades.PlanChange(
+            Customer("user", user_id), TierName.PRO, pay_annually=None, actor=user_id
+        ),
         now=moment,
         create_only=False,
     )

@@ -496,7 +496,7 @@ async def plan_change(request: Request, kind: Kind) -> Response:
         catalog=catalog,
         processor=processor_of(request),
         terms=request.app.state.change_terms,
-        change=PlanChange(account.customer, TierName(plan.name), None, user.id),
+        change=PlanChange(account.customer, TierName(plan.name), pay_annually=None, actor=user.id),
         now=now_of(request),
         create_only=False,
     )
