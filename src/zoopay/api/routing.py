@@ -11,7 +11,14 @@ from fastapi import Request, Response
 from fastapi.dependencies.models import Dependant
 from fastapi.routing import APIRoute, APIRouter
 
-from zoopay.api.deps import OrgCustomer, UserCustomer, authenticate_request, current_principal
+from zoopay.api.deps import (
+    AnyOrg,
+    AnyUser,
+    OrgCustomer,
+    UserCustomer,
+    authenticate_request,
+    current_principal,
+)
 from zoopay.errors import BadRequest, UnsupportedMediaType, quoted
 
 _BODY_METHODS = {"POST", "PUT", "PATCH"}
@@ -146,41 +153,44 @@ def _bound(endpoint: Endpoint, values: Mapping[str, object]) -> Endpoint:
     return handler
 
 
-_ORG_DOC = "\n\nOrg admin: "
-
-
 @dataclass(frozen=True)
 class Twins:
     """Where a user's route and its org twin differ: what their shared body's parameter `name`
-    is given, by the dependency `user` in the one and `org` in the other."""
+    is given, by the dependency `user` in the one and `org` in the other; the org's part of the
+    docstring is its paragraph that begins with `org_doc`."""
 
     name: str
     user: object
     org: object
+    org_doc: str = "Org admin: "
 
 
 # Whose money: the caller's own, and their org's for its admins.
 CUSTOMERS = Twins("customer", UserCustomer, OrgCustomer)
+# For staff: the account (a User or an Org) that the path's `{id}` names.
+ANY_ACCOUNTS = Twins("account", AnyUser, AnyOrg, org_doc="Staff: ")
 
 
 def for_user_and_org(
     router: APIRouter, route: str, twins: Twins = CUSTOMERS, **options: Any
 ) -> Callable[[Endpoint], Endpoint]:
     """Registers the body as `route` ("METHOD /{who}/...") for a user and, the same, for an
-    org's admins, its `twins.name` parameter (by default `customer`, whose money) theirs: each
-    operation named as the body with `who` replaced by user or org, and described by its part
-    of the docstring (the org's is the paragraph from "Org admin:")."""
+    org (its admins, or staff by `ANY_ACCOUNTS`), its `twins.name` parameter (by default
+    `customer`, whose money) theirs: each operation named as the body with `who` replaced by
+    user or org, and described by its part of the docstring (the org's is the paragraph from
+    `twins.org_doc`)."""
     method, path = route.split(" ")
 
     def register(endpoint: Endpoint) -> Endpoint:
-        user_doc, org_doc = inspect.cleandoc(endpoint.__doc__ or "").split(_ORG_DOC)
+        doc = inspect.cleandoc(endpoint.__doc__ or "")
+        user_doc, org_doc = doc.split("\n\n" + twins.org_doc)
         return shared_route(
             router,
             method,
             path,
             endpoint.__name__.replace("who", "{who}"),
             Variant("user", user_doc, annotations={twins.name: twins.user}),
-            Variant("org", "Org admin: " + org_doc, annotations={twins.name: twins.org}),
+            Variant("org", twins.org_doc + org_doc, annotations={twins.name: twins.org}),
             **options,
         )(endpoint)
 

@@ -1,3 +1,4 @@
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated
@@ -6,10 +7,8 @@ from fastapi import Depends, Query
 from pydantic import BeforeValidator
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from zoopay.accounts.service import User
+from zoopay.accounts.service import Org, User
 from zoopay.api.deps import (
-    AnyOrg,
-    AnyUser,
     CatalogDep,
     Conn,
     Engine,
@@ -21,7 +20,7 @@ from zoopay.api.deps import (
 )
 from zoopay.api.hotpath import HotRequest, HotRoute
 from zoopay.api.openapi import errors
-from zoopay.api.routing import json_router
+from zoopay.api.routing import ANY_ACCOUNTS, Endpoint, for_user_and_org, json_router
 from zoopay.billing.schemas import CustomerBalance, UpdatePaymentBalance
 from zoopay.billing.service import (
     BalanceStatement,
@@ -152,29 +151,28 @@ async def get_payment_balance_for_org(org: OrgReader, balances: Balances) -> Cus
     return await balances.read(org)
 
 
-@router.get("/users/{id}/payment/balance", response_model=CustomerBalance, responses=errors(404))
-async def get_payment_balance_for_any_user(user: AnyUser, balances: Balances) -> CustomerBalance:
-    """Staff: any user's balance; `id` is a user id or email address."""
-    return await balances.read(user.customer)
+def _any_balance(route: str) -> Callable[[Endpoint], Endpoint]:
+    """Staff's route for any user's balance and, the same, for any org's."""
+    return for_user_and_org(
+        router, route, ANY_ACCOUNTS, response_model=CustomerBalance, responses=errors(404)
+    )
 
 
-@router.put("/users/{id}/payment/balance", response_model=CustomerBalance, responses=errors(404))
-async def update_payment_balance_for_any_user(
-    user: AnyUser, change: BalanceChanges
+@_any_balance("GET /{who}s/{id}/payment/balance")
+async def get_payment_balance_for_any_who(
+    account: User | Org, balances: Balances
 ) -> CustomerBalance:
-    """Staff: set a user's monthly and/or stable credits to absolute amounts."""
-    return await change.apply(user.customer)
+    """Staff: any user's balance; `id` is a user id or email address.
+
+    Staff: any org's balance."""
+    return await balances.read(account.customer)
 
 
-@router.get("/orgs/{id}/payment/balance", response_model=CustomerBalance, responses=errors(404))
-async def get_payment_balance_for_any_org(org: AnyOrg, balances: Balances) -> CustomerBalance:
-    """Staff: any org's balance."""
-    return await balances.read(org.customer)
-
-
-@router.put("/orgs/{id}/payment/balance", response_model=CustomerBalance, responses=errors(404))
-async def update_payment_balance_for_any_org(
-    org: AnyOrg, change: BalanceChanges
+@_any_balance("PUT /{who}s/{id}/payment/balance")
+async def update_payment_balance_for_any_who(
+    account: User | Org, change: BalanceChanges
 ) -> CustomerBalance:
-    """Staff: set an org's monthly and/or stable credits to absolute amounts."""
-    return await change.apply(org.customer)
+    """Staff: set a user's monthly and/or stable credits to absolute amounts.
+
+    Staff: set an org's monthly and/or stable credits to absolute amounts."""
+    return await change.apply(account.customer)

@@ -4,10 +4,11 @@ from typing import Annotated
 
 from fastapi import Depends
 
-from zoopay.api.deps import AnyOrg, AnyUser, Conn, CurrentUser, OrgAdmin
+from zoopay.accounts.service import Org, User
+from zoopay.api.deps import Conn
 from zoopay.api.openapi import errors
 from zoopay.api.pagination import Limit, PageToken
-from zoopay.api.routing import json_router
+from zoopay.api.routing import ANY_ACCOUNTS, for_user_and_org, json_router
 from zoopay.errors import BadRequest
 from zoopay.ledger.schemas import LedgerEntry, LedgerEntryResultsPage
 from zoopay.ledger.service import Customer, list_entries
@@ -47,29 +48,25 @@ async def _page(conn: Conn, customer: Customer, page: EntryPage) -> LedgerEntryR
     return LedgerEntryResultsPage(items=items, next_page=next_page)
 
 
-@router.get("/user/payment/ledger", response_model=LedgerEntryResultsPage)
-async def list_ledger_for_user(user: CurrentUser, conn: Conn, page: Page) -> LedgerEntryResultsPage:
-    """The caller's ledger, newest first."""
-    return await _page(conn, user.customer, page)
+@for_user_and_org(router, "GET /{who}/payment/ledger", response_model=LedgerEntryResultsPage)
+async def list_ledger_for_who(customer: Customer, conn: Conn, page: Page) -> LedgerEntryResultsPage:
+    """The caller's ledger, newest first.
+
+    Org admin: the org's ledger, newest first."""
+    return await _page(conn, customer, page)
 
 
-@router.get("/org/payment/ledger", response_model=LedgerEntryResultsPage)
-async def list_ledger_for_org(admin: OrgAdmin, conn: Conn, page: Page) -> LedgerEntryResultsPage:
-    """Org admin: the org's ledger, newest first."""
-    return await _page(conn, admin.org, page)
-
-
-@router.get(
-    "/users/{id}/payment/ledger", response_model=LedgerEntryResultsPage, responses=errors(404)
+@for_user_and_org(
+    router,
+    "GET /{who}s/{id}/payment/ledger",
+    ANY_ACCOUNTS,
+    response_model=LedgerEntryResultsPage,
+    responses=errors(404),
 )
-async def list_ledger_for_any_user(user: AnyUser, conn: Conn, page: Page) -> LedgerEntryResultsPage:
-    """Staff: a user's ledger, newest first; `id` is a user id or email."""
-    return await _page(conn, user.customer, page)
+async def list_ledger_for_any_who(
+    account: User | Org, conn: Conn, page: Page
+) -> LedgerEntryResultsPage:
+    """Staff: a user's ledger, newest first; `id` is a user id or email.
 
-
-@router.get(
-    "/orgs/{id}/payment/ledger", response_model=LedgerEntryResultsPage, responses=errors(404)
-)
-async def list_ledger_for_any_org(org: AnyOrg, conn: Conn, page: Page) -> LedgerEntryResultsPage:
-    """Staff: an org's ledger, newest first."""
-    return await _page(conn, org.customer, page)
+    Staff: an org's ledger, newest first."""
+    return await _page(conn, account.customer, page)

@@ -19,7 +19,7 @@ from zoopay.api.errors import describe_validation
 from zoopay.api.hotpath import HotRequest, HotRoute
 from zoopay.api.openapi import errors
 from zoopay.api.pagination import Page, PageRequest, results_page
-from zoopay.api.routing import json_router
+from zoopay.api.routing import Twins, for_user_and_org, json_router
 from zoopay.db.engine import reading
 from zoopay.errors import BadRequest, Forbidden
 from zoopay.metering.batcher import CallRecorder, commit_calls
@@ -93,8 +93,10 @@ async def all_calls(staff: StaffUser, conn: Conn) -> CallScope:
     return CallScope(conn)
 
 
-UserCalls = Annotated[CallScope, Depends(user_calls)]
-OrgCalls = Annotated[CallScope, Depends(org_calls)]
+# Whose calls: the caller's own, and their org's for its admins.
+CALLS = Twins(
+    "calls", Annotated[CallScope, Depends(user_calls)], Annotated[CallScope, Depends(org_calls)]
+)
 AllCalls = Annotated[CallScope, Depends(all_calls)]
 
 
@@ -215,27 +217,25 @@ HOT_ROUTES = [
 ]
 
 
-@router.get("/user/api-calls", response_model=ApiCallWithPriceResultsPage)
-async def user_list_api_calls(calls: UserCalls, page: Page) -> ApiCallWithPriceResultsPage:
-    """The caller's API calls."""
+@for_user_and_org(router, "GET /{who}/api-calls", CALLS, response_model=ApiCallWithPriceResultsPage)
+async def who_list_api_calls(calls: CallScope, page: Page) -> ApiCallWithPriceResultsPage:
+    """The caller's API calls.
+
+    Org admin: the API calls charged to the org."""
     return await calls.page(page)
 
 
-@router.get("/user/api-calls/{id:uuid}", response_model=ApiCallWithPrice, responses=errors(404))
-async def get_api_call_for_user(id: UUID, calls: UserCalls) -> ApiCallWithPrice:
-    """One of the caller's API calls."""
-    return await calls.get(id)
+@for_user_and_org(
+    router,
+    "GET /{who}/api-calls/{id:uuid}",
+    CALLS,
+    response_model=ApiCallWithPrice,
+    responses=errors(404),
+)
+async def get_api_call_for_who(id: UUID, calls: CallScope) -> ApiCallWithPrice:
+    """One of the caller's API calls.
 
-
-@router.get("/org/api-calls", response_model=ApiCallWithPriceResultsPage)
-async def org_list_api_calls(calls: OrgCalls, page: Page) -> ApiCallWithPriceResultsPage:
-    """Org admin: the API calls charged to the org."""
-    return await calls.page(page)
-
-
-@router.get("/org/api-calls/{id:uuid}", response_model=ApiCallWithPrice, responses=errors(404))
-async def get_api_call_for_org(id: UUID, calls: OrgCalls) -> ApiCallWithPrice:
-    """Org admin: one API call charged to the org."""
+    Org admin: one API call charged to the org."""
     return await calls.get(id)
 
 
