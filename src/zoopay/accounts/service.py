@@ -21,8 +21,11 @@ from zoopay.money import format_micros
 from zoopay.subscriptions.service import end_subscription, start_free_plan
 from zoopay.wire import parse_uuid
 
-# No spaces or control characters (PostgreSQL text cannot even hold NUL).
-EMAIL_PATTERN = r"[^@\s\x00-\x1f\x7f]+@[^@\s\x00-\x1f\x7f]+"
+# No spaces or control characters (PostgreSQL text cannot even hold NUL). Spelled out, not `\s`:
+# Python's `\s` and a JSON Schema (ECMA-262) validator's are different sets, and the OpenAPI
+# document must say exactly what this accepts.
+_NOT_IN_EMAIL = r"@\x00-\x20\x7f-\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000\ufeff"
+EMAIL_PATTERN = f"[^{_NOT_IN_EMAIL}]+@[^{_NOT_IN_EMAIL}]+"
 MAX_EMAIL = 320
 _EMAIL = re.compile(f"^{EMAIL_PATTERN}$")
 
