@@ -1010,10 +1010,63 @@ async def threshold_reset(call: Call) -> None:
     )
 
 
+async def any_threshold(call: Call) -> None:
+    assert (call.body["admin_amount"], call.body["source"], call.body["version"]) == (
+        None,
+        "system_default",
+        0,
+    )
+
+
+async def any_threshold_set(call: Call) -> None:
+    assert (call.body["admin_amount"], call.body["effective_amount"], call.body["source"]) == (
+        "2.50",
+        "2.50",
+        "admin",
+    )
+    customer_id = call.response.request.url.path.split("/")[2]
+    row = await row_of(
+        call.scene.engine,
+        select(usage_thresholds).where(usage_thresholds.c.customer_id == customer_id),
+    )
+    assert row is not None
+    assert (row["admin_amount_micros"], row["customer_amount_micros"]) == (2_500_000, None)
+
+
+async def any_threshold_reset(call: Call) -> None:
+    # Removing an amount never set still counts as a change: the version moves.
+    assert (call.body["admin_amount"], call.body["source"], call.body["version"]) == (
+        None,
+        "system_default",
+        1,
+    )
+
+
 async def setup_confirmed(call: Call) -> None:
     assert call.body["card"]["last4"] == "4242" and call.body["type"] == "card"
     listed = await call.client.get("/user/payment/methods", headers=call.scene.plain.headers)
     assert [item["id"] for item in listed.json()["items"]] == [call.body["id"]]
+
+
+OWN_THRESHOLD = (threshold_default, threshold_chosen, threshold_reset)
+STAFFS_THRESHOLD = (any_threshold, any_threshold_set, any_threshold_reset)
+
+
+def threshold_endpoints(
+    whose: str,
+    expect: Mapping[str, int],
+    checks: tuple[Check, Check, Check],
+    amount: object,
+) -> list[Endpoint]:
+    """The GET, PUT (of `amount`) and DELETE of the threshold under `whose` ("/user", ...),
+    each checked by its own of `checks`."""
+    path = f"{whose}/billing/usage-collection-threshold"
+    read, chosen, reset = checks
+    return [
+        Endpoint("GET", path, expect, read),
+        Endpoint("PUT", path, expect, chosen, body={"amount": amount, "expected_version": 0}),
+        Endpoint("DELETE", path, expect, reset, params={"expected_version": "0"}),
+    ]
 
 
 ORG_ADMIN_NO_CONTENT = statuses(204, plain_user=404, staff=404, org_member=403)
@@ -1102,36 +1155,10 @@ PAYMENT_ENDPOINTS = [
         body={"vat_id": "DE136695976"},
         prepare=prepare_billing,
     ),
-    Endpoint("GET", "/user/billing/usage-collection-threshold", ANY_USER, threshold_default),
-    Endpoint(
-        "PUT",
-        "/user/billing/usage-collection-threshold",
-        ANY_USER,
-        threshold_chosen,
-        body={"amount": "20", "expected_version": 0},
-    ),
-    Endpoint(
-        "DELETE",
-        "/user/billing/usage-collection-threshold",
-        ANY_USER,
-        threshold_reset,
-        params={"expected_version": "0"},
-    ),
-    Endpoint("GET", "/org/billing/usage-collection-threshold", ORG_ADMIN, threshold_default),
-    Endpoint(
-        "PUT",
-        "/org/billing/usage-collection-threshold",
-        ORG_ADMIN,
-        threshold_chosen,
-        body={"amount": 20, "expected_version": 0},
-    ),
-    Endpoint(
-        "DELETE",
-        "/org/billing/usage-collection-threshold",
-        ORG_ADMIN,
-        threshold_reset,
-        params={"expected_version": "0"},
-    ),
+    *threshold_endpoints("/user", ANY_USER, OWN_THRESHOLD, "20"),
+    *threshold_endpoints("/org", ORG_ADMIN, OWN_THRESHOLD, 20),
+    *threshold_endpoints("/users/{target}", STAFF_ONLY, STAFFS_THRESHOLD, "2.5"),
+    *threshold_endpoints("/orgs/{org}", STAFF_ONLY, STAFFS_THRESHOLD, "2.5"),
     Endpoint(
         "POST",
         "/processor/setup-intents/confirm",
@@ -1343,7 +1370,7 @@ def test_the_matrix_covers_every_endpoint_of_the_issue() -> None:
     assert (
         len({endpoint.name for endpoint in ENDPOINTS})
         == len(ENDPOINTS)
-        == 44 + 29 + len(INVOICE_ENDPOINTS)
+        == 44 + 35 + len(INVOICE_ENDPOINTS)
     )
     for endpoint in ENDPOINTS:
         assert set(endpoint.expect) == set(PRINCIPALS), endpoint.name

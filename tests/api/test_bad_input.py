@@ -316,6 +316,22 @@ WRITES = [
         {"amount": "20", "expected_version": 0},
     ),
     (
+        "staff's user threshold",
+        "PUT",
+        "/users/{user}/billing/usage-collection-threshold",
+        "staff",
+        "user",
+        {"amount": "2", "expected_version": 0},
+    ),
+    (
+        "staff's org threshold",
+        "PUT",
+        "/orgs/{org}/billing/usage-collection-threshold",
+        "staff",
+        "org",
+        {"amount": "2", "expected_version": 0},
+    ),
+    (
         "confirm",
         "POST",
         "/processor/setup-intents/confirm",
@@ -486,11 +502,15 @@ ORG_PATHS = [
     ("PUT", "/orgs/{id}/payment/balance", {STABLE: "1"}),
     ("PUT", "/orgs/{id}/enterprise/pricing", {"type": "flat", "interval": "month", "price": 1}),
     ("POST", "/orgs/{id}/members", {"email": "{user}", "role": "member"}),
+    ("GET", "/orgs/{id}/billing/usage-collection-threshold", ABSENT),
+    ("PUT", "/orgs/{id}/billing/usage-collection-threshold", {"amount": 2, "expected_version": 0}),
 ]
 USER_PATHS = [
     ("GET", "/users/{id}/payment/balance", ABSENT),
     ("PUT", "/users/{id}/payment/balance", {STABLE: "1"}),
     ("PUT", "/users/{id}/payment/subscriptions", {"modeling_app": "pro"}),
+    ("GET", "/users/{id}/billing/usage-collection-threshold", ABSENT),
+    ("PUT", "/users/{id}/billing/usage-collection-threshold", {"amount": 2, "expected_version": 0}),
 ]
 MALFORMED_ORG_IDS = [
     "not-a-uuid",

@@ -1,6 +1,7 @@
 """The console in-process: signing in (links once, sessions that expire), CSRF, and the API's
 authorization rules on every page (another customer's ids, members and admins, staff)."""
 
+import html
 import re
 import uuid
 from datetime import timedelta
@@ -464,6 +465,64 @@ async def test_staff_find_a_customer_and_set_a_balance_with_a_reason(
     )
     assert ledger["items"][0]["note"] is None
     assert (await client.get(f"/console/staff/user/{uuid.uuid4()}")).status_code == 404
+
+
+async def test_staff_set_their_threshold_of_a_customer(
+    client: httpx.AsyncClient, world: World, engine: AsyncEngine, clock: Clock
+) -> None:
+    staff, alice = await world.user(staff=True), await world.user()
+    api = f"/users/{alice.id}/billing/usage-collection-threshold"
+    own = await client.put(
+        "/user/billing/usage-collection-threshold",
+        json={"amount": "20", "expected_version": 0},
+        headers=bearer(alice.token),
+    )
+    assert own.json()["version"] == 1
+    csrf = await sign_in(client, engine, staff, clock)
+    page = (await client.get(f"/console/staff/user/{alice.email}")).text
+    assert 'data-testid="threshold">20.00 USD' in page and "(customer;" in page
+    path = f"/console/staff/user/{alice.id}/threshold"
+
+    before = await dump(engine)
+    for form, status, says in [
+        ({"amount": "0.5", "version": "1"}, 400, "between 1.00 and 1000000.00 USD for staff"),
+        ({"amount": "5", "version": "0"}, 409, "stale"),
+        ({"amount": "5", "version": ""}, 400, "reload the page"),
+        ({"amount": "five", "version": "1"}, 400, "amount"),
+    ]:
+        refused = await client.post(path, data={"csrf": csrf, **form}, headers=FORM)
+        assert refused.status_code == status and says in html.unescape(refused.text), form
+    assert await dump(engine) == before
+
+    done = await client.post(path, data={"csrf": csrf, "amount": "5", "version": "1"}, headers=FORM)
+    assert (done.status_code, done.headers["location"]) == (303, f"/console/staff/user/{alice.id}")
+    page = (await client.get(f"/console/staff/user/{alice.id}")).text
+    assert 'data-testid="threshold">5.00 USD' in page and "(admin;" in page
+    seen = await ok(await client.get(api, headers=bearer(staff.token)))
+    assert (seen["admin_amount"], seen["customer_amount"], seen["version"]) == ("5.00", "20.00", 2)
+
+    # The customer cannot reach staff's form, signed in to the console as themselves.
+    await client.post("/console/sign-out", data={"csrf": csrf}, headers=FORM)
+    alices_csrf = await sign_in(client, engine, alice, clock)
+    before = await dump(engine)
+    mine = await client.post(
+        path, data={"csrf": alices_csrf, "amount": "", "version": "2"}, headers=FORM
+    )
+    assert mine.status_code == 403
+    assert await dump(engine) == before
+
+    await client.post("/console/sign-out", data={"csrf": alices_csrf}, headers=FORM)
+    csrf = await sign_in(client, engine, staff, clock)
+    removed = await client.post(
+        path, data={"csrf": csrf, "amount": "", "version": "2"}, headers=FORM
+    )
+    assert removed.status_code == 303
+    seen = await ok(await client.get(api, headers=bearer(staff.token)))
+    assert (seen["admin_amount"], seen["effective_amount"], seen["source"]) == (
+        None,
+        "20.00",
+        "customer",
+    )
 
 
 async def test_the_staff_overview_counts_plans_and_revenue(

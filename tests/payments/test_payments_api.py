@@ -563,6 +563,93 @@ async def test_the_usage_threshold(
         assert await effective_usage_threshold(conn, customer=customer) == 5_000_000
 
 
+async def test_staff_set_their_own_amount_for_any_user_or_org(
+    client: httpx.AsyncClient, world: World, engine: AsyncEngine
+) -> None:
+    staff, alice = await world.user(staff=True), await world.user("alice@example.test")
+    admin = await world.user()
+    org = await world.org(admin)
+    mine = (
+        await client.put(
+            THRESHOLD, json={"amount": "250.50", "expected_version": 0}, headers=alice.headers
+        )
+    ).json()
+    assert mine["version"] == 1
+    alices = f"/users/{alice.id}/billing/usage-collection-threshold"
+    by_email = f"/users/{alice.email}/billing/usage-collection-threshold"
+    assert (await client.get(by_email, headers=staff.headers)).json() == mine
+
+    chosen = await client.put(
+        alices, json={"amount": "5", "expected_version": 1}, headers=staff.headers
+    )
+    staffs = {"admin_amount": "5.00", "effective_amount": "5.00", "source": "admin"}
+    admin_view = {**mine, **staffs, "version": 2}
+    assert chosen.json() == admin_view
+    assert (await client.get(THRESHOLD, headers=alice.headers)).json() == admin_view
+    # The customer's own amount changes, and staff's still wins.
+    own = await client.put(
+        THRESHOLD, json={"amount": 300, "expected_version": 2}, headers=alice.headers
+    )
+    assert own.json() == {**admin_view, "customer_amount": "300.00", "version": 3}
+    async with reading(engine) as conn:
+        assert await effective_usage_threshold(conn, customer=alice.user.customer) == 5_000_000
+
+    before = await dump(engine)
+    for amount in ("0.99", "1000000.01"):
+        out = await client.put(
+            alices, json={"amount": amount, "expected_version": 3}, headers=staff.headers
+        )
+        assert "between 1.00 and 1000000.00 USD for staff" in assert_error(out, 400)
+    stale = await client.put(
+        alices, json={"amount": "7", "expected_version": 2}, headers=staff.headers
+    )
+    assert "stale" in assert_error(stale, 409)
+    assert_error(
+        await client.delete(alices, params={"expected_version": "2"}, headers=staff.headers), 409
+    )
+    orgs = f"/orgs/{org.id}/billing/usage-collection-threshold"
+    for who in (alice, admin):  # not staff: not even for themselves, or their own org
+        for path in (alices, orgs):
+            assert_error(await client.get(path, headers=who.headers), 403)
+            put = await client.put(
+                path, json={"amount": "2", "expected_version": 3}, headers=who.headers
+            )
+            assert_error(put, 403)
+            gone = await client.delete(path, params={"expected_version": 3}, headers=who.headers)
+            assert_error(gone, 403)
+    nobody = "00000000-0000-4000-8000-000000000000"
+    for path in (
+        f"/users/{nobody}/billing/usage-collection-threshold",
+        orgs.replace(org.id, nobody),
+    ):
+        assert_error(await client.get(path, headers=staff.headers), 404)
+        put = await client.put(
+            path, json={"amount": "2", "expected_version": 0}, headers=staff.headers
+        )
+        assert_error(put, 404)
+    assert await dump(engine) == before
+
+    reset = await client.delete(alices, params={"expected_version": 3}, headers=staff.headers)
+    customers = {"customer_amount": "300.00", "effective_amount": "300.00", "source": "customer"}
+    assert reset.json() == {**admin_view, **customers, "admin_amount": None, "version": 4}
+
+    # An org, the same: its admin sees staff's amount; removing it leaves the default.
+    orgs_view = await client.put(
+        orgs, json={"amount": 1_000_000, "expected_version": 0}, headers=staff.headers
+    )
+    staffs = {"admin_amount": "1000000.00", "effective_amount": "1000000.00", "source": "admin"}
+    org_admin_view = {**DEFAULT_VIEW, **staffs, "version": 1}
+    assert orgs_view.json() == org_admin_view
+    seen = await client.get("/org/billing/usage-collection-threshold", headers=admin.headers)
+    assert seen.json() == org_admin_view
+    async with reading(engine) as conn:
+        assert await effective_usage_threshold(conn, customer=org.customer) == 10**12
+    removed = await client.delete(orgs, params={"expected_version": 1}, headers=staff.headers)
+    assert removed.json() == {**DEFAULT_VIEW, "version": 2}
+    # Alice's threshold is hers alone: the org's changes left it where it was.
+    assert (await client.get(THRESHOLD, headers=alice.headers)).json()["version"] == 4
+
+
 # -- orgs: admins do what a user does for themselves; members may not
 
 

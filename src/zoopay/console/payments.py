@@ -1,6 +1,6 @@
 """The console's billing page: payment methods, billing information, tax status, the
 usage-collection threshold. The API's payment services and rules: a user's own; an org's for
-its admins.
+its admins; staff's own amount of any customer's threshold.
 
 Adding a card: a setup intent, then its confirmation with the card. On the embedded processor
 zoopay's own form confirms it (Stripe's test tokens); on stripe, Stripe Elements does, in the
@@ -16,10 +16,11 @@ from urllib.parse import urlencode
 from fastapi import APIRouter, Path, Request, Response
 from pydantic import ValidationError
 
+from zoopay.accounts.service import MAX_EMAIL
 from zoopay.api.deps import engine_of, processor_of
 from zoopay.api.errors import describe_validation
 from zoopay.console import service as console
-from zoopay.console.routes import AccountKind, Kind, paying_account, paying_customer
+from zoopay.console.routes import AccountKind, Kind, paying_account, paying_customer, staff_form
 from zoopay.console.web import (
     ConsoleRoute,
     checked_form,
@@ -258,9 +259,8 @@ async def tax_id_save(request: Request, kind: Kind) -> Response:
     return redirect(done)
 
 
-@router.post("/{kind}/billing/threshold")
-async def threshold_save(request: Request, kind: Kind) -> Response:
-    form, customer, done = await _billing_form(request, kind)
+def _threshold_change(form: dict[str, str]) -> tuple[int | None, int]:
+    """A threshold form's amount (blank: none) and the version its page showed."""
     text = form.get("amount", "").strip()
     try:
         amount = to_micros(parse_dollars(text)) if text else None
@@ -269,13 +269,37 @@ async def threshold_save(request: Request, kind: Kind) -> Response:
     version = form.get("version", "")
     if not version.isdigit() or len(version) > 10:
         raise BadRequest("the form is stale: reload the page")
+    return amount, int(version)
+
+
+async def _set_threshold(
+    request: Request, customer: Customer, form: dict[str, str], authority: thresholds.Authority
+) -> None:
+    amount, version = _threshold_change(form)
     async with transaction(engine_of(request)) as conn:
         await thresholds.set_threshold(
             conn,
-            authority=thresholds.CUSTOMER_AUTHORITY,
+            authority=authority,
             customer=customer,
             amount_micros=amount,
-            expected_version=int(version),
+            expected_version=version,
             now=now_of(request),
         )
+
+
+@router.post("/{kind}/billing/threshold")
+async def threshold_save(request: Request, kind: Kind) -> Response:
+    form, customer, done = await _billing_form(request, kind)
+    await _set_threshold(request, customer, form, thresholds.CUSTOMER_AUTHORITY)
     return redirect(done)
+
+
+@router.post("/staff/{kind}/{customer_id}/threshold")
+async def staff_threshold_save(
+    request: Request, kind: Kind, customer_id: Annotated[str, Path(max_length=MAX_EMAIL)]
+) -> Response:
+    """Staff: their own amount of a customer's threshold (blank: removed), as PUT and DELETE
+    /users/{id}/billing/usage-collection-threshold."""
+    _staff, form, customer = await staff_form(request, kind, customer_id)
+    await _set_threshold(request, customer, form, thresholds.ADMIN_AUTHORITY)
+    return redirect(f"/console/staff/{kind}/{customer.id}")

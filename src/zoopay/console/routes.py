@@ -80,6 +80,8 @@ from zoopay.invoicing.service import InvoiceStatus, list_invoices
 from zoopay.ledger.service import Balance, Customer, list_entries
 from zoopay.metering.service import list_calls
 from zoopay.money import InvalidAmount, from_micros, parse_dollars, to_micros
+from zoopay.payments.schemas import AggregateUsageCollectionThresholdView
+from zoopay.payments.thresholds import usage_threshold
 from zoopay.subscriptions.periods import add_months, period_start
 from zoopay.subscriptions.service import (
     change_plan,
@@ -729,6 +731,7 @@ async def staff_customer(
         invoices = await list_invoices(conn, customer=customer, limit=100)
         name = await _customer_name(conn, customer)
         actors = await service.actor_emails(conn, actors={entry.actor for entry in entries})
+        threshold = await usage_threshold(conn, customer=customer)
     return render(
         request,
         who,
@@ -746,6 +749,7 @@ async def staff_customer(
         invoices=[(invoice, uuid.uuid4().hex) for invoice in invoices],
         paid=InvoiceStatus.PAID,
         plans=_offered(catalog, kind),
+        threshold=AggregateUsageCollectionThresholdView.of(threshold),
     )
 
 

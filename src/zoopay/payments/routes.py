@@ -1,5 +1,6 @@
 """Billing information, payment methods, tax readiness and the usage threshold, for a user
-(`/user/...`) and, identically, for an org's admins (`/org/...`)."""
+(`/user/...`) and, identically, for an org's admins (`/org/...`); and staff's own amount of the
+usage threshold for any user or org (`/users/{id}/...`, `/orgs/{id}/...`)."""
 
 import base64
 from collections.abc import Callable
@@ -10,11 +11,11 @@ from fastapi import Path, Query, Response
 from fastapi.responses import RedirectResponse
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from zoopay.accounts.service import User
+from zoopay.accounts.service import Org, User
 from zoopay.api.deps import Conn, CurrentUser, Engine, Now, Processor
 from zoopay.api.openapi import errors
 from zoopay.api.pagination import MAX_PAGE
-from zoopay.api.routing import Endpoint, for_user_and_org, json_router
+from zoopay.api.routing import ANY_ACCOUNTS, Endpoint, for_user_and_org, json_router
 from zoopay.console import service as console
 from zoopay.db.engine import transaction
 from zoopay.errors import BadRequest
@@ -342,10 +343,11 @@ async def _set_threshold(
     amount_micros: int | None,
     expected_version: int,
     now: datetime,
+    authority: thresholds.Authority = thresholds.CUSTOMER_AUTHORITY,
 ) -> AggregateUsageCollectionThresholdView:
     record = await thresholds.set_threshold(
         conn,
-        authority=thresholds.CUSTOMER_AUTHORITY,
+        authority=authority,
         customer=customer,
         amount_micros=amount_micros,
         expected_version=expected_version,
@@ -396,3 +398,54 @@ async def reset_who_usage_collection_threshold(
 
     Org admin: the org's threshold back to the default; 409 on a stale version."""
     return await _set_threshold(conn, customer, None, expected_version, now)
+
+
+def _any_threshold(route: str, *conflicts: int) -> Callable[[Endpoint], Endpoint]:
+    """Staff's route for any user's threshold and, the same, for any org's (an extension)."""
+    return for_user_and_org(
+        router,
+        route,
+        ANY_ACCOUNTS,
+        response_model=AggregateUsageCollectionThresholdView,
+        responses=errors(404, *conflicts),
+    )
+
+
+@_any_threshold("GET /{who}s/{id}/billing/usage-collection-threshold")
+async def get_usage_collection_threshold_for_any_who(
+    account: User | Org, conn: Conn
+) -> AggregateUsageCollectionThresholdView:
+    """Staff: a user's threshold; `id` is a user id or email address. A zoopay extension.
+
+    Staff: an org's threshold. A zoopay extension."""
+    record = await thresholds.usage_threshold(conn, customer=account.customer)
+    return AggregateUsageCollectionThresholdView.of(record)
+
+
+@_any_threshold("PUT /{who}s/{id}/billing/usage-collection-threshold", 409)
+async def set_usage_collection_threshold_for_any_who(
+    account: User | Org, body: AggregateUsageCollectionThresholdSet, conn: Conn, now: Now
+) -> AggregateUsageCollectionThresholdView:
+    """Staff: set the user's `admin_amount`, within `admin_bounds` (400 outside them), which wins
+    over the user's own; 409 if `expected_version` is not the current version. A zoopay
+    extension.
+
+    Staff: set the org's `admin_amount` (400 outside `admin_bounds`, 409 on a stale version).
+    A zoopay extension."""
+    amount = to_micros(body.amount)
+    return await _set_threshold(
+        conn, account.customer, amount, body.expected_version, now, thresholds.ADMIN_AUTHORITY
+    )
+
+
+@_any_threshold("DELETE /{who}s/{id}/billing/usage-collection-threshold", 409)
+async def reset_usage_collection_threshold_for_any_who(
+    account: User | Org, conn: Conn, now: Now, expected_version: ExpectedVersion
+) -> AggregateUsageCollectionThresholdView:
+    """Staff: remove the user's `admin_amount` (their own amount, or the default, applies
+    again); 409 on a stale version. A zoopay extension.
+
+    Staff: remove the org's `admin_amount`; 409 on a stale version. A zoopay extension."""
+    return await _set_threshold(
+        conn, account.customer, None, expected_version, now, thresholds.ADMIN_AUTHORITY
+    )
