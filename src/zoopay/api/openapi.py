@@ -44,6 +44,9 @@ _DEPENDENCY_ERRORS: dict[Callable[..., Any], set[int]] = {
     deps.org_membership: {404},
     deps.org_reader: {403, 404},
     deps.org_admin: {403},
+    # Staff's lookup of the user or org a path names.
+    deps.any_user: {404},
+    deps.any_org: {404},
 }
 
 

@@ -19,7 +19,6 @@ from zoopay.api.deps import (
     strict_flag,
 )
 from zoopay.api.hotpath import HotRequest, HotRoute
-from zoopay.api.openapi import errors
 from zoopay.api.routing import ANY_ACCOUNTS, Endpoint, for_user_and_org, json_router
 from zoopay.billing.schemas import CustomerBalance, UpdatePaymentBalance
 from zoopay.billing.service import (
@@ -153,9 +152,7 @@ async def get_payment_balance_for_org(org: OrgReader, balances: Balances) -> Cus
 
 def _any_balance(route: str) -> Callable[[Endpoint], Endpoint]:
     """Staff's route for any user's balance and, the same, for any org's."""
-    return for_user_and_org(
-        router, route, ANY_ACCOUNTS, response_model=CustomerBalance, responses=errors(404)
-    )
+    return for_user_and_org(router, route, ANY_ACCOUNTS, response_model=CustomerBalance)
 
 
 @_any_balance("GET /{who}s/{id}/payment/balance")

@@ -6,7 +6,6 @@ from fastapi import Depends
 
 from zoopay.accounts.service import Org, User
 from zoopay.api.deps import Conn
-from zoopay.api.openapi import errors
 from zoopay.api.pagination import Limit, PageToken
 from zoopay.api.routing import ANY_ACCOUNTS, for_user_and_org, json_router
 from zoopay.errors import BadRequest
@@ -61,7 +60,6 @@ async def list_ledger_for_who(customer: Customer, conn: Conn, page: Page) -> Led
     "GET /{who}s/{id}/payment/ledger",
     ANY_ACCOUNTS,
     response_model=LedgerEntryResultsPage,
-    responses=errors(404),
 )
 async def list_ledger_for_any_who(
     account: User | Org, conn: Conn, page: Page

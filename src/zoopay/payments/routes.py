@@ -400,14 +400,14 @@ async def reset_who_usage_collection_threshold(
     return await _set_threshold(conn, customer, None, expected_version, now)
 
 
-def _any_threshold(route: str, *conflicts: int) -> Callable[[Endpoint], Endpoint]:
+def _any_threshold(route: str, *statuses: int) -> Callable[[Endpoint], Endpoint]:
     """Staff's route for any user's threshold and, the same, for any org's (an extension)."""
     return for_user_and_org(
         router,
         route,
         ANY_ACCOUNTS,
         response_model=AggregateUsageCollectionThresholdView,
-        responses=errors(404, *conflicts),
+        responses=errors(*statuses),
     )
 
 
