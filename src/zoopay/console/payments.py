@@ -273,7 +273,7 @@ def _threshold_change(form: dict[str, str]) -> tuple[int | None, int]:
 
 
 async def _set_threshold(
-    request: Request, customer: Customer, form: dict[str, str], authority: thresholds.Authority
+    request: Request, authority: thresholds.Authority, customer: Customer, form: dict[str, str]
 ) -> None:
     amount, version = _threshold_change(form)
     async with transaction(engine_of(request)) as conn:
@@ -290,7 +290,7 @@ async def _set_threshold(
 @router.post("/{kind}/billing/threshold")
 async def threshold_save(request: Request, kind: Kind) -> Response:
     form, customer, done = await _billing_form(request, kind)
-    await _set_threshold(request, customer, form, thresholds.CUSTOMER_AUTHORITY)
+    await _set_threshold(request, thresholds.CUSTOMER_AUTHORITY, customer, form)
     return redirect(done)
 
 
@@ -301,5 +301,5 @@ async def staff_threshold_save(
     """Staff: their own amount of a customer's threshold (blank: removed), as PUT and DELETE
     /users/{id}/billing/usage-collection-threshold."""
     _staff, form, customer = await staff_form(request, kind, customer_id)
-    await _set_threshold(request, customer, form, thresholds.ADMIN_AUTHORITY)
+    await _set_threshold(request, thresholds.ADMIN_AUTHORITY, customer, form)
     return redirect(f"/console/staff/{kind}/{customer.id}")

@@ -339,11 +339,11 @@ ExpectedVersion = Annotated[
 
 async def _set_threshold(
     conn: Conn,
+    authority: thresholds.Authority,
     customer: LedgerCustomer,
     amount_micros: int | None,
     expected_version: int,
     now: datetime,
-    authority: thresholds.Authority = thresholds.CUSTOMER_AUTHORITY,
 ) -> AggregateUsageCollectionThresholdView:
     record = await thresholds.set_threshold(
         conn,
@@ -383,7 +383,9 @@ async def set_who_usage_collection_threshold(
 
     Org admin: choose the org's threshold (400 outside bounds, 409 on a stale version)."""
     amount = to_micros(body.amount)
-    return await _set_threshold(conn, customer, amount, body.expected_version, now)
+    return await _set_threshold(
+        conn, thresholds.CUSTOMER_AUTHORITY, customer, amount, body.expected_version, now
+    )
 
 
 @_for_both(
@@ -397,7 +399,9 @@ async def reset_who_usage_collection_threshold(
     """Back to the default (staff's amount, if any, still wins); 409 on a stale version.
 
     Org admin: the org's threshold back to the default; 409 on a stale version."""
-    return await _set_threshold(conn, customer, None, expected_version, now)
+    return await _set_threshold(
+        conn, thresholds.CUSTOMER_AUTHORITY, customer, None, expected_version, now
+    )
 
 
 def _any_threshold(route: str, *statuses: int) -> Callable[[Endpoint], Endpoint]:
@@ -434,7 +438,7 @@ async def set_usage_collection_threshold_for_any_who(
     A zoopay extension."""
     amount = to_micros(body.amount)
     return await _set_threshold(
-        conn, account.customer, amount, body.expected_version, now, thresholds.ADMIN_AUTHORITY
+        conn, thresholds.ADMIN_AUTHORITY, account.customer, amount, body.expected_version, now
     )
 
 
@@ -447,5 +451,5 @@ async def reset_usage_collection_threshold_for_any_who(
 
     Staff: remove the org's `admin_amount`; 409 on a stale version. A zoopay extension."""
     return await _set_threshold(
-        conn, account.customer, None, expected_version, now, thresholds.ADMIN_AUTHORITY
+        conn, thresholds.ADMIN_AUTHORITY, account.customer, None, expected_version, now
     )
