@@ -26,10 +26,9 @@ import pytest
 from kittycad import KittyCAD
 
 from tests.conftest import empty_database
-from tests.support.cli import CLI_LIMIT_SECONDS, zoopay_env
+from tests.support.cli import CLI_LIMIT_SECONDS, ZOOPAY, zoopay_env
 
 BIN = Path(sys.executable).parent
-ZOOPAY = BIN / "zoopay"
 STARTUP_LIMIT_SECONDS = 60
 
 

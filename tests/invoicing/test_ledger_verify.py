@@ -1,14 +1,13 @@
 """`zoopay ledger verify`: clean books print ok and exit 0; a corrupted row is named, exit 1."""
 
 import json
-import os
 import subprocess
 
 from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tests.conftest import Clock, World
-from tests.support.cli import ZOOPAY
+from tests.support.cli import ZOOPAY, zoopay_env
 from tests.support.processor import embedded, processor_customer
 from zoopay.db.engine import transaction
 from zoopay.db.tables import balances, journal_lines
@@ -16,7 +15,7 @@ from zoopay.invoicing.service import charge_invoice, credits_line, issue_invoice
 
 
 def verify(database_url: str) -> tuple[int, dict[str, object]]:
-    env = {**os.environ, "ZOOPAY_DATABASE_URL": database_url}
+    env = zoopay_env(database_url)
     done = subprocess.run(
         [ZOOPAY, "ledger", "verify"], capture_output=True, text=True, env=env, timeout=60
     )

@@ -1,10 +1,7 @@
 """Monthly refresh under metering, `zoopay billing refresh`, and the listings."""
 
 import json
-import os
 import subprocess
-import sys
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -13,12 +10,10 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tests.conftest import Clock, World
 from tests.metering.conftest import Meter
-from tests.support.cli import zoopay_json
+from tests.support.cli import ZOOPAY, zoopay_env, zoopay_json
 from tests.support.database import dump
 from tests.support.errors import assert_error
 from zoopay.db.tables import ledger_entries
-
-ZOOPAY = str(Path(sys.executable).with_name("zoopay"))
 
 
 async def _refresh_entries(engine: AsyncEngine, customer_id: str) -> int:
@@ -210,7 +205,7 @@ async def test_billing_refresh_refuses_a_time_in_the_future_or_out_of_range(
     alice = await world.user()
     await meter.report(meter.call(alice.id, price="4"))
     before = await dump(engine)
-    env = {**os.environ, "ZOOPAY_DATABASE_URL": database_url}
+    env = zoopay_env(database_url)
     for at, says in (
         ("2099-01-01T00:00:00+0000", "future"),  # would grant every period up to 2099 now
         ("1999-12-31T23:59:59+0000", "2000-01-01"),

@@ -21,7 +21,7 @@ def zoopay_env(database_url: str, **settings: str) -> dict[str, str]:
 
 def zoopay_json(database_url: str, *args: str) -> dict[str, Any]:
     """Run a command that must succeed; its stdout is one JSON object."""
-    env = {**os.environ, "ZOOPAY_DATABASE_URL": database_url}
+    env = zoopay_env(database_url)
     done = subprocess.run([ZOOPAY, *args], capture_output=True, text=True, env=env, check=True)
     result: dict[str, Any] = json.loads(done.stdout)
     return result
