@@ -45,14 +45,14 @@ def pytest_report_header() -> str:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """`postgres_only` tests belong to the PostgreSQL run: elsewhere they are deselected, not
-    skipped, so that no run reports a test it did not run."""
-    if BACKEND == "postgresql":
-        return
-    deselected = [item for item in items if item.get_closest_marker("postgres_only")]
+    """`postgres_only` tests belong to the PostgreSQL run and `sqlite_only` ones to the SQLite
+    run: elsewhere they are deselected, not skipped, so that no run reports a test it did not
+    run."""
+    other = "sqlite_only" if BACKEND == "postgresql" else "postgres_only"
+    deselected = [item for item in items if item.get_closest_marker(other)]
     if deselected:
         config.hook.pytest_deselected(items=deselected)
-        items[:] = [item for item in items if not item.get_closest_marker("postgres_only")]
+        items[:] = [item for item in items if not item.get_closest_marker(other)]
 
 
 async def _postgres_admin(sql: str) -> None:

@@ -3,35 +3,17 @@ gets a record of what its ledger shows granted since the period began."""
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
-import pytest
 from alembic import command
 from sqlalchemy import insert, select
 
-from tests.conftest import BACKEND, POSTGRES_ADMIN_URL, _postgres_admin
 from zoopay.db.engine import create_engine, transaction
 from zoopay.db.migrate import alembic_config
 from zoopay.db.tables import ledger_entries, monthly_grants, subscriptions
 
 ANCHOR = datetime(2026, 1, 15, 12, tzinfo=UTC)
 PERIOD = datetime(2026, 2, 15, 12, tzinfo=UTC)
-
-
-@pytest.fixture
-async def own_database(tmp_path: Path) -> AsyncIterator[str]:
-    """A database of this test's own, at no schema yet."""
-    if BACKEND == "sqlite":
-        yield f"sqlite:///{tmp_path / 'migrating.db'}"
-        return
-    name = f"zoopay_migration_{uuid.uuid4().hex[:12]}"
-    await _postgres_admin(f'CREATE DATABASE "{name}"')
-    try:
-        yield POSTGRES_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
-    finally:
-        await _postgres_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def entry(

@@ -10,7 +10,8 @@ down_revision: str | None = "0006"
 
 
 # The ids of this migration's tables were declared nullable (SQLite then omits NOT NULL;
-# PostgreSQL's primary keys are NOT NULL anyway): said again here, so the schema stays the same.
+# PostgreSQL's primary keys are NOT NULL anyway): said again here, so that this migration builds
+# what it always built. 0014 makes them NOT NULL.
 
 
 def upgrade() -> None:
