@@ -609,3 +609,18 @@ def test_access_logs_never_show_a_link_secret() -> None:
     assert RedactLinkSecrets().filter(record)
     assert "zcl_abc" not in record.getMessage()
     assert "/console/link?secret=[redacted]&x=1" in record.getMessage()
+
+
+async def test_a_ledger_page_that_is_no_ledger_id_is_refused(
+    client: httpx.AsyncClient, world: World, engine: AsyncEngine, clock: Clock
+) -> None:
+    """`ledger_page` is a ledger entry's id: a digit that int() cannot read ("²") or one past
+    the id column's range is a 400 that says so, not an internal error."""
+    staff, alice = await world.user(staff=True), await world.user()
+    await sign_in(client, engine, staff, clock)
+    page = f"/console/staff/user/{alice.id}"
+    for bad in ("²", "99999999999999999999"):
+        response = await client.get(page, params={"ledger_page": bad})
+        assert response.status_code == 400 and "ledger_page" in response.text, bad
+    first = await client.get(page, params={"ledger_page": "1"})
+    assert first.status_code == 200 and "No entries." in first.text

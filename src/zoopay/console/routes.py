@@ -713,13 +713,15 @@ async def staff_customer(
     request: Request,
     kind: Kind,
     customer_id: Annotated[str, Path(max_length=MAX_EMAIL)],
-    ledger_page: Annotated[str, Query(max_length=20)] = "",
+    # A ledger entry's id: ASCII digits (str.isdigit() takes "²", which int() refuses), and
+    # at most 18 of them, within the BIGINT id column.
+    ledger_page: Annotated[str, Query(pattern=r"^[0-9]{0,18}$")] = "",
 ) -> Response:
     who = await staff_viewer(request)
     customer = await staff_customer_of(request, kind, customer_id)
     catalog = catalog_of(request)
     statement = await current_statement(engine_of(request), catalog, customer, now_of(request))
-    before = int(ledger_page) if ledger_page.isdigit() else None
+    before = int(ledger_page) if ledger_page else None
     async with reading(engine_of(request)) as conn:
         entries = await list_entries(
             conn, customer=customer, limit=LEDGER_PAGE + 1, before_id=before
