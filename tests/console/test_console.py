@@ -624,3 +624,20 @@ async def test_a_ledger_page_that_is_no_ledger_id_is_refused(
         assert response.status_code == 400 and "ledger_page" in response.text, bad
     first = await client.get(page, params={"ledger_page": "1"})
     assert first.status_code == 200 and "No entries." in first.text
+
+
+async def test_api_call_days_out_of_range_are_refused(
+    client: httpx.AsyncClient, world: World, engine: AsyncEngine, clock: Clock
+) -> None:
+    """A day the calls page cannot turn into an instant (the day after 9999-12-31; 0001-01-01 in
+    a zone east of UTC) is a 400, not an internal error."""
+    alice = await world.user()
+    await sign_in(client, engine, alice, clock)
+    client.cookies.set("zoopay_tz", "Asia/Tokyo", domain="zoopay.test", path="/")
+    for params in ({"to": "9999-12-31"}, {"from": "0001-01-01"}):
+        response = await client.get("/console/user/calls", params=params)
+        assert response.status_code == 400, params
+        assert "must be from 2000-01-01" in html.unescape(response.text), params
+    today = clock.now.date().isoformat()
+    fine = await client.get("/console/user/calls", params={"from": today, "to": today})
+    assert fine.status_code == 200 and "match these filters" in fine.text

@@ -6,7 +6,7 @@ services the API's routes call, so it can do exactly what that token could.
 """
 
 import uuid
-from datetime import date, datetime, time, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
@@ -76,6 +76,7 @@ from zoopay.console.web import (
 )
 from zoopay.db.engine import reading, transaction
 from zoopay.errors import BadRequest, Forbidden
+from zoopay.instants import InstantOutOfRange, check_instant
 from zoopay.invoicing.service import InvoiceStatus, list_invoices
 from zoopay.ledger.service import Balance, Customer, list_entries
 from zoopay.metering.service import list_calls
@@ -370,9 +371,16 @@ def _day(text: str, name: str) -> date | None:
     if not text:
         return None
     try:
-        return date.fromisoformat(text)
+        day = date.fromisoformat(text)
     except ValueError:
         raise BadRequest(f"{name} is not a date (YYYY-MM-DD)") from None
+    # Within the instants zoopay accepts: a day far outside them overflows as an instant in the
+    # viewer's zone (9999-12-31's next day; 0001-01-01 east of UTC).
+    try:
+        check_instant(datetime.combine(day, time(), UTC))
+    except InstantOutOfRange as exc:
+        raise BadRequest(f"{name} {exc}") from None
+    return day
 
 
 @router.get("/{kind}/calls")
