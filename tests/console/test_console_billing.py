@@ -238,3 +238,25 @@ async def test_a_back_link_that_is_not_http_is_refused_on_a_post(
         assert refused.status_code == 400, back
         assert "return_url" in refused.text
     assert await dump(engine) == before
+
+
+async def test_a_threshold_form_whose_version_is_no_number_is_refused(
+    client: httpx.AsyncClient, world: World, engine: AsyncEngine, clock: Clock
+) -> None:
+    """A version that str.isdigit() takes but int() cannot read ("²"), on the customer's form
+    and on staff's: a 400 that says to reload, nothing changed (not an internal error)."""
+    staff, alice = await world.user(staff=True), await world.user()
+    for person, path in (
+        (alice, "/console/user/billing/threshold"),
+        (staff, f"/console/staff/user/{alice.id}/threshold"),
+    ):
+        csrf = await sign_in(client, engine, person, clock)
+        refused = await client.post(
+            path, data={"csrf": csrf, "amount": "50", "version": "²"}, headers=FORM
+        )
+        assert refused.status_code == 400 and "reload the page" in refused.text, path
+    threshold = await ok(
+        await client.get("/user/billing/usage-collection-threshold", headers=bearer(alice.token))
+    )
+    assert (threshold["customer_amount"], threshold["admin_amount"]) == (None, None)
+    assert threshold["version"] == 0

@@ -267,7 +267,8 @@ def _threshold_change(form: dict[str, str]) -> tuple[int | None, int]:
     except InvalidAmount as exc:
         raise BadRequest(f"amount: {exc}") from None
     version = form.get("version", "")
-    if not version.isdigit() or len(version) > 10:
+    # ASCII digits only: str.isdigit() also takes "²", which int() refuses.
+    if not (version.isascii() and version.isdigit()) or len(version) > 10:
         raise BadRequest("the form is stale: reload the page")
     return amount, int(version)
 
