@@ -11,14 +11,16 @@ import httpx
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from tests.conftest import Clock, Person, World
+from tests.conftest import Clock, Person, World, app_client
 from tests.support.billing import with_card
 from tests.support.database import dump
 from tests.support.errors import assert_error
 from tests.support.http import bearer, ok
 from tests.support.metering import SERVICE_TOKEN_ID, report
 from zoopay.accounts import service as accounts
+from zoopay.app import create_app
 from zoopay.catalog.service import Catalog
+from zoopay.config import Settings
 from zoopay.console import service as console
 from zoopay.db.engine import transaction
 from zoopay.db.tables import console_links, console_sessions, ledger_entries
@@ -641,3 +643,37 @@ async def test_api_call_days_out_of_range_are_refused(
     today = clock.now.date().isoformat()
     fine = await client.get("/console/user/calls", params={"from": today, "to": today})
     assert fine.status_code == 200 and "match these filters" in fine.text
+
+
+async def test_behind_a_tls_proxy_the_public_url_is_the_consoles_origin(
+    app_settings: Settings, engine: AsyncEngine, catalog: Catalog, world: World, clock: Clock
+) -> None:
+    """`zoopay serve` speaks plain HTTP (no TLS, no proxy headers): with ZOOPAY_PUBLIC_URL
+    https://..., the browser is on https and its forms say `Origin: https://...` while the
+    request zoopay sees is http. The console's forms are still its own (not refused as from
+    another site), and the session cookie is Secure."""
+    settings = app_settings.model_copy(update={"public_url": "https://zoopay.test"})
+    app = create_app(settings, engine=engine, catalog=catalog)
+    browser = {**FORM, "Origin": "https://zoopay.test", "Sec-Fetch-Site": "same-origin"}
+    alice = await world.user()
+    async with app_client(app, clock) as client:
+        secret = await link_for(engine, alice, clock)
+        signed = await client.post("/console/link", data={"secret": secret}, headers=browser)
+        assert signed.status_code == 303, signed.text
+        cookie = signed.headers["set-cookie"]
+        assert "Secure" in cookie and "HttpOnly" in cookie, cookie
+        client.cookies.set("zoopay_console", client.cookies["zoopay_console"])
+        csrf = await csrf_of(client)
+        made = await client.post(
+            "/console/user/tokens", data={"label": "x", "csrf": csrf}, headers=browser
+        )
+        assert made.status_code == 201 and 'id="new-token"' in made.text
+        for origin in ("https://evil.example", "https://zoopay.test.evil.example"):
+            refused = await client.post(
+                "/console/user/tokens",
+                data={"label": "y", "csrf": csrf},
+                headers={**FORM, "Origin": origin},
+            )
+            assert refused.status_code == 403 and "another site" in refused.text, origin
+        out = await client.post("/console/sign-out", data={"csrf": csrf}, headers=browser)
+        assert out.status_code == 303 and "Secure" in out.headers["set-cookie"]

@@ -138,6 +138,17 @@ async def viewer(request: Request, *, required: bool = True) -> Viewer:
     return Viewer(session, viewer_zone(request))
 
 
+def _public_origin(request: Request) -> str | None:
+    """ZOOPAY_PUBLIC_URL's scheme://host[:port]: where browsers reach the console. `zoopay serve`
+    speaks plain HTTP and reads no proxy headers, so behind a TLS proxy the request's own
+    scheme is http while the browser's is https."""
+    public: str | None = request.app.state.public_url
+    if not public:
+        return None
+    parts = urllib.parse.urlsplit(public)
+    return f"{parts.scheme}://{parts.netloc}"
+
+
 def _same_site(request: Request) -> bool:
     """A form sent from a page of another site is refused before anything else is read (the
     CSRF token is the real guard; this is the browser's own word on where a form came from)."""
@@ -147,7 +158,8 @@ def _same_site(request: Request) -> bool:
     origin = request.headers.get("origin")
     if origin is None or origin == "null":
         return True
-    return origin == f"{request.url.scheme}://{request.headers.get('host', '')}"
+    own = f"{request.url.scheme}://{request.headers.get('host', '')}"
+    return origin in (own, _public_origin(request))
 
 
 async def read_form(request: Request) -> dict[str, str]:
@@ -207,6 +219,13 @@ def redirect(to: str) -> Response:
     return RedirectResponse(to, status_code=303, headers=SECURITY_HEADERS)
 
 
+def _over_tls(request: Request) -> bool:
+    """Whether the browser reaches the console over TLS: this request's scheme, or the public
+    URL's (a TLS proxy in front of `zoopay serve`)."""
+    public = _public_origin(request)
+    return request.url.scheme == "https" or (public is not None and public.startswith("https:"))
+
+
 def set_session_cookie(request: Request, response: Response, secret: str, max_age: int) -> None:
     response.set_cookie(
         SESSION_COOKIE,
@@ -214,7 +233,7 @@ def set_session_cookie(request: Request, response: Response, secret: str, max_ag
         max_age=max_age,
         path="/console",
         httponly=True,
-        secure=request.url.scheme == "https",
+        secure=_over_tls(request),
         samesite="lax",
     )
 
@@ -224,7 +243,7 @@ def clear_session_cookie(request: Request, response: Response) -> None:
         SESSION_COOKIE,
         path="/console",
         httponly=True,
-        secure=request.url.scheme == "https",
+        secure=_over_tls(request),
         samesite="lax",
     )
 
