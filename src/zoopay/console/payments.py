@@ -59,7 +59,9 @@ def _back(request: Request) -> str | None:
     """The page's back link (its `return_url`), which its forms carry in their action's query
     so that it outlives the first post."""
     back = request.query_params.get("return_url")
-    if back is not None and (len(back) > RETURN_URL_LENGTH or not _RETURN_URL.match(back)):
+    # fullmatch: the pattern's `$` would also let a final newline through, which the page's
+    # own check (the API's ReturnUrl) refuses.
+    if back is not None and (len(back) > RETURN_URL_LENGTH or not _RETURN_URL.fullmatch(back)):
         raise BadRequest("return_url: an http or https URL of at most 2048 characters")
     return back
 
