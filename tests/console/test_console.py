@@ -662,6 +662,7 @@ async def test_behind_a_tls_proxy_the_public_url_is_the_consoles_origin(
         assert signed.status_code == 303, signed.text
         cookie = signed.headers["set-cookie"]
         assert "Secure" in cookie and "HttpOnly" in cookie, cookie
+        # The test client speaks http, and sends no Secure cookie over it: set again without.
         client.cookies.set("zoopay_console", client.cookies["zoopay_console"])
         csrf = await csrf_of(client)
         made = await client.post(
