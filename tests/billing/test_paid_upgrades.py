@@ -3,6 +3,7 @@ the unused rest against the next invoice; staff changes are comped."""
 
 import asyncio
 from datetime import timedelta
+from decimal import Decimal
 from typing import Any
 
 import httpx
@@ -11,13 +12,15 @@ from sqlalchemy import delete, select
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from tests.conftest import START, Clock, World
+from tests.conftest import START, Clock, World, app_client
 from tests.support.billing import add_card, bill, books_are_clean, embedded
 from tests.support.database import dump
 from tests.support.errors import assert_error
 from tests.support.processor import refunded_cents
+from zoopay.app import create_app
 from zoopay.billing import upgrades
 from zoopay.catalog.service import Catalog
+from zoopay.config import Settings
 from zoopay.db.engine import transaction
 from zoopay.db.tables import (
     billing_credits,
@@ -29,6 +32,7 @@ from zoopay.db.tables import (
 from zoopay.errors import Conflict
 from zoopay.invoicing.service import settle_invoice
 from zoopay.ledger.service import lock_balance
+from zoopay.payments.service import Address, BillingDetails, save_billing_info
 from zoopay.subscriptions.service import change_plan
 
 URL = "/user/payment/subscriptions"
@@ -66,6 +70,35 @@ async def test_an_upgrade_with_a_card_charges_the_prorated_price_and_changes_the
     again = await client.put(URL, headers=alice.headers, json={"modeling_app": "pro"})
     assert again.status_code == 200
     assert await _charges(engine) == [(3951, "succeeded")]
+    await books_are_clean(engine)
+
+
+async def test_an_upgrade_is_taxed_by_the_billing_country_as_the_period_close_is(
+    app_settings: Settings, engine: AsyncEngine, catalog: Catalog, world: World, clock: Clock
+) -> None:
+    """The upgrade's invoice was issued without the customer's country: a plan fee taxed at
+    the close went untaxed when it was charged at an upgrade, and named no one it billed."""
+    settings = app_settings.model_copy(update={"tax_rates": {"DE": Decimal("0.19")}})
+    alice = await world.user()
+    await add_card(engine, embedded(engine, clock), alice.user.customer, clock.now)
+    details = BillingDetails(name="Muster GmbH", address=Address(country="DE", zip="10115"))
+    async with transaction(engine) as conn:
+        await save_billing_info(
+            conn, customer=alice.user.customer, details=details, creating=True, now=clock.now
+        )
+    app = create_app(settings, engine=engine, catalog=catalog)
+    async with app_client(app, clock) as client:
+        answer = await client.put(URL, headers=alice.headers, json={"modeling_app": "pro"})
+        assert answer.status_code == 200, answer.text
+        assert await _plan(client, alice.headers) == "pro"
+    # At the period's start: the whole 49.00, and 19% of it.
+    assert await _charges(engine) == [(5831, "succeeded")]
+    async with engine.connect() as conn:
+        [invoice] = (await conn.execute(select(invoices))).mappings().all()
+    assert (invoice["status"], invoice["country"], invoice["tax_rate"]) == ("paid", "DE", "0.19")
+    assert (invoice["subtotal_micros"], invoice["tax_micros"]) == (49_000_000, 9_310_000)
+    assert invoice["total_micros"] == invoice["amount_paid_micros"] == 58_310_000
+    assert (invoice["customer_name"], invoice["customer_email"]) == ("Muster GmbH", alice.email)
     await books_are_clean(engine)
 
 

@@ -67,7 +67,7 @@ from zoopay.invoicing.service import (
 )
 from zoopay.ledger.service import Customer, lock_balance
 from zoopay.money import format_micros
-from zoopay.payments.service import ensure_processor_customer
+from zoopay.payments.service import billing_contacts, ensure_processor_customer
 from zoopay.processors.base import PaymentProcessor
 from zoopay.subscriptions.service import (
     Subscription,
@@ -378,6 +378,8 @@ async def _change_plan_paid(
         if await _upgrade_in_progress(conn, customer):
             raise _InProgress
         reference = f"upgrade:{customer.id}:{tier.value}:{now.isoformat()}"
+        # Addressed and taxed as the close's fee invoice is: the same plan's fee, charged now.
+        contact = (await billing_contacts(conn, customers=[customer]))[customer]
         invoice = await issue_invoice(
             conn,
             customer=customer,
@@ -393,6 +395,9 @@ async def _change_plan_paid(
             tax_rates=terms.tax_rates,
             prefix=terms.invoice_prefix,
             now=now,
+            country=contact.country,
+            customer_email=contact.email,
+            customer_name=contact.name,
         )
         await _record_payment(conn, invoice.id, customer, tier, now)
     processor_id = await ensure_processor_customer(
@@ -402,7 +407,7 @@ async def _change_plan_paid(
         engine, processor, invoice_id=invoice.id, processor_customer_id=processor_id, now=now
     )
     if not outcome.invoice.paid and not await _paid_after_all(engine, processor, outcome, now):
-        raise _refusal(outcome.attempt, tier, price.charge_micros)
+        raise _refusal(outcome.attempt, tier, invoice.total_micros)
     try:
         async with transaction(engine) as conn:
             await apply_change(conn)
