@@ -482,6 +482,71 @@ async def test_refunds_are_bounded_by_what_was_paid_and_happen_once_per_key(
     await books_are_clean(engine)
 
 
+async def test_a_refund_gives_back_the_tax_and_rounding_in_proportion_not_revenue(
+    engine: AsyncEngine, world: World, clock: Clock, processor: EmbeddedProcessor
+) -> None:
+    """A refund's part beyond credits all came off revenue: the tax it returned stayed owed in
+    tax_payable, and a credit purchase (no revenue at all) left revenue negative."""
+    fee_payer, buyer = await world.user(), await world.user()
+    fees = [
+        plan_fee_line(tier_name="Pro", period="January", amount_micros=10_000_000, reference="s"),
+        usage_line(period="January", amount_micros=4_200),
+    ]
+    paid = []
+    for person, lines in ((fee_payer, fees), (buyer, [credits_line(amount_micros=10_000_000)])):
+        cus = await processor_customer(engine, processor, person.user.customer, clock.now)
+        invoice = await issue(
+            engine, clock, person.user.customer, lines, country="DE", tax_rates=DE
+        )
+        outcome = await charge_invoice(
+            engine, processor, invoice_id=invoice.id, processor_customer_id=cus, now=clock.now
+        )
+        paid.append(outcome.raise_unless_paid())
+    fee_invoice, credit_invoice = paid
+    # 10.0042 + 1.900798 tax - 0.004998 rounding = 11.90; credits 10.00 + 1.90 tax = 11.90.
+    assert fee_invoice.total_micros == credit_invoice.total_micros == 11_900_000
+
+    async def refund(invoice_id: str, micros: int, key: str) -> None:
+        await refund_invoice(
+            engine,
+            processor,
+            invoice_id=invoice_id,
+            amount_micros=micros,
+            idempotency_key=key,
+            actor="staff",
+            now=clock.now,
+        )
+
+    async def accounts() -> dict[AccountKind, int]:
+        async with reading(engine) as conn:
+            return {
+                kind: await account_balance(conn, Account(kind))
+                for kind in (AccountKind.REVENUE, AccountKind.TAX_PAYABLE, AccountKind.ROUNDING)
+            }
+
+    await refund(fee_invoice.id, 5_000_000, "part")
+    # 5.00 of 11.90 returns that share of the tax and the rounding (rounded down), the rest
+    # is revenue's.
+    assert await accounts() == {
+        AccountKind.REVENUE: -10_004_200 + 4_203_446,
+        AccountKind.TAX_PAYABLE: -1_900_798 - 1_900_000 + 798_654,
+        AccountKind.ROUNDING: 4_998 - 2_100,
+    }
+    await refund(fee_invoice.id, 6_900_000, "rest")
+    await refund(credit_invoice.id, 11_900_000, "all")
+    # Everything refunded: nothing earned, no tax owed, no rounding left.
+    assert await accounts() == {
+        AccountKind.REVENUE: 0,
+        AccountKind.TAX_PAYABLE: 0,
+        AccountKind.ROUNDING: 0,
+    }
+    async with reading(engine) as conn:
+        assert await account_balance(conn, Account(AccountKind.PROCESSOR_CASH)) == 0
+        assert await account_balance(conn, Account(AccountKind.CREDITS_SOLD, buyer.id)) == 0
+    assert await stable(engine, buyer.user.customer) == 0
+    await books_are_clean(engine)
+
+
 async def test_spent_credits_cannot_be_refunded(
     engine: AsyncEngine, world: World, clock: Clock, processor: EmbeddedProcessor
 ) -> None:

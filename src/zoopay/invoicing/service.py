@@ -1471,6 +1471,23 @@ async def _apply_refund(
         return invoice
     amount = int(row["amount_cents"]) * MICROS_PER_CENT
     credits = int(row["credits_micros"])
+    # What refunds before this one gave back beyond credits (credits are refunded first).
+    before = (
+        await conn.execute(
+            select(
+                func.coalesce(
+                    func.sum(
+                        invoice_refunds.c.amount_cents * MICROS_PER_CENT
+                        - invoice_refunds.c.credits_micros
+                    ),
+                    0,
+                )
+            ).where(
+                invoice_refunds.c.invoice_id == invoice.id,
+                invoice_refunds.c.status == "succeeded",
+            )
+        )
+    ).scalar_one()
     await conn.execute(
         update(invoice_refunds)
         .where(invoice_refunds.c.id == refund_id)
@@ -1487,7 +1504,7 @@ async def _apply_refund(
         lines=[
             (Account(AccountKind.PROCESSOR_CASH), -amount),
             (Account(AccountKind.CREDITS_SOLD, invoice.customer.id), credits),
-            (Account(AccountKind.REVENUE), amount - credits),
+            *_refunded_rest(invoice, before=int(before), amount=amount - credits),
         ],
         memo=f"refund of invoice {invoice.number}",
         invoice_id=invoice.id,
@@ -1502,6 +1519,26 @@ async def _apply_refund(
         deltas = {Bucket.STABLE: -taken, Bucket.TOTAL_DUE: credits - taken}
         await post(conn, balance=balance, deltas=deltas, posting=reason, now=now)
     return await lock_invoice(conn, invoice_id=invoice.id)
+
+
+def _refunded_rest(invoice: Invoice, *, before: int, amount: int) -> list[tuple[Account, int]]:
+    """Where `amount` of a refund beyond credits comes from, `before` of that rest having been
+    refunded already: the tax and the rounding in their share of the rest (rounded down, so
+    that the whole rest refunded returns them exactly), revenue the remainder."""
+    rest = invoice.total_micros - invoice.total_of(LineKind.CREDITS)
+    if rest <= 0:
+        return [(Account(AccountKind.REVENUE), amount)]
+
+    def share(part: int) -> int:
+        return part * (before + amount) // rest - part * before // rest
+
+    tax = share(invoice.tax_micros)
+    rounding = share(invoice.total_of(LineKind.ROUNDING))
+    return [
+        (Account(AccountKind.TAX_PAYABLE), tax),
+        (Account(AccountKind.ROUNDING), rounding),
+        (Account(AccountKind.REVENUE), amount - tax - rounding),
+    ]
 
 
 async def reconcile_pending_refunds(
