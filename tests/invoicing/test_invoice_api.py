@@ -214,6 +214,30 @@ async def test_a_failed_purchase_is_a_402_credits_nothing_and_leaves_the_invoice
     await books_clean(engine)
 
 
+async def test_an_invoice_id_in_capitals_is_paid_as_it_is_read(
+    client: httpx.AsyncClient, engine: AsyncEngine, world: World, clock: Clock
+) -> None:
+    """A UUID in capitals (the pattern the API states allows them) found the invoice to read
+    but not to pay: the charge looked the raw id up, and the customer got a 404."""
+    person = await world.user()
+    cus = await with_card(engine, clock, person, DECLINES)
+    refused = await client.post(
+        "/user/payment/credits", json={"amount": "25.00"}, headers=person.headers
+    )
+    assert refused.status_code == 402, refused.text
+    [invoice] = await ok(await client.get("/user/payment/invoices", headers=person.headers))
+    processor = embedded(engine, lambda: clock.now)
+    visa = await processor.attach_test_card(cus, VISA)
+    await processor.set_default_payment_method(cus, visa.id)
+    path = f"/user/payment/invoices/{invoice['id'].upper()}"
+    assert (await ok(await client.get(path, headers=person.headers)))["status"] == "open"
+    paid = await ok(await client.post(f"{path}/pay", headers=person.headers))
+    assert (paid["id"], paid["status"], paid["amount_paid"]) == (invoice["id"], "paid", "25.00")
+    assert await stable(client, person) == "25.00"
+    assert await succeeded_cents(engine) == 2500
+    await books_clean(engine)
+
+
 async def test_another_customers_invoice_is_404_everywhere(
     client: httpx.AsyncClient, engine: AsyncEngine, world: World, clock: Clock
 ) -> None:

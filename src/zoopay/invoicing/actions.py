@@ -62,14 +62,15 @@ async def pay_invoice_now(
 ) -> Invoice:
     """Charge one of `customer`'s invoices with their default card; a 402 saying what to do
     when the charge fails."""
-    await own_invoice(engine, customer=customer, invoice_id=invoice_id)
+    # Its id as stored: the path's may be any spelling of the UUID.
+    invoice = await own_invoice(engine, customer=customer, invoice_id=invoice_id)
     processor_customer = await ensure_processor_customer(
         engine, processor=processor, customer=customer, now=now
     )
     outcome = await charge_invoice(
         engine,
         processor,
-        invoice_id=invoice_id,
+        invoice_id=invoice.id,
         processor_customer_id=processor_customer,
         now=now,
     )
