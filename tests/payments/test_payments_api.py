@@ -166,6 +166,29 @@ async def test_delete_is_refused_while_money_is_due(
     assert [item["id"] for item in listed.json()["items"]] == [method]
 
 
+async def test_delete_is_refused_while_an_invoice_is_unpaid(
+    client: httpx.AsyncClient, world: World, engine: AsyncEngine
+) -> None:
+    """Only total_due was looked at: with an invoice still open (a purchase whose charge
+    failed, a period's fee being dunned) the cards were detached and the information forgotten,
+    although the README says open invoices make it a 409 too."""
+    alice = await world.user()
+    await client.post("/user/payment", json=BILLING, headers=alice.headers)
+    method = await attach(client, alice, "pm_card_chargeCustomerFail")
+    bought = await client.post(
+        "/user/payment/credits", json={"amount": "25.00"}, headers=alice.headers
+    )
+    assert bought.status_code == 402, bought.text
+    [invoice] = (await client.get("/user/payment/invoices", headers=alice.headers)).json()
+    assert (invoice["status"], invoice["amount_remaining"]) == ("open", "25.00")
+    before = await dump(engine)
+    message = assert_error(await client.delete("/user/payment", headers=alice.headers), 409)
+    assert f"invoice {invoice['number']} is unpaid" in message
+    assert await dump(engine) == before
+    listed = await client.get("/user/payment/methods", headers=alice.headers)
+    assert [item["id"] for item in listed.json()["items"]] == [method]
+
+
 async def test_delete_detaches_the_cards(client: httpx.AsyncClient, world: World) -> None:
     alice = await world.user()
     await client.post("/user/payment", json=BILLING, headers=alice.headers)

@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from zoopay.db.bulk import insert_new, select_by, select_where_one_of
 from zoopay.db.engine import reading, transaction
-from zoopay.db.tables import balances, orgs, payment_customers, users
+from zoopay.db.tables import balances, invoices, orgs, payment_customers, users
 from zoopay.errors import Conflict, NotFound
 from zoopay.ledger.service import Customer
 from zoopay.processors.base import (
@@ -441,7 +441,7 @@ async def set_delinquent(
 async def why_not_deletable(conn: AsyncConnection, *, customer: Customer) -> str | None:
     """Why the customer's billing information may not be deleted now, or None if it may.
 
-    The one place the rule lives: money due now. Invoicing extends it with open invoices."""
+    The one place the rule lives: money due now, and invoices still to be paid."""
     due = (
         await conn.execute(
             select(balances.c.total_due_micros).where(balances.c.customer_id == customer.id)
@@ -449,6 +449,18 @@ async def why_not_deletable(conn: AsyncConnection, *, customer: Customer) -> str
     ).scalar_one_or_none()
     if due:
         return "money is due: pay what is owed before deleting the billing information"
+    # Open, or given up on by dunning and still payable (invoicing.service.CHARGEABLE): a plan
+    # fee or a purchase is owed without being in total_due.
+    unpaid = (
+        select(invoices.c.id, invoices.c.number)
+        .where(invoices.c.customer_id == customer.id)
+        .where(invoices.c.status.in_(("open", "uncollectible")))
+        .limit(1)
+    )
+    row = (await conn.execute(unpaid)).first()
+    if row is not None:
+        invoice = row.number or row.id
+        return f"invoice {invoice} is unpaid: pay it before deleting the billing information"
     return None
 
 
