@@ -44,6 +44,7 @@ from zoopay.invoicing.service import (
 from zoopay.journal.service import Account, AccountKind, account_balance, invoice_journal, verify
 from zoopay.ledger.service import Bucket, Customer, Reason, get_balance, lock_balance, post
 from zoopay.ledger.service import Posting as BucketPosting
+from zoopay.processors.base import ProcessorError, Refund
 from zoopay.processors.embedded import EmbeddedProcessor
 
 DE = {"DE": Decimal("0.19")}
@@ -544,6 +545,48 @@ async def test_a_refund_gives_back_the_tax_and_rounding_in_proportion_not_revenu
         assert await account_balance(conn, Account(AccountKind.PROCESSOR_CASH)) == 0
         assert await account_balance(conn, Account(AccountKind.CREDITS_SOLD, buyer.id)) == 0
     assert await stable(engine, buyer.user.customer) == 0
+    await books_are_clean(engine)
+
+
+class RefusesRefunds(EmbeddedProcessor):
+    """The embedded processor, refusing every refund (a disputed charge, say)."""
+
+    async def refund(self, charge_id: str, *, amount_cents: int, idempotency_key: str) -> Refund:
+        raise ProcessorError("charge_disputed", "this charge is disputed")
+
+
+async def test_a_refund_the_processor_refused_is_not_answered_as_done_when_sent_again(
+    engine: AsyncEngine, world: World, clock: Clock, processor: EmbeddedProcessor
+) -> None:
+    """Sent again with its key ("send it again to retry safely"), a refused refund answered
+    the invoice as if all were well: nothing refunded, and nothing said."""
+    person = await world.user()
+    customer = person.user.customer
+    invoice = await paid_credit_invoice(engine, clock, customer, processor, 10_000_000)
+
+    async def refund(by: EmbeddedProcessor, key: str):  # type: ignore[no-untyped-def]
+        return await refund_invoice(
+            engine,
+            by,
+            invoice_id=invoice.id,
+            amount_micros=10_000_000,
+            idempotency_key=key,
+            actor="staff",
+            now=clock.now,
+        )
+
+    with pytest.raises(BadRequest, match="this charge is disputed"):
+        await refund(RefusesRefunds(engine, lambda: clock.now), "ticket-7")
+    with pytest.raises(BadRequest, match=r"refused.*new idempotency_key"):
+        await refund(processor, "ticket-7")
+    async with reading(engine) as conn:
+        assert (await get_invoice(conn, invoice_id=invoice.id)).amount_refunded_micros == 0
+    assert await refunded_cents(engine) == 0
+    assert await stable(engine, customer) == 10_000_000
+    # A new key refunds.
+    done = await refund(processor, "ticket-7b")
+    assert done.amount_refunded_micros == 10_000_000 and await refunded_cents(engine) == 1000
+    assert await stable(engine, customer) == 0
     await books_are_clean(engine)
 
 

@@ -1370,6 +1370,12 @@ async def refund_invoice(
                 f"idempotency key {idempotency_key!r} was used for a refund of"
                 f" {format_micros(existing['amount_cents'] * MICROS_PER_CENT)} USD"
             )
+        if existing["status"] == "failed":
+            # Answered as the first time: a refused refund is no refund done.
+            raise BadRequest(
+                f"the processor refused the refund with idempotency key {idempotency_key!r}:"
+                " send it with a new idempotency_key to try again"
+            )
         if existing["status"] != "pending":
             return invoice
     assert invoice.charge_id is not None  # checked before the refund was recorded
