@@ -13,13 +13,26 @@ from kittycad.models import OrgMember as SdkOrgMember
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from tests.conftest import Clock, Person, World
+from tests.billing.test_billing_run import ENDED
+from tests.conftest import START, Clock, Person, World
+from tests.support.billing import TERMS, add_card, embedded, staff_plan
 from tests.support.database import dump
 from tests.support.errors import assert_error
 from tests.support.http import ok
 from zoopay.accounts.service import INVITATION_LIFETIME, create_service_token
+from zoopay.billing.run import run_billing
+from zoopay.catalog.schemas import TierName
+from zoopay.catalog.service import Catalog
 from zoopay.db.engine import transaction
-from zoopay.db.tables import balances, ledger_entries, org_invitations, org_members, subscriptions
+from zoopay.db.tables import (
+    balances,
+    invoice_payment_attempts,
+    invoices,
+    ledger_entries,
+    org_invitations,
+    org_members,
+    subscriptions,
+)
 
 # The shapes kittycad 1.2.0 accepts.
 ORG_MEMBER_FIELDS = set(SdkOrgMember.model_fields)
@@ -581,3 +594,31 @@ async def test_the_same_invitation_sent_at_once_is_one_invitation(
     async with engine.connect() as conn:
         count = (await conn.execute(select(func.count()).select_from(org_invitations))).scalar()
     assert count == 1
+
+
+async def test_delete_org_refused_while_an_invoice_is_unpaid(
+    client: httpx.AsyncClient, world: World, engine: AsyncEngine, clock: Clock, catalog: Catalog
+) -> None:
+    """Only total_due was looked at: an org whose period fee was billed and not paid (a
+    declined card, dunning under way) was deleted, and dunning went on charging its card for
+    the period of a plan the deletion had ended."""
+    admin = await world.user()
+    org = await world.org(admin)
+    await staff_plan(engine, catalog, org.customer, TierName.TEAM, START)
+    declining = "pm_card_chargeCustomerFail"
+    await add_card(engine, embedded(engine, Clock(START)), org.customer, START, declining)
+    clock.now = ENDED
+    run = await run_billing(engine, catalog, embedded(engine, clock), TERMS, at=ENDED)
+    assert (run.invoiced, run.failed) == (1, 1)
+    async with engine.connect() as conn:
+        query = select(invoices.c.number, invoices.c.status)
+        [(number, status)] = (await conn.execute(query)).all()
+    assert status == "open"
+    before = await dump(engine)
+    refused = await client.delete("/org", headers=admin.headers)
+    assert f"invoice {number} is unpaid" in assert_error(refused, 409, "conflict")
+    assert await dump(engine) == before
+    assert (await ok(await client.get("/org", headers=admin.headers)))["id"] == org.id
+    async with engine.connect() as conn:
+        attempts = await conn.execute(select(func.count()).select_from(invoice_payment_attempts))
+        assert attempts.scalar_one() == 1

@@ -18,6 +18,7 @@ from zoopay.db.tables import api_tokens, org_invitations, org_members, orgs, use
 from zoopay.errors import BadRequest, Conflict, Forbidden, NotFound, quoted
 from zoopay.ledger.service import Customer, lock_balance, open_balance
 from zoopay.money import format_micros
+from zoopay.payments.service import unpaid_invoice
 from zoopay.subscriptions.service import end_subscription, start_free_plan
 from zoopay.wire import parse_uuid
 
@@ -565,6 +566,10 @@ async def delete_org(conn: AsyncConnection, *, org_id: str, actor: User) -> None
     if balance.stable_micros > 0:
         stable = format_micros(balance.stable_micros)
         raise Conflict(f"the org holds ${stable} of stable credits: spend them or ask staff first")
+    # A fee or purchase billed and not paid is due too, and dunning would go on charging it.
+    invoice = await unpaid_invoice(conn, customer=customer)
+    if invoice is not None:
+        raise Conflict(f"invoice {invoice} is unpaid: pay it before deleting the org")
     await end_subscription(conn, customer=customer)
     await conn.execute(orgs.delete().where(orgs.c.id == org_id))
 

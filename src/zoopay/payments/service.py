@@ -449,8 +449,16 @@ async def why_not_deletable(conn: AsyncConnection, *, customer: Customer) -> str
     ).scalar_one_or_none()
     if due:
         return "money is due: pay what is owed before deleting the billing information"
-    # Open, or given up on by dunning and still payable (invoicing.service.CHARGEABLE): a plan
-    # fee or a purchase is owed without being in total_due.
+    invoice = await unpaid_invoice(conn, customer=customer)
+    if invoice is not None:
+        return f"invoice {invoice} is unpaid: pay it before deleting the billing information"
+    return None
+
+
+async def unpaid_invoice(conn: AsyncConnection, *, customer: Customer) -> str | None:
+    """The number (or id) of an invoice the customer still has to pay, if any: open, or given
+    up on by dunning and still payable (invoicing.service.CHARGEABLE). A plan fee or a purchase
+    is owed without being in total_due."""
     unpaid = (
         select(invoices.c.id, invoices.c.number)
         .where(invoices.c.customer_id == customer.id)
@@ -458,10 +466,7 @@ async def why_not_deletable(conn: AsyncConnection, *, customer: Customer) -> str
         .limit(1)
     )
     row = (await conn.execute(unpaid)).first()
-    if row is not None:
-        invoice = row.number or row.id
-        return f"invoice {invoice} is unpaid: pay it before deleting the billing information"
-    return None
+    return None if row is None else str(row.number or row.id)
 
 
 async def customer_deletable(conn: AsyncConnection, *, customer: Customer) -> bool:
