@@ -136,6 +136,43 @@ async def test_a_payment_left_pending_is_applied_once(
     assert await recorded(engine) == [(event_id, "payment_intent.succeeded", "applied")]
 
 
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("currency", "eur"), ("customer", "cus_someone_else"), ("amount", 2500.75)],
+)
+async def test_an_intent_that_is_not_the_attempts_charge_is_refused_and_pays_nothing(
+    stripe_client: httpx.AsyncClient,
+    stripe_processor: StripeProcessor,
+    engine: AsyncEngine,
+    world: World,
+    clock: Clock,
+    field: str,
+    value: object,
+) -> None:
+    """An intent under an attempt's key but in another currency, of another customer or of
+    another amount (a fraction of a cent included) is not the charge zoopay asked for: 25.00
+    EUR, or another customer's money, never pays a 25.00 USD invoice."""
+    person = await world.user()
+    customer_id = await stripe_customer_with_card(stripe_processor, "4242424242424242")
+    invoice_id = await open_credits_invoice(engine, clock.now, person.user.customer)
+    charge = await charge_and_crash(engine, stripe_processor, invoice_id, customer_id, clock.now)
+    intent = await intent_as_stripe_sends_it(stripe_processor, charge.id)
+    intent[field] = value
+
+    answer = await stripe_client.post(
+        WEBHOOK, **delivery(event("payment_intent.succeeded", intent))
+    )
+    assert_error(answer, 409, "conflict")
+    assert charge.id in answer.json()["message"]
+    async with reading(engine) as conn:
+        invoice = await get_invoice(conn, invoice_id=invoice_id)
+        [attempt] = await list_attempts(conn, invoice_id=invoice_id)
+    assert (invoice.status, invoice.amount_paid_micros) == (InvoiceStatus.OPEN, 0)
+    assert attempt.status == AttemptStatus.PENDING
+    assert await stable_micros(engine, person.user.customer) == 0
+    assert await recorded(engine) == []
+
+
 async def test_a_failed_payment_left_pending_fails_its_attempt(
     stripe_client: httpx.AsyncClient,
     stripe_processor: StripeProcessor,

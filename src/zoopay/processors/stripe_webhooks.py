@@ -27,12 +27,12 @@ from datetime import datetime
 from typing import Any
 
 import stripe
-from sqlalchemy import select
+from sqlalchemy import RowMapping, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from zoopay.db.tables import invoice_payment_attempts, stripe_events
-from zoopay.errors import BadRequest
-from zoopay.invoicing.service import AttemptStatus, apply_charge, takes_answer
+from zoopay.errors import BadRequest, Conflict, quoted
+from zoopay.invoicing.service import CURRENCY, AttemptStatus, apply_charge, takes_answer
 from zoopay.payments.service import insert_unless_present
 from zoopay.processors.base import ProcessorUnavailable
 from zoopay.processors.stripe import KEY_METADATA, charge_of_intent
@@ -116,16 +116,37 @@ async def record_stripe_event(
     return outcome
 
 
+def _check_same_charge(intent: Mapping[str, Any], attempt: RowMapping) -> None:
+    """An intent under an attempt's key is its charge only if it is what the attempt asked for
+    (as `StripeProcessor.charge` checks a retry): the invoice settles on the amount alone, so
+    another currency or customer's money would pay it. Compared as sent (a fraction of a cent
+    is no charge of whole cents)."""
+    customer = intent.get("customer")
+    if isinstance(customer, Mapping):  # expanded
+        customer = customer.get("id")
+    sent = (customer, intent.get("amount"), intent.get("currency"))
+    if sent != (attempt["processor_customer_id"], attempt["amount_cents"], CURRENCY):
+        raise Conflict(
+            f"payment intent {quoted(intent.get('id'))} is not the charge of attempt"
+            f" {attempt['id']}: {attempt['amount_cents']} cents in {CURRENCY} from"
+            f" {attempt['processor_customer_id']}"
+        )
+
+
 async def _apply_intent(conn: AsyncConnection, intent: Mapping[str, Any], now: datetime) -> Outcome:
     key = (intent.get("metadata") or {}).get(KEY_METADATA)
     if not isinstance(key, str):
         return Outcome.RECORDED  # not a charge zoopay made
-    query = select(invoice_payment_attempts.c.id, invoice_payment_attempts.c.status).where(
-        invoice_payment_attempts.c.idempotency_key == key
-    )
+    query = select(
+        invoice_payment_attempts.c.id,
+        invoice_payment_attempts.c.status,
+        invoice_payment_attempts.c.amount_cents,
+        invoice_payment_attempts.c.processor_customer_id,
+    ).where(invoice_payment_attempts.c.idempotency_key == key)
     attempt = (await conn.execute(query)).mappings().first()
     if attempt is None:
         return Outcome.RECORDED
+    _check_same_charge(intent, attempt)
     try:
         charge = charge_of_intent(intent)
     except ProcessorUnavailable:
