@@ -356,6 +356,69 @@ async def test_an_unsigned_event_is_refused_and_changes_nothing(
     assert await recorded(engine) == []
 
 
+@pytest.mark.parametrize(
+    "payload",
+    [
+        b"[]",
+        b'"evt_x"',
+        b"null",
+        b'{"id": "evt_\\u0000", "type": "customer.created", "data": {"object": {}}}',
+        b'{"id": "evt_\\ud800", "type": "customer.created", "data": {"object": {}}}',
+        b'{"id": "evt_x", "type": "customer.created", "data": {"object": {"id": "cus_\\u0000"}}}',
+    ],
+    ids=["array", "string", "null", "nul_in_id", "lone_surrogate", "nul_in_object_id"],
+)
+async def test_a_signed_payload_that_is_no_stripe_event_is_a_400(
+    stripe_client: httpx.AsyncClient, engine: AsyncEngine, payload: bytes
+) -> None:
+    """Only the secret's holder can sign it, but a payload of the wrong shape is still bad
+    input (a 400, nothing recorded), not a 500."""
+    answer = await stripe_client.post(WEBHOOK, **delivery(payload))
+    assert_error(answer, 400, "bad_request")
+    assert await recorded(engine) == []
+
+
+async def test_an_intent_of_odd_shape_is_recorded_or_refused_never_a_500(
+    stripe_client: httpx.AsyncClient,
+    stripe_processor: StripeProcessor,
+    engine: AsyncEngine,
+    world: World,
+    clock: Clock,
+) -> None:
+    # Metadata that is no object names no charge of zoopay's; an object id too long for its
+    # column is kept cut, as the event's own id is.
+    odd = {"id": "pi_" + "x" * 300, "object": "payment_intent", "metadata": "zoopay"}
+    answer = await stripe_client.post(
+        WEBHOOK, **delivery(event("payment_intent.succeeded", odd, "evt_odd"))
+    )
+    assert answer.status_code == 200, answer.text
+    assert answer.json() == {
+        "id": "evt_odd",
+        "type": "payment_intent.succeeded",
+        "outcome": "recorded",
+    }
+    async with reading(engine) as conn:
+        object_id = (await conn.execute(select(stripe_events.c.object_id))).scalar_one()
+    assert object_id == odd["id"][:255]
+
+    # A last_payment_error that is no object, on an attempt's own intent: a 400, nothing paid.
+    person = await world.user()
+    customer_id = await stripe_customer_with_card(stripe_processor, "4000000000000341")
+    invoice_id = await open_credits_invoice(engine, clock.now, person.user.customer)
+    charge = await charge_and_crash(engine, stripe_processor, invoice_id, customer_id, clock.now)
+    intent = await intent_as_stripe_sends_it(stripe_processor, charge.id)
+    intent["last_payment_error"] = "card_declined"
+    answer = await stripe_client.post(
+        WEBHOOK, **delivery(event("payment_intent.payment_failed", intent))
+    )
+    assert_error(answer, 400, "bad_request")
+    async with reading(engine) as conn:
+        [attempt] = await list_attempts(conn, invoice_id=invoice_id)
+        assert (await get_invoice(conn, invoice_id=invoice_id)).status == InvoiceStatus.OPEN
+    assert attempt.status == AttemptStatus.PENDING
+    assert await recorded(engine) == [("evt_odd", "payment_intent.succeeded", "recorded")]
+
+
 async def test_without_a_secret_every_event_is_refused(
     client: httpx.AsyncClient, engine: AsyncEngine
 ) -> None:

@@ -59,7 +59,7 @@ class StripeEvent:
     @property
     def object_id(self) -> str | None:
         value = self.object.get("id")
-        return value if isinstance(value, str) else None
+        return value[:255] if isinstance(value, str) else None  # its column's width
 
 
 def verified_event(payload: bytes, signature: str | None, secret: str | None) -> StripeEvent:
@@ -73,17 +73,26 @@ def verified_event(payload: bytes, signature: str | None, secret: str | None) ->
         event = stripe.Webhook.construct_event(payload, signature, secret)
     except stripe.SignatureVerificationError:
         raise BadRequest("the Stripe-Signature header does not match the payload") from None
-    except (ValueError, KeyError, IndexError):
-        # A malformed signature header or a payload that is no JSON event.
+    except (ValueError, KeyError, IndexError, AttributeError, TypeError):
+        # A malformed signature header or a payload that is no JSON event (the SDK reads a
+        # JSON array, string or null as if it were an object).
         raise BadRequest("this is not a signed Stripe event") from None
     data = event.to_dict()
     body = data.get("data")
     obj = body.get("object") if isinstance(body, dict) else None
-    if not isinstance(data.get("id"), str) or not isinstance(data.get("type"), str):
+    if not _is_stripe_text(data.get("id")) or not _is_stripe_text(data.get("type")):
         raise BadRequest("a Stripe event has an id and a type")
     if not isinstance(obj, dict):
         raise BadRequest("a Stripe event has data.object")
+    if "id" in obj and not _is_stripe_text(obj["id"]):
+        raise BadRequest("a Stripe event's data.object has a Stripe id")
     return StripeEvent(id=data["id"][:255], type=data["type"][:100], object=obj)
+
+
+def _is_stripe_text(value: object) -> bool:
+    """Stripe's ids and event types are printable ASCII: neither NUL (which PostgreSQL text
+    cannot hold) nor a lone surrogate (which no database encodes) is stored from an event."""
+    return isinstance(value, str) and value.isascii() and value.isprintable()
 
 
 async def record_stripe_event(
@@ -134,7 +143,8 @@ def _check_same_charge(intent: Mapping[str, Any], attempt: RowMapping) -> None:
 
 
 async def _apply_intent(conn: AsyncConnection, intent: Mapping[str, Any], now: datetime) -> Outcome:
-    key = (intent.get("metadata") or {}).get(KEY_METADATA)
+    metadata = intent.get("metadata")
+    key = metadata.get(KEY_METADATA) if isinstance(metadata, Mapping) else None
     if not isinstance(key, str):
         return Outcome.RECORDED  # not a charge zoopay made
     query = select(
@@ -151,7 +161,8 @@ async def _apply_intent(conn: AsyncConnection, intent: Mapping[str, Any], now: d
         charge = charge_of_intent(intent)
     except ProcessorUnavailable:
         return Outcome.RECORDED  # still processing: a later event tells the end
-    except (KeyError, TypeError, ValueError):
+    except (KeyError, TypeError, ValueError, AttributeError):
+        # AttributeError: a field that should be an object (last_payment_error) is not.
         raise BadRequest("the event's payment intent lacks its amount or status") from None
     if not takes_answer(AttemptStatus(attempt["status"]), charge.status):
         return Outcome.RECORDED
