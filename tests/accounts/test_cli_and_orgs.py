@@ -121,6 +121,31 @@ async def test_users_create_with_a_taken_email_fails_with_a_json_error(
     assert ids == [first["id"]]
 
 
+async def test_names_longer_than_their_columns_are_refused_and_change_nothing(
+    database_url: str, engine: AsyncEngine, world: World
+) -> None:
+    """The command takes what the API bounds (a name of 200 characters, a service's of 100):
+    longer was a traceback on PostgreSQL and stored as given on SQLite."""
+    admin = await world.user()
+    too_long = [
+        ("users", "create", email(), "--name", "N" * 201),
+        ("orgs", "create", "O" * 201, "--admin", admin.email),
+        ("tokens", "create", "--service", "s" * 101),
+    ]
+    for args in too_long:
+        error = zoopay_error(database_url, *args)
+        assert error["error_code"] == "bad_request", args
+        assert "at most" in error["message"]
+    async with engine.connect() as conn:
+        assert (await conn.execute(select(users.c.id))).scalars().all() == [admin.id]
+        assert (await conn.execute(select(org_members.c.user_id))).scalars().all() == []
+        assert (await conn.execute(select(api_tokens.c.service_name))).scalars().all() == [None]
+    # At the limits, each is taken.
+    zoopay_json(database_url, "users", "create", email(), "--name", "N" * 200)
+    zoopay_json(database_url, "orgs", "create", "O" * 200, "--admin", admin.email)
+    zoopay_json(database_url, "tokens", "create", "--service", "s" * 100)
+
+
 async def test_tokens_create_stores_only_a_sha256_hash(
     client: httpx.AsyncClient, database_url: str, engine: AsyncEngine
 ) -> None:

@@ -28,6 +28,10 @@ from zoopay.wire import parse_uuid
 _NOT_IN_EMAIL = r"@\x00-\x20\x7f-\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000\ufeff"
 EMAIL_PATTERN = f"[^{_NOT_IN_EMAIL}]+@[^{_NOT_IN_EMAIL}]+"
 MAX_EMAIL = 320
+# The widths of their columns, which the API's models bound too; the `zoopay` command, which
+# has no model, is held to them here.
+MAX_NAME = 200
+MAX_SERVICE_NAME = 100
 _EMAIL = re.compile(f"^{EMAIL_PATTERN}$")
 
 
@@ -110,6 +114,8 @@ async def create_user(
     is_staff: bool = False,
 ) -> User:
     """A new user, on the free plan with its monthly grant."""
+    if name is not None and len(name) > MAX_NAME:
+        raise BadRequest(f"a name is at most {MAX_NAME} characters")
     user = User(str(uuid.uuid4()), normalize_email(email), name, is_staff, now, now)
     try:
         async with conn.begin_nested():
@@ -199,6 +205,8 @@ async def create_owned_token(
         owner_id = owner_id.strip()
         if not owner_id:
             raise BadRequest("a service needs a name")
+        if len(owner_id) > MAX_SERVICE_NAME:
+            raise BadRequest(f"a service's name is at most {MAX_SERVICE_NAME} characters")
     token = new_token()
     record = ApiToken(str(uuid.uuid4()), owner, owner_id, label, token_hint(token), now, now, None)
     await conn.execute(
@@ -385,6 +393,8 @@ async def create_org(
     conn: AsyncConnection, *, admin: User, details: OrgDetails, now: datetime
 ) -> Org:
     """A new org with `admin` as its first admin, a zero balance and no subscription."""
+    if details.name is not None and len(details.name) > MAX_NAME:
+        raise BadRequest(f"an org's name is at most {MAX_NAME} characters")
     if await membership_of(conn, user=admin) is not None:
         raise Conflict(f"{admin.email} already belongs to an org")
     billing_email = normalize_email(details.billing_email or admin.email)
