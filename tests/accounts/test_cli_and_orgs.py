@@ -211,6 +211,27 @@ async def test_orgs_create_and_add_member(
     assert missing["error_code"] == "not_found"
 
 
+async def test_a_deleted_user_joins_no_org(
+    client: httpx.AsyncClient, database_url: str, engine: AsyncEngine, world: World
+) -> None:
+    """A deleted user can hold no token and sign in nowhere: made an org's admin, the org had
+    no one to run it; added as a member, they took a seat they can never use."""
+    staff, admin, gone = [await world.user(staff=i == 0) for i in range(3)]
+    org = zoopay_json(database_url, "orgs", "create", "Acme", "--admin", admin.email)
+    zoopay_json(database_url, "users", "delete", gone.email)
+
+    created = zoopay_error(database_url, "orgs", "create", "Ghost Co", "--admin", gone.email)
+    added = zoopay_error(database_url, "orgs", "add-member", org["id"], gone.email)
+    for error in (created, added):
+        assert (error["error_code"], error["message"]) == ("conflict", f"{gone.email} is deleted")
+    body = {"email": gone.email, "role": "admin"}
+    by_staff = await client.post(f"/orgs/{org['id']}/members", headers=staff.headers, json=body)
+    assert assert_error(by_staff, 409, "conflict") == f"{gone.email} is deleted"
+    async with engine.connect() as conn:
+        members = (await conn.execute(select(org_members.c.user_id))).scalars().all()
+    assert members == [admin.id]
+
+
 async def test_db_upgrade_is_idempotent(
     tmp_path: Path, database_url: str, engine: AsyncEngine, world: World
 ) -> None:

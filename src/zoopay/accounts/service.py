@@ -424,6 +424,9 @@ async def add_member(
 async def _insert_member(
     conn: AsyncConnection, *, org_id: str, user: User, role: OrgRole, now: datetime
 ) -> Membership:
+    if user.deleted_at is not None:
+        # They can hold no token and sign in nowhere: a seat, or an org, no one could use.
+        raise Conflict(f"{user.email} is deleted")
     member = Membership(org_id, user.id, role, now, now)
     try:
         async with conn.begin_nested():
