@@ -15,6 +15,7 @@ from tests.support.processor import (
     VISA,
     Unreachable,
     charge_count,
+    issue,
     processor_customer,
     refunded_cents,
     succeeded_cents,
@@ -24,6 +25,7 @@ from zoopay.db.tables import invoice_payment_attempts, invoices, journal_account
 from zoopay.errors import BadRequest, Conflict, NotFound, PaymentRequired, ServiceUnavailable
 from zoopay.invoicing.service import (
     AttemptStatus,
+    Invoice,
     InvoiceStatus,
     LineKind,
     NewLine,
@@ -58,28 +60,6 @@ def processor(engine: AsyncEngine, clock: Clock) -> EmbeddedProcessor:
 async def books_are_clean(engine: AsyncEngine) -> None:
     async with reading(engine) as conn:
         assert await verify(conn) == []
-
-
-async def issue(
-    engine: AsyncEngine,
-    clock: Clock,
-    customer: Customer,
-    lines: list[NewLine],
-    *,
-    country: str | None = None,
-    tax_rates: dict[str, Decimal] | None = None,
-):  # type: ignore[no-untyped-def]
-    async with transaction(engine) as conn:
-        return await issue_invoice(
-            conn,
-            customer=customer,
-            lines=lines,
-            description="test invoice",
-            tax_rates=tax_rates or {},
-            prefix="ZP",
-            now=clock.now,
-            country=country,
-        )
 
 
 async def stable(engine: AsyncEngine, customer: Customer) -> int:
@@ -564,7 +544,7 @@ async def test_a_refund_the_processor_refused_is_not_answered_as_done_when_sent_
     customer = person.user.customer
     invoice = await paid_credit_invoice(engine, clock, customer, processor, 10_000_000)
 
-    async def refund(by: EmbeddedProcessor, key: str):  # type: ignore[no-untyped-def]
+    async def refund(by: EmbeddedProcessor, key: str) -> Invoice:
         return await refund_invoice(
             engine,
             by,
