@@ -13,9 +13,8 @@ from kittycad.models import OrgMember as SdkOrgMember
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from tests.billing.test_billing_run import ENDED
 from tests.conftest import START, Clock, Person, World
-from tests.support.billing import TERMS, add_card, embedded, staff_plan
+from tests.support.billing import ENDED, TERMS, add_card, embedded, staff_plan
 from tests.support.database import dump
 from tests.support.errors import assert_error
 from tests.support.http import ok

@@ -7,14 +7,13 @@ import httpx
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from tests.conftest import START, Clock, Person, World
-from tests.support.billing import add_card, bill, embedded, staff_plan
+from tests.conftest import START, Clock, World
+from tests.support.billing import ENDED, add_card, bill, charged_cents, embedded, owe, staff_plan
 from zoopay.catalog.schemas import TierName
 from zoopay.catalog.service import Catalog
-from zoopay.db.engine import transaction
-from zoopay.db.tables import billing_closes, invoices, processor_charges
+from zoopay.db.tables import billing_closes, invoices
 from zoopay.invoicing.service import Attempt, list_attempts
-from zoopay.ledger.service import Bucket, Posting, Reason, get_balance, lock_balance, post
+from zoopay.ledger.service import get_balance
 from zoopay.payments.service import NO_PROCESSOR, find_payment_customer, processor_customer_id
 from zoopay.processors.base import (
     CustomerRequest,
@@ -24,34 +23,11 @@ from zoopay.processors.base import (
 )
 from zoopay.processors.embedded import EmbeddedProcessor
 
-ENDED = START + timedelta(days=32)
-
-
-async def _owe(engine: AsyncEngine, person: Person, micros: int) -> None:
-    async with transaction(engine) as conn:
-        balance = await lock_balance(conn, customer=person.user.customer)
-        deltas = {Bucket.MONTHLY: -balance.monthly_micros, Bucket.TOTAL_DUE: micros}
-        await post(
-            conn,
-            balance=balance,
-            deltas=deltas,
-            posting=Posting(Reason.API_CALL, "test"),
-            now=START,
-        )
-
 
 async def _invoices(engine: AsyncEngine) -> list[dict[str, object]]:
     async with engine.connect() as conn:
         rows = await conn.execute(select(invoices).order_by(invoices.c.number))
         return [dict(row) for row in rows.mappings()]
-
-
-async def _charged_cents(engine: AsyncEngine) -> list[int]:
-    async with engine.connect() as conn:
-        query = select(processor_charges.c.amount_cents).where(
-            processor_charges.c.status == "succeeded"
-        )
-        return sorted(int(cents) for cents in (await conn.execute(query)).scalars())
 
 
 async def test_a_run_invoices_charges_and_settles_each_customer_once(
@@ -62,7 +38,7 @@ async def test_a_run_invoices_charges_and_settles_each_customer_once(
     await staff_plan(engine, catalog, pro.user.customer, TierName.PRO, START)
     for person in (pro, spender):
         await add_card(engine, processor, person.user.customer, START)
-    await _owe(engine, spender, 4_250_000)
+    await owe(engine, spender, 4_250_000)
 
     clock.now = ENDED
     summary = await bill(engine, catalog, processor, ENDED)
@@ -75,14 +51,14 @@ async def test_a_run_invoices_charges_and_settles_each_customer_once(
     assert by_customer[spender.id]["total_micros"] == 4_250_000
     assert {i["status"] for i in issued} == {"paid"}
     assert idle.id not in by_customer  # a free customer with nothing due gets no invoice
-    assert await _charged_cents(engine) == [425, 4900]
+    assert await charged_cents(engine) == [425, 4900]
     async with engine.connect() as conn:
         assert (await get_balance(conn, customer=spender.user.customer)).total_due_micros == 0
 
     again = await bill(engine, catalog, processor, ENDED + timedelta(hours=2))
     assert (again.closed, again.invoiced, again.charged, again.retried) == (0, 0, 0, 0)
     assert len(await _invoices(engine)) == 2
-    assert await _charged_cents(engine) == [425, 4900]
+    assert await charged_cents(engine) == [425, 4900]
 
 
 async def test_a_run_killed_between_invoicing_and_charging_is_finished_by_the_next(
@@ -95,16 +71,16 @@ async def test_a_run_killed_between_invoicing_and_charging_is_finished_by_the_ne
     people = [await world.user() for _ in range(3)]
     for person in people:
         await add_card(engine, processor, person.user.customer, START)
-        await _owe(engine, person, 1_000_000)
+        await owe(engine, person, 1_000_000)
     clock.now = ENDED
     # The first run closes and invoices, then dies before charging anything.
     summary = RunSummary()
     await close_periods(engine, catalog, at=ENDED, summary=summary)
     await invoice_closes(engine, TERMS, at=ENDED, summary=summary)
-    assert summary.invoiced == 3 and await _charged_cents(engine) == []
+    assert summary.invoiced == 3 and await charged_cents(engine) == []
     rerun = await bill(engine, catalog, processor, ENDED)
     assert (rerun.closed, rerun.invoiced, rerun.charged, rerun.paid) == (0, 0, 3, 3)
-    assert await _charged_cents(engine) == [100, 100, 100]
+    assert await charged_cents(engine) == [100, 100, 100]
     assert len(await _invoices(engine)) == 3
 
 
@@ -147,7 +123,7 @@ async def test_dunning_retries_on_schedule_then_makes_the_customer_delinquent(
     assert refused.status_code == 402
     assert refused.json()["error_code"] == "payment_required"
     assert "unpaid invoice" in refused.json()["message"]
-    assert await _charged_cents(engine) == []
+    assert await charged_cents(engine) == []
     # Later runs try it no more.
     clock.now = ENDED + timedelta(days=20)
     assert (await bill(engine, catalog, processor, clock.now)).retried == 0
@@ -163,15 +139,15 @@ async def test_usage_past_the_threshold_is_invoiced_early_and_not_again_at_the_c
     payer, failing, below = await world.user(), await world.user(), await world.user()
     await add_card(engine, processor, payer.user.customer, START)
     await add_card(engine, processor, failing.user.customer, START, "pm_card_chargeCustomerFail")
-    await _owe(engine, payer, 120_000_000)  # the default threshold is 100.00
-    await _owe(engine, failing, 150_000_000)
-    await _owe(engine, below, 99_999_999)
+    await owe(engine, payer, 120_000_000)  # the default threshold is 100.00
+    await owe(engine, failing, 150_000_000)
+    await owe(engine, below, 99_999_999)
     clock.now = START + timedelta(days=10)
     early = await bill(engine, catalog, processor, clock.now)
     assert (early.closed, early.early, early.invoiced, early.paid, early.failed) == (0, 2, 2, 1, 1)
     async with engine.connect() as conn:
         assert (await get_balance(conn, customer=payer.user.customer)).total_due_micros == 0
-    assert await _charged_cents(engine) == [12000]
+    assert await charged_cents(engine) == [12000]
     # Again the same day: nothing new is billed early.
     assert (await bill(engine, catalog, processor, clock.now + timedelta(hours=1))).early == 0
     clock.now = ENDED
@@ -220,7 +196,7 @@ async def test_a_customer_the_processor_refuses_fails_alone_and_is_dunned_as_a_d
     processor = RefusesSome(engine, clock)
     payer, refused, lost = [await world.user(f"{n}@example.com") for n in ("payer", "bad", "lost")]
     for person in (payer, refused, lost):
-        await _owe(engine, person, 2_000_000)
+        await owe(engine, person, 2_000_000)
     await add_card(engine, processor, payer.user.customer, START)
     processor.refuse, processor.lose = {"bad@example.com"}, {"lost@example.com"}
 
@@ -246,7 +222,7 @@ async def test_a_customer_the_processor_refuses_fails_alone_and_is_dunned_as_a_d
     )
     assert attempt.failure_message == "Invalid email address"
     assert await _attempts(engine, by_customer[lost.id]["id"]) == []
-    assert await _charged_cents(engine) == [200]
+    assert await charged_cents(engine) == [200]
 
     # The next run tries the lost one again; the refused one waits for its retry day.
     processor.lose = set()
@@ -268,7 +244,7 @@ async def test_a_customer_the_processor_refuses_fails_alone_and_is_dunned_as_a_d
         "failed",
         "succeeded",
     ]
-    assert await _charged_cents(engine) == [200, 200]
+    assert await charged_cents(engine) == [200, 200]
 
 
 async def test_a_customer_refused_on_every_retry_ends_uncollectible_and_delinquent(
@@ -280,7 +256,7 @@ async def test_a_customer_refused_on_every_retry_ends_uncollectible_and_delinque
 ) -> None:
     processor = RefusesSome(engine, clock)
     refused = await world.user("bad@example.com")
-    await _owe(engine, refused, 1_000_000)
+    await owe(engine, refused, 1_000_000)
     processor.refuse = {"bad@example.com"}
     for day in (0, 1, 3, 5, 7):
         clock.now = ENDED + timedelta(days=day, hours=1)
@@ -293,7 +269,7 @@ async def test_a_customer_refused_on_every_retry_ends_uncollectible_and_delinque
     async with engine.connect() as conn:
         found = await find_payment_customer(conn, customer=refused.user.customer)
     assert found is not None and found.delinquent and found.processor == NO_PROCESSOR
-    assert await _charged_cents(engine) == []
+    assert await charged_cents(engine) == []
     # Delinquent, so its calls are refused as any customer's who does not pay.
     service = await world.user(staff=True)
     body = {"user_id": refused.id, "endpoint": "/file/conversion"}
@@ -315,7 +291,7 @@ async def test_a_customer_refused_on_every_retry_ends_uncollectible_and_delinque
     path = f"/user/payment/invoices/{invoice['id']}/pay"
     paid = await client.post(path, headers=refused.headers)
     assert paid.status_code == 200 and paid.json()["status"] == "paid"
-    assert await _charged_cents(engine) == [100]
+    assert await charged_cents(engine) == [100]
     async with engine.connect() as conn:
         found = await find_payment_customer(conn, customer=refused.user.customer)
     assert found is not None and not found.delinquent

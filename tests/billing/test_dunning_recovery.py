@@ -12,10 +12,19 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from tests.billing.test_billing_run import ENDED, _charged_cents, _owe
 from tests.conftest import START, Clock, Person, World, app_client
-from tests.invoicing.test_invoices import issue
-from tests.support.billing import TERMS, add_card, bill, books_are_clean, embedded, staff_plan
+from tests.support.billing import (
+    ENDED,
+    TERMS,
+    add_card,
+    bill,
+    books_are_clean,
+    charged_cents,
+    embedded,
+    owe,
+    staff_plan,
+)
+from tests.support.processor import issue
 from zoopay.app import create_app
 from zoopay.billing.run import BillingTerms, RunSummary, run_billing
 from zoopay.catalog.schemas import TierName
@@ -74,7 +83,7 @@ async def _delinquent_pro(
     card = "pm_card_chargeCustomerFail"
     person = await _pro(engine, catalog, world, card, annually=annually)
     if usage:
-        await _owe(engine, person, usage)
+        await owe(engine, person, usage)
     clock.now = ENDED
     run = await bill(engine, catalog, embedded(engine, clock), ENDED, NO_RETRIES)
     assert (run.invoiced, run.failed, run.uncollectible) == (1, 1, 1)
@@ -138,7 +147,7 @@ async def test_paying_an_uncollectible_invoice_reverses_the_write_off_and_ends_d
     body = paid.json()
     assert (body["status"], body["total"], body["amount_paid"]) == ("paid", "53.25", "53.25")
     assert (body["attempt_count"], body["can_retry_payment"]) == (3, False)
-    assert await _charged_cents(engine) == [5325]
+    assert await charged_cents(engine) == [5325]
     async with engine.connect() as conn:
         lines = await journal_of(conn, invoice_id)
         postings = [(line.kind, line.account_id, line.amount_micros) for line in lines]
@@ -165,7 +174,7 @@ async def test_paying_an_uncollectible_invoice_reverses_the_write_off_and_ends_d
 
     again = await client.post(pay, headers=pro.headers)
     assert again.status_code == 200 and again.json()["status"] == "paid"
-    assert await _charged_cents(engine) == [5325]  # paid once
+    assert await charged_cents(engine) == [5325]  # paid once
 
 
 async def test_a_void_invoice_is_not_paid(
@@ -182,7 +191,7 @@ async def test_a_void_invoice_is_not_paid(
     assert refused.json()["error_code"] == "conflict" and "void" in refused.json()["message"]
     voided = await _invoice_of(engine, person)
     assert (voided["status"], voided["attempt_count"]) == ("void", 0)
-    assert await _charged_cents(engine) == []
+    assert await charged_cents(engine) == []
 
 
 async def test_a_customer_stays_delinquent_until_every_uncollectible_invoice_is_paid(
@@ -221,7 +230,7 @@ async def test_a_customer_stays_delinquent_until_every_uncollectible_invoice_is_
         sold = Account(AccountKind.CREDITS_SOLD, person.id)
         assert await account_balance(conn, sold) == -20_000_000
         assert await account_balance(conn, Account(AccountKind.BAD_DEBT)) == 0
-    assert await _charged_cents(engine) == [2000, 4900]
+    assert await charged_cents(engine) == [2000, 4900]
     await books_are_clean(engine)
 
 
@@ -234,7 +243,7 @@ async def test_two_payments_of_an_uncollectible_invoice_at_once_charge_it_once(
     answers = await asyncio.gather(*(client.post(pay, headers=pro.headers) for _ in range(4)))
     statuses = sorted(answer.status_code for answer in answers)
     assert 200 in statuses and set(statuses) <= {200, 409}, [a.text for a in answers]
-    assert await _charged_cents(engine) == [4900]
+    assert await charged_cents(engine) == [4900]
     assert (await _invoice_of(engine, pro))["status"] == "paid"
     assert not await _delinquent(engine, pro)
     await books_are_clean(engine)
@@ -296,7 +305,7 @@ async def test_a_billing_run_while_the_customer_pays_neither_charges_again_nor_g
     [run] = processor.runs
     # The run met the customer's attempt pending: it neither retried nor wrote the invoice off.
     assert (run.paid, run.failed, run.uncollectible) == (0, 0, 0)
-    assert await _charged_cents(engine) == [4900]
+    assert await charged_cents(engine) == [4900]
     assert not await _delinquent(engine, pro)
     later = await bill(
         engine, catalog, embedded(engine, clock), clock.now + timedelta(days=9), terms
@@ -314,7 +323,7 @@ async def test_a_delinquent_customer_falls_back_to_free_at_the_period_end(
     # No fee for the period that begins, no usage: nothing to invoice.
     assert (run.closed, run.nothing_due, run.invoiced) == (1, 1, 0)
     assert await _tier(engine, pro) == ("free", None)
-    assert await _charged_cents(engine) == []
+    assert await charged_cents(engine) == []
     async with engine.connect() as conn:
         balance = await get_balance(conn, customer=pro.user.customer)
     assert balance.monthly_micros == catalog.plan(TierName.FREE).monthly_grant_micros  # type: ignore[union-attr]
@@ -332,7 +341,7 @@ async def test_a_customer_who_paid_before_the_period_end_keeps_the_plan(
     run = await bill(engine, catalog, embedded(engine, clock), SECOND_CLOSE, NO_RETRIES)
     assert (run.closed, run.invoiced, run.paid) == (1, 1, 1)
     assert await _tier(engine, pro) == ("pro", None)
-    assert await _charged_cents(engine) == [4900, 4900]
+    assert await charged_cents(engine) == [4900, 4900]
 
 
 async def test_a_delinquent_customer_billed_annually_keeps_the_plan_until_the_year_ends(

@@ -11,8 +11,9 @@ import httpx
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from tests.conftest import Clock, Person, World, app_client
+from tests.conftest import Clock, World, app_client
 from tests.support.billing import with_card
+from tests.support.console import FORM, csrf_of, link_for, sign_in
 from tests.support.database import dump
 from tests.support.errors import assert_error
 from tests.support.http import bearer, ok
@@ -21,44 +22,9 @@ from zoopay.accounts import service as accounts
 from zoopay.app import create_app
 from zoopay.catalog.service import Catalog
 from zoopay.config import Settings
-from zoopay.console import service as console
 from zoopay.db.engine import transaction
 from zoopay.db.tables import console_links, console_sessions, ledger_entries
 from zoopay.metering.service import Reported, record_calls
-
-FORM = {"Content-Type": "application/x-www-form-urlencoded"}
-CSRF = re.compile(r'name="csrf" value="([0-9a-f]{64})"')
-
-
-async def link_for(engine: AsyncEngine, person: Person, clock: Clock) -> str:
-    async with transaction(engine) as conn:
-        link = await console.create_link(conn, user=person.user, created_by="test", now=clock.now)
-    return link.secret
-
-
-async def sign_in(
-    client: httpx.AsyncClient, engine: AsyncEngine, person: Person, clock: Clock
-) -> str:
-    """Sign `person` in by link; the page's CSRF token."""
-    client.cookies.clear()
-    secret = await link_for(engine, person, clock)
-    page = await client.get("/console/link", params={"secret": secret})
-    assert page.status_code == 200 and secret in page.text
-    response = await client.post("/console/link", data={"secret": secret}, headers=FORM)
-    assert response.status_code == 303, response.text
-    assert response.headers["location"] == "/console/"
-    cookie = response.headers["set-cookie"]
-    assert "HttpOnly" in cookie and "SameSite=lax" in cookie and "Path=/console" in cookie
-    return await csrf_of(client)
-
-
-async def csrf_of(client: httpx.AsyncClient) -> str:
-    page = await client.get("/console/user/")
-    assert page.status_code == 200, page.text
-    match = CSRF.search(page.text)
-    assert match is not None
-    return match.group(1)
-
 
 # --- signing in --------------------------------------------------------------------------------
 

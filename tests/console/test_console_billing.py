@@ -10,26 +10,9 @@ import httpx
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tests.conftest import Clock, World
-from tests.console.test_console import FORM, sign_in
+from tests.support.console import FORM, SECRET, add_card_by_form, sign_in
 from tests.support.database import dump
 from tests.support.http import bearer, ok
-
-SECRET = re.compile(r'name="client_secret" value="([^"]+)"')
-
-
-async def add_card(
-    client: httpx.AsyncClient, csrf: str, card: str, kind: str = "user"
-) -> httpx.Response:
-    form = await client.post(f"/console/{kind}/billing/card", data={"csrf": csrf}, headers=FORM)
-    assert form.status_code == 200, form.text
-    assert 'value="pm_card_visa"' in form.text
-    match = SECRET.search(form.text)
-    assert match is not None
-    return await client.post(
-        f"/console/{kind}/billing/card/confirm",
-        data={"csrf": csrf, "client_secret": match.group(1), "card": card},
-        headers=FORM,
-    )
 
 
 async def test_a_customer_adds_a_card_makes_it_default_and_removes_one(
@@ -37,8 +20,8 @@ async def test_a_customer_adds_a_card_makes_it_default_and_removes_one(
 ) -> None:
     alice = await world.user()
     csrf = await sign_in(client, engine, alice, clock)
-    assert (await add_card(client, csrf, "pm_card_visa")).status_code == 303
-    assert (await add_card(client, csrf, "pm_card_mastercard")).status_code == 303
+    assert (await add_card_by_form(client, csrf, "pm_card_visa")).status_code == 303
+    assert (await add_card_by_form(client, csrf, "pm_card_mastercard")).status_code == 303
     methods = await ok(await client.get("/user/payment/methods", headers=bearer(alice.token)))
     by_brand = {m["card"]["brand"]: m for m in methods["items"]}
     assert set(by_brand) == {"visa", "mastercard"}
@@ -66,7 +49,7 @@ async def test_a_declined_card_attaches_nothing_and_a_secret_works_once(
 ) -> None:
     alice = await world.user()
     csrf = await sign_in(client, engine, alice, clock)
-    declined = await add_card(client, csrf, "pm_card_visa_chargeDeclined")
+    declined = await add_card_by_form(client, csrf, "pm_card_visa_chargeDeclined")
     assert declined.status_code == 402
     methods = await ok(await client.get("/user/payment/methods", headers=bearer(alice.token)))
     assert methods["items"] == []
@@ -85,7 +68,7 @@ async def test_another_customers_card_is_not_found(
 ) -> None:
     alice, bob = await world.user(), await world.user()
     bob_csrf = await sign_in(client, engine, bob, clock)
-    assert (await add_card(client, bob_csrf, "pm_card_visa")).status_code == 303
+    assert (await add_card_by_form(client, bob_csrf, "pm_card_visa")).status_code == 303
     methods = await ok(await client.get("/user/payment/methods", headers=bearer(bob.token)))
     [bob_card] = [m["id"] for m in methods["items"]]
     csrf = await sign_in(client, engine, alice, clock)
@@ -170,7 +153,9 @@ async def test_an_org_member_cannot_reach_the_orgs_billing(
     assert refused.status_code == 403
     assert await dump(engine) == before
     admin_csrf = await sign_in(client, engine, admin, clock)
-    assert (await add_card(client, admin_csrf, "pm_card_visa", kind="org")).status_code == 303
+    assert (
+        await add_card_by_form(client, admin_csrf, "pm_card_visa", kind="org")
+    ).status_code == 303
     methods = await ok(await client.get("/org/payment/methods", headers=bearer(admin.token)))
     assert len(methods["items"]) == 1
 

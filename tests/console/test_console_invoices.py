@@ -9,9 +9,8 @@ import httpx
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tests.conftest import Clock, Person, World
-from tests.console.test_console import FORM, sign_in
-from tests.console.test_console_billing import add_card
 from tests.support.billing import books_are_clean
+from tests.support.console import FORM, add_card_by_form, sign_in
 from tests.support.database import dump
 from tests.support.http import bearer, ok
 from zoopay.db.engine import transaction
@@ -28,7 +27,7 @@ async def test_a_customer_buys_credits_and_downloads_the_invoice(
         "/console/user/credits", data={"csrf": csrf, "amount": "25.00"}, headers=FORM
     )
     assert no_card.status_code == 402
-    assert (await add_card(client, csrf, "pm_card_visa")).status_code == 303
+    assert (await add_card_by_form(client, csrf, "pm_card_visa")).status_code == 303
     for amount in ("25.001", "0.50", "abc"):
         bad = await client.post(
             "/console/user/credits", data={"csrf": csrf, "amount": amount}, headers=FORM
@@ -64,7 +63,7 @@ async def test_another_customers_invoice_is_not_found(
 ) -> None:
     alice, bob = await world.user(), await world.user()
     bob_csrf = await sign_in(client, engine, bob, clock)
-    assert (await add_card(client, bob_csrf, "pm_card_visa")).status_code == 303
+    assert (await add_card_by_form(client, bob_csrf, "pm_card_visa")).status_code == 303
     data = {"csrf": bob_csrf, "amount": "10.00"}
     assert (await client.post("/console/user/credits", data=data, headers=FORM)).status_code == 303
     invoices = await ok(await client.get("/user/payment/invoices", headers=bearer(bob.token)))
@@ -91,7 +90,7 @@ async def _a_purchase_that_failed(
     """The person signs in, adds a card whose charges fail and buys 12.00 of credits on the
     console (a 402, the invoice open); answers the session's csrf."""
     csrf = await sign_in(client, engine, person, clock)
-    assert (await add_card(client, csrf, "pm_card_chargeCustomerFail")).status_code == 303
+    assert (await add_card_by_form(client, csrf, "pm_card_chargeCustomerFail")).status_code == 303
     failed = await client.post(
         "/console/user/credits", data={"csrf": csrf, "amount": "12.00"}, headers=FORM
     )
@@ -104,7 +103,7 @@ async def _pay_with_a_visa(
 ) -> Any:
     """A visa added and made the default on the console, then the invoice paid with Pay now;
     answers the invoice as the API shows it after."""
-    assert (await add_card(client, csrf, "pm_card_visa")).status_code == 303
+    assert (await add_card_by_form(client, csrf, "pm_card_visa")).status_code == 303
     methods = await ok(await client.get("/user/payment/methods", headers=bearer(person.token)))
     visa = next(m["id"] for m in methods["items"] if m["card"]["last4"] == "4242")
     await client.post(
@@ -159,7 +158,7 @@ async def test_staff_refund_an_invoice_once_per_form(
 ) -> None:
     staff, alice = await world.user(staff=True), await world.user()
     csrf = await sign_in(client, engine, alice, clock)
-    assert (await add_card(client, csrf, "pm_card_visa")).status_code == 303
+    assert (await add_card_by_form(client, csrf, "pm_card_visa")).status_code == 303
     data = {"csrf": csrf, "amount": "20.00"}
     assert (await client.post("/console/user/credits", data=data, headers=FORM)).status_code == 303
     staff_csrf = await sign_in(client, engine, staff, clock)
@@ -205,7 +204,9 @@ async def _bought_with_a_card_that_needs_authentication(
     """25.00 of credits bought with `pm_card_authenticationRequired`: a 402, the invoice open
     and its charge waiting for the bank. Answers the session's CSRF token and the invoice."""
     csrf = await sign_in(client, engine, person, clock)
-    assert (await add_card(client, csrf, "pm_card_authenticationRequired")).status_code == 303
+    assert (
+        await add_card_by_form(client, csrf, "pm_card_authenticationRequired")
+    ).status_code == 303
     bought = await client.post(
         "/console/user/credits", data={"csrf": csrf, "amount": "25.00"}, headers=FORM
     )

@@ -18,11 +18,7 @@ What 1.8.0's schema can and cannot read, precisely (the test asserts each point)
 """
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
-from typing import Any
 
 import httpx
 from kittycad.models import (
@@ -33,9 +29,8 @@ from kittycad.models import (
 from packaging.version import Version
 
 from tests.e2e.conftest import LiveServer, People, Zoopay
+from tests.e2e.sdk_support import LATEST_SDK, run_latest
 from tests.support.http import add_card
-
-LATEST_SDK = Path(__file__).resolve().parents[2] / ".venv" / "kittycad-latest"
 
 PROBE = r"""
 import importlib.metadata, json, sys
@@ -117,24 +112,6 @@ print(json.dumps({
 """
 
 
-def run_probe(server: LiveServer, given: dict[str, str]) -> dict[str, Any]:
-    assert (LATEST_SDK / "kittycad").is_dir(), (
-        f"{LATEST_SDK} is missing: `make test` installs it (the Makefile pins its version)"
-    )
-    env = {**os.environ, "PYTHONPATH": str(LATEST_SDK)}
-    result = subprocess.run(
-        [sys.executable, "-c", PROBE, server.base_url, json.dumps(given)],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert result.returncode == 0, result.stderr
-    probe: dict[str, Any] = json.loads(result.stdout)
-    return probe
-
-
 def test_newest_kittycad_reads_balances_and_subscriptions(
     people: People, zoopay: Zoopay, server: LiveServer
 ) -> None:
@@ -164,17 +141,20 @@ def test_newest_kittycad_reads_balances_and_subscriptions(
             ),
         )
 
-    probe = run_probe(
+    probe = run_latest(
         server,
-        {
-            "free_user": free_user.token,
-            "pro_user": pro_user.token,
-            "planless_admin": planless_admin.token,
-            "team_admin": team_admin.token,
-            "staff": staff.token,
-            "planless_org": planless_org["id"],
-            "team_org": team_org["id"],
-        },
+        PROBE,
+        json.dumps(
+            {
+                "free_user": free_user.token,
+                "pro_user": pro_user.token,
+                "planless_admin": planless_admin.token,
+                "team_admin": team_admin.token,
+                "staff": staff.token,
+                "planless_org": planless_org["id"],
+                "team_org": team_org["id"],
+            }
+        ),
     )
 
     assert Path(probe["module"]).is_relative_to(LATEST_SDK)

@@ -16,8 +16,7 @@ from kittycad.models import BillingInfo, ZooProductSubscriptionsUserRequest
 
 from tests.e2e.conftest import Account, LiveServer, People, Zoopay
 from tests.e2e.metering_support import Call, bearer, micros, service_token
-from tests.e2e.test_sdk_invoices import PROBE as LIST_INVOICES
-from tests.e2e.test_sdk_money_movement import confirm, run_latest
+from tests.e2e.sdk_support import LIST_INVOICES, confirm, run_latest
 from tests.support.http import add_card
 
 CLEAN = {"ok": True, "problems": []}
@@ -86,7 +85,7 @@ def test_a_period_close_bills_fee_and_usage_then_usage_past_the_threshold_is_bil
         ("ZP-000002", "paid", 53.25, [49.0, 4.25]),  # next month's fee, the usage that ended
         ("ZP-000001", "paid", 48.99, [48.99]),  # the upgrade, prorated
     ]
-    newest = run_latest(server, user, LIST_INVOICES)
+    newest = run_latest(server, LIST_INVOICES, user.token)
     assert [(i["number"], i["status"], i["amount_paid"], i["lines"]) for i in newest] == [
         ("ZP-000003", "paid", 120.0, [120.0]),
         ("ZP-000002", "paid", 53.25, [49.0, 4.25]),
@@ -139,7 +138,7 @@ def test_dunning_to_uncollectible_then_paid_with_a_new_default_card_then_refunde
     assert refund.status_code == 200, refund.text
     assert zoopay.json("ledger", "verify") == CLEAN
     assert listed(user)[0] == ("ZP-000002", "paid", 49.0, [49.0])
-    newest = run_latest(server, user, LIST_INVOICES)
+    newest = run_latest(server, LIST_INVOICES, user.token)
     assert newest[0] == {
         "number": "ZP-000002",
         "total": 49.0,

@@ -4,17 +4,13 @@ the PDF and page links open with no token."""
 
 import asyncio
 import io
-import json
-import os
-import subprocess
-import sys
 from datetime import UTC, datetime
-from pathlib import Path
 
 import httpx
 from pypdf import PdfReader
 
 from tests.e2e.conftest import LiveServer, People
+from tests.e2e.sdk_support import LIST_INVOICES, run_latest
 from tests.support.processor import VISA, processor_customer
 from zoopay.db.engine import create_engine
 from zoopay.ledger.service import Customer
@@ -23,24 +19,6 @@ from zoopay.processors.embedded import EmbeddedProcessor
 
 def utc_now() -> datetime:
     return datetime.now(UTC)
-
-
-LATEST_SDK = Path(__file__).resolve().parents[2] / ".venv" / "kittycad-latest"
-
-PROBE = r"""
-import json, sys
-from kittycad import KittyCAD
-base_url, token = sys.argv[1:3]
-client = KittyCAD(token=token, base_url=base_url)
-items = list(client.payments.list_invoices_for_user(limit=1))
-print(json.dumps([
-    {"number": i.number, "total": i.total, "amount_paid": i.amount_paid,
-     "amount_refunded": i.amount_refunded,
-     "refund_status": getattr(i.refund_status, "value", i.refund_status),
-     "status": getattr(i.status, "value", i.status), "lines": [line.amount for line in i.lines]}
-    for i in items
-]))
-"""
 
 
 def give_card(database_url: str, user_id: str) -> None:
@@ -93,17 +71,7 @@ def test_kittycad_lists_invoices_and_the_links_open(
     page = httpx.get(invoices[1].url, timeout=30)
     assert page.status_code == 200 and made[0]["number"] in page.text
 
-    assert (LATEST_SDK / "kittycad").is_dir(), f"{LATEST_SDK} is missing: `make test` installs it"
-    probe = subprocess.run(
-        [sys.executable, "-c", PROBE, server.base_url, buyer.token],
-        env={**os.environ, "PYTHONPATH": str(LATEST_SDK)},
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert probe.returncode == 0, probe.stderr
-    assert json.loads(probe.stdout) == [
+    assert run_latest(server, LIST_INVOICES, buyer.token) == [
         {
             "number": made[1]["number"],
             "total": 7.5,

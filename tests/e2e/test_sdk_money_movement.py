@@ -7,28 +7,13 @@ driven with 1.8.0, in a subprocess (see test_latest_sdk.py). Confirming the setu
 Stripe.js's part: plain HTTP to the embedded processor's endpoint, with no token.
 """
 
-import json
-import os
-import subprocess
-import sys
-from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import httpx
 from kittycad.models import AddressDetails, BillingInfo
 
-from tests.e2e.conftest import Account, LiveServer, People
-from tests.e2e.test_latest_sdk import LATEST_SDK
-
-
-def confirm(http: httpx.Client, client_secret: str, token: str) -> dict[str, Any]:
-    answer = http.post(
-        "/processor/setup-intents/confirm",
-        json={"client_secret": client_secret, "payment_method": token},
-    )
-    assert answer.status_code == 200, answer.text
-    body: dict[str, Any] = answer.json()
-    return body
+from tests.e2e.conftest import LiveServer, People
+from tests.e2e.sdk_support import confirm, run_latest
 
 
 def test_billing_information_and_a_card_with_kittycad_1_2(
@@ -120,22 +105,6 @@ print(json.dumps(out))
 """
 
 
-def run_latest(server: LiveServer, account: Account, probe: str = PROBE) -> Any:
-    """What `probe` (a script run with kittycad 1.8.0, given the base URL and the account's
-    token) printed as JSON."""
-    assert (LATEST_SDK / "kittycad").is_dir(), f"{LATEST_SDK} is missing: `make test` installs it"
-    result = subprocess.run(
-        [sys.executable, "-c", probe, server.base_url, account.token],
-        env={**os.environ, "PYTHONPATH": str(LATEST_SDK)},
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert result.returncode == 0, result.stderr
-    return json.loads(result.stdout)
-
-
 def test_cards_default_threshold_and_portal_with_kittycad_1_8(
     people: People, server: LiveServer, http: httpx.Client
 ) -> None:
@@ -146,7 +115,7 @@ def test_cards_default_threshold_and_portal_with_kittycad_1_8(
         assert intent.status_code == 201, intent.text
         cards.append(confirm(http, intent.json()["client_secret"], token))
 
-    probe = run_latest(server, user)
+    probe = run_latest(server, PROBE, user.token)
 
     assert (probe["customer"]["name"], probe["customer"]["phone"]) == ("Grace", "")
     assert probe["customer"]["email"] == user.email

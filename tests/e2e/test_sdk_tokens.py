@@ -8,9 +8,6 @@ in the creation's `token`, `zoo_...` and its last 4 characters everywhere else.
 """
 
 import json
-import os
-import subprocess
-import sys
 import time
 from typing import Any
 
@@ -19,7 +16,7 @@ from kittycad.models import OrgDetails
 
 from tests.e2e.conftest import LiveServer, People, Zoopay
 from tests.e2e.metering_support import bearer
-from tests.e2e.test_latest_sdk import LATEST_SDK
+from tests.e2e.sdk_support import run_latest
 from tests.support.http import shown
 
 DEADLINE_SECONDS = 20  # far past the token cache's half second
@@ -130,16 +127,7 @@ def test_tokens_through_the_newest_kittycad(
 ) -> None:
     admin = people.user()
     org = admin.sdk.orgs.create_org(body=OrgDetails(name="Newest"))
-    result = subprocess.run(
-        [sys.executable, "-c", PROBE, server.base_url, json.dumps({"admin": admin.token})],
-        env={**os.environ, "PYTHONPATH": str(LATEST_SDK)},
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert result.returncode == 0, result.stderr
-    probe: dict[str, Any] = json.loads(result.stdout)
+    probe: dict[str, Any] = run_latest(server, PROBE, json.dumps({"admin": admin.token}))
     assert tuple(int(part) for part in probe["version"].split(".")[:2]) >= (1, 8)
 
     created = probe["created"]

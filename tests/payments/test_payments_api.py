@@ -13,8 +13,8 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tests.conftest import Clock, World
-from tests.console.test_console import FORM
 from tests.payments.conftest import ADDRESS, BILLING, attach, make_due
+from tests.support.console import FORM
 from tests.support.database import dump
 from tests.support.errors import assert_error
 from zoopay.db.engine import reading, transaction

@@ -11,8 +11,8 @@ import re
 
 import httpx
 
-from tests.console.test_console import FORM, sign_in
 from tests.processors.conftest import Stripe
+from tests.support.console import FORM, sign_in
 from tests.support.database import dump
 from tests.support.http import bearer, ok
 from tests.support.localstripe import PUBLISHABLE_KEY

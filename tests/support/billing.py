@@ -1,12 +1,13 @@
 """Billing from a test: the embedded processor, cards on file, `billing run` in-process."""
 
 import asyncio
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import pytest
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from tests.conftest import Clock, Person, World
+from tests.conftest import START, Clock, Person, World
 from tests.support import processor as processor_support
 from tests.support.processor import VISA, default_card, processor_customer
 from zoopay.accounts.service import Org
@@ -14,13 +15,16 @@ from zoopay.billing.run import BillingTerms, RunSummary, run_billing
 from zoopay.catalog.schemas import TierName
 from zoopay.catalog.service import Catalog
 from zoopay.db.engine import reading, transaction
+from zoopay.db.tables import processor_charges
 from zoopay.journal.service import verify
-from zoopay.ledger.service import Customer
+from zoopay.ledger.service import Bucket, Customer, Posting, Reason, lock_balance, post
 from zoopay.payments.service import ensure_processor_customer
 from zoopay.processors.embedded import EmbeddedProcessor
 from zoopay.subscriptions.service import change_plan
 
 TERMS = BillingTerms(dunning_days=(1, 3, 5, 7), tax_rates={}, invoice_prefix="ZP")
+# A month after START: the first period of every plan started at START has ended.
+ENDED = START + timedelta(days=32)
 
 
 def embedded(engine: AsyncEngine, clock: Clock) -> EmbeddedProcessor:
@@ -161,3 +165,26 @@ async def without_cards(
         )
         for card in await processor.list_payment_methods(processor_id):
             await processor.detach_payment_method(processor_id, card.id)
+
+
+async def owe(engine: AsyncEngine, person: Person, micros: int) -> None:
+    """`person` spent their monthly credits and owes `micros` more, as of START."""
+    async with transaction(engine) as conn:
+        balance = await lock_balance(conn, customer=person.user.customer)
+        deltas = {Bucket.MONTHLY: -balance.monthly_micros, Bucket.TOTAL_DUE: micros}
+        await post(
+            conn,
+            balance=balance,
+            deltas=deltas,
+            posting=Posting(Reason.API_CALL, "test"),
+            now=START,
+        )
+
+
+async def charged_cents(engine: AsyncEngine) -> list[int]:
+    """Each charge that succeeded, in cents, smallest first."""
+    async with engine.connect() as conn:
+        query = select(processor_charges.c.amount_cents).where(
+            processor_charges.c.status == "succeeded"
+        )
+        return sorted(int(cents) for cents in (await conn.execute(query)).scalars())

@@ -4,15 +4,19 @@ with one of Stripe's test cards (zoopay.processors.embedded), and what the proce
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
+from decimal import Decimal
 
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from tests.conftest import Clock
 from zoopay.db.engine import reading, transaction
 from zoopay.db.tables import processor_charges, processor_refunds
 from zoopay.invoicing.service import (
     ChargeOutcome,
+    Invoice,
     InvoiceStatus,
+    NewLine,
     charge_invoice,
     credits_line,
     get_invoice,
@@ -131,3 +135,26 @@ async def invoice_state(engine: AsyncEngine, invoice_id: str) -> tuple[InvoiceSt
         invoice = await get_invoice(conn, invoice_id=invoice_id)
         attempts = await list_attempts(conn, invoice_id=invoice_id)
     return invoice.status, [attempt.status.value for attempt in attempts]
+
+
+async def issue(
+    engine: AsyncEngine,
+    clock: Clock,
+    customer: Customer,
+    lines: list[NewLine],
+    *,
+    country: str | None = None,
+    tax_rates: dict[str, Decimal] | None = None,
+) -> Invoice:
+    """An open invoice of `lines` for `customer`, numbered ZP-…"""
+    async with transaction(engine) as conn:
+        return await issue_invoice(
+            conn,
+            customer=customer,
+            lines=lines,
+            description="test invoice",
+            tax_rates=tax_rates or {},
+            prefix="ZP",
+            now=clock.now,
+            country=country,
+        )
