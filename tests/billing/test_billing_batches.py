@@ -13,7 +13,15 @@ from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from tests.conftest import START, Clock, Person, World
-from tests.support.billing import TERMS, add_card, bill, books_are_clean, embedded, without_cards
+from tests.support.billing import (
+    ENDED,
+    TERMS,
+    add_card,
+    bill,
+    books_are_clean,
+    embedded,
+    without_cards,
+)
 from tests.support.concurrency import all_finished
 from zoopay.billing import run as billing_run
 from zoopay.billing.run import BillingTerms
@@ -42,7 +50,6 @@ from zoopay.journal.service import Account, AccountKind, account_balance
 from zoopay.ledger.service import Bucket, Posting, Reason, lock_balance, post
 from zoopay.payments.service import Address, BillingDetails, save_billing_info
 
-ENDED = START + timedelta(days=32)
 DE = {"DE": Decimal("0.19")}
 
 

@@ -7,8 +7,8 @@ import pytest
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from tests.conftest import START, Person, World
-from tests.support.billing import staff_plan
+from tests.conftest import START, World
+from tests.support.billing import ENDED, owe, staff_plan
 from tests.support.cli import zoopay_json
 from zoopay.billing.close import claim, customers_to_close
 from zoopay.billing.run import close_periods
@@ -16,22 +16,7 @@ from zoopay.catalog.schemas import TierName
 from zoopay.catalog.service import Catalog
 from zoopay.db.engine import transaction
 from zoopay.db.tables import billing_closes, subscriptions
-from zoopay.ledger.service import Bucket, Customer, Posting, Reason, get_balance, lock_balance, post
-
-ENDED = START + timedelta(days=32)  # START is 2026-01-15 12:00: the period ended 2026-02-15
-
-
-async def _spend(engine: AsyncEngine, person: Person, *, due_micros: int) -> None:
-    async with transaction(engine) as conn:
-        balance = await lock_balance(conn, customer=person.user.customer)
-        deltas = {Bucket.MONTHLY: -balance.monthly_micros, Bucket.TOTAL_DUE: due_micros}
-        await post(
-            conn,
-            balance=balance,
-            deltas=deltas,
-            posting=Posting(Reason.API_CALL, "test"),
-            now=START,
-        )
+from zoopay.ledger.service import Customer, get_balance
 
 
 async def _closes(engine: AsyncEngine) -> dict[str, dict[str, Any]]:
@@ -46,7 +31,7 @@ async def test_a_close_bills_the_next_fee_and_the_usage_once_and_starts_the_new_
     spender, idle, pro = await world.user(), await world.user(), await world.user()
     admin, member = await world.user(), await world.user()
     org = await world.org(admin, member)
-    await _spend(engine, spender, due_micros=4_250_000)
+    await owe(engine, spender, 4_250_000)
     await staff_plan(engine, catalog, pro.user.customer, TierName.PRO, START)
     await staff_plan(engine, catalog, Customer("org", org.id), TierName.TEAM, START)
 
@@ -88,7 +73,7 @@ async def test_a_run_that_dies_midway_is_finished_by_the_next_without_closing_tw
 ) -> None:
     people = [await world.user() for _ in range(5)]
     for person in people:
-        await _spend(engine, person, due_micros=1_000_000)
+        await owe(engine, person, 1_000_000)
     async with engine.connect() as conn:
         due = await customers_to_close(conn, at=ENDED)
     assert len(due) == 5
@@ -139,7 +124,7 @@ async def test_billing_run_on_the_command_line_is_idempotent(
     world: World, engine: AsyncEngine, database_url: str
 ) -> None:
     spender = await world.user()
-    await _spend(engine, spender, due_micros=2_000_000)
+    await owe(engine, spender, 2_000_000)
     at = "2026-02-16T00:00:00+0000"
     first = zoopay_json(database_url, "billing", "run", "--at", at)
     # No card on file: invoiced, charged, failed (dunning retries it).
