@@ -4,18 +4,24 @@ from collections.abc import Sequence
 from datetime import timedelta
 
 import httpx
-from sqlalchemy import select
+import pytest
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tests.conftest import START, Clock, World
 from tests.support.billing import ENDED, add_card, bill, charged_cents, embedded, owe, staff_plan
+from tests.support.processor import processor_customer
 from zoopay.catalog.schemas import TierName
 from zoopay.catalog.service import Catalog
-from zoopay.db.tables import billing_closes, invoices
+from zoopay.db.engine import transaction
+from zoopay.db.tables import billing_closes, invoices, processor_charges
 from zoopay.invoicing.service import Attempt, list_attempts
+from zoopay.journal.service import Account, AccountKind, account_balance
 from zoopay.ledger.service import get_balance
 from zoopay.payments.service import NO_PROCESSOR, find_payment_customer, processor_customer_id
 from zoopay.processors.base import (
+    ChargeRequest,
+    ChargeResult,
     CustomerRequest,
     CustomerResult,
     ProcessorError,
@@ -165,12 +171,20 @@ async def test_usage_past_the_threshold_is_invoiced_early_and_not_again_at_the_c
 
 class RefusesSome(EmbeddedProcessor):
     """The embedded processor, refusing to make the customers at `refuse` (as Stripe refuses
-    an email it finds invalid) and losing the answer for those at `lose`."""
+    an email it finds invalid) and losing the answer for those at `lose`; with
+    `lose_charges`, a batch of charges is made and its answer lost on its way back."""
 
     def __init__(self, engine: AsyncEngine, clock: Clock) -> None:
         super().__init__(engine, lambda: clock.now)
         self.refuse: set[str] = set()
         self.lose: set[str] = set()
+        self.lose_charges = False
+
+    async def charge_many(self, requests: Sequence[ChargeRequest]) -> list[ChargeResult]:
+        made = await super().charge_many(requests)
+        if self.lose_charges:
+            raise ProcessorUnavailable("connection reset")
+        return made
 
     async def create_customers(self, requests: Sequence[CustomerRequest]) -> list[CustomerResult]:
         kept = [r for r in requests if r.email not in self.refuse | self.lose]
@@ -245,6 +259,70 @@ async def test_a_customer_the_processor_refuses_fails_alone_and_is_dunned_as_a_d
         "succeeded",
     ]
     assert await charged_cents(engine) == [200, 200]
+
+
+@pytest.mark.parametrize(
+    ("column", "value"), [("currency", "eur"), ("amount_cents", 199), ("customer_id", "another")]
+)
+async def test_a_run_never_settles_an_invoice_with_a_charge_that_is_not_its_attempts(
+    engine: AsyncEngine, catalog: Catalog, world: World, clock: Clock, column: str, value: str
+) -> None:
+    """A run's reconcile step asks the processor for the charge under a pending attempt's
+    key: one in another currency, of another amount or of another customer (the processor's
+    records, not what zoopay asked for) pays nothing. The attempt fails as a retried charge
+    would, the usage stays owed, and dunning charges the invoice anew under a new key."""
+    processor = RefusesSome(engine, clock)
+    payer = await world.user()
+    await owe(engine, payer, 2_000_000)
+    await add_card(engine, processor, payer.user.customer, START)
+    processor.lose_charges = True
+    clock.now = ENDED
+    first = await bill(engine, catalog, processor, ENDED)
+    assert (first.invoiced, first.charged, first.paid) == (1, 1, 0)
+    [invoice] = await _invoices(engine)
+    [attempt] = await _attempts(engine, invoice["id"])
+    assert attempt.status == "pending" and await charged_cents(engine) == [200]
+    if value == "another":
+        other = await world.user()
+        value = await processor_customer(engine, processor, other.user.customer, START)
+    async with transaction(engine) as conn:  # the processor's records, not what it was asked
+        await conn.execute(
+            update(processor_charges)
+            .where(processor_charges.c.idempotency_key == attempt.idempotency_key)
+            .values({column: value})
+        )
+    processor.lose_charges = False
+
+    again = await bill(engine, catalog, processor, ENDED + timedelta(hours=2))
+    assert (again.reconciled, again.paid) == (1, 0)
+    [invoice] = await _invoices(engine)
+    [attempt] = await _attempts(engine, invoice["id"])
+    assert (invoice["status"], invoice["amount_paid_micros"], invoice["charge_id"]) == (
+        "open",
+        0,
+        None,
+    )
+    assert (attempt.status, attempt.failure_code, attempt.charge_id) == (
+        "failed",
+        "idempotency_key_in_use",
+        None,
+    )
+    async with engine.connect() as conn:
+        assert (await get_balance(conn, customer=payer.user.customer)).total_due_micros == (
+            2_000_000
+        )
+        assert await account_balance(conn, Account(AccountKind.PROCESSOR_CASH)) == 0
+
+    # The first retry day: a new attempt, under its own key, is charged and pays the invoice.
+    clock.now = ENDED + timedelta(days=1, hours=3)
+    retry = await bill(engine, catalog, processor, clock.now)
+    assert (retry.retried, retry.paid) == (1, 1)
+    [invoice] = await _invoices(engine)
+    assert (invoice["status"], invoice["amount_paid_micros"]) == ("paid", 2_000_000)
+    assert [a.status for a in await _attempts(engine, invoice["id"])] == ["failed", "succeeded"]
+    async with engine.connect() as conn:
+        assert (await get_balance(conn, customer=payer.user.customer)).total_due_micros == 0
+        assert await account_balance(conn, Account(AccountKind.PROCESSOR_CASH)) == 2_000_000
 
 
 async def test_a_customer_refused_on_every_retry_ends_uncollectible_and_delinquent(

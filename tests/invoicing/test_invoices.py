@@ -46,7 +46,7 @@ from zoopay.invoicing.service import (
 from zoopay.journal.service import Account, AccountKind, account_balance, invoice_journal, verify
 from zoopay.ledger.service import Bucket, Customer, Reason, get_balance, lock_balance, post
 from zoopay.ledger.service import Posting as BucketPosting
-from zoopay.processors.base import ProcessorError, Refund
+from zoopay.processors.base import ChargeRequest, ProcessorError, Refund
 from zoopay.processors.embedded import EmbeddedProcessor
 
 DE = {"DE": Decimal("0.19")}
@@ -160,7 +160,9 @@ async def test_a_paid_credit_purchase_grows_the_stable_bucket_by_exactly_its_amo
     assert paid.charge_id is not None
     assert await stable(engine, customer) == before + 25_000_000
     assert await succeeded_cents(engine) == 2500
-    charge = await processor.find_charge(attempt_key(invoice.id, 1))
+    charge = await processor.find_charge(
+        ChargeRequest(cus, 2500, "usd", attempt_key(invoice.id, 1), "")
+    )
     assert charge is not None and charge.id == paid.charge_id
     assert await charge_count(engine) == 1
     # Again: paid already, nothing charged, nothing credited.

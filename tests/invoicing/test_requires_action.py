@@ -42,7 +42,7 @@ from zoopay.invoicing.service import (
 )
 from zoopay.journal.service import Account, AccountKind, account_balance
 from zoopay.ledger.service import Customer, get_balance
-from zoopay.processors.base import ChargeStatus
+from zoopay.processors.base import ChargeRequest, ChargeStatus
 from zoopay.processors.embedded import EmbeddedProcessor
 
 
@@ -67,6 +67,11 @@ async def waiting_invoice(
     assert outcome.attempt.charge_id is not None
     assert await succeeded_cents(engine) == 0
     return Waiting(customer, cus, invoice_id, outcome.attempt.charge_id)
+
+
+def charge_of(waiting: Waiting, key: str) -> ChargeRequest:
+    """What an attempt of the waiting invoice asked the processor for (25.00 USD), by its key."""
+    return ChargeRequest(waiting.processor_customer_id, 2500, "usd", key, "")
 
 
 async def void(engine: AsyncEngine, clock: Clock, invoice_id: str) -> None:
@@ -147,7 +152,7 @@ async def test_a_new_attempt_cancels_the_charge_still_waiting_for_the_customer(
     # The customer authenticates the first one too late: it was canceled, nothing is taken.
     late = await processor.authenticate_charge(w.charge_id)
     assert (late.status, late.failure_code) == (ChargeStatus.CANCELED, "canceled")
-    assert await processor.find_charge(late.idempotency_key) == late
+    assert await processor.find_charge(charge_of(w, late.idempotency_key)) == late
     assert (await succeeded_cents(engine), await charge_count(engine)) == (2500, 2)
     assert await stable(engine, w.customer) == DOLLARS_25
     await books_are_clean(engine, w.customer)
@@ -189,6 +194,44 @@ async def test_a_closed_invoices_waiting_charge_is_canceled_by_reconcile(
     await books_are_clean(engine, w.customer)
 
 
+@pytest.mark.parametrize(
+    ("column", "value"), [("currency", "eur"), ("amount_cents", 2600), ("customer_id", "another")]
+)
+async def test_a_waiting_charge_that_is_not_the_attempts_is_never_held_nor_refunded(
+    engine: AsyncEngine,
+    world: World,
+    clock: Clock,
+    processor: EmbeddedProcessor,
+    column: str,
+    value: str,
+) -> None:
+    """Reconcile cancels the waiting charge of a voided invoice; a success it answers instead
+    is money held and refunded (`refund_due`). A charge that is no longer what the attempt
+    asked for (another currency, amount or customer, in the processor's records) is none of
+    this invoice's money: nothing is posted as dollars, nothing refunded, nothing canceled;
+    the attempt is left waiting for the operator."""
+    w = await waiting_invoice(engine, world, clock, processor)
+    await void(engine, clock, w.invoice_id)
+    if value == "another":
+        other = await world.user()
+        value = await processor_customer(engine, processor, other.user.customer, clock.now)
+    async with transaction(engine) as conn:  # the processor's truth, unlike what it was asked
+        await conn.execute(
+            update(processor_charges)
+            .where(processor_charges.c.id == w.charge_id)
+            .values({"status": "succeeded", "failure_code": None, column: value})
+        )
+
+    report = await reconcile_pending_charges(engine, processor, now=clock.now)
+    assert (report.applied, report.refunded, len(report.still_pending)) == ([], [], 1)
+    assert await invoice_state(engine, w.invoice_id) == (InvoiceStatus.VOID, ["requires_action"])
+    assert await refunded_cents(engine) == 0
+    async with reading(engine) as conn:
+        assert await account_balance(conn, Account(AccountKind.PROCESSOR_CASH)) == 0
+    assert await stable(engine, w.customer) == 0
+    await books_are_clean(engine, w.customer)
+
+
 async def test_a_success_reported_for_an_attempt_taken_for_canceled_is_refunded(
     engine: AsyncEngine, world: World, clock: Clock, processor: EmbeddedProcessor
 ) -> None:
@@ -204,7 +247,7 @@ async def test_a_success_reported_for_an_attempt_taken_for_canceled_is_refunded(
             .where(processor_charges.c.id == w.charge_id)
             .values(status="succeeded", failure_code=None, failure_message=None)
         )
-    succeeded = await processor.find_charge(attempt_key(w.invoice_id, 1))
+    succeeded = await processor.find_charge(charge_of(w, attempt_key(w.invoice_id, 1)))
     assert succeeded is not None and succeeded.status == ChargeStatus.SUCCEEDED
     async with reading(engine) as conn:
         [first, _] = await list_attempts(conn, invoice_id=w.invoice_id)

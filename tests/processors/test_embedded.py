@@ -146,11 +146,10 @@ async def test_a_charge_behaves_as_its_test_card(
     processor: EmbeddedProcessor, token: str, status: ChargeStatus, code: str | None
 ) -> None:
     customer, [card] = await customer_with(processor, token)
-    charge = await processor.charge(
-        ChargeRequest(
-            customer, amount_cents=1999, currency="usd", idempotency_key="inv-1", description="x"
-        )
+    request = ChargeRequest(
+        customer, amount_cents=1999, currency="usd", idempotency_key="inv-1", description="x"
     )
+    charge = await processor.charge(request)
     assert (charge.status, charge.failure_code) == (status, code)
     assert (charge.amount_cents, charge.currency, charge.payment_method_id) == (
         1999,
@@ -158,7 +157,7 @@ async def test_a_charge_behaves_as_its_test_card(
         card.id,
     )
     assert charge.id.startswith("pi_")
-    assert await processor.find_charge("inv-1") == charge
+    assert await processor.find_charge(request) == charge
 
 
 async def test_the_same_idempotency_key_takes_nothing_more(
@@ -177,19 +176,28 @@ async def test_the_same_idempotency_key_takes_nothing_more(
     async with reading(engine) as conn:
         count = (await conn.execute(select(func.count()).select_from(processor_charges))).scalar()
     assert count == 1
-    assert await processor.find_charge("other") is None
+    assert await processor.find_charge(replace(request, idempotency_key="other")) is None
+    # Nor is it found as the charge of another request under its key (what reconcile asks).
+    other_customer, _ = await customer_with(processor, "pm_card_visa")
+    for other in (
+        replace(request, amount_cents=600),
+        replace(request, currency="eur"),
+        replace(request, customer_id=other_customer),
+    ):
+        with pytest.raises(ProcessorError) as refused:
+            await processor.find_charge(other)
+        assert refused.value.code == "idempotency_key_in_use"
 
 
 async def test_a_charge_needs_a_payment_method(processor: EmbeddedProcessor) -> None:
     customer, _ = await customer_with(processor)
+    request = ChargeRequest(
+        customer, amount_cents=500, currency="usd", idempotency_key="k", description="d"
+    )
     with pytest.raises(ProcessorError) as refused:
-        await processor.charge(
-            ChargeRequest(
-                customer, amount_cents=500, currency="usd", idempotency_key="k", description="d"
-            )
-        )
+        await processor.charge(request)
     assert refused.value.code == "no_payment_method"
-    assert await processor.find_charge("k") is None
+    assert await processor.find_charge(request) is None
 
 
 async def test_a_charge_names_a_method_of_the_customer_only(processor: EmbeddedProcessor) -> None:
@@ -214,17 +222,12 @@ async def test_bad_charges_are_refused(
     processor: EmbeddedProcessor, amount: int, currency: str
 ) -> None:
     customer, _ = await customer_with(processor, "pm_card_visa")
+    request = ChargeRequest(
+        customer, amount_cents=amount, currency=currency, idempotency_key="k", description=""
+    )
     with pytest.raises(ProcessorError):
-        await processor.charge(
-            ChargeRequest(
-                customer,
-                amount_cents=amount,
-                currency=currency,
-                idempotency_key="k",
-                description="",
-            )
-        )
-    assert await processor.find_charge("k") is None
+        await processor.charge(request)
+    assert await processor.find_charge(request) is None
 
 
 async def test_refunds_are_idempotent_and_bounded(processor: EmbeddedProcessor) -> None:
@@ -516,9 +519,10 @@ async def test_charge_many_answers_each_request_as_charge_would_in_one_batch(
             request(visa, "k-earlier", 700),  # the key of another charge
             request(visa, "k-1"),  # the same key twice in the batch: charged once
             request(visa, "k-5", 0),
+            request(failing, "k-1"),  # that key for another customer: not their charge
         ]
     )
-    ok, fails, no_card, nobody, retry, misused, twice, zero = results
+    ok, fails, no_card, nobody, retry, misused, twice, zero, stolen = results
     assert isinstance(ok, Charge) and ok.status == ChargeStatus.SUCCEEDED
     assert isinstance(fails, Charge) and fails.failure_code == "card_declined"
     assert isinstance(no_card, ProcessorError) and no_card.code == "no_payment_method"
@@ -527,7 +531,8 @@ async def test_charge_many_answers_each_request_as_charge_would_in_one_batch(
     assert isinstance(misused, ProcessorError) and misused.code == "idempotency_key_in_use"
     assert twice == ok
     assert isinstance(zero, ProcessorError) and zero.code == "invalid_amount"
-    assert await processor.find_charge("k-1") == ok
+    assert isinstance(stolen, ProcessorError) and stolen.code == "idempotency_key_in_use"
+    assert await processor.find_charge(request(visa, "k-1")) == ok
     async with reading(processor._engine) as conn:
         count = (await conn.execute(select(func.count()).select_from(processor_charges))).scalar()
     assert count == 3  # k-earlier, k-1, k-2

@@ -282,16 +282,26 @@ async def test_charge_once_per_idempotency_key(stripe_processor: StripeProcessor
     assert again == first
     [intent] = await intents_with_key(stripe_processor, charge_key)
     assert (intent.id, intent.status, intent.amount) == (first.id, "succeeded", 1234)
-    assert await stripe_processor.find_charge(charge_key) == first
+    assert await stripe_processor.find_charge(request) == first
 
     with pytest.raises(ProcessorError) as refused:
         await stripe_processor.charge(replace(request, amount_cents=999))
     assert refused.value.code == "idempotency_key_in_use"
+    # Nor is it found as the charge of another request under its key (what reconcile asks).
+    for other in (
+        replace(request, amount_cents=999),
+        replace(request, currency="eur"),
+        replace(request, customer_id=await new_customer(stripe_processor)),
+    ):
+        with pytest.raises(ProcessorError) as refused:
+            await stripe_processor.find_charge(other)
+        assert refused.value.code == "idempotency_key_in_use"
     assert len(await intents_with_key(stripe_processor, charge_key)) == 1
 
 
 async def test_find_charge_of_an_unknown_key(stripe_processor: StripeProcessor) -> None:
-    assert await stripe_processor.find_charge(key()) is None
+    request = ChargeRequest("cus_x", 100, "usd", idempotency_key=key(), description="x")
+    assert await stripe_processor.find_charge(request) is None
 
 
 async def test_a_declined_charge_fails_with_its_code(stripe_processor: StripeProcessor) -> None:
@@ -314,7 +324,7 @@ async def test_a_declined_charge_fails_with_its_code(stripe_processor: StripePro
     )
     assert failed.failure_message == "Your card was declined."
     assert failed.payment_method_id == method_id
-    assert await stripe_processor.find_charge(charge_key) == failed
+    assert await stripe_processor.find_charge(request) == failed
     # A retry with the same key answers the same failure and tries nothing new.
     again = await stripe_processor.charge(request)
     assert again == failed
@@ -340,19 +350,13 @@ async def test_a_card_that_needs_3ds_requires_action(stripe_processor: StripePro
 async def test_no_default_method_no_charge(stripe_processor: StripeProcessor) -> None:
     customer_id = await new_customer(stripe_processor)
     await add_card(stripe_processor, customer_id)  # attached, but nobody made it the default
-    charge_key = key()
+    request = ChargeRequest(
+        customer_id, amount_cents=700, currency="usd", idempotency_key=key(), description="x"
+    )
     with pytest.raises(ProcessorError) as refused:
-        await stripe_processor.charge(
-            ChargeRequest(
-                customer_id,
-                amount_cents=700,
-                currency="usd",
-                idempotency_key=charge_key,
-                description="x",
-            )
-        )
+        await stripe_processor.charge(request)
     assert refused.value.code == "no_payment_method"
-    assert await stripe_processor.find_charge(charge_key) is None
+    assert await stripe_processor.find_charge(request) is None
 
 
 @pytest.mark.parametrize("amount", [0, -5])

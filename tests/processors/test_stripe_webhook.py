@@ -11,7 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tests.conftest import START, Clock, World
 from tests.support.errors import assert_error
-from tests.support.processor import DOLLARS_25, open_credits_invoice
+from tests.support.processor import DOLLARS_25, Unreachable, open_credits_invoice
 from tests.support.stripe_events import delivery, event
 from zoopay.config import Settings
 from zoopay.db.engine import reading
@@ -20,15 +20,18 @@ from zoopay.errors import ServiceUnavailable
 from zoopay.invoicing.service import (
     AttemptStatus,
     InvoiceStatus,
+    attempt_key,
     charge_invoice,
     get_invoice,
     list_attempts,
+    reconcile_pending_charges,
     refund_invoice,
 )
+from zoopay.journal.service import Account, AccountKind, account_balance, invoice_journal
 from zoopay.ledger.service import Customer, get_balance
 from zoopay.processors import processor_from_settings
 from zoopay.processors.base import Charge, ProcessorUnavailable, Refund
-from zoopay.processors.stripe import StripeProcessor
+from zoopay.processors.stripe import KEY_METADATA, StripeProcessor
 
 WEBHOOK = "/processor/stripe/webhook"
 
@@ -171,6 +174,78 @@ async def test_an_intent_that_is_not_the_attempts_charge_is_refused_and_pays_not
     assert attempt.status == AttemptStatus.PENDING
     assert await stable_micros(engine, person.user.customer) == 0
     assert await recorded(engine) == []
+
+
+@pytest.mark.parametrize(
+    ("field", "value"), [("currency", "eur"), ("customer", "another"), ("amount", 2499)]
+)
+async def test_reconcile_refuses_an_intent_under_the_key_that_is_not_the_attempts_charge(
+    stripe_processor: StripeProcessor,
+    engine: AsyncEngine,
+    world: World,
+    clock: Clock,
+    field: str,
+    value: object,
+) -> None:
+    """Reconcile (a server's start, `zoopay billing run`, paying again) asks Stripe for the
+    intent under a pending attempt's key: one in another currency, of another customer or of
+    another amount is not its charge. The attempt fails as a retried charge would, the invoice
+    stays open and owed, nothing is credited or posted; the next attempt charges it anew."""
+    person = await world.user()
+    customer_id = await stripe_customer_with_card(stripe_processor, "4242424242424242")
+    invoice_id = await open_credits_invoice(engine, clock.now, person.user.customer)
+    lost = Unreachable(engine, lambda: clock.now)  # the request never reaches Stripe
+    with pytest.raises(ServiceUnavailable):
+        await charge_invoice(
+            engine, lost, invoice_id=invoice_id, processor_customer_id=customer_id, now=clock.now
+        )
+    terms: dict[str, Any] = {"amount": 2500, "currency": "usd", "customer": customer_id}
+    if value == "another":
+        value = await stripe_customer_with_card(stripe_processor, "4242424242424242")
+    terms[field] = value
+    # Someone else's intent carries the attempt's key (made outside zoopay, or a key reused).
+    foreign = await stripe_processor.client.v1.payment_intents.create_async(
+        {
+            **terms,
+            "payment_method": await stripe_processor.default_payment_method(terms["customer"]),
+            "confirm": True,
+            "off_session": True,
+            "metadata": {KEY_METADATA: attempt_key(invoice_id, 1)},
+        }
+    )
+    assert foreign.status == "succeeded"
+
+    report = await reconcile_pending_charges(engine, stripe_processor, now=clock.now)
+    async with reading(engine) as conn:
+        invoice = await get_invoice(conn, invoice_id=invoice_id)
+        [attempt] = await list_attempts(conn, invoice_id=invoice_id)
+        cash = await account_balance(conn, Account(AccountKind.PROCESSOR_CASH))
+        posted = [line.processor_ref for line in await invoice_journal(conn, invoice_id)]
+    assert (report.applied, report.refunded) == ([attempt.id], [])
+    assert (invoice.status, invoice.amount_paid_micros, invoice.charge_id) == (
+        InvoiceStatus.OPEN,
+        0,
+        None,
+    )
+    assert (attempt.status, attempt.failure_code, attempt.charge_id) == (
+        AttemptStatus.FAILED,
+        "idempotency_key_in_use",
+        None,
+    )
+    assert (cash, foreign.id in posted) == (0, False)
+    assert await stable_micros(engine, person.user.customer) == 0
+
+    # The customer pays: a new attempt, under a new key, is charged 25.00 USD and credited.
+    paid = await charge_invoice(
+        engine,
+        stripe_processor,
+        invoice_id=invoice_id,
+        processor_customer_id=customer_id,
+        now=clock.now,
+    )
+    assert paid.invoice.paid and paid.invoice.attempt_count == 2
+    assert paid.invoice.charge_id != foreign.id
+    assert await stable_micros(engine, person.user.customer) == DOLLARS_25
 
 
 async def test_a_failed_payment_left_pending_fails_its_attempt(

@@ -941,6 +941,20 @@ def _attempt_of_row(row: Mapping[Any, Any]) -> Attempt:
     return record_of(Attempt, row, status=AttemptStatus(row["status"]))
 
 
+def asked_of(attempt: Attempt) -> ChargeRequest:
+    """What the attempt asked the processor for, as a charge found for it (by key or id) is
+    held to: the processor answers none that is not this (`check_same_charge`), which never
+    looks at the description."""
+    return ChargeRequest(
+        customer_id=attempt.processor_customer_id,
+        amount_cents=attempt.amount_cents,
+        currency=CURRENCY,
+        idempotency_key=attempt.idempotency_key,
+        description="",
+        payment_method_id=attempt.payment_method_id,
+    )
+
+
 async def _pending_attempt(conn: AsyncConnection, invoice_id: str) -> Attempt | None:
     query = select(invoice_payment_attempts).where(
         invoice_payment_attempts.c.invoice_id == invoice_id,
@@ -1057,7 +1071,9 @@ async def _hold_stray_charge(
     conn: AsyncConnection, invoice: Invoice, charge: Charge, *, now: datetime
 ) -> None:
     """Money the processor took for an invoice that did not need it any more: cash in, owed
-    back to the customer until `refund_stray_charges` returns it."""
+    back to the customer until `refund_stray_charges` returns it. `charge` is the attempt's
+    own, in USD and of its amount (which is what is refunded): the processor answers no other
+    for its key (`check_same_charge`), so no other currency's cents are posted as dollars."""
     logger.warning(
         "charge %s succeeded for invoice %s, which is %s: it will be refunded",
         charge.id,
@@ -1156,10 +1172,12 @@ async def _cancel_waiting(
     answers (canceled, or what the customer made of it first). ProcessorUnavailable: unknown."""
     assert attempt.charge_id is not None  # apply_charge recorded the charge
     try:
-        charge = await processor.cancel_charge(attempt.charge_id)
+        charge = await processor.cancel_charge(attempt.charge_id, request=asked_of(attempt))
     except ProcessorError as exc:
         if exc.code != "resource_missing":
-            # Refused to cancel, and still waiting: charging anew could charge twice.
+            # Refused to cancel (or not the attempt's charge: `check_same_charge`, which never
+            # pays), and still waiting: charging anew could charge twice.
+            logger.warning("charge %s was not canceled: %s", attempt.charge_id, exc.message)
             raise ProcessorUnavailable(exc.message) from exc
         # The processor knows no such charge: it cannot succeed later either.
         charge = _canceled(attempt, exc)
@@ -1264,7 +1282,9 @@ async def reconcile_pending_charges(
 ) -> Reconciliation:
     """Every attempt left pending (a crash, a processor that did not answer): ask the
     processor for the charge made with its key and apply it; an attempt with no charge older
-    than `abandon_after` is marked abandoned (nothing was taken; the invoice stays open).
+    than `abandon_after` is marked abandoned (nothing was taken; the invoice stays open), one
+    whose key holds another charge (another customer's, currency or amount) fails and pays
+    nothing (`_refuse_other_charge`).
     Attempts that wait for the customer are asked too (the embedded processor sends no webhook
     when they authenticate): those of an open or uncollectible invoice may still complete; those
     of one that can no longer be paid (void, paid) are canceled. Then money owed back is
@@ -1314,9 +1334,11 @@ async def _reconcile_attempt(
     abandon_after: timedelta | None,
 ) -> str:
     try:
-        charge = await processor.find_charge(attempt.idempotency_key)
+        charge = await processor.find_charge(asked_of(attempt))
     except ProcessorUnavailable:
         return "pending"
+    except ProcessorError as exc:
+        return await _refuse_other_charge(engine, attempt, exc, now=now)
     if charge is not None:
         async with transaction(engine) as conn:
             applied = await apply_charge(conn, attempt_id=attempt.id, charge=charge, now=now)
@@ -1333,6 +1355,32 @@ async def _reconcile_attempt(
             .values(status=AttemptStatus.ABANDONED.value, updated_at=now)
         )
     return "abandoned"
+
+
+async def _refuse_other_charge(
+    engine: AsyncEngine, attempt: Attempt, exc: ProcessorError, *, now: datetime
+) -> str:
+    """The processor holds a charge under the attempt's key that is not the one it asked for
+    (another customer's, currency or amount): it never pays the invoice, is never held as a
+    stray charge (whose money zoopay would post as its own USD and refund), and credits
+    nothing. A pending attempt fails with the processor's code, as `charge_invoice` fails one
+    whose retried charge gets the same answer: the invoice stays open, and dunning (or the
+    customer) charges it anew under the next attempt's key. That charge is none of zoopay's to
+    refund or cancel: the operator is told, in the log."""
+    logger.warning(
+        "attempt %s of invoice %s: the processor holds another charge under key %s (%s);"
+        " it pays nothing",
+        attempt.id,
+        attempt.invoice_id,
+        attempt.idempotency_key,
+        exc.message,
+    )
+    if attempt.status != AttemptStatus.PENDING:
+        return "pending"  # one waiting for the customer keeps waiting for its own charge
+    async with transaction(engine) as conn:
+        await lock_invoice(conn, invoice_id=attempt.invoice_id)
+        await _fail_attempt(conn, attempt, exc.code, exc.message, now=now)
+    return "applied"
 
 
 # --------------------------------------------------------------------------------- refunds

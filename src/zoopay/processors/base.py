@@ -111,6 +111,27 @@ class CustomerRequest:
     metadata: dict[str, str]
 
 
+def check_same_charge(
+    request: ChargeRequest, *, customer_id: object, amount_cents: object, currency: object
+) -> None:
+    """ProcessorError(`idempotency_key_in_use`) unless a charge found under the request's
+    idempotency key (its customer, amount and currency as the processor holds them) is the
+    charge the request asked for. zoopay settles an invoice on an attempt's charge by its key
+    and amount alone, so another customer's money, another currency or another amount would
+    pay it: every path that takes a charge found for an attempt as its own (a retried `charge`
+    or `charge_many`, `find_charge` for reconcile and `billing run`, `cancel_charge`, Stripe's
+    webhook) asks here, and only here. Compared as sent: a fraction of a cent is no charge of
+    whole cents."""
+    if (customer_id, amount_cents, currency) != (
+        request.customer_id,
+        request.amount_cents,
+        request.currency,
+    ):
+        raise ProcessorError(
+            "idempotency_key_in_use", "this idempotency key was used for another charge"
+        )
+
+
 # What one customer of a batch came to: the new customer's id, a refusal, or no answer.
 CustomerResult = str | ProcessorError | ProcessorUnavailable
 
@@ -163,15 +184,20 @@ class PaymentProcessor(Protocol):
         idempotency keys answer the same Charges, as `charge` does."""
         ...
 
-    async def find_charge(self, idempotency_key: str) -> Charge | None:
-        """The charge made with this key, if any: how reconciliation learns what happened."""
+    async def find_charge(self, request: ChargeRequest) -> Charge | None:
+        """The charge made with the request's idempotency key, if any: how reconciliation learns
+        what happened to an attempt. A charge under the key that is not the one the request
+        asks for is ProcessorError(`idempotency_key_in_use`) (`check_same_charge`), as `charge`
+        answers such a retry: it is never answered as the request's charge."""
         ...
 
-    async def cancel_charge(self, charge_id: str) -> Charge:
+    async def cancel_charge(self, charge_id: str, *, request: ChargeRequest) -> Charge:
         """Cancel a charge that waits for the customer (REQUIRES_ACTION), so that it can never
         succeed later; answers the charge as it then stands: CANCELED, or what the customer made
         of it first (SUCCEEDED, FAILED: nothing is canceled then). A charge that is no longer
-        waiting is answered as it is. ProcessorError(`resource_missing`) for an unknown one."""
+        waiting is answered as it is. ProcessorError(`resource_missing`) for an unknown one;
+        ProcessorError(`idempotency_key_in_use`), nothing canceled, for one that is not what
+        `request` asked for (`check_same_charge`)."""
         ...
 
     async def refund(self, charge_id: str, *, amount_cents: int, idempotency_key: str) -> Refund:

@@ -53,6 +53,7 @@ from zoopay.processors.base import (
     ProcessorError,
     Refund,
     SetupIntent,
+    check_same_charge,
 )
 from zoopay.records import record_of
 
@@ -464,15 +465,12 @@ class EmbeddedProcessor:
 
     @staticmethod
     def _same_charge(row: Mapping[Any, Any], request: ChargeRequest) -> Charge:
-        if (row["customer_id"], row["amount_cents"], row["currency"]) != (
-            request.customer_id,
-            request.amount_cents,
-            request.currency,
-        ):
-            raise ProcessorError(
-                "idempotency_key_in_use",
-                "this idempotency key was used for another charge",
-            )
+        check_same_charge(
+            request,
+            customer_id=row["customer_id"],
+            amount_cents=row["amount_cents"],
+            currency=row["currency"],
+        )
         return _charge(row)
 
     async def _new_charge(self, conn: AsyncConnection, request: ChargeRequest) -> Charge:
@@ -515,21 +513,29 @@ class EmbeddedProcessor:
             for i in raced:
                 request = requests[i]
                 results[i] = self._same_or_refused(earlier[request.idempotency_key], request)
-        return [self._answer(results, first, request) for request in requests]
+        return [self._answer(results, requests, first, request) for request in requests]
 
-    @classmethod
+    @staticmethod
     def _answer(
-        cls, results: dict[int, ChargeResult], first: dict[str, int], request: ChargeRequest
+        results: dict[int, ChargeResult],
+        requests: Sequence[ChargeRequest],
+        first: dict[str, int],
+        request: ChargeRequest,
     ) -> ChargeResult:
-        """A request's result: its key's first request's, if that charged the same."""
-        answer = results[first[request.idempotency_key]]
-        if isinstance(answer, Charge) and (answer.amount_cents, answer.currency) != (
-            request.amount_cents,
-            request.currency,
-        ):
-            return ProcessorError(
-                "idempotency_key_in_use", "this idempotency key was used for another charge"
-            )
+        """A request's result: its key's first request's, if that charged the same (the first
+        request's customer, whose charge it is)."""
+        i = first[request.idempotency_key]
+        answer = results[i]
+        if isinstance(answer, Charge):
+            try:
+                check_same_charge(
+                    request,
+                    customer_id=requests[i].customer_id,
+                    amount_cents=answer.amount_cents,
+                    currency=answer.currency,
+                )
+            except ProcessorError as exc:
+                return exc
         return answer
 
     async def _charge_batch(
@@ -583,12 +589,17 @@ class EmbeddedProcessor:
         except ProcessorError as exc:
             return exc
 
-    async def find_charge(self, idempotency_key: str) -> Charge | None:
+    async def find_charge(self, request: ChargeRequest) -> Charge | None:
         async with reading(self._engine) as conn:
-            row = await _by_key(conn, processor_charges, idempotency_key)
-        return None if row is None else _charge(row)
+            row = await _by_key(conn, processor_charges, request.idempotency_key)
+        return None if row is None else self._same_charge(row, request)
 
-    async def cancel_charge(self, charge_id: str) -> Charge:
+    async def cancel_charge(self, charge_id: str, *, request: ChargeRequest) -> Charge:
+        async with reading(self._engine) as conn:
+            query = select(processor_charges).where(processor_charges.c.id == charge_id)
+            row = (await conn.execute(query)).mappings().first()
+        if row is not None:
+            self._same_charge(row, request)  # another's charge is not canceled
         return await self._finish_waiting(charge_id, ChargeStatus.CANCELED, "canceled")
 
     async def authenticate_charge(self, charge_id: str, *, approved: bool = True) -> Charge:

@@ -36,6 +36,7 @@ from zoopay.processors.base import (
     ProcessorUnavailable,
     Refund,
     SetupIntent,
+    check_same_charge,
     each_call,
 )
 
@@ -158,6 +159,22 @@ def charge_of_intent(intent: Mapping[str, Any]) -> Charge:
         failure_code=code,
         failure_message=message,
     )
+
+
+def same_charge(intent: Mapping[str, Any], request: ChargeRequest) -> Charge:
+    """An intent found under the request's key, as its Charge, if it is the charge the request
+    asked for; ProcessorError(`idempotency_key_in_use`) otherwise (`check_same_charge`). Read
+    as Stripe sent it: a webhook's intent is whatever its payload holds."""
+    customer = intent.get("customer")
+    if isinstance(customer, Mapping):  # expanded
+        customer = customer.get("id")
+    check_same_charge(
+        request,
+        customer_id=customer,
+        amount_cents=intent.get("amount"),
+        currency=intent.get("currency"),
+    )
+    return charge_of_intent(intent)
 
 
 def _refund(refund: Mapping[str, Any], charge_id: str) -> Refund:
@@ -367,7 +384,7 @@ class StripeProcessor:
             raise ProcessorError("invalid_request", "an idempotency key is required")
         existing = await self._intent_by_key(key)
         if existing is not None:
-            return self._same_charge(existing, request)
+            return same_charge(existing, request)
         if request.payment_method_id is not None:
             # Never another customer's card (Stripe refuses it too; a test server may not).
             await self._own_method(customer_id, request.payment_method_id)
@@ -416,24 +433,12 @@ class StripeProcessor:
             }
         return charge_of_intent(intent)
 
-    @staticmethod
-    def _same_charge(intent: Mapping[str, Any], request: ChargeRequest) -> Charge:
-        if (_id_of(intent.get("customer")), int(intent["amount"]), intent["currency"]) != (
-            request.customer_id,
-            request.amount_cents,
-            request.currency,
-        ):
-            raise ProcessorError(
-                "idempotency_key_in_use", "this idempotency key was used for another charge"
-            )
-        return charge_of_intent(intent)
-
     async def charge_many(self, requests: Sequence[ChargeRequest]) -> list[ChargeResult]:
         return await each_call(self.charge, requests, concurrency=CHARGE_CONCURRENCY)
 
-    async def find_charge(self, idempotency_key: str) -> Charge | None:
-        intent = await self._intent_by_key(idempotency_key)
-        return None if intent is None else charge_of_intent(intent)
+    async def find_charge(self, request: ChargeRequest) -> Charge | None:
+        intent = await self._intent_by_key(request.idempotency_key)
+        return None if intent is None else same_charge(intent, request)
 
     async def _intent_by_key(self, idempotency_key: str) -> dict[str, Any] | None:
         found: list[dict[str, Any]] = []
@@ -466,25 +471,26 @@ class StripeProcessor:
         except stripe.StripeError as exc:
             _refused(exc)
 
-    async def cancel_charge(self, charge_id: str) -> Charge:
+    async def cancel_charge(self, charge_id: str, *, request: ChargeRequest) -> Charge:
         """Stripe cancels an intent in any `requires_*` status; one the customer completed
         between the read and the cancel is refused (`payment_intent_unexpected_state`), and is
-        then answered as it is, read again."""
+        then answered as it is, read again. An intent that is not the request's charge (its
+        amount changed at Stripe, say) is neither canceled nor answered."""
         if not charge_id.startswith("pi_"):
             raise ProcessorError("resource_missing", f"No such charge: {charge_id!r}")
-        intent = await self._intent(charge_id)
-        if charge_of_intent(intent).status != ChargeStatus.REQUIRES_ACTION:
-            return charge_of_intent(intent)
+        charge = same_charge(await self._intent(charge_id), request)
+        if charge.status != ChargeStatus.REQUIRES_ACTION:
+            return charge
         try:
             canceled = await self._client.v1.payment_intents.cancel_async(charge_id)
         except stripe.InvalidRequestError as exc:
-            again = charge_of_intent(await self._intent(charge_id))
+            again = same_charge(await self._intent(charge_id), request)
             if again.status == ChargeStatus.REQUIRES_ACTION:
                 _refused(exc)
             return again
         except stripe.StripeError as exc:
             _refused(exc)
-        return charge_of_intent(_plain(canceled))
+        return same_charge(_plain(canceled), request)
 
     async def _intent(self, charge_id: str) -> dict[str, Any]:
         try:

@@ -27,15 +27,15 @@ from datetime import datetime
 from typing import Any
 
 import stripe
-from sqlalchemy import RowMapping, select
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from zoopay.db.tables import invoice_payment_attempts, stripe_events
 from zoopay.errors import BadRequest, Conflict, quoted
 from zoopay.invoicing.service import CURRENCY, AttemptStatus, apply_charge, takes_answer
 from zoopay.payments.service import insert_unless_present
-from zoopay.processors.base import ProcessorUnavailable
-from zoopay.processors.stripe import KEY_METADATA, charge_of_intent
+from zoopay.processors.base import ChargeRequest, ProcessorError, ProcessorUnavailable
+from zoopay.processors.stripe import KEY_METADATA, same_charge
 
 CHARGE_EVENTS = frozenset(
     {"payment_intent.succeeded", "payment_intent.payment_failed", "payment_intent.canceled"}
@@ -125,23 +125,6 @@ async def record_stripe_event(
     return outcome
 
 
-def _check_same_charge(intent: Mapping[str, Any], attempt: RowMapping) -> None:
-    """An intent under an attempt's key is its charge only if it is what the attempt asked for
-    (as `StripeProcessor.charge` checks a retry): the invoice settles on the amount alone, so
-    another currency or customer's money would pay it. Compared as sent (a fraction of a cent
-    is no charge of whole cents)."""
-    customer = intent.get("customer")
-    if isinstance(customer, Mapping):  # expanded
-        customer = customer.get("id")
-    sent = (customer, intent.get("amount"), intent.get("currency"))
-    if sent != (attempt["processor_customer_id"], attempt["amount_cents"], CURRENCY):
-        raise Conflict(
-            f"payment intent {quoted(intent.get('id'))} is not the charge of attempt"
-            f" {attempt['id']}: {attempt['amount_cents']} cents in {CURRENCY} from"
-            f" {attempt['processor_customer_id']}"
-        )
-
-
 async def _apply_intent(conn: AsyncConnection, intent: Mapping[str, Any], now: datetime) -> Outcome:
     metadata = intent.get("metadata")
     key = metadata.get(KEY_METADATA) if isinstance(metadata, Mapping) else None
@@ -156,9 +139,23 @@ async def _apply_intent(conn: AsyncConnection, intent: Mapping[str, Any], now: d
     attempt = (await conn.execute(query)).mappings().first()
     if attempt is None:
         return Outcome.RECORDED
-    _check_same_charge(intent, attempt)
+    # The attempt's own request: an intent under its key that is not that charge (another
+    # currency, customer or amount) pays nothing, as reconcile and a retried charge refuse it.
+    request = ChargeRequest(
+        customer_id=attempt["processor_customer_id"],
+        amount_cents=attempt["amount_cents"],
+        currency=CURRENCY,
+        idempotency_key=key,
+        description="",
+    )
     try:
-        charge = charge_of_intent(intent)
+        charge = same_charge(intent, request)
+    except ProcessorError:
+        raise Conflict(
+            f"payment intent {quoted(intent.get('id'))} is not the charge of attempt"
+            f" {attempt['id']}: {attempt['amount_cents']} cents in {CURRENCY} from"
+            f" {attempt['processor_customer_id']}"
+        ) from None
     except ProcessorUnavailable:
         return Outcome.RECORDED  # still processing: a later event tells the end
     except (KeyError, TypeError, ValueError, AttributeError):
