@@ -18,6 +18,7 @@ from tests.support.processor import (
     issue,
     processor_customer,
     refunded_cents,
+    stable_micros,
     succeeded_cents,
 )
 from zoopay.db.engine import reading, transaction
@@ -60,11 +61,6 @@ def processor(engine: AsyncEngine, clock: Clock) -> EmbeddedProcessor:
 async def books_are_clean(engine: AsyncEngine) -> None:
     async with reading(engine) as conn:
         assert await verify(conn) == []
-
-
-async def stable(engine: AsyncEngine, customer: Customer) -> int:
-    async with reading(engine) as conn:
-        return (await get_balance(conn, customer=customer)).stable_micros
 
 
 async def test_issue_computes_tax_and_rounds_to_cents(
@@ -144,9 +140,9 @@ async def test_a_paid_credit_purchase_grows_the_stable_bucket_by_exactly_its_amo
     person = await world.user()
     customer = person.user.customer
     cus = await processor_customer(engine, processor, customer, clock.now)
-    before = await stable(engine, customer)
+    before = await stable_micros(engine, customer)
     invoice = await issue(engine, clock, customer, [credits_line(amount_micros=25_000_000)])
-    assert await stable(engine, customer) == before  # not before it is paid
+    assert await stable_micros(engine, customer) == before  # not before it is paid
     outcome = await charge_invoice(
         engine, processor, invoice_id=invoice.id, processor_customer_id=cus, now=clock.now
     )
@@ -158,7 +154,7 @@ async def test_a_paid_credit_purchase_grows_the_stable_bucket_by_exactly_its_amo
         1,
     )
     assert paid.charge_id is not None
-    assert await stable(engine, customer) == before + 25_000_000
+    assert await stable_micros(engine, customer) == before + 25_000_000
     assert await succeeded_cents(engine) == 2500
     charge = await processor.find_charge(
         ChargeRequest(cus, 2500, "usd", attempt_key(invoice.id, 1), "")
@@ -171,7 +167,7 @@ async def test_a_paid_credit_purchase_grows_the_stable_bucket_by_exactly_its_amo
     )
     assert again.attempt is None and again.invoice.paid
     assert await succeeded_cents(engine) == 2500 and await charge_count(engine) == 1
-    assert await stable(engine, customer) == before + 25_000_000
+    assert await stable_micros(engine, customer) == before + 25_000_000
     async with reading(engine) as conn:
         assert await account_balance(conn, Account(AccountKind.PROCESSOR_CASH)) == 25_000_000
         assert await account_balance(conn, Account(AccountKind.RECEIVABLE, person.id)) == 0
@@ -205,7 +201,7 @@ async def test_a_declined_charge_leaves_the_invoice_open_and_credits_nothing(
     assert outcome.attempt is not None and outcome.attempt.status == AttemptStatus.FAILED
     with pytest.raises(PaymentRequired, match="declined"):
         outcome.raise_unless_paid()
-    assert await stable(engine, customer) == 0
+    assert await stable_micros(engine, customer) == 0
     # The retry is a new attempt with its own key, and pays.
     visa = await processor.attach_test_card(cus, VISA)
     await processor.set_default_payment_method(cus, visa.id)
@@ -216,7 +212,7 @@ async def test_a_declined_charge_leaves_the_invoice_open_and_credits_nothing(
     assert retried.attempt is not None and retried.attempt.idempotency_key == attempt_key(
         invoice.id, 2
     )
-    assert await stable(engine, customer) == 5_000_000
+    assert await stable_micros(engine, customer) == 5_000_000
     assert await succeeded_cents(engine) == 500
     await books_are_clean(engine)
 
@@ -243,7 +239,7 @@ async def test_no_method_or_authentication_is_a_402_a_person_can_act_on(
     with pytest.raises(PaymentRequired, match=message):
         outcome.raise_unless_paid()
     assert outcome.invoice.status == InvoiceStatus.OPEN
-    assert await stable(engine, person.user.customer) == 0
+    assert await stable_micros(engine, person.user.customer) == 0
 
 
 async def test_a_crash_after_the_answer_is_repaired_by_reconcile_and_never_charges_twice(
@@ -279,7 +275,7 @@ async def test_a_crash_after_the_answer_is_repaired_by_reconcile_and_never_charg
         paid = await get_invoice(conn, invoice_id=invoice.id)
     assert paid.paid and paid.amount_paid_micros == 7_000_000
     assert await succeeded_cents(engine) == 700 and await charge_count(engine) == 1
-    assert await stable(engine, person.user.customer) == 7_000_000
+    assert await stable_micros(engine, person.user.customer) == 7_000_000
     await books_are_clean(engine)
 
 
@@ -441,10 +437,10 @@ async def test_refunds_are_bounded_by_what_was_paid_and_happen_once_per_key(
     first = await refund(5_000_000, "a")
     assert first.amount_refunded_micros == 5_000_000
     assert first.refund_status == RefundStatus.PARTIALLY_REFUNDED
-    assert await stable(engine, customer) == 15_000_000
+    assert await stable_micros(engine, customer) == 15_000_000
     again = await refund(5_000_000, "a")  # a retry of the same request
     assert again.amount_refunded_micros == 5_000_000 and await refunded_cents(engine) == 500
-    assert await stable(engine, customer) == 15_000_000
+    assert await stable_micros(engine, customer) == 15_000_000
     with pytest.raises(Conflict):
         await refund(6_000_000, "a")  # same key, other amount
     with pytest.raises(BadRequest, match=r"15\.00 USD left to refund"):
@@ -454,7 +450,7 @@ async def test_refunds_are_bounded_by_what_was_paid_and_happen_once_per_key(
     full = await refund(15_000_000, "d")
     assert full.refund_status == RefundStatus.REFUNDED
     assert full.amount_refunded_micros == 20_000_000
-    assert await stable(engine, customer) == 0
+    assert await stable_micros(engine, customer) == 0
     assert await refunded_cents(engine) == 2000
     with pytest.raises(BadRequest):
         await refund(10_000, "e")
@@ -526,7 +522,7 @@ async def test_a_refund_gives_back_the_tax_and_rounding_in_proportion_not_revenu
     async with reading(engine) as conn:
         assert await account_balance(conn, Account(AccountKind.PROCESSOR_CASH)) == 0
         assert await account_balance(conn, Account(AccountKind.CREDITS_SOLD, buyer.id)) == 0
-    assert await stable(engine, buyer.user.customer) == 0
+    assert await stable_micros(engine, buyer.user.customer) == 0
     await books_are_clean(engine)
 
 
@@ -564,11 +560,11 @@ async def test_a_refund_the_processor_refused_is_not_answered_as_done_when_sent_
     async with reading(engine) as conn:
         assert (await get_invoice(conn, invoice_id=invoice.id)).amount_refunded_micros == 0
     assert await refunded_cents(engine) == 0
-    assert await stable(engine, customer) == 10_000_000
+    assert await stable_micros(engine, customer) == 10_000_000
     # A new key refunds.
     done = await refund(processor, "ticket-7b")
     assert done.amount_refunded_micros == 10_000_000 and await refunded_cents(engine) == 1000
-    assert await stable(engine, customer) == 0
+    assert await stable_micros(engine, customer) == 0
     await books_are_clean(engine)
 
 
@@ -607,7 +603,7 @@ async def test_spent_credits_cannot_be_refunded(
         now=clock.now,
     )
     assert refunded.amount_refunded_micros == 4_000_000
-    assert await stable(engine, customer) == 0
+    assert await stable_micros(engine, customer) == 0
     await books_are_clean(engine)
 
 

@@ -24,6 +24,7 @@ from tests.support.processor import (
     pay_again,
     processor_customer,
     refunded_cents,
+    stable_micros,
     succeeded_cents,
 )
 from zoopay.db.engine import reading, transaction
@@ -41,7 +42,7 @@ from zoopay.invoicing.service import (
     void_invoice,
 )
 from zoopay.journal.service import Account, AccountKind, account_balance
-from zoopay.ledger.service import Customer, get_balance
+from zoopay.ledger.service import Customer
 from zoopay.processors.base import ChargeRequest, ChargeStatus
 from zoopay.processors.embedded import EmbeddedProcessor
 
@@ -84,11 +85,6 @@ async def switch_to_visa(processor: EmbeddedProcessor, cus: str) -> None:
     await processor.set_default_payment_method(cus, visa.id)
 
 
-async def stable(engine: AsyncEngine, customer: Customer) -> int:
-    async with reading(engine) as conn:
-        return (await get_balance(conn, customer=customer)).stable_micros
-
-
 async def books_are_clean(engine: AsyncEngine, customer: Customer) -> None:
     """Verified, and nothing owed back to the customer any more."""
     await verified(engine)
@@ -112,11 +108,11 @@ async def test_a_charge_authenticated_later_pays_once_and_a_retry_charges_nothin
     assert (retried.invoice.charge_id, retried.invoice.attempt_count) == (w.charge_id, 1)
     assert await invoice_state(engine, w.invoice_id) == (InvoiceStatus.PAID, ["succeeded"])
     assert (await succeeded_cents(engine), await charge_count(engine)) == (2500, 1)
-    assert await stable(engine, w.customer) == DOLLARS_25
+    assert await stable_micros(engine, w.customer) == DOLLARS_25
     # And again: paid, nothing more.
     again = await pay_again(engine, processor, clock.now, w)
     assert again.attempt is None and await charge_count(engine) == 1
-    assert await stable(engine, w.customer) == DOLLARS_25
+    assert await stable_micros(engine, w.customer) == DOLLARS_25
     await books_are_clean(engine, w.customer)
 
 
@@ -133,7 +129,10 @@ async def test_billing_runs_reconcile_learns_of_the_authentication(
     assert await invoice_state(engine, w.invoice_id) == (InvoiceStatus.PAID, ["succeeded"])
     again = await reconcile_pending_charges(engine, processor, now=clock.now)
     assert (again.applied, again.still_pending) == ([], [])
-    assert (await succeeded_cents(engine), await stable(engine, w.customer)) == (2500, DOLLARS_25)
+    assert (await succeeded_cents(engine), await stable_micros(engine, w.customer)) == (
+        2500,
+        DOLLARS_25,
+    )
     await books_are_clean(engine, w.customer)
 
 
@@ -154,7 +153,7 @@ async def test_a_new_attempt_cancels_the_charge_still_waiting_for_the_customer(
     assert (late.status, late.failure_code) == (ChargeStatus.CANCELED, "canceled")
     assert await processor.find_charge(charge_of(w, late.idempotency_key)) == late
     assert (await succeeded_cents(engine), await charge_count(engine)) == (2500, 2)
-    assert await stable(engine, w.customer) == DOLLARS_25
+    assert await stable_micros(engine, w.customer) == DOLLARS_25
     await books_are_clean(engine, w.customer)
 
 
@@ -174,7 +173,7 @@ async def test_a_success_for_an_invoice_voided_meanwhile_is_refunded_once(
     again = await reconcile_pending_charges(engine, processor, now=clock.now)
     assert (again.applied, again.refunded) == ([], [])
     assert await refunded_cents(engine) == 2500
-    assert await stable(engine, w.customer) == 0
+    assert await stable_micros(engine, w.customer) == 0
     async with reading(engine) as conn:
         assert await account_balance(conn, Account(AccountKind.PROCESSOR_CASH)) == 0
     await books_are_clean(engine, w.customer)
@@ -228,7 +227,7 @@ async def test_a_waiting_charge_that_is_not_the_attempts_is_never_held_nor_refun
     assert await refunded_cents(engine) == 0
     async with reading(engine) as conn:
         assert await account_balance(conn, Account(AccountKind.PROCESSOR_CASH)) == 0
-    assert await stable(engine, w.customer) == 0
+    assert await stable_micros(engine, w.customer) == 0
     await books_are_clean(engine, w.customer)
 
 
@@ -260,7 +259,7 @@ async def test_a_success_reported_for_an_attempt_taken_for_canceled_is_refunded(
         ["refunded", "succeeded"],
     )
     assert (await succeeded_cents(engine), await refunded_cents(engine)) == (5000, 2500)
-    assert await stable(engine, w.customer) == DOLLARS_25
+    assert await stable_micros(engine, w.customer) == DOLLARS_25
     await books_are_clean(engine, w.customer)
 
 
@@ -279,5 +278,5 @@ async def test_an_authentication_after_dunning_gave_up_pays_the_uncollectible_in
     assert len(report.applied) == 1 and report.refunded == []
     assert await invoice_state(engine, w.invoice_id) == (InvoiceStatus.PAID, ["succeeded"])
     assert (await succeeded_cents(engine), await refunded_cents(engine)) == (2500, 0)
-    assert await stable(engine, w.customer) == DOLLARS_25
+    assert await stable_micros(engine, w.customer) == DOLLARS_25
     await books_are_clean(engine, w.customer)

@@ -11,12 +11,6 @@ from typing import Any
 import httpx
 
 from tests.processors.conftest import Stripe
-from tests.processors.test_stripe_webhook import (
-    WEBHOOK,
-    intent_as_stripe_sends_it,
-    stable_micros,
-    stripe_customer_with_card,
-)
 from tests.support.billing import books_are_clean
 from tests.support.localstripe import API_KEY
 from tests.support.processor import (
@@ -25,8 +19,15 @@ from tests.support.processor import (
     invoice_state,
     open_credits_invoice,
     pay_again,
+    stable_micros,
 )
-from tests.support.stripe_events import delivery, event
+from tests.support.stripe_events import (
+    WEBHOOK,
+    delivery,
+    event,
+    intent_as_stripe_sends_it,
+    stripe_customer_with_card,
+)
 from zoopay.db.engine import reading, transaction
 from zoopay.invoicing.service import (
     AttemptStatus,

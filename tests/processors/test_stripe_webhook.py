@@ -11,8 +11,14 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tests.conftest import START, Clock, World
 from tests.support.errors import assert_error
-from tests.support.processor import DOLLARS_25, Unreachable, open_credits_invoice
-from tests.support.stripe_events import delivery, event
+from tests.support.processor import DOLLARS_25, Unreachable, open_credits_invoice, stable_micros
+from tests.support.stripe_events import (
+    WEBHOOK,
+    delivery,
+    event,
+    intent_as_stripe_sends_it,
+    stripe_customer_with_card,
+)
 from zoopay.config import Settings
 from zoopay.db.engine import reading
 from zoopay.db.tables import stripe_events
@@ -28,12 +34,9 @@ from zoopay.invoicing.service import (
     refund_invoice,
 )
 from zoopay.journal.service import Account, AccountKind, account_balance, invoice_journal
-from zoopay.ledger.service import Customer, get_balance
 from zoopay.processors import processor_from_settings
 from zoopay.processors.base import Charge, ProcessorUnavailable, Refund
 from zoopay.processors.stripe import KEY_METADATA, StripeProcessor
-
-WEBHOOK = "/processor/stripe/webhook"
 
 
 async def recorded(engine: AsyncEngine) -> list[tuple[str, str, str]]:
@@ -42,19 +45,6 @@ async def recorded(engine: AsyncEngine) -> list[tuple[str, str, str]]:
             select(stripe_events.c.id, stripe_events.c.type, stripe_events.c.outcome)
         )
         return sorted(tuple(row) for row in rows)  # type: ignore[misc]
-
-
-async def stripe_customer_with_card(processor: StripeProcessor, number: str) -> str:
-    customer_id = await processor.create_customer(email="a@example.com", name=None, metadata={})
-    method = await processor.client.v1.payment_methods.create_async(
-        {
-            "type": "card",
-            "card": {"number": number, "exp_month": 12, "exp_year": 2034, "cvc": "123"},
-        }
-    )
-    await processor.client.v1.payment_methods.attach_async(method.id, {"customer": customer_id})
-    await processor.set_default_payment_method(customer_id, method.id)
-    return customer_id
 
 
 class Crash(Exception):
@@ -80,16 +70,6 @@ async def charge_and_crash(
             after_answer=crash,
         )
     return answered[0]
-
-
-async def intent_as_stripe_sends_it(processor: StripeProcessor, intent_id: str) -> dict[str, Any]:
-    intent = await processor.client.v1.payment_intents.retrieve_async(intent_id)
-    return intent.to_dict()
-
-
-async def stable_micros(engine: AsyncEngine, customer: Customer) -> int:
-    async with reading(engine) as conn:
-        return (await get_balance(conn, customer=customer)).stable_micros
 
 
 async def test_a_payment_left_pending_is_applied_once(

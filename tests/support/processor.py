@@ -23,7 +23,7 @@ from zoopay.invoicing.service import (
     issue_invoice,
     list_attempts,
 )
-from zoopay.ledger.service import Customer
+from zoopay.ledger.service import Customer, get_balance
 from zoopay.payments.service import ensure_processor_customer
 from zoopay.processors.base import Charge, ChargeRequest, PaymentProcessor, ProcessorUnavailable
 from zoopay.processors.embedded import EmbeddedProcessor
@@ -158,3 +158,9 @@ async def issue(
             now=clock.now,
             country=country,
         )
+
+
+async def stable_micros(engine: AsyncEngine, customer: Customer) -> int:
+    """The customer's stable credits (bought), as the ledger holds them."""
+    async with reading(engine) as conn:
+        return (await get_balance(conn, customer=customer)).stable_micros

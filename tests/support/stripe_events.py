@@ -1,5 +1,6 @@
 """Stripe webhook deliveries as Stripe makes them: a JSON event and its `Stripe-Signature`
-(`t=TIMESTAMP,v1=HMAC-SHA256(secret, "TIMESTAMP.PAYLOAD")`, Stripe's documented scheme)."""
+(`t=TIMESTAMP,v1=HMAC-SHA256(secret, "TIMESTAMP.PAYLOAD")`, Stripe's documented scheme); a
+customer with a card at Stripe (localstripe), and a payment intent as Stripe sends it."""
 
 import hashlib
 import hmac
@@ -8,6 +9,9 @@ import time
 import uuid
 from typing import Any
 
+from zoopay.processors.stripe import StripeProcessor
+
+WEBHOOK = "/processor/stripe/webhook"
 WEBHOOK_SECRET = "whsec_zoopay_test"
 
 
@@ -41,3 +45,21 @@ def delivery(payload: bytes, secret: str = WEBHOOK_SECRET, at: int | None = None
             "Stripe-Signature": signature(payload, secret, at),
         },
     }
+
+
+async def stripe_customer_with_card(processor: StripeProcessor, number: str) -> str:
+    customer_id = await processor.create_customer(email="a@example.com", name=None, metadata={})
+    method = await processor.client.v1.payment_methods.create_async(
+        {
+            "type": "card",
+            "card": {"number": number, "exp_month": 12, "exp_year": 2034, "cvc": "123"},
+        }
+    )
+    await processor.client.v1.payment_methods.attach_async(method.id, {"customer": customer_id})
+    await processor.set_default_payment_method(customer_id, method.id)
+    return customer_id
+
+
+async def intent_as_stripe_sends_it(processor: StripeProcessor, intent_id: str) -> dict[str, Any]:
+    intent = await processor.client.v1.payment_intents.retrieve_async(intent_id)
+    return intent.to_dict()
