@@ -644,3 +644,27 @@ async def test_behind_a_tls_proxy_the_public_url_is_the_consoles_origin(
             assert refused.status_code == 403 and "another site" in refused.text, origin
         out = await client.post("/console/sign-out", data={"csrf": csrf}, headers=browser)
         assert out.status_code == 303 and "Secure" in out.headers["set-cookie"]
+
+
+async def test_a_service_token_cannot_sign_in_as_staff(
+    client: httpx.AsyncClient, world: World, engine: AsyncEngine, clock: Clock
+) -> None:
+    """A service token signs in the product's users, never staff: a link for a staff user would
+    turn a token that may only report usage into a staff session (balances, refunds)."""
+    staff = await world.user(staff=True)
+    async with transaction(engine) as conn:
+        service_token = await accounts.create_service_token(
+            conn, service_name="product", now=clock.now
+        )
+    refused = await client.post(
+        "/console/links", json={"email": staff.email}, headers=bearer(service_token)
+    )
+    assert_error(refused, 403, "forbidden")
+    async with engine.connect() as conn:
+        assert (await conn.execute(select(console_links))).all() == []
+    # Staff may still make one for another staff user, as `zoopay console link` does.
+    other_staff = await world.user(staff=True)
+    made = await client.post(
+        "/console/links", json={"email": other_staff.email}, headers=bearer(staff.token)
+    )
+    assert (await ok(made, 201))["url"].startswith("http://zoopay.test/console/link?secret=zcl_")

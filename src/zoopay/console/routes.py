@@ -910,6 +910,10 @@ async def create_console_link(
     that signs the user in to the console. Hand it to the user; never log it."""
     async with transaction(engine) as conn:
         user = await find_user(conn, id_or_email=body.email)
+        if user.is_staff and issuer.user is None:
+            # A service signs in the product's users: a staff session would give a token that
+            # may only report usage every staff power (balances, refunds, plans).
+            raise Forbidden("only staff may create a console sign-in link for a staff user")
         link = await service.create_link(conn, user=user, created_by=issuer.token_id, now=now)
     return ConsoleLink(url=link_url(console_url(request), link.secret), expires_at=link.expires_at)
 
