@@ -621,3 +621,28 @@ async def test_delete_org_refused_while_an_invoice_is_unpaid(
     async with engine.connect() as conn:
         attempts = await conn.execute(select(func.count()).select_from(invoice_payment_attempts))
         assert attempts.scalar_one() == 1
+
+
+async def test_an_email_with_a_lone_surrogate_is_a_400_that_changes_nothing(
+    client: httpx.AsyncClient, world: World, engine: AsyncEngine
+) -> None:
+    """JSON may escape a lone surrogate (`\\ud800`), which no database can store: each place an
+    email address comes in refuses it as it refuses any other non-address."""
+    staff, admin = await world.user(staff=True), await world.user()
+    org = await world.org(admin)
+    before = await dump(engine)
+    email = b'"a\\ud800@example.com"'
+    for path, headers, body in (
+        ("/org/members", admin.headers, b'{"email": %s, "role": "member"}' % email),
+        (f"/orgs/{org.id}/members", staff.headers, b'{"email": %s, "role": "member"}' % email),
+    ):
+        message = assert_error(await client.post(path, headers=headers, content=body), 400)
+        assert "is not an email address" in message
+    changed = await client.put(
+        "/org", headers=admin.headers, content=b'{"billing_email": %s}' % email
+    )
+    assert "is not an email address" in assert_error(changed, 400)
+    assert await dump(engine) == before
+    assert (await ok(await client.get("/org", headers=admin.headers)))[
+        "billing_email"
+    ] == admin.email

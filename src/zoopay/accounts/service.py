@@ -99,9 +99,19 @@ class Membership:
 
 def normalize_email(email: str) -> str:
     email = email.strip().lower()
-    if not _EMAIL.match(email) or len(email) > MAX_EMAIL:
+    if not _EMAIL.match(email) or len(email) > MAX_EMAIL or not _encodable(email):
         raise BadRequest(f"{quoted(email)} is not an email address")
     return email
+
+
+def _encodable(text: str) -> bool:
+    """Not a lone surrogate (JSON may escape one, `\\ud800`): no database encodes it. Checked
+    apart from the pattern, whose ECMA-262 reading sees a character beyond U+FFFF as two."""
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 async def create_user(
