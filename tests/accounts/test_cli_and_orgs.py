@@ -23,7 +23,9 @@ from tests.support.cli import CLI_LIMIT_SECONDS, ZOOPAY, zoopay_env
 from tests.support.errors import assert_error
 from tests.support.http import bearer, ok
 from tests.support.reference import reference_fields
+from zoopay.billing.upgrades import seats_of
 from zoopay.db.tables import api_tokens, metadata, org_members, users
+from zoopay.ledger.service import Customer
 
 TOKEN = re.compile(r"zoo_[A-Za-z0-9_-]+")
 
@@ -230,6 +232,38 @@ async def test_a_deleted_user_joins_no_org(
     async with engine.connect() as conn:
         members = (await conn.execute(select(org_members.c.user_id))).scalars().all()
     assert members == [admin.id]
+
+
+async def test_a_deleted_user_leaves_their_org_and_the_last_admin_is_not_deleted(
+    client: httpx.AsyncClient, database_url: str, engine: AsyncEngine, world: World
+) -> None:
+    """Deleting a member frees their seat (billed per member, usable by no one); the org's last
+    admin is not deleted while others are in it, as they could not leave: it would have no one
+    to run it."""
+    admin, member = await world.user(), await world.user()
+    org = await world.org(admin, member)
+
+    refused = zoopay_error(database_url, "users", "delete", admin.email)
+    assert refused["error_code"] == "conflict"
+    assert "at least one admin" in refused["message"]
+    await ok(await client.get("/org/members", headers=admin.headers))
+
+    zoopay_json(database_url, "users", "delete", member.email)
+    async with engine.connect() as conn:
+        members = (await conn.execute(select(org_members.c.user_id))).scalars().all()
+        gone = (await conn.execute(select(users).where(users.c.id == member.id))).mappings().one()
+        admin_row = (await conn.execute(select(users).where(users.c.id == admin.id))).mappings()
+        assert admin_row.one()["deleted_at"] is None
+        assert await seats_of(conn, Customer("org", org.id)) == 1
+    assert members == [admin.id]
+    assert gone["deleted_at"] is not None
+    listed = await ok(await client.get("/org/members", headers=admin.headers))
+    assert [item["id"] for item in listed["items"]] == [admin.id]
+
+    # Alone, the last admin may go, as they may leave: the org stays, empty, for staff.
+    zoopay_json(database_url, "users", "delete", admin.email)
+    async with engine.connect() as conn:
+        assert (await conn.execute(select(org_members))).all() == []
 
 
 async def test_db_upgrade_is_idempotent(

@@ -338,9 +338,13 @@ async def authenticate(conn: AsyncConnection, *, token: str) -> Principal | None
 
 
 async def delete_user(conn: AsyncConnection, *, user: User, now: datetime) -> User:
-    """Delete a user: their tokens stop working; their row, ledger and calls stay for audit."""
+    """Delete a user: their tokens stop working; their row, ledger and calls stay for audit.
+    They leave their org, as by `leave_org`: a deleted member's seat (billed per member) is one
+    no one can use, and an org's last admin is not deleted while others are in it (409)."""
     if user.deleted_at is not None:
         return user
+    if await membership_of(conn, user=user) is not None:
+        await leave_org(conn, user=user)
     await conn.execute(
         users.update()
         .where(users.c.id == user.id, users.c.deleted_at.is_(None))
