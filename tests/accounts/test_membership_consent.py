@@ -646,3 +646,27 @@ async def test_an_email_with_a_lone_surrogate_is_a_400_that_changes_nothing(
     assert (await ok(await client.get("/org", headers=admin.headers)))[
         "billing_email"
     ] == admin.email
+
+
+async def test_no_one_joins_an_org_left_without_an_admin_but_as_its_admin(
+    client: httpx.AsyncClient, world: World, engine: AsyncEngine
+) -> None:
+    """An org keeps an admin while it has members: once its last admin left it empty, an
+    invitation they made as member would fill it with people no one can run it for; one as
+    admin hands it over."""
+    admin, bob, carol = await world.user(), await world.user(), await world.user()
+    org = await world.org(admin)
+    to_bob = await invite(client, admin, bob.email, "member")
+    to_carol = await invite(client, admin, carol.email, "admin")
+    assert (await client.delete("/org/membership", headers=admin.headers)).status_code == 204
+
+    before = await dump(engine)
+    refused = await respond(client, bob, to_bob["id"], "accept")
+    assert "admin" in assert_error(refused, 409, "conflict")
+    assert await dump(engine) == before
+    assert await membership(engine, bob.id) is None
+
+    await ok(await respond(client, carol, to_carol["id"], "accept"))
+    assert await membership(engine, carol.id) == (org.id, "admin")
+    await ok(await respond(client, bob, to_bob["id"], "accept"))
+    assert await membership(engine, bob.id) == (org.id, "member")

@@ -733,6 +733,10 @@ async def respond_to_invitation(
         raise Conflict(f"this invitation expired at {invitation.expires_at.isoformat()}")
     membership = None
     if accept:
+        admins = await _admin_count(conn, org_id=invitation.org_id)
+        if admins == 0 and invitation.role != OrgRole.ADMIN:
+            # Its last admin left it empty: members would be in an org no one can run.
+            raise Conflict("this org has no admin: only an invitation as admin can be accepted")
         membership = await add_member(
             conn, org_id=invitation.org_id, user=user, role=invitation.role, now=now
         )
