@@ -26,11 +26,7 @@ from zoopay.invoicing.service import (
 )
 from zoopay.ledger.service import Customer
 from zoopay.money import to_micros
-from zoopay.payments.service import (
-    customer_contact,
-    ensure_processor_customer,
-    find_payment_customer,
-)
+from zoopay.payments.service import billing_contacts, ensure_processor_customer
 from zoopay.processors.base import PaymentProcessor
 from zoopay.processors.embedded import EmbeddedProcessor
 
@@ -67,12 +63,19 @@ async def pay_invoice_now(
     processor_customer = await ensure_processor_customer(
         engine, processor=processor, customer=customer, now=now
     )
+    return await _charge_now(engine, processor, invoice.id, processor_customer, now)
+
+
+async def _charge_now(
+    engine: AsyncEngine,
+    processor: PaymentProcessor,
+    invoice_id: str,
+    processor_customer: str,
+    now: datetime,
+) -> Invoice:
+    """The invoice charged at once with the default card: paid, or a 402 saying what to do."""
     outcome = await charge_invoice(
-        engine,
-        processor,
-        invoice_id=invoice.id,
-        processor_customer_id=processor_customer,
-        now=now,
+        engine, processor, invoice_id=invoice_id, processor_customer_id=processor_customer, now=now
     )
     return outcome.raise_unless_paid()
 
@@ -137,9 +140,7 @@ async def buy_credits(
         engine, processor=processor, customer=customer, now=now
     )
     async with transaction(engine) as conn:
-        email, name = await customer_contact(conn, customer=customer)
-        found = await find_payment_customer(conn, customer=customer)
-        address = found.details.address if found else None
+        contact = (await billing_contacts(conn, customers=[customer]))[customer]
         invoice = await issue_invoice(
             conn,
             customer=customer,
@@ -148,18 +149,11 @@ async def buy_credits(
             tax_rates=tax_rates,
             prefix=prefix,
             now=now,
-            country=address.country if address else None,
-            customer_email=email,
-            customer_name=(found.details.name if found else None) or name,
+            country=contact.country,
+            customer_email=contact.email,
+            customer_name=contact.name,
         )
-    outcome = await charge_invoice(
-        engine,
-        processor,
-        invoice_id=invoice.id,
-        processor_customer_id=processor_customer,
-        now=now,
-    )
-    return outcome.raise_unless_paid()
+    return await _charge_now(engine, processor, invoice.id, processor_customer, now)
 
 
 def issuer_of(settings: Settings) -> Issuer:
