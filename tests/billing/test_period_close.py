@@ -1,6 +1,6 @@
 """Period close, the claiming part: who is closed, what each close bills, exactly once."""
 
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
@@ -132,3 +132,24 @@ async def test_billing_run_on_the_command_line_is_idempotent(
     second = zoopay_json(database_url, "billing", "run", "--at", at)
     assert (second["closed"], second["invoiced"], second["charged"]) == (0, 0, 0)
     assert len(await _closes(engine)) == 1
+
+
+async def test_a_run_at_a_moment_with_an_offset_closes_the_period_that_ended_by_it(
+    engine: AsyncEngine, catalog: Catalog, world: World
+) -> None:
+    # `billing run --at 2026-01-31T19:30:00-05:00` is 2026-02-01 00:30 UTC: the first period
+    # of a customer who joined on Jan 1 at midnight UTC ended half an hour before.
+    world.clock.now = datetime(2026, 1, 1, tzinfo=UTC)
+    person = await world.user()
+    await owe(engine, person, 1_000_000)
+    at = datetime(2026, 1, 31, 19, 30, tzinfo=timezone(timedelta(hours=-5)))
+
+    summary = await close_periods(engine, catalog, at=at)
+
+    assert summary.closed == 1
+    close = (await _closes(engine))[person.id]
+    assert (close["period_start"], close["period_end"]) == (
+        datetime(2026, 1, 1, tzinfo=UTC),
+        datetime(2026, 2, 1, tzinfo=UTC),
+    )
+    assert close["usage_micros"] == 1_000_000

@@ -1,7 +1,7 @@
 """Monthly periods counted from an anchor: day clamping, leap years, exact boundaries."""
 
 import calendar
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 from hypothesis import given
@@ -143,3 +143,13 @@ def test_every_period_start_is_its_own_period_start(anchor: datetime, k: int) ->
     boundary = add_months(anchor, k)
     assert period_start(anchor, boundary) == boundary
     assert period_start(anchor, boundary - timedelta(microseconds=1)) == add_months(anchor, k - 1)
+
+
+def test_period_start_of_a_moment_given_in_another_zone() -> None:
+    # 2026-02-28 20:00 at -05:00 is 2026-03-01 01:00 UTC: the March period of a Mar 1 anchor
+    # began an hour before, whatever zone the moment is written in (`billing run --at`).
+    anchor = datetime(2026, 1, 1, tzinfo=UTC)
+    new_york = timezone(timedelta(hours=-5))
+    now = datetime(2026, 2, 28, 20, tzinfo=new_york)
+    assert period_start(anchor, now) == datetime(2026, 3, 1, tzinfo=UTC)
+    assert period_start(anchor, now).tzinfo is UTC

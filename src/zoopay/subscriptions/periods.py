@@ -13,7 +13,9 @@ def add_months(anchor: datetime, months: int) -> datetime:
 
 
 def period_start(anchor: datetime, now: datetime) -> datetime:
-    """The start of the monthly period that `now` falls in."""
+    """The start of the monthly period that `now` falls in (whatever zone `now` is written in:
+    its months are counted in the anchor's)."""
+    now = now.astimezone(anchor.tzinfo)
     months = (now.year - anchor.year) * 12 + now.month - anchor.month
     start = add_months(anchor, months)
     while start > now:
