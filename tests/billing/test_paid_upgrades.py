@@ -426,3 +426,24 @@ async def test_a_credit_held_while_its_invoice_is_being_paid_is_released_by_that
         assert not paying.done()
     await paying
     assert await _credits(engine) == (47_250_000, [])
+
+
+async def test_an_upgrade_late_in_a_month_after_a_clamped_one_is_charged_to_the_period_end(
+    client: httpx.AsyncClient, engine: AsyncEngine, world: World, clock: Clock
+) -> None:
+    """A Jan 31 anchor's periods start Feb 28, Mar 31, Apr 30: the period from Feb 28 ends on
+    Mar 31, not on Feb 28 + 1 month (Mar 28). The upgrade was charged for a period that ended
+    on Mar 28: nothing at all from then to Mar 31, and every share in it of the wrong length."""
+    clock.now = START.replace(month=1, day=31)
+    alice = await world.user()
+    await add_card(engine, embedded(engine, clock), alice.user.customer, clock.now)
+    clock.now = START.replace(month=3, day=29)  # 2 days left of the 31 from Feb 28 12:00
+    answer = await client.put(URL, headers=alice.headers, json={"modeling_app": "pro"})
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["modeling_app"]["name"] == "pro"
+    # 49.00 x 2/31 = 3.161290... -> 3.16, rounded down to the cent.
+    assert await _charges(engine) == [(316, "succeeded")]
+    async with engine.connect() as conn:
+        [description] = (await conn.execute(select(invoice_lines.c.description))).scalars()
+    assert description.endswith("Pro plan to 2026-03-31 (prorated)")
+    await books_are_clean(engine)

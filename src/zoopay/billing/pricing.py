@@ -59,10 +59,11 @@ def fee_period_bounds(
     anchor: datetime, period_start: datetime, *, annually: bool
 ) -> tuple[datetime, datetime]:
     """The fee period that the monthly period starting at `period_start` falls in: the month
-    itself, or the subscription year (anchor + 12k months) around it."""
-    if not annually:
-        return period_start, add_months(period_start, 1)
+    itself, or the subscription year (anchor + 12k months) around it. Both end where the
+    anchor's months say (a Jan 31 anchor's Feb 28 period ends on Mar 31, not Mar 28)."""
     months = (period_start.year - anchor.year) * 12 + period_start.month - anchor.month
+    if not annually:
+        return period_start, add_months(anchor, months + 1)
     years = months // 12
     start = add_months(anchor, 12 * years)
     if start > period_start:
