@@ -53,6 +53,7 @@ from zoopay.payments.service import (
 )
 from zoopay.processors.base import Charge, ChargeRequest, ProcessorUnavailable
 from zoopay.processors.embedded import EmbeddedProcessor
+from zoopay.subscriptions.service import refresh_customer
 
 # No retries: the close's failed charge is given up on in the same run.
 NO_RETRIES = replace(TERMS, dunning_days=())
@@ -327,6 +328,25 @@ async def test_a_delinquent_customer_falls_back_to_free_at_the_period_end(
     async with engine.connect() as conn:
         balance = await get_balance(conn, customer=pro.user.customer)
     assert balance.monthly_micros == catalog.plan(TierName.FREE).monthly_grant_micros  # type: ignore[union-attr]
+
+
+async def test_a_delinquent_customer_read_after_the_period_end_falls_back_to_free_credits(
+    engine: AsyncEngine, catalog: Catalog, world: World, clock: Clock
+) -> None:
+    """A touch between the period end and the run (a balance read, a reported call) started
+    the new period at Pro's grant; the close then put the customer on free and left them the
+    100.00 of Pro's grant for a period on free, which they never paid for."""
+    pro, _ = await _delinquent_pro(engine, catalog, world, clock)
+    clock.now = SECOND_CLOSE
+    async with transaction(engine) as conn:
+        await refresh_customer(conn, catalog=catalog, customer=pro.user.customer, now=clock.now)
+    run = await bill(engine, catalog, embedded(engine, clock), SECOND_CLOSE, NO_RETRIES)
+    assert (run.closed, run.nothing_due, run.invoiced) == (1, 1, 0)
+    assert await _tier(engine, pro) == ("free", None)
+    async with engine.connect() as conn:
+        balance = await get_balance(conn, customer=pro.user.customer)
+    assert balance.monthly_micros == catalog.plan(TierName.FREE).monthly_grant_micros  # type: ignore[union-attr]
+    await books_are_clean(engine)
 
 
 async def test_a_customer_who_paid_before_the_period_end_keeps_the_plan(

@@ -43,9 +43,11 @@ from zoopay.db.tables import (
     subscriptions,
     usage_thresholds,
 )
-from zoopay.ledger.service import Customer
+from zoopay.ledger.service import Customer, Posting, Reason
+from zoopay.subscriptions.grants import grant_plan_change
 from zoopay.subscriptions.periods import period_start
 from zoopay.subscriptions.service import (
+    SYSTEM_ACTOR,
     Subscription,
     lock_balances_with_subscriptions,
     refresh_many,
@@ -230,6 +232,27 @@ async def claim(
         subscriptions,
         [m for m, c in zip(moves, closes, strict=True) if c.customer.id in claimed],
     )
+    # A plan the close changes holds from the period that begins: where a request already
+    # started that period at the old plan's grant, the bucket follows the change now.
+    for close in closes:
+        balance, subscription = locked[close.customer]
+        new = catalog.plan(close.next_tier)
+        if (
+            close.customer.id in claimed
+            and close.next_tier != close.tier
+            and new is not None
+            and subscription is not None
+            and subscription.period_start >= close.period_end
+        ):
+            await grant_plan_change(
+                conn,
+                balance=balance,
+                old=catalog.plan(close.tier),
+                new=new,
+                period_start=subscription.period_start,
+                posting=Posting(Reason.PLAN_CHANGE, SYSTEM_ACTOR, subscription.id),
+                now=at,
+            )
     # The new period's grant, at the plan that now holds (after a downgrade): the refresh any
     # request would do, done here for the whole chunk.
     await refresh_many(conn, catalog=catalog, customers=list(locked), now=at)
