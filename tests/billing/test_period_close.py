@@ -153,3 +153,27 @@ async def test_a_run_at_a_moment_with_an_offset_closes_the_period_that_ended_by_
         datetime(2026, 2, 1, tzinfo=UTC),
     )
     assert close["usage_micros"] == 1_000_000
+
+
+async def test_a_run_after_a_gap_over_an_annual_payers_anniversary_bills_the_new_year(
+    engine: AsyncEngine, catalog: Catalog, world: World
+) -> None:
+    """No run from before the year's end (2027-01-15) until a month after it: the close opens
+    the period of 2027-02-15, not a 12th month from the anchor, and the year that began in the
+    gap went unbilled (as a monthly payer's gap bills one fee, this one bills the year)."""
+    pro = await world.user()
+    await staff_plan(engine, catalog, pro.user.customer, TierName.PRO, START, pay_annually=True)
+    await close_periods(engine, catalog, at=START + timedelta(days=300))  # to 2026-10-15
+
+    summary = await close_periods(engine, catalog, at=START + timedelta(days=400))
+
+    assert summary.closed == 1
+    async with engine.connect() as conn:
+        query = select(billing_closes.c.period_end, billing_closes.c.fee_micros).order_by(
+            billing_closes.c.period_end
+        )
+        closes = (await conn.execute(query)).all()
+    assert [(end.date().isoformat(), fee) for end, fee in closes] == [
+        ("2026-10-15", 0),
+        ("2027-02-15", 499_800_000),  # the year from 2027-01-15: 12 x 49.00 less 15%
+    ]

@@ -193,7 +193,8 @@ async def claim(
         price = negotiated.get(customer.id)
         next_plan = _plan(catalog, row["pending_tier"]) or _plan(catalog, subscription.tier)
         if customer.id in delinquent:
-            next_plan = _unpaid_falls_back(catalog, subscription, opens, price) or next_plan
+            falls_back = _unpaid_falls_back(catalog, subscription, closed_through, opens, price)
+            next_plan = falls_back or next_plan
         if next_plan is None:
             continue  # a tier the catalog no longer offers: left for an operator
         annually = billed_annually(
@@ -201,7 +202,9 @@ async def claim(
         )
         count = seats.get(customer.id, 0) if customer.kind == "org" else 1
         fee = 0
-        if fee_due_at_close(subscription.anchor_at, opens, annually=annually):
+        if fee_due_at_close(
+            subscription.anchor_at, opens, annually=annually, closed_through=closed_through
+        ):
             fee = fee_period_price(
                 next_plan, pay_annually=subscription.pay_annually, seats=count, negotiated=price
             ).total_micros
@@ -266,16 +269,19 @@ def _plan(catalog: Catalog, tier: str | None) -> Plan | None:
 def _unpaid_falls_back(
     catalog: Catalog,
     subscription: Subscription,
+    closed_through: datetime,
     opens: datetime,
     price: NegotiatedPrice | None,
 ) -> Plan | None:
-    """The free plan, for a delinquent customer whose paid fee period ends at `opens`; None
+    """The free plan, for a delinquent customer whose paid fee period ended by `opens`; None
     (no change) mid-way through a year paid for, or on a plan the catalog no longer offers."""
     current = _plan(catalog, subscription.tier)
     if current is None or current.name == TierName.FREE:
         return None
     annually = billed_annually(current, pay_annually=subscription.pay_annually, negotiated=price)
-    if not fee_due_at_close(subscription.anchor_at, opens, annually=annually):
+    if not fee_due_at_close(
+        subscription.anchor_at, opens, annually=annually, closed_through=closed_through
+    ):
         return None
     return catalog.plan(TierName.FREE)
 

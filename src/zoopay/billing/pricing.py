@@ -72,8 +72,11 @@ def fee_period_bounds(
     return start, add_months(anchor, 12 * (years + 1))
 
 
-def fee_due_at_close(anchor: datetime, new_period_start: datetime, *, annually: bool) -> bool:
-    """Whether the period that begins at `new_period_start` starts a fee period (every month;
-    for annual billing, every 12th month from the anchor)."""
+def fee_due_at_close(
+    anchor: datetime, new_period_start: datetime, *, annually: bool, closed_through: datetime
+) -> bool:
+    """Whether a close from `closed_through` to `new_period_start` opens a fee period: the fee
+    period of `new_period_start` (every month; for annual billing, every 12th month from the
+    anchor) began after `closed_through` (a close after a long gap: within it)."""
     start, _ = fee_period_bounds(anchor, new_period_start, annually=annually)
-    return start == new_period_start
+    return start > closed_through
