@@ -375,6 +375,27 @@ async def test_a_plan_change_is_reviewed_then_confirmed(
     ]
 
 
+async def test_a_plan_change_reviewed_after_the_period_turned_shows_the_charge_it_makes(
+    client: httpx.AsyncClient, world: World, engine: AsyncEngine, clock: Clock
+) -> None:
+    """Untouched since its period ended, the subscription still names the period that ended:
+    the review priced the rest of it (nothing) while the change charges the new period's."""
+    alice = await world.user()
+    await with_card(engine, clock, alice)
+    clock.advance(days=31, hours=-1)  # 2026-02-15 11:00, an hour before the period ends
+    csrf = await sign_in(client, engine, alice, clock)
+    clock.advance(hours=2)
+    review = await client.get("/console/user/plan/review", params={"tier": "pro"})
+    shown = re.search(r"Charged now to your default card: <strong>([0-9.]+) USD", review.text)
+    assert shown is not None, review.text
+    # 49.00 x 671/672 hours of the period from 2026-02-15 12:00: 48.927... -> 48.92.
+    assert shown.group(1) == "48.92"
+    done = await client.post("/console/user/plan", data={"csrf": csrf, "tier": "pro"}, headers=FORM)
+    assert done.status_code == 303
+    invoices = await ok(await client.get("/user/payment/invoices", headers=bearer(alice.token)))
+    assert [(i["status"], Decimal(i["total"])) for i in invoices] == [("paid", Decimal("48.92"))]
+
+
 # --- staff -------------------------------------------------------------------------------------
 
 

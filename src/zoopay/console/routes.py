@@ -6,6 +6,7 @@ services the API's routes call, so it can do exactly what that token could.
 """
 
 import uuid
+from dataclasses import replace
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Annotated, Literal
 
@@ -88,6 +89,7 @@ from zoopay.subscriptions.service import (
     change_plan,
     current_plan,
     get_subscription,
+    refresh_due,
     set_enterprise_price,
 )
 
@@ -466,8 +468,13 @@ async def plan_review(
     account = await account_of(request, who, kind)
     catalog = catalog_of(request)
     plan = _tier(tier, catalog, kind)
+    now = now_of(request)
     async with reading(engine_of(request)) as conn:
         subscription = await get_subscription(conn, customer=account.customer)
+        if subscription is not None and refresh_due(subscription, now):
+            # The change starts the period that began (zoopay.billing.upgrades): priced in it.
+            start = period_start(subscription.anchor_at, now)
+            subscription = replace(subscription, period_start=start)
         # The same price the change will charge (or credit): zoopay.billing.upgrades.
         price = await quote(
             conn,
@@ -476,7 +483,7 @@ async def plan_review(
             customer=account.customer,
             tier=TierName(plan.name),
             pay_annually=None,
-            now=now_of(request),
+            now=now,
         )
     current = current_plan(catalog, subscription)
     return render(
