@@ -48,7 +48,7 @@ from zoopay.invoicing.service import (
 )
 from zoopay.journal.service import Account, AccountKind, account_balance
 from zoopay.ledger.service import Bucket, Posting, Reason, lock_balance, post
-from zoopay.payments.service import Address, BillingDetails, save_billing_info
+from zoopay.payments.service import Address, BillingDetails, Contact, save_billing_info
 
 DE = {"DE": Decimal("0.19")}
 
@@ -110,9 +110,7 @@ async def test_a_chunk_invoiced_in_bulk_is_exactly_what_issue_invoice_makes(
             customers[0],
             [fee, usage_line(period="January", amount_micros=10_004_200, reference="u:0")],
             "zoopay, period ending 2026-02-01",
-            country="de",
-            customer_email="a@example.com",
-            customer_name="A GmbH",
+            contact=Contact("a@example.com", "A GmbH", "de"),
         ),
         # Usage only, untaxed (no rate for the country).
         NewInvoice(customers[1], [usage_line(period="January", amount_micros=4_250_000)], "u"),
@@ -136,9 +134,7 @@ async def test_a_chunk_invoiced_in_bulk_is_exactly_what_issue_invoice_makes(
                     tax_rates=DE,
                     prefix="ZP",
                     now=clock.now,
-                    country=draft.country,
-                    customer_email=draft.customer_email,
-                    customer_name=draft.customer_name,
+                    contact=draft.contact,
                 )
             one_by_one = await _written(conn)
             raise _RolledBack

@@ -24,7 +24,7 @@ from zoopay.invoicing.service import (
     list_attempts,
 )
 from zoopay.ledger.service import Customer, get_balance
-from zoopay.payments.service import ensure_processor_customer
+from zoopay.payments.service import Contact, ensure_processor_customer
 from zoopay.processors.base import Charge, ChargeRequest, PaymentProcessor, ProcessorUnavailable
 from zoopay.processors.embedded import EmbeddedProcessor
 
@@ -156,7 +156,7 @@ async def issue(
             tax_rates=tax_rates or {},
             prefix="ZP",
             now=clock.now,
-            country=country,
+            contact=Contact(country=country),
         )
 
 

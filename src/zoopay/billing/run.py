@@ -175,15 +175,12 @@ async def invoice_chunk(
         if not lines:
             nothing.append(row)
             continue
-        contact = contacts[customer]
         drafts.append(
             NewInvoice(
                 customer=customer,
                 lines=lines,
                 description=f"zoopay, period ending {row['period_end']:%Y-%m-%d}",
-                country=contact.country,
-                customer_email=contact.email,
-                customer_name=contact.name,
+                contact=contacts[customer],
             )
         )
         billed.append(row)

@@ -395,9 +395,7 @@ async def _change_plan_paid(
             tax_rates=terms.tax_rates,
             prefix=terms.invoice_prefix,
             now=now,
-            country=contact.country,
-            customer_email=contact.email,
-            customer_name=contact.name,
+            contact=contact,
         )
         await _record_payment(conn, invoice.id, customer, tier, now)
     processor_id = await ensure_processor_customer(

@@ -149,9 +149,7 @@ async def buy_credits(
             tax_rates=tax_rates,
             prefix=prefix,
             now=now,
-            country=contact.country,
-            customer_email=contact.email,
-            customer_name=contact.name,
+            contact=contact,
         )
     return await _charge_now(engine, processor, invoice.id, processor_customer, now)
 

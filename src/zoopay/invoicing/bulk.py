@@ -65,6 +65,7 @@ from zoopay.journal.service import (
     write_postings,
 )
 from zoopay.ledger.service import Balance, Bucket, Customer, lock_balances, post_batch
+from zoopay.payments.service import NO_CONTACT, Contact
 from zoopay.processors.base import (
     Charge,
     ChargeRequest,
@@ -82,9 +83,7 @@ class NewInvoice:
     customer: Customer
     lines: Sequence[NewLine]
     description: str
-    country: str | None = None
-    customer_email: str | None = None
-    customer_name: str | None = None
+    contact: Contact = NO_CONTACT
 
 
 async def issue_invoices(
@@ -123,7 +122,8 @@ async def write_invoices(
     postings. The caller calls `number_invoices` last in the same transaction, so that
     concurrent chunks hold those locks only for their last statements."""
     amounts = [
-        invoice_amounts(draft.lines, tax_rates=tax_rates, country=draft.country) for draft in drafts
+        invoice_amounts(draft.lines, tax_rates=tax_rates, country=draft.contact.country)
+        for draft in drafts
     ]
     rows, lines = [], []
     for draft, amount in zip(drafts, amounts, strict=True):
@@ -134,9 +134,7 @@ async def write_invoices(
             amounts=amount,
             description=draft.description,
             now=now,
-            country=draft.country,
-            customer_email=draft.customer_email,
-            customer_name=draft.customer_name,
+            contact=draft.contact,
         )
         # Finalized at once, as `finalize_invoice` does to the draft in the same transaction.
         row |= {

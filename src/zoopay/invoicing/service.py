@@ -76,7 +76,7 @@ from zoopay.ledger.service import (
     post_batch,
 )
 from zoopay.money import MAX_BALANCE_MICROS, format_micros
-from zoopay.payments.service import lock_payment_customer, set_delinquent
+from zoopay.payments.service import NO_CONTACT, Contact, lock_payment_customer, set_delinquent
 from zoopay.processors.base import (
     Charge,
     ChargeRequest,
@@ -295,9 +295,7 @@ def draft_row(
     amounts: Amounts,
     description: str,
     now: datetime,
-    country: str | None,
-    customer_email: str | None,
-    customer_name: str | None,
+    contact: Contact,
 ) -> dict[str, Any]:
     """The `invoices` row of a new draft."""
     return {
@@ -307,9 +305,9 @@ def draft_row(
         "number": None,
         "status": InvoiceStatus.DRAFT.value,
         "description": description[:500],
-        "customer_email": customer_email,
-        "customer_name": customer_name,
-        "country": country.upper() if country else None,
+        "customer_email": contact.email,
+        "customer_name": contact.name,
+        "country": contact.country.upper() if contact.country else None,
         "tax_rate": str(amounts.rate),
         "subtotal_micros": amounts.subtotal_micros,
         "tax_micros": amounts.tax_micros,
@@ -346,12 +344,10 @@ async def create_draft_invoice(
     description: str,
     tax_rates: Mapping[str, Decimal],
     now: datetime,
-    country: str | None = None,
-    customer_email: str | None = None,
-    customer_name: str | None = None,
+    contact: Contact = NO_CONTACT,
 ) -> Invoice:
     """A draft: amounts computed (tax, rounding to cents), no number yet, nothing posted."""
-    amounts = invoice_amounts(lines, tax_rates=tax_rates, country=country)
+    amounts = invoice_amounts(lines, tax_rates=tax_rates, country=contact.country)
     invoice_id = str(uuid.uuid4())
     row = draft_row(
         invoice_id,
@@ -359,9 +355,7 @@ async def create_draft_invoice(
         amounts=amounts,
         description=description,
         now=now,
-        country=country,
-        customer_email=customer_email,
-        customer_name=customer_name,
+        contact=contact,
     )
     await conn.execute(insert(invoices).values(row))
     await conn.execute(insert(invoice_lines), line_rows(invoice_id, amounts.lines))
@@ -454,12 +448,11 @@ async def issue_invoice(
     tax_rates: Mapping[str, Decimal],
     prefix: str,
     now: datetime,
-    country: str | None = None,
-    customer_email: str | None = None,
-    customer_name: str | None = None,
+    contact: Contact = NO_CONTACT,
 ) -> Invoice:
     """An open invoice with its number and its receivable posted, in the caller's transaction
-    (commit it before charging: `charge_invoice`). Of 0 it is paid at once."""
+    (commit it before charging: `charge_invoice`). Of 0 it is paid at once. Addressed and taxed
+    by `contact` (`payments.service.billing_contacts`)."""
     draft = await create_draft_invoice(
         conn,
         customer=customer,
@@ -467,9 +460,7 @@ async def issue_invoice(
         description=description,
         tax_rates=tax_rates,
         now=now,
-        country=country,
-        customer_email=customer_email,
-        customer_name=customer_name,
+        contact=contact,
     )
     return await finalize_invoice(conn, invoice_id=draft.id, prefix=prefix, now=now)
 

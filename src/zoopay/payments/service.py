@@ -183,9 +183,13 @@ class Contact:
     """Who an invoice is addressed to: the email and name the processor knows, the billing
     name if one was given, and the billing country (the tax's)."""
 
-    email: str | None
-    name: str | None
-    country: str | None
+    email: str | None = None
+    name: str | None = None
+    country: str | None = None
+
+
+# An invoice addressed to no one by name and to no country (so untaxed).
+NO_CONTACT = Contact()
 
 
 _PROCESSOR_IDS = select(
