@@ -2,12 +2,15 @@
 the unused rest against the next invoice; staff changes are comped."""
 
 import asyncio
-from datetime import timedelta
+from dataclasses import replace
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
 import httpx
 import pytest
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
 from sqlalchemy import delete, select
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -19,6 +22,7 @@ from tests.support.errors import assert_error
 from tests.support.processor import refunded_cents
 from zoopay.app import create_app
 from zoopay.billing import upgrades
+from zoopay.catalog.schemas import TierName
 from zoopay.catalog.service import Catalog
 from zoopay.config import Settings
 from zoopay.db.engine import transaction
@@ -31,9 +35,9 @@ from zoopay.db.tables import (
 )
 from zoopay.errors import Conflict
 from zoopay.invoicing.service import settle_invoice
-from zoopay.ledger.service import lock_balance
+from zoopay.ledger.service import Customer, lock_balance
 from zoopay.payments.service import Address, BillingDetails, save_billing_info
-from zoopay.subscriptions.service import change_plan
+from zoopay.subscriptions.service import Subscription, change_plan
 
 URL = "/user/payment/subscriptions"
 
@@ -150,7 +154,8 @@ async def test_a_downgrade_is_at_once_and_its_unused_rest_pays_the_next_fee(
     assert down.json()["modeling_app"]["name"] == "free"
     async with engine.connect() as conn:
         credit = (await conn.execute(select(billing_credits.c.credit_micros))).scalar_one()
-    assert credit == 49_000_000 * 10 // 31  # 15.806451
+    # Pro's rest, 49.00 x 10/31 = 15.806451, rounded down to the cent as the charge for it is.
+    assert credit == 15_800_000
     await books_are_clean(engine)
     # Back up: the rest of the period again, charged; the credit stays for the next invoice.
     back = await client.put(URL, headers=alice.headers, json={"modeling_app": "pro"})
@@ -160,8 +165,8 @@ async def test_a_downgrade_is_at_once_and_its_unused_rest_pays_the_next_fee(
     clock.now = START + timedelta(days=32)
     summary = await bill(engine, catalog, processor, clock.now)
     assert summary.paid == 1
-    # The next period's 49.00 less the credit of 15.806451.
-    assert (await _charges(engine))[-1] == (3319, "succeeded")
+    # The next period's 49.00 less the credit of 15.80.
+    assert (await _charges(engine))[-1] == (3320, "succeeded")
 
 
 async def test_staff_changes_are_comped(
@@ -375,24 +380,24 @@ async def test_a_downgrade_holds_only_what_is_still_owed_of_its_credit(
         clock.now = START + timedelta(days=days)
         answer = await client.put(URL, headers=alice.headers, json={"modeling_app": tier})
         assert answer.status_code == 200, answer.text
-    # Down on day 15 of 31: 49.00 x 16/31 = 25.290322 credited.
-    assert await _credits(engine) == (25_290_322, [])
+    # Down on day 15 of 31: 49.00 x 16/31 = 25.290322, 25.29 credited.
+    assert await _credits(engine) == (25_290_000, [])
     await add_card(engine, processor, alice.user.customer, clock.now, "pm_card_chargeCustomerFail")
     clock.now = START + timedelta(days=31)
     summary = await bill(engine, catalog, processor, clock.now)
     assert (summary.invoiced, summary.failed) == (1, 1)
-    # The close's fee: 49.00 less that credit, 23.709678, unpaid.
+    # The close's fee: 49.00 less that credit, 23.71, unpaid.
     assert await _fee_lines(engine) == [
         ("paid", 49_000_000),
         ("paid", 23_700_000),
-        ("open", 23_709_678),
+        ("open", 23_710_000),
     ]
     clock.advance(days=1)
     down = await client.put(URL, headers=alice.headers, json={"modeling_app": "free"})
     assert down.status_code == 200, down.text
-    # 27 of 28 days unused: 47.25, of which the 23.709678 still owed is held.
+    # 27 of 28 days unused: 47.25, of which the 23.71 still owed is held.
     credit, held = await _credits(engine)
-    assert (credit, [micros for _, micros in held]) == (23_540_322, [23_709_678])
+    assert (credit, [micros for _, micros in held]) == (23_540_000, [23_710_000])
     await add_card(engine, processor, alice.user.customer, clock.now)
     paid = await client.post(f"/user/payment/invoices/{held[0][0]}/pay", headers=alice.headers)
     assert paid.status_code == 200, paid.text
@@ -447,3 +452,70 @@ async def test_an_upgrade_late_in_a_month_after_a_clamped_one_is_charged_to_the_
         [description] = (await conn.execute(select(invoice_lines.c.description))).scalars()
     assert description.endswith("Pro plan to 2026-03-31 (prorated)")
     await books_are_clean(engine)
+
+
+# A user's plan change: to free, pro billed monthly or pro billed yearly, and how long after
+# the one before (microseconds; mostly none, so that several changes share a moment).
+PERIOD = timedelta(days=31)  # START's monthly period
+PLANS = [(TierName.FREE, False), (TierName.PRO, False), (TierName.PRO, True)]
+plan_changes = st.lists(
+    st.tuples(
+        st.sampled_from(PLANS),
+        st.one_of(
+            st.just(0),
+            st.just(0),
+            st.integers(min_value=1, max_value=PERIOD // timedelta(microseconds=1)),
+        ),
+    ),
+    min_size=1,
+    max_size=12,
+)
+# 10 of 31 days left: the audit's moment, where free -> pro -> free made 0.006451.
+AUDIT = int(timedelta(days=21) / timedelta(microseconds=1))
+# An hour and 7 minutes in: free -> pro -> pro yearly -> free made a cent, credits rounded
+# as the charges.
+HOUR_IN = int(timedelta(hours=1, minutes=7) / timedelta(microseconds=1))
+
+
+@example(changes=[(PLANS[1], AUDIT), (PLANS[0], 0)] * 2)
+@example(changes=[(PLANS[1], HOUR_IN), (PLANS[2], 0), (PLANS[0], 0)])
+@settings(max_examples=300, deadline=None, derandomize=True, database=None)
+@given(changes=plan_changes)
+def test_no_sequence_of_plan_changes_makes_money(
+    catalog: Catalog, changes: list[tuple[tuple[TierName, bool], int]]
+) -> None:
+    """The audit's finding: a charge was rounded down to the cent and the credit of the same
+    difference was not, so free -> pro -> free at one moment made up to a cent each time (20
+    times with 10/31 of the period left: 316.00 charged, 316.129020 credited). Rounding the
+    credit as the charge is not enough: free -> pro -> pro yearly -> free at one moment still
+    made a cent half of the time. Whatever the changes, what was credited never exceeds what
+    was charged, and a change and its reverse at one moment net exactly zero. (`quote` reads
+    no database for a user: one seat, no negotiated price.)"""
+    alice = Customer("user", "alice")
+
+    def priced(sub: Subscription, to: TierName, yearly: bool, at: datetime) -> upgrades.Quote:
+        return asyncio.run(
+            upgrades.quote(
+                None,  # type: ignore[arg-type]
+                catalog=catalog,
+                subscription=sub,
+                customer=alice,
+                tier=to,
+                pay_annually=yearly,
+                now=at,
+            )
+        )
+
+    plan = Subscription("s", alice, TierName.FREE, False, START, START)
+    now, charged, credited = START, 0, 0
+    for (tier, annually), after in changes:
+        now = min(now + timedelta(microseconds=after), START + PERIOD)
+        price = priced(plan, tier, annually, now)
+        moved = replace(plan, tier=tier, pay_annually=annually)
+        back = priced(moved, plan.tier, plan.pay_annually, now)
+        # There and straight back at the same moment: nothing made, nothing lost.
+        assert price.charge_micros - price.credit_micros == back.credit_micros - back.charge_micros
+        charged += price.charge_micros
+        credited += price.credit_micros
+        assert credited <= charged, (tier, annually, now, charged, credited)
+        plan = moved

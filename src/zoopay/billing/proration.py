@@ -9,6 +9,10 @@ Rounding is always in the customer's favour and never creates money from nothing
 - a credit for the unused rest of a period is rounded down too, so that what was charged for a
   period and what was credited back for it never exceed what was paid (no service unpaid, no
   money made by switching back and forth).
+
+A plan change (billing.upgrades.quote) rounds each plan's rest down to the cent before taking
+their difference, for the charge and the credit alike: rounding differences (or crediting one
+unrounded) let a round trip at one moment credit more than it charged.
 """
 
 from dataclasses import dataclass

@@ -167,9 +167,16 @@ async def quote(
     new_rest = rest_of_period(
         new, subscription, pay_annually=annually, seats=seats, negotiated=negotiated, at=now
     )
-    difference = new_rest - old_rest
-    # Charged in whole cents, rounded down: never a fraction of a cent more than the service.
-    charge = max(0, difference) // MICROS_PER_CENT * MICROS_PER_CENT
+    # Each plan's rest is rounded down to the cent first, and the charge or the credit is the
+    # difference of the two: a potential, so the changes at one moment telescope (up then
+    # down, or free -> pro -> pro yearly -> free, nets exactly zero) and a plan held from one
+    # moment to a later one nets what its rest fell by (never less than zero): no sequence of
+    # changes makes money. (Rounding the difference instead made money: the credit of an
+    # unrounded difference, or of one rounded as the charges along a longer way were, exceeded
+    # what was charged, by up to a cent each time.) A charge is within a cent of the exact
+    # difference of the rests.
+    difference = _cents(new_rest) - _cents(old_rest)
+    charge = max(0, difference)
     end = fee_period_bounds(
         subscription.anchor_at,
         subscription.period_start,
@@ -177,6 +184,11 @@ async def quote(
     )[1]
     description = f"{new.name.value.capitalize()} plan to {end:%Y-%m-%d} (prorated)"
     return Quote(charge, max(0, -difference), description)
+
+
+def _cents(micros: int) -> int:
+    """`micros` rounded down to a whole cent."""
+    return micros // MICROS_PER_CENT * MICROS_PER_CENT
 
 
 async def _upgrade_in_progress(conn: AsyncConnection, customer: Customer) -> bool:
