@@ -22,7 +22,13 @@ from tests.support.processor import (
     succeeded_cents,
 )
 from zoopay.db.engine import reading, transaction
-from zoopay.db.tables import invoice_payment_attempts, invoices, journal_accounts, ledger_entries
+from zoopay.db.tables import (
+    invoice_payment_attempts,
+    invoice_refunds,
+    invoices,
+    journal_accounts,
+    ledger_entries,
+)
 from zoopay.errors import BadRequest, Conflict, NotFound, PaymentRequired, ServiceUnavailable
 from zoopay.invoicing.service import (
     AttemptStatus,
@@ -40,6 +46,7 @@ from zoopay.invoicing.service import (
     mark_uncollectible,
     plan_fee_line,
     reconcile_pending_charges,
+    reconcile_pending_refunds,
     refund_invoice,
     usage_line,
     void_invoice,
@@ -47,7 +54,7 @@ from zoopay.invoicing.service import (
 from zoopay.journal.service import Account, AccountKind, account_balance, invoice_journal, verify
 from zoopay.ledger.service import Bucket, Customer, Reason, get_balance, lock_balance, post
 from zoopay.ledger.service import Posting as BucketPosting
-from zoopay.processors.base import ChargeRequest, ProcessorError, Refund
+from zoopay.processors.base import ChargeRequest, ProcessorError, ProcessorUnavailable, Refund
 from zoopay.processors.embedded import EmbeddedProcessor
 
 DE = {"DE": Decimal("0.19")}
@@ -565,6 +572,62 @@ async def test_a_refund_the_processor_refused_is_not_answered_as_done_when_sent_
     done = await refund(processor, "ticket-7b")
     assert done.amount_refunded_micros == 10_000_000 and await refunded_cents(engine) == 1000
     assert await stable_micros(engine, customer) == 0
+    await books_are_clean(engine)
+
+
+class LosesRefunds(EmbeddedProcessor):
+    """The embedded processor behind a network that loses every refund request on its way."""
+
+    async def refund(self, charge_id: str, *, amount_cents: int, idempotency_key: str) -> Refund:
+        raise ProcessorUnavailable("connection reset")
+
+
+async def test_a_pending_refund_the_processor_refuses_when_asked_again_fails_and_frees_its_amount(
+    engine: AsyncEngine, world: World, clock: Clock, processor: EmbeddedProcessor
+) -> None:
+    """A refund left pending (the processor did not answer) and refused when reconciliation
+    asked again stayed pending for ever: its 10.00 was kept from what can be refunded, and
+    every reconciliation asked again. Now it fails, as a refund refused at once does; one the
+    processor still does not answer stays pending and completes when it answers."""
+    person = await world.user()
+    invoice = await paid_credit_invoice(engine, clock, person.user.customer, processor, 10_000_000)
+    lost = LosesRefunds(engine, lambda: clock.now)
+
+    async def refund(by: EmbeddedProcessor, key: str):  # type: ignore[no-untyped-def]
+        return await refund_invoice(
+            engine,
+            by,
+            invoice_id=invoice.id,
+            amount_micros=10_000_000,
+            idempotency_key=key,
+            actor="staff",
+            now=clock.now,
+        )
+
+    async def statuses() -> list[str]:
+        async with reading(engine) as conn:
+            query = select(invoice_refunds.c.status).order_by(invoice_refunds.c.created_at)
+            return [str(status) for status in (await conn.execute(query)).scalars()]
+
+    for key in ("ticket-8", "ticket-9"):
+        with pytest.raises(ServiceUnavailable):
+            await refund(lost, key)
+        clock.advance(minutes=1)
+        if key == "ticket-8":  # refused when asked again: failed
+            refused = RefusesRefunds(engine, lambda: clock.now)
+            assert await reconcile_pending_refunds(engine, refused, now=clock.now) == 0
+            assert await statuses() == ["failed"]
+            with pytest.raises(BadRequest, match=r"refused.*new idempotency_key"):
+                await refund(processor, key)
+    # Still unanswered: pending, then completed once the processor answers.
+    assert await reconcile_pending_refunds(engine, lost, now=clock.now) == 0
+    assert await statuses() == ["failed", "pending"]
+    assert await reconcile_pending_refunds(engine, processor, now=clock.now) == 1
+    assert await statuses() == ["failed", "succeeded"]
+    async with reading(engine) as conn:
+        assert (await get_invoice(conn, invoice_id=invoice.id)).amount_refunded_micros == 10_000_000
+    assert await refunded_cents(engine) == 1000
+    assert await stable(engine, person.user.customer) == 0
     await books_are_clean(engine)
 
 

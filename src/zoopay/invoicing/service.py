@@ -1590,7 +1590,10 @@ async def reconcile_pending_refunds(
     engine: AsyncEngine, processor: PaymentProcessor, *, now: datetime
 ) -> int:
     """Refunds left pending: asked again with their own key (the processor answers the same
-    refund, or makes it now); answers how many were completed."""
+    refund, or makes it now); answers how many were completed. One the processor refuses is
+    failed, as `refund_invoice` fails one refused at once: left pending, it would keep its
+    amount from what can be refunded for ever. One it still does not answer stays pending
+    for the next time, as a pending charge attempt does."""
     async with reading(engine) as conn:
         rows = (
             (
@@ -1611,12 +1614,30 @@ async def reconcile_pending_refunds(
                 amount_cents=int(row["amount_cents"]),
                 idempotency_key=row["idempotency_key"],
             )
-        except (ProcessorError, ProcessorUnavailable):
+        except ProcessorUnavailable:
+            continue
+        except ProcessorError as exc:
+            logger.warning("pending refund %s refused by the processor: %s", row["id"], exc.message)
+            async with transaction(engine) as conn:
+                await _fail_pending_refund(conn, row["id"], row["invoice_id"], now)
             continue
         async with transaction(engine) as conn:
             await _apply_refund(conn, row["id"], refund.id, now)
         done += 1
     return done
+
+
+async def _fail_pending_refund(
+    conn: AsyncConnection, refund_id: str, invoice_id: str, now: datetime
+) -> None:
+    # Under the invoice's lock, as `_apply_refund`: a retry of the same refund that completed
+    # it meanwhile is not undone (only a refund still pending fails).
+    await lock_invoice(conn, invoice_id=invoice_id)
+    await conn.execute(
+        update(invoice_refunds)
+        .where(invoice_refunds.c.id == refund_id, invoice_refunds.c.status == "pending")
+        .values(status="failed", updated_at=now)
+    )
 
 
 async def reconcile_on_start(
