@@ -182,6 +182,70 @@ async def test_staff_changes_are_comped(
     assert after["invoices"] == before["invoices"] == []
 
 
+async def test_a_downgrade_from_a_plan_staff_comped_credits_nothing(
+    client: httpx.AsyncClient, engine: AsyncEngine, world: World, clock: Clock, catalog: Catalog
+) -> None:
+    """Staff put Alice on pro without charging ("staff changes are comped"); moving herself down
+    to free a day later credited the unused 30/31 of a fee nobody paid (47.419354 of billing
+    credit). A downgrade now credits at most what of the fees paid is unused: nothing here;
+    once a close bills pro and it is paid, that fee's unused rest, as before."""
+    processor = embedded(engine, clock)
+    staff, alice = await world.user(staff=True), await world.user()
+    await add_card(engine, processor, alice.user.customer, clock.now)
+    comp = f"/users/{alice.id}/payment/subscriptions"
+    answer = await client.put(comp, headers=staff.headers, json={"modeling_app": "pro"})
+    assert answer.status_code == 200, answer.text
+    clock.advance(days=1)
+    down = await client.put(URL, headers=alice.headers, json={"modeling_app": "free"})
+    assert down.json()["modeling_app"]["name"] == "free", down.text
+    assert await _credits(engine) == (0, [])
+    # Pro again from staff; the close bills its 49.00 for 2026-02-15 to 03-15 (28 days), paid.
+    answer = await client.put(comp, headers=staff.headers, json={"modeling_app": "pro"})
+    assert answer.status_code == 200, answer.text
+    clock.now = START + timedelta(days=31)
+    summary = await bill(engine, catalog, processor, clock.now)
+    assert (summary.invoiced, summary.paid) == (1, 1)
+    clock.advance(days=1)
+    down = await client.put(URL, headers=alice.headers, json={"modeling_app": "free"})
+    assert down.json()["modeling_app"]["name"] == "free", down.text
+    # 27 of the 28 days paid for are unused: 47.25.
+    assert await _credits(engine) == (47_250_000, [])
+    assert await _charges(engine) == [(4900, "succeeded")]
+    await books_are_clean(engine)
+
+
+async def test_a_yearly_fee_is_credited_in_full_however_the_plan_steps_down_and_no_more(
+    client: httpx.AsyncClient, engine: AsyncEngine, world: World, clock: Clock
+) -> None:
+    """Alice pays a year of pro (499.80), then steps down to monthly pro and to free: the year's
+    unused rest comes back in full over the two steps. Pro that staff then give her is not
+    credited again when she leaves it (it was: 16/31 of 49.00 more)."""
+    processor = embedded(engine, clock)
+    staff, alice = await world.user(staff=True), await world.user()
+    await add_card(engine, processor, alice.user.customer, clock.now)
+    yearly = {"modeling_app": "pro", "pay_annually": True}
+    assert (await client.put(URL, headers=alice.headers, json=yearly)).status_code == 200
+    assert await _charges(engine) == [(49_980, "succeeded")]
+    clock.advance(days=73)  # 2026-03-29 12:00: 292 of the year's 365 days left, 4/5
+    monthly = {"modeling_app": "pro", "pay_annually": False}
+    answer = await client.put(URL, headers=alice.headers, json=monthly)
+    assert answer.status_code == 200, answer.text
+    # The year's rest, 399.84, less the month's (17 of 31 days to 04-15: 26.870967 -> 26.87).
+    assert await _credits(engine) == (372_970_000, [])
+    down = await client.put(URL, headers=alice.headers, json={"modeling_app": "free"})
+    assert down.json()["modeling_app"]["name"] == "free", down.text
+    assert await _credits(engine) == (399_840_000, [])
+    clock.advance(days=1)
+    comp = f"/users/{alice.id}/payment/subscriptions"
+    answer = await client.put(comp, headers=staff.headers, json={"modeling_app": "pro"})
+    assert answer.status_code == 200, answer.text
+    down = await client.put(URL, headers=alice.headers, json={"modeling_app": "free"})
+    assert down.json()["modeling_app"]["name"] == "free", down.text
+    assert await _credits(engine) == (399_840_000, [])
+    assert await _charges(engine) == [(49_980, "succeeded")]
+    await books_are_clean(engine)
+
+
 @pytest.mark.parametrize(
     ("failure", "status", "code"),
     [

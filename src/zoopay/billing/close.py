@@ -28,6 +28,7 @@ from zoopay.billing.pricing import (
     NegotiatedPrice,
     billed_annually,
     fee_due_at_close,
+    fee_period_bounds,
     fee_period_price,
 )
 from zoopay.catalog.schemas import PlanInterval, TierName
@@ -74,6 +75,9 @@ class ClosedPeriod:
     seats: int
     fee_micros: int
     usage_micros: int
+    # Where the fee period that the fee pays for ends (None: no fee): the downgrade credit's
+    # bound reads it (billing.upgrades.unused_paid).
+    fee_until: datetime | None = None
 
     @property
     def owes_nothing(self) -> bool:
@@ -201,13 +205,14 @@ async def claim(
             next_plan, pay_annually=subscription.pay_annually, negotiated=price
         )
         count = seats.get(customer.id, 0) if customer.kind == "org" else 1
-        fee = 0
+        fee, fee_until = 0, None
         if fee_due_at_close(
             subscription.anchor_at, opens, annually=annually, closed_through=closed_through
         ):
             fee = fee_period_price(
                 next_plan, pay_annually=subscription.pay_annually, seats=count, negotiated=price
             ).total_micros
+            fee_until = fee_period_bounds(subscription.anchor_at, opens, annually=annually)[1]
         closes.append(
             ClosedPeriod(
                 customer=customer,
@@ -218,6 +223,7 @@ async def claim(
                 seats=count,
                 fee_micros=fee,
                 usage_micros=max(0, balance.total_due_micros - billed.get(customer.id, 0)),
+                fee_until=fee_until if fee else None,
             )
         )
         moves.append(
@@ -305,6 +311,7 @@ def _row(close: ClosedPeriod, at: datetime) -> dict[str, Any]:
         "seats": close.seats,
         "fee_micros": close.fee_micros,
         "usage_micros": close.usage_micros,
+        "fee_until": close.fee_until,
         "status": CloseStatus.NOTHING_DUE if close.owes_nothing else CloseStatus.CLAIMED,
         "invoice_id": None,
         "created_at": at,

@@ -8,6 +8,9 @@
   the new grant) and the unused rest of what was paid, less the new plan's rest, becomes a
   billing credit taken off the customer's next invoices: never cash, never API credits.
 - Staff changes (PUT /users/{id}/payment/subscriptions) are comped: no charge, no credit.
+- A downgrade credits at most what of the plan fees paid (or billed) is unused (`unused_paid`):
+  the rest of a plan staff comped, or of seats or a price added since the fee, was never paid
+  and is not credited.
 
 Two upgrades at once cannot both charge: the first holds the customer's balance lock while it
 issues its invoice, and the second finds that open invoice and answers 409.
@@ -26,6 +29,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
 from enum import StrEnum
+from fractions import Fraction
 
 from sqlalchemy import insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -42,6 +46,8 @@ from zoopay.catalog.schemas import PlanInterval, TierName
 from zoopay.catalog.service import Catalog, Plan
 from zoopay.db.engine import is_unavailable, reading, transaction
 from zoopay.db.tables import (
+    billing_closes,
+    downgrade_credits,
     enterprise_prices,
     held_credits,
     invoice_lines,
@@ -87,11 +93,15 @@ class ChangeTerms:
 
 @dataclass(frozen=True)
 class Quote:
-    """What a change costs now (whole cents, in micro-dollars) or credits."""
+    """What a change costs now (whole cents, in micro-dollars) or credits; `rest_micros`: what
+    the plan it leaves the customer on costs for the rest of its fee period (whole cents),
+    which ends at `until`."""
 
     charge_micros: int
     credit_micros: int
     description: str
+    rest_micros: int = 0
+    until: datetime | None = None
 
 
 async def seats_of(conn: AsyncConnection, customer: Customer) -> int:
@@ -153,7 +163,9 @@ async def quote(
         annually = bool(pay_annually)
         first = fee_period_price(new, pay_annually=annually, seats=seats, negotiated=negotiated)
         charge = first.total_micros // MICROS_PER_CENT * MICROS_PER_CENT
-        return Quote(charge, 0, f"{new.name.value.capitalize()} plan, first period")
+        yearly = billed_annually(new, pay_annually=annually, negotiated=negotiated)
+        until = fee_period_bounds(now, now, annually=yearly)[1]
+        return Quote(charge, 0, f"{new.name.value.capitalize()} plan, first period", charge, until)
     old = current_plan(catalog, subscription)
     annually = subscription.pay_annually if pay_annually is None else pay_annually
     old_rest = rest_of_period(
@@ -183,7 +195,7 @@ async def quote(
         annually=billed_annually(new, pay_annually=annually, negotiated=negotiated),
     )[1]
     description = f"{new.name.value.capitalize()} plan to {end:%Y-%m-%d} (prorated)"
-    return Quote(charge, max(0, -difference), description)
+    return Quote(charge, max(0, -difference), description, _cents(new_rest), end)
 
 
 def _cents(micros: int) -> int:
@@ -209,7 +221,12 @@ class PaymentStatus(StrEnum):
 
 
 async def _record_payment(
-    conn: AsyncConnection, invoice_id: str, customer: Customer, tier: TierName, now: datetime
+    conn: AsyncConnection,
+    invoice_id: str,
+    customer: Customer,
+    tier: TierName,
+    now: datetime,
+    fee_until: datetime | None,
 ) -> None:
     await conn.execute(
         insert(plan_change_payments).values(
@@ -218,6 +235,7 @@ async def _record_payment(
             customer_id=customer.id,
             tier=tier.value,
             status=PaymentStatus.CHARGING,
+            fee_until=fee_until,
             created_at=now,
             updated_at=now,
         )
@@ -288,6 +306,78 @@ async def _unpaid_fees(conn: AsyncConnection, customer: Customer) -> list[tuple[
     rows = await conn.execute(_UNPAID_FEES.where(invoices.c.customer_id == customer.id))
     owed = [(str(invoice_id), int(fee) - int(held or 0)) for invoice_id, fee, held in rows]
     return [(invoice_id, micros) for invoice_id, micros in owed if micros > 0]
+
+
+async def unused_paid(
+    conn: AsyncConnection,
+    *,
+    catalog: Catalog,
+    customer: Customer,
+    subscription: Subscription,
+    at: datetime,
+) -> int:
+    """What of the plan fees the customer paid (or was billed: an unpaid fee's credit is held,
+    see `credit_downgrade`) is unused at `at`, rounded down.
+
+    Replayed from the closes' fees (`billing_closes`), the paid upgrades (`plan_change_payments`
+    applied, their invoices' fee) and the downgrade credits (`downgrade_credits`): what is
+    unused is spread evenly over the fee period it pays for, and each fee, upgrade or credit
+    changes it and spreads it over the fee period that one pays for (or, a credit, of the plan
+    it left the customer on). Staff changes, seats and negotiated prices add nothing: nobody
+    paid for them."""
+    plan = current_plan(catalog, subscription)
+    negotiated = await negotiated_price(conn, customer)
+    yearly = plan is not None and billed_annually(
+        plan, pay_annually=subscription.pay_annually, negotiated=negotiated
+    )
+
+    def fee_end(start: datetime, until: datetime | None) -> datetime:
+        # Recorded since 0015; before it, a fee period of the plan the customer is on.
+        return until or fee_period_bounds(subscription.anchor_at, start, annually=yearly)[1]
+
+    closes = billing_closes.c
+    fees = await conn.execute(
+        select(closes.period_end, closes.fee_micros, closes.fee_until).where(
+            closes.customer_id == customer.id, closes.fee_micros > 0, closes.period_end <= at
+        )
+    )
+    # A close comes before a change at the same moment: a change closes the period first.
+    events = [(start, 0, int(fee), fee_end(start, until)) for start, fee, until in fees]
+    payments = plan_change_payments.c
+    upgrades = await conn.execute(
+        select(payments.created_at, invoice_lines.c.amount_micros, payments.fee_until)
+        .join(invoice_lines, invoice_lines.c.invoice_id == payments.invoice_id)
+        .where(
+            payments.customer_id == customer.id,
+            payments.status == PaymentStatus.APPLIED.value,
+            payments.created_at <= at,
+            invoice_lines.c.kind == LineKind.PLAN_FEE.value,
+        )
+    )
+    events += [(when, 1, int(fee), fee_end(when, until)) for when, fee, until in upgrades]
+    credits = downgrade_credits.c
+    taken = await conn.execute(
+        select(credits.created_at, credits.credit_micros, credits.until).where(
+            credits.customer_id == customer.id, credits.created_at <= at
+        )
+    )
+    events += [(when, 2, -int(micros), until) for when, micros, until in taken]
+    unused, since, until = Fraction(0), at, at
+    for moment, _, delta, ends in sorted(events):
+        unused = max(Fraction(0), _left(unused, since, until, moment) + delta)
+        since, until = moment, ends
+    return int(_left(unused, since, until, at))
+
+
+def _left(micros: Fraction, since: datetime, until: datetime, at: datetime) -> Fraction:
+    """What is left at `at` of `micros` spread evenly from `since` to `until`."""
+    if micros == 0 or at >= until:
+        return Fraction(0)
+    if at <= since:
+        return micros
+    return micros * Fraction(
+        (until - at) // timedelta(microseconds=1), (until - since) // timedelta(microseconds=1)
+    )
 
 
 @dataclass(frozen=True)
@@ -379,8 +469,26 @@ async def _change_plan_paid(
             now=now,
         )
         if price.charge_micros == 0:
+            credit = price.credit_micros
+            if credit and subscription is not None:
+                # Never more than what was paid and is unused, less what the plan the customer
+                # stays on needs of it: a comped plan's rest was never paid.
+                paid = await unused_paid(
+                    conn, catalog=catalog, customer=customer, subscription=subscription, at=now
+                )
+                credit = min(credit, _cents(max(0, paid - price.rest_micros)))
+            if credit and price.until is not None:
+                await conn.execute(
+                    insert(downgrade_credits).values(
+                        customer_kind=customer.kind,
+                        customer_id=customer.id,
+                        credit_micros=credit,
+                        created_at=now,
+                        until=price.until,
+                    )
+                )
             await apply_change(conn)
-            await credit_downgrade(conn, customer=customer, micros=price.credit_micros, now=now)
+            await credit_downgrade(conn, customer=customer, micros=credit, now=now)
             return
         # Every rule of the change (the tier's kind, an enterprise price, POST on a paid plan)
         # is checked before anything is charged: the change is tried and rolled back.
@@ -409,7 +517,7 @@ async def _change_plan_paid(
             now=now,
             contact=contact,
         )
-        await _record_payment(conn, invoice.id, customer, tier, now)
+        await _record_payment(conn, invoice.id, customer, tier, now, price.until)
     processor_id = await ensure_processor_customer(
         engine, processor=processor, customer=customer, now=now
     )

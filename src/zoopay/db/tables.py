@@ -217,6 +217,9 @@ billing_closes = Table(
     Column("status", String(16), nullable=False),
     Column("invoice_id", Id),
     *_stamps(),
+    # Where the fee period that `fee_micros` pays for ends (a month or a year on); NULL for a
+    # close with no fee, and for closes made before it was recorded.
+    Column("fee_until", Timestamp),
     CheckConstraint(
         "fee_micros >= 0 AND usage_micros >= 0 AND seats >= 0", name="ck_billing_closes_amounts"
     ),
@@ -251,6 +254,22 @@ held_credits = Table(
     CheckConstraint("credit_micros > 0", name="ck_held_credits_positive"),
 )
 
+downgrade_credits = Table(
+    "downgrade_credits",
+    metadata,
+    # Each downgrade's credit, with the end of the fee period of the plan it left the customer
+    # on: with the closes' fees and the paid upgrades, what of the fees paid is unused at a
+    # moment (billing.upgrades.unused_paid), the most a downgrade credits.
+    _serial(),
+    Column("customer_kind", String(8), nullable=False),
+    Column("customer_id", Id, nullable=False),
+    Column("credit_micros", BigInteger, nullable=False),
+    Column("created_at", Timestamp, nullable=False),
+    Column("until", Timestamp, nullable=False),
+    CheckConstraint("credit_micros > 0", name="ck_downgrade_credits_positive"),
+    Index("ix_downgrade_credits_customer", "customer_id", "id"),
+)
+
 plan_change_payments = Table(
     "plan_change_payments",
     metadata,
@@ -264,6 +283,8 @@ plan_change_payments = Table(
     # charging, applied, refunded (paid, the change not applied) or void (never paid).
     Column("status", String(16), nullable=False),
     *_stamps(),
+    # Where the fee period of the plan it pays for ends (NULL: made before it was recorded).
+    Column("fee_until", Timestamp),
     Index("ix_plan_change_payments_status", "status", "created_at"),
 )
 
@@ -645,6 +666,7 @@ __all__ = [
     "billing_credits",
     "console_links",
     "console_sessions",
+    "downgrade_credits",
     "enterprise_prices",
     "held_credits",
     "invoice_counters",
