@@ -627,7 +627,7 @@ async def test_a_pending_refund_the_processor_refuses_when_asked_again_fails_and
     async with reading(engine) as conn:
         assert (await get_invoice(conn, invoice_id=invoice.id)).amount_refunded_micros == 10_000_000
     assert await refunded_cents(engine) == 1000
-    assert await stable(engine, person.user.customer) == 0
+    assert await stable_micros(engine, person.user.customer) == 0
     await books_are_clean(engine)
 
 
