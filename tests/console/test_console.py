@@ -12,7 +12,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tests.conftest import Clock, World, app_client
-from tests.support.billing import with_card
+from tests.support.billing import staff_plan, with_card
 from tests.support.console import FORM, csrf_of, link_for, sign_in
 from tests.support.database import dump
 from tests.support.errors import assert_error
@@ -20,11 +20,13 @@ from tests.support.http import bearer, ok
 from tests.support.metering import SERVICE_TOKEN_ID, report
 from zoopay.accounts import service as accounts
 from zoopay.app import create_app
+from zoopay.catalog.schemas import TierName
 from zoopay.catalog.service import Catalog
 from zoopay.config import Settings
 from zoopay.db.engine import transaction
-from zoopay.db.tables import console_links, console_sessions, ledger_entries
+from zoopay.db.tables import billing_credits, console_links, console_sessions, ledger_entries
 from zoopay.metering.service import Reported, record_calls
+from zoopay.payments.service import Address, BillingDetails, save_billing_info
 
 # --- signing in --------------------------------------------------------------------------------
 
@@ -394,6 +396,54 @@ async def test_a_plan_change_reviewed_after_the_period_turned_shows_the_charge_i
     assert done.status_code == 303
     invoices = await ok(await client.get("/user/payment/invoices", headers=bearer(alice.token)))
     assert [(i["status"], Decimal(i["total"])) for i in invoices] == [("paid", Decimal("48.92"))]
+
+
+async def test_a_plan_change_is_reviewed_with_its_tax_as_the_card_is_charged(
+    app_settings: Settings, engine: AsyncEngine, catalog: Catalog, world: World, clock: Clock
+) -> None:
+    """The review showed the fee alone while the upgrade's invoice is taxed by the billing
+    country: the card was charged more than the page said."""
+    settings = app_settings.model_copy(update={"tax_rates": {"DE": Decimal("0.19")}})
+    alice = await world.user()
+    await with_card(engine, clock, alice)
+    details = BillingDetails(name="Muster GmbH", address=Address(country="DE", zip="10115"))
+    async with transaction(engine) as conn:
+        await save_billing_info(
+            conn, customer=alice.user.customer, details=details, creating=True, now=clock.now
+        )
+    async with app_client(create_app(settings, engine=engine, catalog=catalog), clock) as client:
+        csrf = await sign_in(client, engine, alice, clock)
+        review = await client.get("/console/user/plan/review", params={"tier": "pro"})
+        proration = html.unescape(review.text)
+        # At the period's start: the whole 49.00, and 19% of it.
+        assert "Charged now to your default card: <strong>58.31 USD</strong>" in proration
+        assert "and 9.31 USD of tax on it" in proration
+        done = await client.post(
+            "/console/user/plan", data={"csrf": csrf, "tier": "pro"}, headers=FORM
+        )
+        assert done.status_code == 303
+        invoices = await ok(await client.get("/user/payment/invoices", headers=bearer(alice.token)))
+    assert [(i["status"], i["total"], i["tax"]) for i in invoices] == [("paid", "58.31", "9.31")]
+
+
+async def test_a_move_down_from_a_plan_staff_gave_is_reviewed_as_crediting_nothing(
+    client: httpx.AsyncClient, world: World, engine: AsyncEngine, clock: Clock, catalog: Catalog
+) -> None:
+    """The review promised the unused rest of a plan nobody paid for, which the change (rightly)
+    does not credit."""
+    alice = await world.user()
+    await staff_plan(engine, catalog, alice.user.customer, TierName.PRO, clock.now)
+    clock.advance(days=1)
+    csrf = await sign_in(client, engine, alice, clock)
+    review = await client.get("/console/user/plan/review", params={"tier": "free"})
+    assert "Nothing is charged now." in review.text and "Credited" not in review.text
+    done = await client.post(
+        "/console/user/plan", data={"csrf": csrf, "tier": "free"}, headers=FORM
+    )
+    assert done.status_code == 303
+    async with engine.connect() as conn:
+        credits = (await conn.execute(select(billing_credits))).all()
+    assert credits == []
 
 
 # --- staff -------------------------------------------------------------------------------------

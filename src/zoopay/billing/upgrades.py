@@ -25,7 +25,7 @@ in full through the processor, with a key derived from the invoice, and the answ
 import asyncio
 import contextlib
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from decimal import Decimal
 from enum import StrEnum
@@ -58,12 +58,15 @@ from zoopay.db.tables import (
 from zoopay.errors import Conflict, PaymentRequired, ServiceUnavailable, ZoopayError
 from zoopay.invoicing.fee_credits import add_credit, hold_credit
 from zoopay.invoicing.service import (
+    Amounts,
     Attempt,
     AttemptStatus,
     ChargeOutcome,
     InvoiceStatus,
     LineKind,
+    NewLine,
     charge_invoice,
+    invoice_amounts,
     issue_invoice,
     lock_invoice,
     plan_fee_line,
@@ -75,11 +78,14 @@ from zoopay.ledger.service import Customer, lock_balance
 from zoopay.money import format_micros
 from zoopay.payments.service import billing_contacts, ensure_processor_customer
 from zoopay.processors.base import PaymentProcessor
+from zoopay.subscriptions.periods import period_start
 from zoopay.subscriptions.service import (
     Subscription,
     change_plan,
     current_plan,
+    get_subscription,
     refresh_customer,
+    refresh_due,
 )
 
 logger = logging.getLogger(__name__)
@@ -380,6 +386,36 @@ def _left(micros: Fraction, since: datetime, until: datetime, at: datetime) -> F
     )
 
 
+async def downgrade_credit(
+    conn: AsyncConnection,
+    *,
+    catalog: Catalog,
+    customer: Customer,
+    subscription: Subscription | None,
+    price: Quote,
+    now: datetime,
+) -> int:
+    """What a change priced at `price` credits: its credit, never more than what was paid and
+    is unused, less what the plan the customer stays on needs of it (a comped plan's rest was
+    never paid)."""
+    credit = price.credit_micros
+    if credit and subscription is not None:
+        paid = await unused_paid(
+            conn, catalog=catalog, customer=customer, subscription=subscription, at=now
+        )
+        credit = min(credit, _cents(max(0, paid - price.rest_micros)))
+    return credit
+
+
+def _fee_line(tier: TierName, price: Quote, reference: str) -> NewLine:
+    return plan_fee_line(
+        tier_name=tier.value.capitalize(),
+        period=price.description,
+        amount_micros=price.charge_micros,
+        reference=reference[:128],
+    )
+
+
 @dataclass(frozen=True)
 class PlanChange:
     """A customer's own plan change as asked: whose plan, to which tier, billed yearly or not
@@ -389,6 +425,62 @@ class PlanChange:
     tier: TierName
     pay_annually: bool | None
     actor: str
+
+
+@dataclass(frozen=True)
+class Review:
+    """What a customer's change to a tier would do now: the invoice it charges (tax included),
+    or the credit it gives."""
+
+    charged: Amounts | None
+    credit_micros: int
+
+
+async def review_change(
+    conn: AsyncConnection,
+    *,
+    catalog: Catalog,
+    change: PlanChange,
+    terms: ChangeTerms,
+    now: datetime,
+) -> Review:
+    """What `change_plan_paid` would charge or credit now, read-only (the console shows it
+    before the change is confirmed)."""
+    customer = change.customer
+    subscription = await get_subscription(conn, customer=customer)
+    if subscription is not None and refresh_due(subscription, now):
+        # The change starts the period that began first: priced in it.
+        start = period_start(subscription.anchor_at, now)
+        subscription = replace(subscription, period_start=start)
+    price = await _quote_change(conn, catalog, change, subscription, now)
+    if price.charge_micros:
+        contact = (await billing_contacts(conn, customers=[customer]))[customer]
+        amounts = invoice_amounts(
+            [_fee_line(change.tier, price, "")], tax_rates=terms.tax_rates, country=contact.country
+        )
+        return Review(amounts, 0)
+    credit = await downgrade_credit(
+        conn, catalog=catalog, customer=customer, subscription=subscription, price=price, now=now
+    )
+    return Review(None, credit)
+
+
+async def _quote_change(
+    conn: AsyncConnection,
+    catalog: Catalog,
+    change: PlanChange,
+    subscription: Subscription | None,
+    now: datetime,
+) -> Quote:
+    return await quote(
+        conn,
+        catalog=catalog,
+        subscription=subscription,
+        customer=change.customer,
+        tier=change.tier,
+        pay_annually=change.pay_annually,
+        now=now,
+    )
 
 
 async def change_plan_paid(
@@ -459,24 +551,16 @@ async def _change_plan_paid(
         if await has_period_to_close(conn, customer=customer, at=now):
             await claim(conn, catalog, [customer], at=now)
         _, subscription = await refresh_customer(conn, catalog=catalog, customer=customer, now=now)
-        price = await quote(
-            conn,
-            catalog=catalog,
-            subscription=subscription,
-            customer=customer,
-            tier=tier,
-            pay_annually=pay_annually,
-            now=now,
-        )
+        price = await _quote_change(conn, catalog, change, subscription, now)
         if price.charge_micros == 0:
-            credit = price.credit_micros
-            if credit and subscription is not None:
-                # Never more than what was paid and is unused, less what the plan the customer
-                # stays on needs of it: a comped plan's rest was never paid.
-                paid = await unused_paid(
-                    conn, catalog=catalog, customer=customer, subscription=subscription, at=now
-                )
-                credit = min(credit, _cents(max(0, paid - price.rest_micros)))
+            credit = await downgrade_credit(
+                conn,
+                catalog=catalog,
+                customer=customer,
+                subscription=subscription,
+                price=price,
+                now=now,
+            )
             if credit and price.until is not None:
                 await conn.execute(
                     insert(downgrade_credits).values(
@@ -503,14 +587,7 @@ async def _change_plan_paid(
         invoice = await issue_invoice(
             conn,
             customer=customer,
-            lines=[
-                plan_fee_line(
-                    tier_name=tier.value.capitalize(),
-                    period=price.description,
-                    amount_micros=price.charge_micros,
-                    reference=reference[:128],
-                )
-            ],
+            lines=[_fee_line(tier, price, reference)],
             description=f"Upgrade to {tier.value}",
             tax_rates=terms.tax_rates,
             prefix=terms.invoice_prefix,

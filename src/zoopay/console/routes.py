@@ -6,7 +6,6 @@ services the API's routes call, so it can do exactly what that token could.
 """
 
 import uuid
-from dataclasses import replace
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Annotated, Literal
 
@@ -53,7 +52,7 @@ from zoopay.api.routing import json_router
 from zoopay.billing.routes import current_statement
 from zoopay.billing.schemas import CustomerBalance
 from zoopay.billing.service import set_balance
-from zoopay.billing.upgrades import PlanChange, change_plan_paid, quote
+from zoopay.billing.upgrades import PlanChange, change_plan_paid, review_change
 from zoopay.catalog.schemas import (
     EnterpriseSubscriptionTierPrice,
     OptionFlat,
@@ -89,7 +88,6 @@ from zoopay.subscriptions.service import (
     change_plan,
     current_plan,
     get_subscription,
-    refresh_due,
     set_enterprise_price,
 )
 
@@ -471,18 +469,13 @@ async def plan_review(
     now = now_of(request)
     async with reading(engine_of(request)) as conn:
         subscription = await get_subscription(conn, customer=account.customer)
-        if subscription is not None and refresh_due(subscription, now):
-            # The change starts the period that began (zoopay.billing.upgrades): priced in it.
-            start = period_start(subscription.anchor_at, now)
-            subscription = replace(subscription, period_start=start)
-        # The same price the change will charge (or credit): zoopay.billing.upgrades.
-        price = await quote(
+        review = await review_change(
             conn,
             catalog=catalog,
-            subscription=subscription,
-            customer=account.customer,
-            tier=TierName(plan.name),
-            pay_annually=None,
+            change=PlanChange(
+                account.customer, TierName(plan.name), pay_annually=None, actor=user_of(who).id
+            ),
+            terms=request.app.state.change_terms,
             now=now,
         )
     current = current_plan(catalog, subscription)
@@ -494,8 +487,9 @@ async def plan_review(
         plan=plan,
         current=current,
         upgrade=current is None or plan.rank > current.rank,
-        charge=from_micros(price.charge_micros),
-        credit=from_micros(price.credit_micros),
+        charge=from_micros(review.charged.total_micros if review.charged else 0),
+        tax=from_micros(review.charged.tax_micros if review.charged else 0),
+        credit=from_micros(review.credit_micros),
     )
 
 
