@@ -59,14 +59,15 @@ StripeSignature = Annotated[
 @router.post(
     "/processor/stripe/webhook",
     response_model=StripeEventReceipt,
-    responses=errors(400, 413, 415, 503),
+    responses=errors(400, 409, 413, 415, 503),
     openapi_extra=_EVENT_BODY,
 )
 async def stripe_webhook(
     request: Request, engine: Engine, now: Now, stripe_signature: StripeSignature
 ) -> StripeEventReceipt:
     """Receive one Stripe event (signed with ZOOPAY_STRIPE_WEBHOOK_SECRET); each event id is
-    applied once, a repeated delivery answers `duplicate`."""
+    applied once, a repeated delivery answers `duplicate`. A payment intent under an attempt's
+    key that is not its charge (another amount, currency or customer) is a 409."""
     secret = request.app.state.stripe_webhook_secret
     event = verified_event(await request.body(), stripe_signature, secret)
     async with transaction(engine) as conn:
