@@ -3,23 +3,16 @@
 Pure functions (no database, no clock): the plan change and the period close both price with
 them, and the hypothesis tests in tests/billing/test_proration.py hold them to their rules.
 
-Rounding is always in the customer's favour and never creates money from nothing:
-- a charge for the rest of a period is rounded *down* (to the micro-dollar here, to the cent
-  at the processor boundary by `charge_cents`);
-- a credit for the unused rest of a period is rounded down too, so that what was charged for a
-  period and what was credited back for it never exceed what was paid (no service unpaid, no
-  money made by switching back and forth).
-
-A plan change (billing.upgrades.quote) rounds each plan's rest down to the cent before taking
-their difference, for the charge and the credit alike: rounding differences (or crediting one
-unrounded) let a round trip at one moment credit more than it charged.
+The rest of a period is rounded *down* to the micro-dollar here. A plan change
+(billing.upgrades.quote) rounds each plan's rest down to the cent before taking their
+difference, for the charge and the credit alike: rounding differences (or crediting one
+unrounded) let a round trip at one moment credit more than it charged
+(tests/billing/test_paid_upgrades.py holds it to that).
 """
 
 from dataclasses import dataclass
 from datetime import datetime
 from fractions import Fraction
-
-from zoopay.subscriptions.periods import add_months
 
 MICROS_PER_CENT = 10_000
 
@@ -62,11 +55,6 @@ def period_price_micros(
     return monthly_micros * 12 * (100 - discount) // 100
 
 
-def period_end(period_start: datetime, *, annually: bool) -> datetime:
-    """Where a billing period that began at `period_start` ends."""
-    return add_months(period_start, 12 if annually else 1)
-
-
 def remaining_fraction(*, period_start: datetime, period_end: datetime, at: datetime) -> Fraction:
     """The part of the period still to come at `at`, exactly (microsecond resolution)."""
     if period_end <= period_start:
@@ -82,37 +70,6 @@ def prorated_micros(
     """The price of the rest of the period from `at`, rounded down to the micro-dollar."""
     share = remaining_fraction(period_start=period_start, period_end=period_end, at=at)
     return int(price.total_micros * share)  # int() of a non-negative Fraction floors it
-
-
-def change_charge_micros(
-    old: Price, new: Price, *, period_start: datetime, period_end: datetime, at: datetime
-) -> int:
-    """What moving from `old` to `new` at `at` costs now: the rest of the period at the new
-    price, less the unused rest already paid at the old one; never negative (a cheaper plan
-    costs nothing now, and the README says what happens to the difference)."""
-    # The difference is taken exactly and rounded once, so a change never costs more than the
-    # service it adds, even by a micro-dollar.
-    share = remaining_fraction(period_start=period_start, period_end=period_end, at=at)
-    return max(0, int((new.total_micros - old.total_micros) * share))
-
-
-def unused_credit_micros(
-    paid: Price, *, period_start: datetime, period_end: datetime, at: datetime
-) -> int:
-    """The unused rest of a period already paid at `paid`, rounded down."""
-    return prorated_micros(paid, period_start=period_start, period_end=period_end, at=at)
-
-
-def charge_cents(micros: int) -> int:
-    """An amount as the processor takes it: whole cents, rounded down (in the customer's
-    favour: zoopay never charges a fraction of a cent it did not bill)."""
-    if micros < 0:
-        raise ProrationError("a charge is never negative")
-    return micros // MICROS_PER_CENT
-
-
-def cents_to_micros(cents: int) -> int:
-    return cents * MICROS_PER_CENT
 
 
 def _micros_between(start: datetime, end: datetime) -> int:
