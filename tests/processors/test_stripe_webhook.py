@@ -491,7 +491,7 @@ async def test_the_document_declares_what_the_webhook_answers(
     document = (await stripe_client.get("/openapi.json")).json()
     operation = document["paths"][WEBHOOK]["post"]
     assert operation["operationId"] == "stripe_webhook"
-    assert {int(status) for status in operation["responses"]} == {200, 400, 413, 415, 503}
+    assert {int(status) for status in operation["responses"]} == {200, 400, 409, 413, 415, 503}
     [header] = operation["parameters"]
     assert (header["name"], header["in"], header["required"]) == (
         "Stripe-Signature",
