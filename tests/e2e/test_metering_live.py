@@ -52,6 +52,7 @@ from tests.e2e.metering_support import (
     set_buckets,
 )
 from tests.support.cli import zoopay_env
+from tests.support.concurrency import all_finished
 from zoopay.db.engine import transaction
 from zoopay.db.tables import api_calls, ledger_entries, subscriptions
 from zoopay.subscriptions.periods import add_months, period_start
@@ -148,8 +149,10 @@ def plan_sends(rng: random.Random, calls: list[Call]) -> tuple[list[list[Send]],
 
 async def run_clients(
     base_urls: list[str], tokens: list[str], sends: list[list[Send]], clients: int
-) -> dict[str, list[tuple[int, dict[str, Any]]]]:
-    """`clients` clients, half on each server, each taking the next send of its server."""
+) -> tuple[dict[str, list[tuple[int, dict[str, Any]]]], set[str]]:
+    """`clients` clients, half on each server, each taking the next send of its server. A send
+    whose connection closed before its answer (a kept-alive connection the server closed: seen
+    once in CI under load) is sent again, as a product would, and its id is in `retried`."""
     responses: dict[str, list[tuple[int, dict[str, Any]]]] = {}
     queues = [deque(side) for side in sends]
 
@@ -157,13 +160,17 @@ async def run_clients(
         async with httpx.AsyncClient(base_url=base_urls[side], timeout=HTTP_TIMEOUT) as http:
             while queues[side]:
                 send = queues[side].popleft()
-                outcome = await report(
-                    http, send.call, tokens[side], other_spelling=send.other_spelling
-                )
+                spelling = send.other_spelling
+                try:
+                    outcome = await report(http, send.call, tokens[side], other_spelling=spelling)
+                except httpx.TransportError:
+                    retried.add(send.call.id)
+                    outcome = await report(http, send.call, tokens[side], other_spelling=spelling)
                 responses.setdefault(send.call.id, []).append(outcome)
 
-    await bounded(asyncio.gather(*(client(n % 2) for n in range(clients))), f"{clients} clients")
-    return responses
+    retried: set[str] = set()
+    await bounded(all_finished(*(client(n % 2) for n in range(clients))), f"{clients} clients")
+    return responses, retried
 
 
 async def test_two_servers_record_4000_calls_of_one_org_exactly_once(
@@ -186,15 +193,22 @@ async def test_two_servers_record_4000_calls_of_one_org_exactly_once(
     assert spent > MONTHLY + STABLE  # the calls cross into stable and into total_due
     sends, repeated = plan_sends(rng, calls)
 
-    responses = await run_clients([server.base_url, second_server.base_url], tokens, sends, CLIENTS)
+    urls = [server.base_url, second_server.base_url]
+    responses, retried = await run_clients(urls, tokens, sends, CLIENTS)
 
     emails = {user.id: user.email for user in users}
     assert set(responses) == {call.id for call in calls}
     for call in calls:
         outcomes = responses[call.id]
         statuses = sorted(status for status, _ in outcomes)
-        assert statuses == ([200, 201] if call.id in repeated else [201]), outcomes
-        original = next(body for status, body in outcomes if status == 201)
+        expected = [200, 201] if call.id in repeated else [201]
+        if call.id in retried:
+            # The lost send may have been recorded: then the retry is answered as a repeat.
+            assert len(statuses) == len(expected) and set(statuses) <= {200, 201}, outcomes
+            assert statuses.count(201) <= 1, outcomes
+        else:
+            assert statuses == expected, outcomes
+        original = next((body for status, body in outcomes if status == 201), outcomes[0][1])
         assert_reported(original, call, org_id=org_id, email=emails[call.user_id])
         assert all(body == original for _, body in outcomes), outcomes
     expected = drain(MONTHLY, STABLE, spent)
@@ -300,7 +314,7 @@ async def stream_calls(
 
     workers = [single(n % 2) for n in range(STREAM_CLIENTS)]
     workers += [batches(0), batches(1), reads(0), reads(1)]
-    await bounded(asyncio.gather(*workers), "the stream of calls")
+    await bounded(all_finished(*workers), "the stream of calls")
     return stream
 
 
@@ -472,7 +486,7 @@ async def load_until_killed(
         kill()
 
     workers = [post_singles() for _ in range(16)] + [post_batches() for _ in range(3)]
-    await bounded(asyncio.gather(killer(), *workers), "the load and the kill")
+    await bounded(all_finished(killer(), *workers), "the load and the kill")
     return load
 
 
@@ -501,7 +515,7 @@ async def resend_all(
                     outcomes[call.id] = (result["status"], result)
 
     workers = [post_singles() for _ in range(16)] + [post_batches() for _ in range(2)]
-    await bounded(asyncio.gather(*workers), "re-sending every call")
+    await bounded(all_finished(*workers), "re-sending every call")
     return outcomes
 
 
