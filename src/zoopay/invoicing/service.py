@@ -955,6 +955,15 @@ async def _pending_attempt(conn: AsyncConnection, invoice_id: str) -> Attempt | 
     return _attempt_of_row(row) if row else None
 
 
+async def attempt_by_key(conn: AsyncConnection, *, idempotency_key: str) -> Attempt | None:
+    """The attempt whose charge carries this idempotency key (as the processor holds it)."""
+    query = select(invoice_payment_attempts).where(
+        invoice_payment_attempts.c.idempotency_key == idempotency_key
+    )
+    row = (await conn.execute(query)).mappings().first()
+    return _attempt_of_row(row) if row else None
+
+
 async def list_attempts(conn: AsyncConnection, *, invoice_id: str) -> list[Attempt]:
     query = (
         select(invoice_payment_attempts)

@@ -27,14 +27,19 @@ from datetime import datetime
 from typing import Any
 
 import stripe
-from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from zoopay.db.tables import invoice_payment_attempts, stripe_events
+from zoopay.db.tables import stripe_events
 from zoopay.errors import BadRequest, Conflict, quoted
-from zoopay.invoicing.service import CURRENCY, AttemptStatus, apply_charge, takes_answer
+from zoopay.invoicing.service import (
+    CURRENCY,
+    apply_charge,
+    asked_of,
+    attempt_by_key,
+    takes_answer,
+)
 from zoopay.payments.service import insert_unless_present
-from zoopay.processors.base import ChargeRequest, ProcessorError, ProcessorUnavailable
+from zoopay.processors.base import ProcessorError, ProcessorUnavailable
 from zoopay.processors.stripe import KEY_METADATA, same_charge
 
 CHARGE_EVENTS = frozenset(
@@ -130,38 +135,25 @@ async def _apply_intent(conn: AsyncConnection, intent: Mapping[str, Any], now: d
     key = metadata.get(KEY_METADATA) if isinstance(metadata, Mapping) else None
     if not isinstance(key, str):
         return Outcome.RECORDED  # not a charge zoopay made
-    query = select(
-        invoice_payment_attempts.c.id,
-        invoice_payment_attempts.c.status,
-        invoice_payment_attempts.c.amount_cents,
-        invoice_payment_attempts.c.processor_customer_id,
-    ).where(invoice_payment_attempts.c.idempotency_key == key)
-    attempt = (await conn.execute(query)).mappings().first()
+    attempt = await attempt_by_key(conn, idempotency_key=key)
     if attempt is None:
         return Outcome.RECORDED
-    # The attempt's own request: an intent under its key that is not that charge (another
-    # currency, customer or amount) pays nothing, as reconcile and a retried charge refuse it.
-    request = ChargeRequest(
-        customer_id=attempt["processor_customer_id"],
-        amount_cents=attempt["amount_cents"],
-        currency=CURRENCY,
-        idempotency_key=key,
-        description="",
-    )
     try:
-        charge = same_charge(intent, request)
+        # An intent under the attempt's key that is not its charge (another currency, customer
+        # or amount) pays nothing, as reconcile and a retried charge refuse it.
+        charge = same_charge(intent, asked_of(attempt))
     except ProcessorError:
         raise Conflict(
             f"payment intent {quoted(intent.get('id'))} is not the charge of attempt"
-            f" {attempt['id']}: {attempt['amount_cents']} cents in {CURRENCY} from"
-            f" {attempt['processor_customer_id']}"
+            f" {attempt.id}: {attempt.amount_cents} cents in {CURRENCY} from"
+            f" {attempt.processor_customer_id}"
         ) from None
     except ProcessorUnavailable:
         return Outcome.RECORDED  # still processing: a later event tells the end
     except (KeyError, TypeError, ValueError, AttributeError):
         # AttributeError: a field that should be an object (last_payment_error) is not.
         raise BadRequest("the event's payment intent lacks its amount or status") from None
-    if not takes_answer(AttemptStatus(attempt["status"]), charge.status):
+    if not takes_answer(attempt.status, charge.status):
         return Outcome.RECORDED
-    applied = await apply_charge(conn, attempt_id=attempt["id"], charge=charge, now=now)
-    return Outcome.RECORDED if applied.status == attempt["status"] else Outcome.APPLIED
+    applied = await apply_charge(conn, attempt_id=attempt.id, charge=charge, now=now)
+    return Outcome.RECORDED if applied.status == attempt.status else Outcome.APPLIED
