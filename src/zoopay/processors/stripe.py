@@ -165,12 +165,9 @@ def same_charge(intent: Mapping[str, Any], request: ChargeRequest) -> Charge:
     """An intent found under the request's key, as its Charge, if it is the charge the request
     asked for; ProcessorError(`idempotency_key_in_use`) otherwise (`check_same_charge`). Read
     as Stripe sent it: a webhook's intent is whatever its payload holds."""
-    customer = intent.get("customer")
-    if isinstance(customer, Mapping):  # expanded
-        customer = customer.get("id")
     check_same_charge(
         request,
-        customer_id=customer,
+        customer_id=_id_of(intent.get("customer")),
         amount_cents=intent.get("amount"),
         currency=intent.get("currency"),
     )
