@@ -488,7 +488,11 @@ async def test_a_credit_held_while_its_invoice_is_being_paid_is_released_by_that
     async with transaction(engine) as downgrade:
         await lock_balance(downgrade, customer=alice.user.customer)
         await upgrades.credit_downgrade(
-            downgrade, customer=alice.user.customer, micros=47_250_000, now=clock.now
+            downgrade,
+            customer=alice.user.customer,
+            micros=47_250_000,
+            until=clock.now + timedelta(days=30),
+            now=clock.now,
         )
         paying = asyncio.create_task(pay())
         await asyncio.sleep(0.5)  # the payment runs up to the lock it waits for

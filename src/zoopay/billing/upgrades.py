@@ -279,12 +279,22 @@ def _refusal(attempt: Attempt | None, tier: TierName, micros: int) -> PaymentReq
 
 
 async def credit_downgrade(
-    conn: AsyncConnection, *, customer: Customer, micros: int, now: datetime
+    conn: AsyncConnection, *, customer: Customer, micros: int, until: datetime, now: datetime
 ) -> None:
     """A downgrade's credit (`micros`, the unused rest of the old plan over the new one's), in
-    the transaction that holds the balance lock. Set off against plan fees the customer still
-    owes: held against each unpaid fee invoice, up to its fee (invoicing.fee_credits), and
-    released when it is paid; what exceeds them is credited now."""
+    the transaction that holds the balance lock, recorded with the end of the fee period of the
+    plan it leaves the customer on (`unused_paid` replays it). Set off against plan fees the
+    customer still owes: held against each unpaid fee invoice, up to its fee
+    (invoicing.fee_credits), and released when it is paid; what exceeds them is credited now."""
+    await conn.execute(
+        insert(downgrade_credits).values(
+            customer_kind=customer.kind,
+            customer_id=customer.id,
+            credit_micros=micros,
+            created_at=now,
+            until=until,
+        )
+    )
     for invoice_id, owed in await _unpaid_fees(conn, customer):
         held = min(micros, owed)
         await hold_credit(conn, customer=customer, invoice_id=invoice_id, micros=held, now=now)
@@ -561,18 +571,12 @@ async def _change_plan_paid(
                 price=price,
                 now=now,
             )
-            if credit and price.until is not None:
-                await conn.execute(
-                    insert(downgrade_credits).values(
-                        customer_kind=customer.kind,
-                        customer_id=customer.id,
-                        credit_micros=credit,
-                        created_at=now,
-                        until=price.until,
-                    )
-                )
             await apply_change(conn)
-            await credit_downgrade(conn, customer=customer, micros=credit, now=now)
+            if credit:
+                assert price.until is not None  # a credit is of a plan's rest, which ends
+                await credit_downgrade(
+                    conn, customer=customer, micros=credit, until=price.until, now=now
+                )
             return
         # Every rule of the change (the tier's kind, an enterprise price, POST on a paid plan)
         # is checked before anything is charged: the change is tried and rolled back.
