@@ -440,8 +440,9 @@ class PlanChange:
 @dataclass(frozen=True)
 class Review:
     """What a customer's change to a tier would do now: the invoice it charges (tax included),
-    or the credit it gives."""
+    or the credit it gives; `current`, the plan it changes from."""
 
+    current: Plan | None
     charged: Amounts | None
     credit_micros: int
 
@@ -468,11 +469,11 @@ async def review_change(
         amounts = invoice_amounts(
             [_fee_line(change.tier, price, "")], tax_rates=terms.tax_rates, country=contact.country
         )
-        return Review(amounts, 0)
+        return Review(current_plan(catalog, subscription), amounts, 0)
     credit = await downgrade_credit(
         conn, catalog=catalog, customer=customer, subscription=subscription, price=price, now=now
     )
-    return Review(None, credit)
+    return Review(current_plan(catalog, subscription), None, credit)
 
 
 async def _quote_change(

@@ -466,9 +466,7 @@ async def plan_review(
     account = await account_of(request, who, kind)
     catalog = catalog_of(request)
     plan = _tier(tier, catalog, kind)
-    now = now_of(request)
     async with reading(engine_of(request)) as conn:
-        subscription = await get_subscription(conn, customer=account.customer)
         review = await review_change(
             conn,
             catalog=catalog,
@@ -476,9 +474,9 @@ async def plan_review(
                 account.customer, TierName(plan.name), pay_annually=None, actor=user_of(who).id
             ),
             terms=request.app.state.change_terms,
-            now=now,
+            now=now_of(request),
         )
-    current = current_plan(catalog, subscription)
+    current = review.current
     return render(
         request,
         who,
