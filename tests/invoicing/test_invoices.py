@@ -70,6 +70,26 @@ async def books_are_clean(engine: AsyncEngine) -> None:
         assert await verify(conn) == []
 
 
+async def staff_refund(
+    engine: AsyncEngine,
+    processor: EmbeddedProcessor,
+    clock: Clock,
+    invoice_id: str,
+    micros: int,
+    key: str,
+) -> Invoice:
+    """Staff refund `micros` of the invoice under `key`."""
+    return await refund_invoice(
+        engine,
+        processor,
+        invoice_id=invoice_id,
+        amount_micros=micros,
+        idempotency_key=key,
+        actor="staff",
+        now=clock.now,
+    )
+
+
 async def test_issue_computes_tax_and_rounds_to_cents(
     engine: AsyncEngine, world: World, clock: Clock, processor: EmbeddedProcessor
 ) -> None:
@@ -430,16 +450,8 @@ async def test_refunds_are_bounded_by_what_was_paid_and_happen_once_per_key(
     customer = person.user.customer
     invoice = await paid_credit_invoice(engine, clock, customer, processor, 20_000_000)
 
-    async def refund(micros: int, key: str):  # type: ignore[no-untyped-def]
-        return await refund_invoice(
-            engine,
-            processor,
-            invoice_id=invoice.id,
-            amount_micros=micros,
-            idempotency_key=key,
-            actor="staff",
-            now=clock.now,
-        )
+    async def refund(micros: int, key: str) -> Invoice:
+        return await staff_refund(engine, processor, clock, invoice.id, micros, key)
 
     first = await refund(5_000_000, "a")
     assert first.amount_refunded_micros == 5_000_000
@@ -493,15 +505,7 @@ async def test_a_refund_gives_back_the_tax_and_rounding_in_proportion_not_revenu
     assert fee_invoice.total_micros == credit_invoice.total_micros == 11_900_000
 
     async def refund(invoice_id: str, micros: int, key: str) -> None:
-        await refund_invoice(
-            engine,
-            processor,
-            invoice_id=invoice_id,
-            amount_micros=micros,
-            idempotency_key=key,
-            actor="staff",
-            now=clock.now,
-        )
+        await staff_refund(engine, processor, clock, invoice_id, micros, key)
 
     async def accounts() -> dict[AccountKind, int]:
         async with reading(engine) as conn:
@@ -550,15 +554,7 @@ async def test_a_refund_the_processor_refused_is_not_answered_as_done_when_sent_
     invoice = await paid_credit_invoice(engine, clock, customer, processor, 10_000_000)
 
     async def refund(by: EmbeddedProcessor, key: str) -> Invoice:
-        return await refund_invoice(
-            engine,
-            by,
-            invoice_id=invoice.id,
-            amount_micros=10_000_000,
-            idempotency_key=key,
-            actor="staff",
-            now=clock.now,
-        )
+        return await staff_refund(engine, by, clock, invoice.id, 10_000_000, key)
 
     with pytest.raises(BadRequest, match="this charge is disputed"):
         await refund(RefusesRefunds(engine, lambda: clock.now), "ticket-7")
@@ -593,16 +589,8 @@ async def test_a_pending_refund_the_processor_refuses_when_asked_again_fails_and
     invoice = await paid_credit_invoice(engine, clock, person.user.customer, processor, 10_000_000)
     lost = LosesRefunds(engine, lambda: clock.now)
 
-    async def refund(by: EmbeddedProcessor, key: str):  # type: ignore[no-untyped-def]
-        return await refund_invoice(
-            engine,
-            by,
-            invoice_id=invoice.id,
-            amount_micros=10_000_000,
-            idempotency_key=key,
-            actor="staff",
-            now=clock.now,
-        )
+    async def refund(by: EmbeddedProcessor, key: str) -> Invoice:
+        return await staff_refund(engine, by, clock, invoice.id, 10_000_000, key)
 
     async def statuses() -> list[str]:
         async with reading(engine) as conn:
@@ -647,24 +635,8 @@ async def test_spent_credits_cannot_be_refunded(
             now=clock.now,
         )
     with pytest.raises(Conflict, match="spent"):
-        await refund_invoice(
-            engine,
-            processor,
-            invoice_id=invoice.id,
-            amount_micros=5_000_000,
-            idempotency_key="x",
-            actor="staff",
-            now=clock.now,
-        )
-    refunded = await refund_invoice(
-        engine,
-        processor,
-        invoice_id=invoice.id,
-        amount_micros=4_000_000,
-        idempotency_key="y",
-        actor="staff",
-        now=clock.now,
-    )
+        await staff_refund(engine, processor, clock, invoice.id, 5_000_000, "x")
+    refunded = await staff_refund(engine, processor, clock, invoice.id, 4_000_000, "y")
     assert refunded.amount_refunded_micros == 4_000_000
     assert await stable_micros(engine, customer) == 0
     await books_are_clean(engine)
