@@ -34,6 +34,7 @@ from zoopay.invoicing.service import (
     refund_invoice,
 )
 from zoopay.journal.service import Account, AccountKind, account_balance, invoice_journal
+from zoopay.ledger.service import Customer
 from zoopay.processors import processor_from_settings
 from zoopay.processors.base import Charge, ProcessorUnavailable, Refund
 from zoopay.processors.stripe import KEY_METADATA, StripeProcessor
@@ -72,6 +73,20 @@ async def charge_and_crash(
     return answered[0]
 
 
+async def crashed_purchase(
+    engine: AsyncEngine,
+    processor: StripeProcessor,
+    customer: Customer,
+    now: Any,
+    card: str = "4242424242424242",
+) -> tuple[str, Charge]:
+    """A purchase of 25.00 of credits whose charge Stripe made and zoopay never recorded (it
+    died after the answer): the invoice, and the charge its pending attempt does not know."""
+    customer_id = await stripe_customer_with_card(processor, card)
+    invoice_id = await open_credits_invoice(engine, now, customer)
+    return invoice_id, await charge_and_crash(engine, processor, invoice_id, customer_id, now)
+
+
 async def test_a_payment_left_pending_is_applied_once(
     stripe_client: httpx.AsyncClient,
     stripe_processor: StripeProcessor,
@@ -80,9 +95,9 @@ async def test_a_payment_left_pending_is_applied_once(
     clock: Clock,
 ) -> None:
     person = await world.user()
-    customer_id = await stripe_customer_with_card(stripe_processor, "4242424242424242")
-    invoice_id = await open_credits_invoice(engine, clock.now, person.user.customer)
-    charge = await charge_and_crash(engine, stripe_processor, invoice_id, customer_id, clock.now)
+    invoice_id, charge = await crashed_purchase(
+        engine, stripe_processor, person.user.customer, clock.now
+    )
     async with reading(engine) as conn:
         [attempt] = await list_attempts(conn, invoice_id=invoice_id)
     assert attempt.status == AttemptStatus.PENDING
@@ -136,9 +151,9 @@ async def test_an_intent_that_is_not_the_attempts_charge_is_refused_and_pays_not
     another amount (a fraction of a cent included) is not the charge zoopay asked for: 25.00
     EUR, or another customer's money, never pays a 25.00 USD invoice."""
     person = await world.user()
-    customer_id = await stripe_customer_with_card(stripe_processor, "4242424242424242")
-    invoice_id = await open_credits_invoice(engine, clock.now, person.user.customer)
-    charge = await charge_and_crash(engine, stripe_processor, invoice_id, customer_id, clock.now)
+    invoice_id, charge = await crashed_purchase(
+        engine, stripe_processor, person.user.customer, clock.now
+    )
     intent = await intent_as_stripe_sends_it(stripe_processor, charge.id)
     intent[field] = value
 
@@ -236,9 +251,9 @@ async def test_a_failed_payment_left_pending_fails_its_attempt(
     clock: Clock,
 ) -> None:
     person = await world.user()
-    customer_id = await stripe_customer_with_card(stripe_processor, "4000000000000341")
-    invoice_id = await open_credits_invoice(engine, clock.now, person.user.customer)
-    charge = await charge_and_crash(engine, stripe_processor, invoice_id, customer_id, clock.now)
+    invoice_id, charge = await crashed_purchase(
+        engine, stripe_processor, person.user.customer, clock.now, card="4000000000000341"
+    )
     payload = event(
         "payment_intent.payment_failed",
         await intent_as_stripe_sends_it(stripe_processor, charge.id),
@@ -458,9 +473,9 @@ async def test_an_intent_of_odd_shape_is_recorded_or_refused_never_a_500(
 
     # A last_payment_error that is no object, on an attempt's own intent: a 400, nothing paid.
     person = await world.user()
-    customer_id = await stripe_customer_with_card(stripe_processor, "4000000000000341")
-    invoice_id = await open_credits_invoice(engine, clock.now, person.user.customer)
-    charge = await charge_and_crash(engine, stripe_processor, invoice_id, customer_id, clock.now)
+    invoice_id, charge = await crashed_purchase(
+        engine, stripe_processor, person.user.customer, clock.now, card="4000000000000341"
+    )
     intent = await intent_as_stripe_sends_it(stripe_processor, charge.id)
     intent["last_payment_error"] = "card_declined"
     answer = await stripe_client.post(
